@@ -1,0 +1,619 @@
+//! Cancel scopes: the [`CancelScope`] builder, its [`CancelHandle`], the
+//! [`CancelReason`] a scope records, and the [`ScopeFuture`] that runs a body
+//! inside a scope.
+//!
+//! The status tree itself (how cancellation reaches nested scopes with one
+//! atomic load per checkpoint) lives in `tree.rs`; waiting for cancellation in
+//! `wait.rs`.
+
+pub(crate) mod tree;
+pub(crate) mod wait;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use pin_project_lite::pin_project;
+
+use crate::clock;
+use crate::context;
+use crate::error::{CancelError, Cancelled};
+use crate::task::TaskInfo;
+use tree::Node;
+use wait::Wait;
+
+/// Why a cancel scope was cancelled. The first reason recorded wins.
+///
+/// # Examples
+///
+/// ```
+/// use hatchery::{CancelReason, CancelScope};
+///
+/// let scope = CancelScope::new();
+/// let handle = scope.handle();
+/// handle.cancel();
+/// assert_eq!(handle.reason(), Some(CancelReason::Explicit));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// [`CancelHandle::cancel`] was called.
+    Explicit,
+    /// The scope's deadline passed.
+    Deadline,
+    /// A task of the nursery that owns this scope failed (returned an error or
+    /// panicked), so its siblings are being cancelled.
+    TaskFailed(TaskInfo),
+    /// The process received this signal (e.g. 2 for SIGINT).
+    Signal(i32),
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CancelReason::Explicit => f.write_str("cancel() was called"),
+            CancelReason::Deadline => f.write_str("its deadline passed"),
+            CancelReason::TaskFailed(task) => write!(f, "a sibling failed: {task}"),
+            CancelReason::Signal(signal) => write!(f, "the process received signal {signal}"),
+        }
+    }
+}
+
+/// A cancel scope, configured before it is entered with [`CancelScope::run`].
+///
+/// Scopes nest: a scope entered while another is current becomes its child, and
+/// cancelling (or the deadline of) an outer scope cancels everything inside it,
+/// except behind a [shield](CancelScope::shield). Inside a cancelled scope every
+/// checkpoint returns [`Cancelled`]; the scope that was cancelled catches the
+/// `Cancelled` when it comes out of its body, and `run` returns `Ok(None)`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{CancelScope, sleep};
+///
+/// # futures::executor::block_on(async {
+/// let scope = CancelScope::new().timeout(Duration::from_millis(10));
+/// let handle = scope.handle();
+/// let out = scope
+///     .run(async {
+///         sleep(Duration::from_secs(3600)).await?;
+///         Ok::<_, hatchery::Cancelled>("slept an hour")
+///     })
+///     .await;
+/// assert_eq!(out, Ok(None)); // the deadline cancelled the sleep; the scope caught it
+/// assert!(handle.cancelled_caught());
+/// # });
+/// ```
+pub struct CancelScope {
+    node: Arc<Node>,
+    timeout: Option<Duration>,
+}
+
+impl fmt::Debug for CancelScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelScope")
+            .field("handle", &self.handle())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Default for CancelScope {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CancelScope {
+    /// A scope with no deadline and no shield.
+    ///
+    /// ```
+    /// let scope = hatchery::CancelScope::new();
+    /// assert_eq!(scope.handle().deadline(), None);
+    /// ```
+    pub fn new() -> Self {
+        CancelScope {
+            node: Node::new(None, false),
+            timeout: None,
+        }
+    }
+
+    /// Sets an absolute deadline. A deadline in the past is allowed: the scope
+    /// is cancelled at its first checkpoint.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let at = Instant::now() + Duration::from_secs(5);
+    /// let scope = hatchery::CancelScope::new().deadline(at);
+    /// assert_eq!(scope.handle().deadline(), Some(at));
+    /// ```
+    pub fn deadline(self, deadline: Instant) -> Self {
+        self.node.set_deadline(Some(deadline));
+        self
+    }
+
+    /// Sets a deadline relative to the moment the scope is **entered** (its
+    /// first poll), not the moment it is built. If both a deadline and a
+    /// timeout are given, the earlier of the two applies. A timeout too large
+    /// for [`Instant`] to represent means no deadline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hatchery::CancelScope;
+    ///
+    /// # futures::executor::block_on(async {
+    /// let scope = CancelScope::new().timeout(Duration::from_secs(60));
+    /// let handle = scope.handle();
+    /// assert_eq!(handle.deadline(), None); // not entered yet
+    /// scope
+    ///     .run(async move {
+    ///         assert!(handle.deadline().is_some()); // fixed at entry
+    ///         Ok::<_, hatchery::Cancelled>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// # });
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Shields the scope: cancellation of enclosing scopes does not reach
+    /// inside it (its own `cancel()` and deadline still do).
+    ///
+    /// ```
+    /// let scope = hatchery::CancelScope::new().shield(true);
+    /// assert!(scope.handle().is_shielded());
+    /// ```
+    pub fn shield(self, shield: bool) -> Self {
+        self.node.set_shield(shield);
+        self
+    }
+
+    /// A handle to cancel or reconfigure the scope from anywhere, before,
+    /// while and after it runs.
+    ///
+    /// ```
+    /// let scope = hatchery::CancelScope::new();
+    /// let handle = scope.handle();
+    /// std::thread::spawn(move || handle.cancel()).join().unwrap();
+    /// assert!(scope.handle().cancel_called());
+    /// ```
+    pub fn handle(&self) -> CancelHandle {
+        CancelHandle {
+            node: Arc::clone(&self.node),
+        }
+    }
+
+    /// Runs `body` inside the scope.
+    ///
+    /// Resolves to `Ok(Some(value))` when the body finished, `Ok(None)` when the
+    /// body unwound with a cancellation that this scope caught, and `Err(e)` for
+    /// any other error, including a cancellation that belongs to an enclosing
+    /// scope (it passes through untouched).
+    ///
+    /// ```
+    /// use hatchery::{CancelScope, Cancelled, checkpoint};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let out = CancelScope::new()
+    ///     .run(async {
+    ///         checkpoint().await?;
+    ///         Ok::<_, Cancelled>(42)
+    ///     })
+    ///     .await;
+    /// assert_eq!(out, Ok(Some(42)));
+    /// # });
+    /// ```
+    pub fn run<F, T, E>(self, body: F) -> ScopeFuture<F>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: CancelError,
+    {
+        ScopeFuture {
+            slot: Some(self.node),
+            timeout: self.timeout,
+            phase: Phase::Idle,
+            body,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Entered,
+    Exited,
+}
+
+pin_project! {
+    /// A body running inside a [`CancelScope`]; see [`CancelScope::run`].
+    ///
+    /// Dropping it before it completes drops the body at once (the hard
+    /// cancel); nothing keeps running.
+    ///
+    /// ```
+    /// use hatchery::{CancelScope, Cancelled};
+    /// let fut = CancelScope::new().run(async { Ok::<_, Cancelled>(1) });
+    /// assert_eq!(futures::executor::block_on(fut), Ok(Some(1)));
+    /// ```
+    pub struct ScopeFuture<F> {
+        // `Some` except while the body is polled: the node is moved into the
+        // thread-local current-scope slot for the duration of the poll.
+        slot: Option<Arc<Node>>,
+        timeout: Option<Duration>,
+        phase: Phase,
+        #[pin]
+        body: F,
+    }
+
+    impl<F> PinnedDrop for ScopeFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.phase == Phase::Entered {
+                if let Some(node) = this.slot {
+                    node.unlink();
+                }
+            }
+        }
+    }
+}
+
+impl<F> fmt::Debug for ScopeFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopeFuture")
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Enters `node` under the current scope, fixing a relative timeout now.
+pub(crate) fn enter_node(node: &Arc<Node>, timeout: Option<Duration>) {
+    if let Some(timeout) = timeout {
+        if let Some(at) = clock::now().checked_add(timeout) {
+            let current = node.lock().deadline;
+            node.set_deadline(Some(current.map_or(at, |current| current.min(at))));
+        }
+    }
+    context::with_current(|parent| node.link(parent));
+}
+
+impl<F, T, E> Future for ScopeFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: CancelError,
+{
+    type Output = Result<Option<T>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.phase {
+            Phase::Idle => {
+                if let Some(node) = this.slot {
+                    enter_node(node, *this.timeout);
+                }
+                *this.phase = Phase::Entered;
+            }
+            Phase::Entered => {}
+            Phase::Exited => panic!("hatchery: a ScopeFuture was polled after it completed"),
+        }
+        let body = this.body;
+        let out = match context::enter(this.slot, || body.poll(cx)) {
+            Poll::Ready(out) => out,
+            Poll::Pending => return Poll::Pending,
+        };
+        *this.phase = Phase::Exited;
+        let Some(node) = this.slot else {
+            return Poll::Ready(out.map(Some));
+        };
+        let out = match out {
+            Ok(value) => Ok(Some(value)),
+            Err(error) if error.is_cancelled() && node.exit_catches() => Ok(None),
+            Err(error) => Err(error),
+        };
+        node.unlink();
+        Poll::Ready(out)
+    }
+}
+
+/// A cloneable, `Send + Sync` handle to a cancel scope: cancel it, move its
+/// deadline, toggle its shield, or ask what happened to it, from any task or
+/// thread.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{nursery, sleep, CancelScope, Cancelled, Nursery};
+///
+/// # futures::executor::block_on(async {
+/// let scope = CancelScope::new();
+/// let handle = scope.handle();
+/// nursery(|n: Nursery<'_, Cancelled>| async move {
+///     n.spawn(async move {
+///         scope.run(async { sleep(Duration::from_secs(3600)).await }).await?;
+///         Ok(())
+///     });
+///     n.spawn(async move {
+///         sleep(Duration::from_millis(5)).await?;
+///         handle.cancel(); // wakes the hour-long sleep
+///         Ok(())
+///     });
+///     Ok(())
+/// })
+/// .await
+/// .unwrap();
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct CancelHandle {
+    pub(crate) node: Arc<Node>,
+}
+
+impl fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.node.lock();
+        f.debug_struct("CancelHandle")
+            .field("cancel_called", &inner.cancel_called)
+            .field("reason", &inner.reason)
+            .field("deadline", &inner.deadline)
+            .field("shield", &inner.shield)
+            .field("cancelled_caught", &inner.cancelled_caught)
+            .finish()
+    }
+}
+
+impl CancelHandle {
+    pub(crate) fn from_node(node: Arc<Node>) -> Self {
+        CancelHandle { node }
+    }
+
+    /// Cancels the scope. Idempotent; the first [`CancelReason`] recorded wins.
+    /// Every task inside the scope gets [`Cancelled`] at its next checkpoint,
+    /// and tasks sleeping inside it wake up.
+    ///
+    /// ```
+    /// let handle = hatchery::CancelScope::new().handle();
+    /// handle.cancel();
+    /// handle.cancel();
+    /// assert!(handle.cancel_called());
+    /// ```
+    pub fn cancel(&self) {
+        self.node.cancel(CancelReason::Explicit);
+    }
+
+    /// Whether this scope was cancelled: `cancel()` was called, or its own
+    /// deadline passed. Cancellation inherited from an outer scope does not
+    /// count (see [`is_cancelled`](Self::is_cancelled)).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// let handle = hatchery::CancelScope::new().deadline(Instant::now()).handle();
+    /// assert!(handle.cancel_called()); // the deadline has passed
+    /// ```
+    pub fn cancel_called(&self) -> bool {
+        self.node.cancel_called()
+    }
+
+    /// Whether the scope caught a cancellation when its body exited (the body
+    /// unwound with `Cancelled` that belonged to this scope).
+    ///
+    /// ```
+    /// use hatchery::{CancelScope, checkpoint};
+    /// # futures::executor::block_on(async {
+    /// let scope = CancelScope::new();
+    /// let handle = scope.handle();
+    /// handle.cancel();
+    /// scope.run(async { checkpoint().await }).await.unwrap();
+    /// assert!(handle.cancelled_caught());
+    /// # });
+    /// ```
+    pub fn cancelled_caught(&self) -> bool {
+        self.node.lock().cancelled_caught
+    }
+
+    /// Whether checkpoints inside the scope fail right now: it was cancelled,
+    /// an effective deadline passed, or an unshielded enclosing scope was
+    /// cancelled.
+    ///
+    /// Cheap enough to poll from a synchronous loop.
+    ///
+    /// ```
+    /// use hatchery::CancelScope;
+    /// # futures::executor::block_on(async {
+    /// let outer = CancelScope::new();
+    /// let outer_handle = outer.handle();
+    /// outer
+    ///     .run(async move {
+    ///         let inner = CancelScope::new();
+    ///         let inner_handle = inner.handle();
+    ///         inner
+    ///             .run(async move {
+    ///                 outer_handle.cancel();
+    ///                 assert!(inner_handle.is_cancelled());
+    ///                 assert!(!inner_handle.cancel_called());
+    ///                 Ok::<_, hatchery::Cancelled>(())
+    ///             })
+    ///             .await
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// # });
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        self.node.is_cancelled()
+    }
+
+    /// The reason the scope was cancelled, if it was.
+    ///
+    /// ```
+    /// use hatchery::{CancelReason, CancelScope};
+    /// let handle = CancelScope::new().handle();
+    /// assert_eq!(handle.reason(), None);
+    /// handle.cancel();
+    /// assert_eq!(handle.reason(), Some(CancelReason::Explicit));
+    /// ```
+    pub fn reason(&self) -> Option<CancelReason> {
+        self.node.cancel_called();
+        self.node.lock().reason.clone()
+    }
+
+    /// The scope's own deadline (not counting enclosing scopes).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let at = Instant::now() + Duration::from_secs(1);
+    /// let handle = hatchery::CancelScope::new().deadline(at).handle();
+    /// assert_eq!(handle.deadline(), Some(at));
+    /// ```
+    pub fn deadline(&self) -> Option<Instant> {
+        self.node.lock().deadline
+    }
+
+    /// Moves the deadline, earlier or later, or removes it with `None`. Tasks
+    /// inside notice at their next checkpoint; sleepers re-arm their timers.
+    /// A deadline that a checkpoint already saw expire has cancelled the scope
+    /// for good; moving it later then changes nothing.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let handle = hatchery::CancelScope::new().handle();
+    /// handle.set_deadline(Instant::now() + Duration::from_secs(10));
+    /// handle.set_deadline(None);
+    /// assert_eq!(handle.deadline(), None);
+    /// ```
+    pub fn set_deadline(&self, deadline: impl Into<Option<Instant>>) {
+        self.node.set_deadline(deadline.into());
+    }
+
+    /// Sets the deadline to `timeout` from now. A timeout too large for
+    /// [`Instant`] removes the deadline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let handle = hatchery::CancelScope::new().handle();
+    /// handle.set_timeout(Duration::from_secs(1));
+    /// assert!(handle.deadline().is_some());
+    /// ```
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.node.set_deadline(clock::now().checked_add(timeout));
+    }
+
+    /// Turns the shield on or off. Turning it off inside a cancelled enclosing
+    /// scope cancels this one at once (and wakes its sleepers).
+    ///
+    /// ```
+    /// let handle = hatchery::CancelScope::new().handle();
+    /// handle.set_shield(true);
+    /// assert!(handle.is_shielded());
+    /// ```
+    pub fn set_shield(&self, shield: bool) {
+        self.node.set_shield(shield);
+    }
+
+    /// Whether the scope is shielded.
+    ///
+    /// ```
+    /// assert!(!hatchery::CancelScope::new().handle().is_shielded());
+    /// ```
+    pub fn is_shielded(&self) -> bool {
+        self.node.lock().shield
+    }
+
+    /// A future that resolves once the scope is effectively cancelled (by any
+    /// cause, including its deadline or an enclosing scope). Unlike a
+    /// checkpoint it watches *this* scope, wherever it is polled.
+    ///
+    /// ```
+    /// let handle = hatchery::CancelScope::new().handle();
+    /// let watcher = handle.clone();
+    /// std::thread::spawn(move || handle.cancel());
+    /// futures::executor::block_on(watcher.cancelled());
+    /// ```
+    pub fn cancelled(&self) -> HandleCancelled {
+        HandleCancelled {
+            node: Arc::clone(&self.node),
+            wait: Wait::default(),
+        }
+    }
+}
+
+/// The future of [`CancelHandle::cancelled`].
+///
+/// ```
+/// let handle = hatchery::CancelScope::new().handle();
+/// handle.cancel();
+/// futures::executor::block_on(handle.cancelled());
+/// ```
+pub struct HandleCancelled {
+    node: Arc<Node>,
+    wait: Wait,
+}
+
+impl fmt::Debug for HandleCancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandleCancelled").finish_non_exhaustive()
+    }
+}
+
+impl Future for HandleCancelled {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.wait.poll(Some(&this.node), None, cx).map(|_| ())
+    }
+}
+
+/// Checks the current scope without yielding: `Err(Cancelled)` if it is
+/// effectively cancelled (one atomic load when no deadline applies).
+///
+/// Use it in hot loops between real checkpoints, or in synchronous code that a
+/// scope's task calls.
+///
+/// ```
+/// use hatchery::{check_cancelled, CancelScope, Cancelled};
+/// assert_eq!(check_cancelled(), Ok(())); // outside any scope: never cancelled
+/// # futures::executor::block_on(async {
+/// let scope = CancelScope::new();
+/// scope.handle().cancel();
+/// scope
+///     .run(async {
+///         assert_eq!(check_cancelled(), Err(Cancelled));
+///         Ok::<_, Cancelled>(())
+///     })
+///     .await
+///     .unwrap();
+/// # });
+/// ```
+#[inline]
+pub fn check_cancelled() -> Result<(), Cancelled> {
+    context::check()
+}
+
+/// A handle to the innermost cancel scope of the running task, if it runs
+/// inside one.
+///
+/// ```
+/// use hatchery::{current_scope, CancelScope, Cancelled};
+/// assert!(current_scope().is_none());
+/// # futures::executor::block_on(async {
+/// let scope = CancelScope::new();
+/// scope
+///     .run(async {
+///         current_scope().unwrap().cancel(); // cancel the scope we are in
+///         hatchery::checkpoint().await
+///     })
+///     .await
+///     .unwrap();
+/// # });
+/// ```
+pub fn current_scope() -> Option<CancelHandle> {
+    context::current().map(CancelHandle::from_node)
+}

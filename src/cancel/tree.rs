@@ -1,0 +1,318 @@
+//! The cancel status tree.
+//!
+//! Every entered cancel scope (and every nursery, which owns one) is a [`Node`].
+//! A node links to its parent (the scope that was current when it was entered)
+//! and lists its children. Each node caches its **effective state** in one
+//! atomic `u64`, so that a checkpoint costs one load however deep it is nested:
+//!
+//! * `CANCELLED` (0): the scope is effectively cancelled;
+//! * `NEVER` (`u64::MAX`): no deadline applies and nothing is cancelled;
+//! * anything else: the earliest deadline (see `clock`) that applies.
+//!
+//! # Invariants
+//!
+//! 1. `state == effective(inner, parent.state)` where `effective` is
+//!    `CANCELLED` if `cancel_called`, else `min(own deadline, parent state)`,
+//!    the parent's state counting as `NEVER` when the node is shielded or has no
+//!    parent. This holds whenever no update is in flight.
+//! 2. A node's `state` is written only while its own `inner` lock is held, and
+//!    the node's children are read under that same lock. So a child linked
+//!    after a parent's write sees the new value when it computes its own, and a
+//!    child linked before is in the list the writer pushes to.
+//! 3. No thread ever holds two node locks at once: updates walk the tree with
+//!    an explicit work list, one lock at a time, so they cannot deadlock, and
+//!    they never recurse, so 10,000-deep chains are fine.
+//! 4. A node unlinks itself from its parent (and drops its parent reference)
+//!    when its scope exits, so the parent/child reference cycle is broken on
+//!    every exit path and dropping a long chain never recurses.
+//! 5. `event` is notified after every state change, outside the lock; waiters
+//!    listen, re-check, then sleep, so no change is missed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use event_listener::{Event, EventListener};
+use slab::Slab;
+
+use super::CancelReason;
+use crate::clock::{self, CANCELLED, NEVER};
+use crate::error::Cancelled;
+
+pub(crate) struct Node {
+    state: AtomicU64,
+    inner: Mutex<Inner>,
+    event: Event,
+}
+
+pub(crate) struct Inner {
+    parent: Option<Arc<Node>>,
+    key_in_parent: usize,
+    children: Slab<Arc<Node>>,
+    pub(crate) cancel_called: bool,
+    pub(crate) reason: Option<CancelReason>,
+    pub(crate) deadline: Option<Instant>,
+    deadline_nanos: u64,
+    pub(crate) shield: bool,
+    pub(crate) cancelled_caught: bool,
+}
+
+impl Inner {
+    fn effective(&self) -> u64 {
+        if self.cancel_called {
+            return CANCELLED;
+        }
+        let inherited = match (&self.parent, self.shield) {
+            (Some(parent), false) => parent.state.load(Ordering::Acquire),
+            _ => NEVER,
+        };
+        self.deadline_nanos.min(inherited)
+    }
+
+    fn own_deadline_passed(&self, now: u64) -> bool {
+        self.deadline_nanos != NEVER && now >= self.deadline_nanos
+    }
+
+    /// Records a cancellation; the first reason wins.
+    fn mark_cancelled(&mut self, reason: CancelReason) {
+        self.cancel_called = true;
+        self.reason.get_or_insert(reason);
+    }
+}
+
+impl Node {
+    pub(crate) fn new(deadline: Option<Instant>, shield: bool) -> Arc<Node> {
+        Arc::new(Node {
+            state: AtomicU64::new(NEVER),
+            inner: Mutex::new(Inner {
+                parent: None,
+                key_in_parent: 0,
+                children: Slab::new(),
+                cancel_called: false,
+                reason: None,
+                deadline,
+                deadline_nanos: deadline.map_or(NEVER, clock::to_nanos),
+                shield,
+                cancelled_caught: false,
+            }),
+            event: Event::new(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing panics while holding this lock, but never let poisoning turn a
+        // cancel into a second panic.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The effective state (see the module docs).
+    pub(crate) fn state(&self) -> u64 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn listen(&self) -> EventListener {
+        self.event.listen()
+    }
+
+    /// The checkpoint test: one atomic load on the fast path.
+    #[inline]
+    pub(crate) fn check(&self) -> Result<(), Cancelled> {
+        match self.state() {
+            NEVER => Ok(()),
+            CANCELLED => Err(Cancelled),
+            deadline => self.check_deadline(deadline),
+        }
+    }
+
+    #[cold]
+    fn check_deadline(&self, deadline: u64) -> Result<(), Cancelled> {
+        let now = clock::now_nanos();
+        if now < deadline {
+            return Ok(());
+        }
+        self.record_expired(now);
+        match self.state() {
+            CANCELLED => Err(Cancelled),
+            deadline if now >= deadline => Err(Cancelled),
+            // Someone moved the deadline later in the meantime.
+            _ => Ok(()),
+        }
+    }
+
+    /// A checkpoint observed an expired effective deadline: mark every scope
+    /// whose own deadline passed, from here up to the first shield, as
+    /// cancelled by its deadline. This makes expiry sticky (moving a deadline
+    /// later no longer un-cancels a task that already saw `Cancelled`), and
+    /// tells the catching rule which scope it belongs to.
+    pub(crate) fn record_expired(&self, now: u64) {
+        let mut next: Option<Arc<Node>> = None;
+        let mut work = Vec::new();
+        loop {
+            let node = next.as_deref().unwrap_or(self);
+            let (parent, shield) = {
+                let mut inner = node.lock();
+                if !inner.cancel_called && inner.own_deadline_passed(now) {
+                    inner.mark_cancelled(CancelReason::Deadline);
+                    node.recompute_locked(inner, &mut work);
+                    // Re-lock to read the links after the update released it.
+                    let inner = node.lock();
+                    (inner.parent.clone(), inner.shield)
+                } else {
+                    (inner.parent.clone(), inner.shield)
+                }
+            };
+            push_down(&mut work);
+            match parent {
+                Some(parent) if !shield => next = Some(parent),
+                _ => return,
+            }
+        }
+    }
+
+    /// Cancels this scope (idempotent; the first reason recorded wins).
+    pub(crate) fn cancel(&self, reason: CancelReason) {
+        let mut inner = self.lock();
+        inner.mark_cancelled(reason);
+        self.update_locked(inner);
+    }
+
+    pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
+        let mut inner = self.lock();
+        inner.deadline = deadline;
+        inner.deadline_nanos = deadline.map_or(NEVER, clock::to_nanos);
+        self.update_locked(inner);
+    }
+
+    pub(crate) fn set_shield(&self, shield: bool) {
+        let mut inner = self.lock();
+        inner.shield = shield;
+        self.update_locked(inner);
+    }
+
+    /// Recomputes this node's state and pushes any change down the subtree.
+    fn update_locked(&self, inner: MutexGuard<'_, Inner>) {
+        let mut work = Vec::new();
+        self.recompute_locked(inner, &mut work);
+        push_down(&mut work);
+    }
+
+    /// Recomputes the state under the lock (invariant 2); if it changed, queues
+    /// the children for recomputation and wakes this node's waiters.
+    fn recompute_locked(&self, inner: MutexGuard<'_, Inner>, work: &mut Vec<Arc<Node>>) {
+        let new = inner.effective();
+        let old = self.state.swap(new, Ordering::AcqRel);
+        if new != old {
+            work.extend(inner.children.iter().map(|(_, child)| Arc::clone(child)));
+            drop(inner);
+            self.event.notify(usize::MAX);
+        }
+    }
+
+    /// Links this node under `parent` (or makes it a root) and computes its
+    /// state. Called once, when the scope is entered.
+    pub(crate) fn link(self: &Arc<Self>, parent: Option<&Arc<Node>>) {
+        if let Some(parent) = parent {
+            let key = parent.lock().children.insert(Arc::clone(self));
+            let mut inner = self.lock();
+            inner.parent = Some(Arc::clone(parent));
+            inner.key_in_parent = key;
+            self.update_locked(inner);
+        } else {
+            self.update_locked(self.lock());
+        }
+    }
+
+    /// Removes this node from its parent's children (invariant 4).
+    pub(crate) fn unlink(&self) {
+        let (parent, key) = {
+            let mut inner = self.lock();
+            (inner.parent.take(), inner.key_in_parent)
+        };
+        if let Some(parent) = parent {
+            parent.lock().children.try_remove(key);
+        }
+    }
+
+    /// Moves this node under a new parent (used when a starting task is handed
+    /// to its nursery) and recomputes the subtree.
+    pub(crate) fn reparent(self: &Arc<Self>, parent: &Arc<Node>) {
+        self.unlink();
+        self.link(Some(parent));
+    }
+
+    /// The catching rule, applied when the scope's body returned a cancellation:
+    /// the scope catches it iff it was cancelled itself (explicitly or by its
+    /// own deadline) and no cancelled scope outside it is visible to it.
+    /// Records `cancelled_caught` (and a deadline expiry as `cancel_called`).
+    pub(crate) fn exit_catches(&self) -> bool {
+        let now = clock::now_nanos();
+        let mut inner = self.lock();
+        let own = inner.cancel_called || inner.own_deadline_passed(now);
+        if !own {
+            return false;
+        }
+        let outer_visible = match (&inner.parent, inner.shield) {
+            (Some(parent), false) => match parent.state() {
+                CANCELLED => true,
+                NEVER => false,
+                deadline => now >= deadline,
+            },
+            _ => false,
+        };
+        if outer_visible {
+            return false;
+        }
+        if !inner.cancel_called {
+            inner.mark_cancelled(CancelReason::Deadline);
+        }
+        inner.cancelled_caught = true;
+        true
+    }
+
+    /// `cancel_called`, counting a deadline that has passed (and recording it,
+    /// so the answer never flips back).
+    pub(crate) fn cancel_called(&self) -> bool {
+        let mut inner = self.lock();
+        if !inner.cancel_called && inner.own_deadline_passed(clock::now_nanos()) {
+            inner.mark_cancelled(CancelReason::Deadline);
+            self.update_locked(inner);
+            return true;
+        }
+        inner.cancel_called
+    }
+
+    /// The effective cancellation, counting an expired effective deadline.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.check().is_err()
+    }
+}
+
+/// Recomputes every queued node, queueing the children of those that changed.
+fn push_down(work: &mut Vec<Arc<Node>>) {
+    while let Some(node) = work.pop() {
+        let inner = node.lock();
+        node.recompute_locked(inner, work);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Break chains iteratively in case a scope was leaked and its children
+        // still point up at it (invariant 4 covers every normal exit).
+        let mut parent = self
+            .inner
+            .get_mut()
+            .map_or(None, |inner| inner.parent.take());
+        while let Some(node) = parent {
+            parent = match Arc::try_unwrap(node) {
+                Ok(mut node) => node
+                    .inner
+                    .get_mut()
+                    .map_or(None, |inner| inner.parent.take()),
+                Err(_) => None,
+            };
+        }
+    }
+}

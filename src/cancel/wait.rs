@@ -1,0 +1,85 @@
+//! Waiting for a scope to be cancelled (and, optionally, for a time).
+//!
+//! Scopes never arm timers themselves; whoever *waits* does. A waiter listens
+//! to the node's event (which fires on every change of its effective state),
+//! re-checks, and arms one timer at the earlier of its own target and the
+//! node's effective deadline. Listening before the re-check means no change can
+//! slip between the check and the sleep.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use event_listener::EventListener;
+use futures_lite::FutureExt;
+
+use super::tree::Node;
+use crate::clock::{self, NEVER};
+
+/// Why a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// The node is effectively cancelled.
+    Cancelled,
+    /// The target instant passed.
+    Elapsed,
+}
+
+#[derive(Default)]
+pub(crate) struct Wait {
+    listener: Option<EventListener>,
+    timer: Option<(Instant, async_io::Timer)>,
+}
+
+impl Wait {
+    /// Polls until `node` is cancelled or `target` passes. Without a node the
+    /// wait is never cancelled; without either it never ends.
+    pub(crate) fn poll(
+        &mut self,
+        node: Option<&Node>,
+        target: Option<Instant>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Woke> {
+        loop {
+            if node.is_some_and(|node| node.check().is_err()) {
+                self.listener = None;
+                return Poll::Ready(Woke::Cancelled);
+            }
+            if target.is_some_and(|target| clock::now() >= target) {
+                return Poll::Ready(Woke::Elapsed);
+            }
+            if let (Some(node), None) = (node, &self.listener) {
+                self.listener = Some(node.listen());
+                continue; // re-check now that no change can be missed
+            }
+            let state = node.map_or(NEVER, Node::state);
+            let scope_deadline = (state != NEVER).then(|| clock::from_nanos(state));
+            let wake_at = match (target, scope_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match (wake_at, &mut self.timer) {
+                (None, timer) => *timer = None,
+                (Some(at), Some((armed, timer))) if *armed != at => {
+                    timer.set_at(at);
+                    *armed = at;
+                }
+                (Some(at), slot @ None) => *slot = Some((at, clock::timer_at(at))),
+                (Some(_), Some(_)) => {}
+            }
+            if let Some(listener) = &mut self.listener {
+                if Pin::new(listener).poll(cx).is_ready() {
+                    self.listener = None;
+                    continue;
+                }
+            }
+            if let Some((_, timer)) = &mut self.timer {
+                if timer.poll(cx).is_ready() {
+                    self.timer = None;
+                    continue;
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+}

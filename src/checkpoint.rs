@@ -1,0 +1,222 @@
+//! Checkpoints: the places where a task lets the executor run others and
+//! notices cancellation.
+//!
+//! [`checkpoint`] yields once then checks; [`cancelled`] waits until the
+//! current scope is cancelled; [`CancellableExt::cancellable`] turns any future
+//! into a checkpoint. Sleeping lives in `time.rs`.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use crate::cancel::wait::Wait;
+use crate::context;
+use crate::error::Cancelled;
+
+/// Yields to the executor once, then returns `Err(Cancelled)` if the current
+/// scope is effectively cancelled.
+///
+/// Put one in loops that otherwise never wait, so that they share the thread
+/// and can be cancelled.
+///
+/// # Examples
+///
+/// ```
+/// use hatchery::{checkpoint, CancelScope, Cancelled};
+///
+/// # futures::executor::block_on(async {
+/// let scope = CancelScope::new();
+/// let handle = scope.handle();
+/// let mut turns = 0;
+/// scope
+///     .run(async {
+///         loop {
+///             turns += 1;
+///             if turns == 3 {
+///                 handle.cancel();
+///             }
+///             checkpoint().await?;
+///         }
+///         #[allow(unreachable_code)]
+///         Ok::<(), Cancelled>(())
+///     })
+///     .await
+///     .unwrap();
+/// assert_eq!(turns, 3);
+/// # });
+/// ```
+pub fn checkpoint() -> Checkpoint {
+    Checkpoint { yielded: false }
+}
+
+/// The future of [`checkpoint`].
+///
+/// ```
+/// let _: hatchery::Checkpoint = hatchery::checkpoint();
+/// ```
+#[derive(Debug)]
+#[must_use = "a checkpoint does nothing unless awaited"]
+pub struct Checkpoint {
+    yielded: bool,
+}
+
+impl Future for Checkpoint {
+    type Output = Result<(), Cancelled>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.yielded {
+            Poll::Ready(context::check())
+        } else {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+/// Waits until the current scope is cancelled, then returns `Err(Cancelled)`.
+///
+/// The same wait as [`sleep_forever`](crate::sleep_forever), named for what it
+/// waits for: handy as one branch of a `select`. Outside any scope it never
+/// resolves.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{cancelled, move_on_after, Cancelled};
+///
+/// # futures::executor::block_on(async {
+/// let out = move_on_after(Duration::from_millis(5), async {
+///     let Err(c) = cancelled().await;
+///     Err::<(), _>(c)
+/// })
+/// .await;
+/// assert_eq!(out, Ok(None));
+/// # });
+/// ```
+pub fn cancelled() -> WaitCancelled {
+    WaitCancelled {
+        wait: Wait::default(),
+    }
+}
+
+/// The future of [`cancelled`] and [`sleep_forever`](crate::sleep_forever).
+///
+/// ```
+/// let _: hatchery::WaitCancelled = hatchery::cancelled();
+/// ```
+#[must_use = "futures do nothing unless awaited"]
+pub struct WaitCancelled {
+    wait: Wait,
+}
+
+impl fmt::Debug for WaitCancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitCancelled").finish_non_exhaustive()
+    }
+}
+
+impl Future for WaitCancelled {
+    type Output = Result<Infallible, Cancelled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let wait = &mut self.get_mut().wait;
+        context::with_current(|node| wait.poll(node.map(|n| &**n), None, cx))
+            .map(|_| Err(Cancelled))
+    }
+}
+
+/// Turns any future into a checkpoint. See [`CancellableExt::cancellable`].
+///
+/// ```
+/// use hatchery::CancellableExt;
+/// # futures::executor::block_on(async {
+/// assert_eq!(async { 5 }.cancellable().await, Ok(5));
+/// # });
+/// ```
+pub trait CancellableExt: Future + Sized {
+    /// Races the future against the current scope's cancellation: resolves to
+    /// `Ok(output)`, or to `Err(Cancelled)` as soon as the scope is cancelled,
+    /// in which case the inner future is dropped at once.
+    ///
+    /// Like every checkpoint it checks first: in an already-cancelled scope the
+    /// inner future is never polled. Use it to wrap futures from other crates
+    /// (I/O, channels, locks) that know nothing about cancel scopes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hatchery::{move_on_after, CancellableExt, Cancelled};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let out = move_on_after(Duration::from_millis(5), async {
+    ///     std::future::pending::<()>().cancellable().await?;
+    ///     Ok::<_, Cancelled>(())
+    /// })
+    /// .await;
+    /// assert_eq!(out, Ok(None));
+    /// # });
+    /// ```
+    fn cancellable(self) -> Cancellable<Self> {
+        Cancellable {
+            inner: Some(self),
+            wait: Wait::default(),
+        }
+    }
+}
+
+impl<F: Future> CancellableExt for F {}
+
+pin_project! {
+    /// The future of [`CancellableExt::cancellable`].
+    ///
+    /// ```
+    /// use hatchery::{Cancellable, CancellableExt};
+    /// let _: Cancellable<_> = async {}.cancellable();
+    /// ```
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Cancellable<F> {
+        #[pin]
+        inner: Option<F>,
+        wait: Wait,
+    }
+}
+
+impl<F> fmt::Debug for Cancellable<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cancellable")
+            .field("done", &self.inner.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for Cancellable<F> {
+    type Output = Result<F::Output, Cancelled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if context::check().is_err() {
+            this.inner.set(None);
+            return Poll::Ready(Err(Cancelled));
+        }
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            panic!("hatchery: a Cancellable future was polled after it completed");
+        };
+        if let Poll::Ready(output) = inner.poll(cx) {
+            this.inner.set(None);
+            return Poll::Ready(Ok(output));
+        }
+        let wait = this.wait;
+        match context::with_current(|node| wait.poll(node.map(|n| &**n), None, cx)) {
+            Poll::Ready(_) => {
+                this.inner.set(None);
+                Poll::Ready(Err(Cancelled))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! Errors: [`Cancelled`], the trait that lets user error types carry it
+//! ([`CancelError`]), [`TimedOut`], the multi-error a nursery returns
+//! ([`NurseryError`]) and [`SpawnError`].
+//!
+//! Invariant: a `Cancelled` is never recorded as a task's *failure*. It is the
+//! normal way a task unwinds out of a cancelled scope, and the scope that caused
+//! it is the one that catches it.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+
+use crate::task::TaskInfo;
+
+/// The error every checkpoint returns once its cancel scope is cancelled.
+///
+/// Propagate it with `?`; the cancel scope that was cancelled catches it (see
+/// the crate documentation for the catching rule). Cancellation is
+/// level-triggered: every later checkpoint in the same scope returns it again.
+///
+/// # Examples
+///
+/// ```
+/// use hatchery::{CancelScope, Cancelled, checkpoint};
+///
+/// # futures::executor::block_on(async {
+/// let scope = CancelScope::new();
+/// scope.handle().cancel();
+/// let caught = scope
+///     .run(async {
+///         let first: Result<(), Cancelled> = checkpoint().await;
+///         assert_eq!(first, Err(Cancelled));
+///         checkpoint().await?; // fails again, and unwinds
+///         unreachable!("a cancelled scope never gets past a checkpoint");
+///         #[allow(unreachable_code)]
+///         Ok::<(), Cancelled>(())
+///     })
+///     .await;
+/// assert_eq!(caught, Ok(None)); // the scope caught its own cancellation
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Cancelled;
+
+impl fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the enclosing cancel scope was cancelled; unwind with `?` so the scope can catch it",
+        )
+    }
+}
+
+impl Error for Cancelled {}
+
+/// An error type that can carry a [`Cancelled`].
+///
+/// Cancel scopes and nurseries need to tell "this task unwound because it was
+/// cancelled" apart from a real failure. Implement this for your own error type
+/// (usually with a variant holding `Cancelled`) to use it in scopes and
+/// nurseries. It is implemented for [`Cancelled`], `std::io::Error`,
+/// `Box<dyn Error + Send + Sync>`, `Box<dyn Error>` and [`NurseryError`].
+///
+/// # Examples
+///
+/// ```
+/// use hatchery::{CancelError, CancelScope, Cancelled, checkpoint};
+///
+/// #[derive(Debug)]
+/// enum AppError {
+///     Cancelled,
+///     Parse(String),
+/// }
+///
+/// impl From<Cancelled> for AppError {
+///     fn from(_: Cancelled) -> Self {
+///         AppError::Cancelled
+///     }
+/// }
+///
+/// impl CancelError for AppError {
+///     fn is_cancelled(&self) -> bool {
+///         matches!(self, AppError::Cancelled)
+///     }
+/// }
+///
+/// # futures::executor::block_on(async {
+/// let scope = CancelScope::new();
+/// scope.handle().cancel();
+/// let out = scope
+///     .run(async {
+///         checkpoint().await?;
+///         Err::<(), _>(AppError::Parse("never reached".into()))
+///     })
+///     .await;
+/// assert!(matches!(out, Ok(None)));
+/// # });
+/// ```
+pub trait CancelError: From<Cancelled> {
+    /// Whether this error is (or wraps) a [`Cancelled`].
+    ///
+    /// ```
+    /// use hatchery::{CancelError, Cancelled};
+    /// assert!(std::io::Error::from(Cancelled).is_cancelled());
+    /// assert!(!std::io::Error::other("boom").is_cancelled());
+    /// ```
+    fn is_cancelled(&self) -> bool;
+}
+
+impl CancelError for Cancelled {
+    fn is_cancelled(&self) -> bool {
+        true
+    }
+}
+
+/// Whether a type-erased error is a cancellation: a `Cancelled`, or a nursery
+/// error that holds nothing but a cancellation.
+fn dyn_is_cancelled(error: &(dyn Error + 'static)) -> bool {
+    error.is::<Cancelled>()
+        || error
+            .downcast_ref::<NurseryError<io::Error>>()
+            .is_some_and(NurseryError::is_cancelled)
+        || error
+            .downcast_ref::<NurseryError<Box<dyn Error + Send + Sync>>>()
+            .is_some_and(NurseryError::is_cancelled)
+        || error
+            .downcast_ref::<NurseryError<Cancelled>>()
+            .is_some_and(NurseryError::is_cancelled)
+}
+
+impl From<Cancelled> for io::Error {
+    /// A `Cancelled` becomes an `io::Error` of kind `Other` wrapping it.
+    ///
+    /// Not `Interrupted`: std retries reads and writes on `Interrupted`, which
+    /// would turn a cancellation into a busy loop.
+    fn from(cancelled: Cancelled) -> Self {
+        io::Error::other(cancelled)
+    }
+}
+
+impl CancelError for io::Error {
+    fn is_cancelled(&self) -> bool {
+        self.get_ref().is_some_and(|error| dyn_is_cancelled(error))
+    }
+}
+
+impl CancelError for Box<dyn Error + Send + Sync> {
+    fn is_cancelled(&self) -> bool {
+        dyn_is_cancelled(self.as_ref())
+    }
+}
+
+impl CancelError for Box<dyn Error> {
+    fn is_cancelled(&self) -> bool {
+        dyn_is_cancelled(self.as_ref())
+    }
+}
+
+/// The error of [`fail_after`](crate::fail_after) and [`fail_at`](crate::fail_at)
+/// when their own deadline expired.
+///
+/// Your error type needs `From<TimedOut>` to use `fail_after`; `std::io::Error`
+/// (kind `TimedOut`) and boxed errors have it.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{fail_after, sleep};
+///
+/// # futures::executor::block_on(async {
+/// let out: Result<(), std::io::Error> = fail_after(Duration::from_millis(5), async {
+///     sleep(Duration::from_secs(3600)).await?;
+///     Ok(())
+/// })
+/// .await;
+/// assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TimedOut;
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the deadline of a fail_after/fail_at scope expired")
+    }
+}
+
+impl Error for TimedOut {}
+
+impl From<TimedOut> for io::Error {
+    fn from(timed_out: TimedOut) -> Self {
+        io::Error::new(io::ErrorKind::TimedOut, timed_out)
+    }
+}
+
+/// One task's failure inside a [`NurseryError`]: which task, and its error.
+///
+/// # Examples
+///
+/// ```
+/// use hatchery::{nursery, Nursery};
+///
+/// # futures::executor::block_on(async {
+/// let err = nursery(|n: Nursery<'_, std::io::Error>| async move {
+///     n.spawn_named("fetch", async { Err(std::io::Error::other("404")) });
+///     Ok(())
+/// })
+/// .await
+/// .unwrap_err();
+/// let failure = &err.failures()[0];
+/// assert_eq!(failure.task.name(), Some("fetch"));
+/// assert_eq!(failure.error.to_string(), "404");
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct TaskFailure<E> {
+    /// The task that failed (the nursery body is a task too, named `nursery body`).
+    pub task: TaskInfo,
+    /// The error it returned.
+    pub error: E,
+}
+
+/// What a nursery returns when it did not finish normally: **every** error its
+/// tasks returned (in the order they happened), and whether a cancellation from
+/// outside is also unwinding through it.
+///
+/// A nursery never drops an error: the body's error, each child's error, and
+/// errors raised while children cleaned up after the first failure are all here,
+/// each with the [`TaskInfo`] of the task that raised it. [`Cancelled`] is never
+/// listed as a failure.
+///
+/// Convert it into your own error type with `?`: it implements [`Error`] (so
+/// boxed errors take it), `std::io::Error: From<NurseryError<std::io::Error>>`
+/// (a single failure comes out as itself) and
+/// `Cancelled: From<NurseryError<Cancelled>>`.
+///
+/// # Examples
+///
+/// ```
+/// use hatchery::{nursery, Nursery};
+///
+/// # futures::executor::block_on(async {
+/// let err = nursery(|n: Nursery<'_, std::io::Error>| async move {
+///     n.spawn(async { Err(std::io::Error::other("first")) });
+///     n.spawn(async { Err(std::io::Error::other("second")) });
+///     Ok(())
+/// })
+/// .await
+/// .unwrap_err();
+/// let mut errors: Vec<String> = err.errors().map(|e| e.to_string()).collect();
+/// errors.sort();
+/// assert_eq!(errors, ["first", "second"]);
+/// assert!(!err.is_cancelled());
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct NurseryError<E> {
+    failures: Vec<TaskFailure<E>>,
+    cancelled: bool,
+}
+
+impl<E> NurseryError<E> {
+    pub(crate) fn new(failures: Vec<TaskFailure<E>>, cancelled: bool) -> Self {
+        NurseryError {
+            failures,
+            cancelled,
+        }
+    }
+
+    /// Every failure, in the order the nursery saw them.
+    ///
+    /// ```
+    /// # use hatchery::{nursery, Nursery};
+    /// # futures::executor::block_on(async {
+    /// let err = nursery(|_n: Nursery<'_, std::io::Error>| async move {
+    ///     Err::<(), _>(std::io::Error::other("body failed"))
+    /// })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(err.failures()[0].task.name(), Some("nursery body"));
+    /// # });
+    /// ```
+    pub fn failures(&self) -> &[TaskFailure<E>] {
+        &self.failures
+    }
+
+    /// Takes the failures out.
+    ///
+    /// ```
+    /// # use hatchery::{nursery, Nursery};
+    /// # futures::executor::block_on(async {
+    /// let err = nursery(|n: Nursery<'_, std::io::Error>| async move {
+    ///     n.spawn(async { Err(std::io::ErrorKind::NotFound.into()) });
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// let failures = err.into_failures();
+    /// assert_eq!(failures.len(), 1);
+    /// assert_eq!(failures[0].error.kind(), std::io::ErrorKind::NotFound);
+    /// # });
+    /// ```
+    pub fn into_failures(self) -> Vec<TaskFailure<E>> {
+        self.failures
+    }
+
+    /// The errors alone, without the task that raised each.
+    ///
+    /// ```
+    /// # use hatchery::{nursery, Nursery};
+    /// # futures::executor::block_on(async {
+    /// let err = nursery(|n: Nursery<'_, std::io::Error>| async move {
+    ///     n.spawn(async { Err(std::io::Error::other("one")) });
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.errors().map(|e| e.to_string()).collect::<Vec<_>>(), ["one"]);
+    /// # });
+    /// ```
+    pub fn errors(&self) -> impl Iterator<Item = &E> {
+        self.failures.iter().map(|failure| &failure.error)
+    }
+
+    /// True when this holds nothing but a cancellation from outside the nursery:
+    /// no task failed, the nursery was unwound by an enclosing cancelled scope.
+    ///
+    /// ```
+    /// use hatchery::{nursery, CancelScope, Nursery, NurseryError, Cancelled, sleep_forever};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let scope = CancelScope::new();
+    /// scope.handle().cancel();
+    /// scope
+    ///     .run(async {
+    ///         let inner = nursery(|_n: Nursery<'_, Cancelled>| async move {
+    ///             sleep_forever().await?;
+    ///             Ok(())
+    ///         })
+    ///         .await;
+    ///         let err: NurseryError<Cancelled> = inner.unwrap_err();
+    ///         assert!(err.is_cancelled());
+    ///         Err::<(), _>(Cancelled::from(err))
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// # });
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        self.failures.is_empty() && self.cancelled
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for NurseryError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.failures.len() {
+            0 => return fmt::Display::fmt(&Cancelled, f),
+            1 => write!(f, "1 task failed in a nursery: ")?,
+            n => write!(f, "{n} tasks failed in a nursery: ")?,
+        }
+        for (i, failure) in self.failures.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", failure.task, failure.error)?;
+        }
+        Ok(())
+    }
+}
+
+/// Only `Debug + Display` is asked of `E` (not `Error`), so that a
+/// `NurseryError<Box<dyn Error + Send + Sync>>` is itself an error and `?`
+/// boxes it.
+impl<E: fmt::Debug + fmt::Display> Error for NurseryError<E> {}
+
+impl<E> From<Cancelled> for NurseryError<E> {
+    fn from(_: Cancelled) -> Self {
+        NurseryError::new(Vec::new(), true)
+    }
+}
+
+impl<E> CancelError for NurseryError<E> {
+    fn is_cancelled(&self) -> bool {
+        NurseryError::is_cancelled(self)
+    }
+}
+
+impl From<NurseryError<Cancelled>> for Cancelled {
+    /// Lossless: `Cancelled` is never recorded as a failure, and panics are
+    /// resumed rather than stored, so a `NurseryError<Cancelled>` is always a
+    /// pure cancellation.
+    fn from(_: NurseryError<Cancelled>) -> Self {
+        Cancelled
+    }
+}
+
+impl From<NurseryError<io::Error>> for io::Error {
+    /// A single failure comes out as itself; a pure cancellation as
+    /// `io::Error::from(Cancelled)`; several failures as an `Other` error that
+    /// wraps the whole `NurseryError` (reach it with `get_ref` + `downcast_ref`).
+    fn from(mut error: NurseryError<io::Error>) -> Self {
+        match error.failures.len() {
+            0 => io::Error::from(Cancelled),
+            1 => error
+                .failures
+                .pop()
+                .map_or_else(|| Cancelled.into(), |f| f.error),
+            _ => io::Error::other(error),
+        }
+    }
+}
+
+/// Why a task could not be spawned.
+///
+/// # Examples
+///
+/// ```
+/// use hatchery::{nursery, Nursery, SpawnError, Cancelled};
+///
+/// # futures::executor::block_on(async {
+/// let mut escaped = None;
+/// nursery(|n: Nursery<'_, Cancelled>| {
+///     escaped = Some(n.clone());
+///     async { Ok(()) }
+/// })
+/// .await
+/// .unwrap();
+/// let n = escaped.unwrap();
+/// assert_eq!(n.try_spawn(async { Ok(()) }), Err(SpawnError::Closed));
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The nursery already finished: its body returned and its last child
+    /// exited, so nothing would wait for a new child.
+    Closed,
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::Closed => f.write_str(
+                "cannot spawn into a nursery that has already closed (its body and all its \
+                 children finished); spawn while the nursery is still running, e.g. from its \
+                 body or one of its children, or open a new nursery",
+            ),
+        }
+    }
+}
+
+impl Error for SpawnError {}

@@ -1,0 +1,96 @@
+//! # hatchery: structured concurrency for every async runtime
+//!
+//! hatchery brings [trio](https://trio.readthedocs.io)'s model to Rust:
+//! tasks that cannot leak, cancellation that lets them clean up, and deadlines
+//! and shields that compose. It runs on any executor: a bare
+//! `futures::executor::block_on`, async-executor/smol, or tokio.
+//!
+//! ## The model on one page
+//!
+//! **Nurseries own their children** ([`nursery`], `src/nursery/`). A nursery
+//! runs a body that spawns children through a [`Nursery`] handle; the nursery
+//! future completes only when the body and every child have finished. Children
+//! are polled by the nursery future itself, so they may borrow from the
+//! enclosing function. If a task fails (returns an error or panics), the
+//! nursery cancels the others, waits for them to clean up, then returns every
+//! error at once ([`NurseryError`]) or resumes the panic.
+//!
+//! **Cancel scopes nest** ([`CancelScope`], `src/cancel/`). Every piece of work
+//! runs inside a scope; entering one while another is current makes it a child.
+//! A scope can be cancelled through its [`CancelHandle`], carry a deadline, and
+//! be shielded from cancellation coming from outside. Cancellation is pushed
+//! down the tree when it happens, so checking it costs one atomic load however
+//! deep the scope.
+//!
+//! **Cancellation is level-triggered and cooperative** (`src/checkpoint.rs`,
+//! `src/time.rs`). In a cancelled scope every checkpoint ([`checkpoint`],
+//! [`sleep`], [`cancelled`], [`CancellableExt::cancellable`], …) returns
+//! `Err(`[`Cancelled`]`)`, every time, until the scope is left. Code unwinds with
+//! `?`, running its cleanup. A scope **catches** the cancellation when the body
+//! returns it, the scope was cancelled itself, and no cancelled scope outside
+//! it is visible (none, or behind a shield): a cancellation unwinds to the
+//! outermost cancelled scope that is not shielded off. Error types join in by
+//! implementing [`CancelError`].
+//!
+//! **The current scope travels with the future** (`src/context.rs`). Scope and
+//! nursery futures make their scope current for the duration of each poll, on
+//! whatever thread polls them, so `sleep(d).await?` deep inside a call chain
+//! knows which scope it is in. Outside any scope nothing is ever cancelled.
+//!
+//! **Drop is the hard cancel.** Dropping a nursery or scope future drops its
+//! children at once; their `Drop` runs and nothing keeps running. The graceful
+//! path is always: cancel, let tasks see `Cancelled`, let them return.
+//!
+//! ## Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use hatchery::{move_on_after, nursery, sleep, Cancelled, Nursery};
+//!
+//! # futures::executor::block_on(async {
+//! let out = move_on_after(Duration::from_millis(50), async {
+//!     nursery(|n: Nursery<'_, Cancelled>| async move {
+//!         n.spawn(async {
+//!             let cleanup = scopeguard(); // runs when the task unwinds
+//!             sleep(Duration::from_secs(3600)).await?;
+//!             drop(cleanup);
+//!             Ok(())
+//!         });
+//!         sleep(Duration::from_secs(3600)).await?;
+//!         Ok(())
+//!     })
+//!     .await?;
+//!     Ok::<_, Cancelled>(())
+//! })
+//! .await;
+//! assert_eq!(out, Ok(None)); // the deadline cancelled everything, then was caught
+//! # fn scopeguard() {}
+//! # });
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod cancel;
+mod checkpoint;
+mod clock;
+mod context;
+mod error;
+mod nursery;
+mod task;
+mod time;
+
+pub use cancel::{
+    CancelHandle, CancelReason, CancelScope, HandleCancelled, ScopeFuture, check_cancelled,
+    current_scope,
+};
+pub use checkpoint::{
+    Cancellable, CancellableExt, Checkpoint, WaitCancelled, cancelled, checkpoint,
+};
+pub use error::{CancelError, Cancelled, NurseryError, SpawnError, TaskFailure, TimedOut};
+pub use nursery::{LocalNursery, Nursery, Started, local_nursery, nursery};
+pub use task::TaskInfo;
+pub use time::{
+    DurationError, Sleep, current_effective_deadline, fail_after, fail_at, move_on_after,
+    move_on_at, seconds, sleep, sleep_forever, sleep_until,
+};

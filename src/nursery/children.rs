@@ -1,0 +1,173 @@
+//! The set of children a nursery polls itself: a slab of boxed futures, a
+//! ready queue, and one waker per child.
+//!
+//! # Invariants
+//!
+//! 1. A child's index in the ready queue means "poll me"; its `queued` flag is
+//!    set by the waker that pushed it and cleared just before the child is
+//!    polled. A wake while the flag is set pushes nothing, so each child is in
+//!    the queue at most once per wake-up and a poll never misses a wake that
+//!    happened during it.
+//! 2. An index whose child is gone, or whose flag is clear (a stale wake from a
+//!    previous child in the same slot), is skipped: a waker never polls the
+//!    wrong child twice.
+//! 3. The ready queue and the nursery's own waker live in `Wakeup`, which is
+//!    `'static` and shared with the wakers; the child futures themselves live
+//!    only in the slab, owned by the nursery future, so they may borrow from
+//!    the enclosing frame.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use atomic_waker::AtomicWaker;
+use slab::Slab;
+
+use crate::task::TaskInfo;
+
+/// The index the nursery body uses in the ready queue.
+pub(crate) const BODY: usize = usize::MAX;
+
+/// What the wakers of a nursery's tasks share with the nursery future.
+#[derive(Default)]
+pub(crate) struct Wakeup {
+    ready: Mutex<Vec<usize>>,
+    /// The waker of whoever polls the nursery future.
+    pub(crate) waker: AtomicWaker,
+}
+
+impl Wakeup {
+    fn push(&self, index: usize) {
+        self.ready
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(index);
+        self.waker.wake();
+    }
+}
+
+pub(crate) struct TaskWaker {
+    index: usize,
+    queued: AtomicBool,
+    wakeup: Arc<Wakeup>,
+}
+
+impl TaskWaker {
+    pub(crate) fn new(index: usize, wakeup: &Arc<Wakeup>) -> (Arc<TaskWaker>, Waker) {
+        let flag = Arc::new(TaskWaker {
+            index,
+            queued: AtomicBool::new(false),
+            wakeup: Arc::clone(wakeup),
+        });
+        let waker = Waker::from(Arc::clone(&flag));
+        (flag, waker)
+    }
+
+    /// Clears the queued flag; false means this queue entry was stale.
+    pub(crate) fn take_queued(&self) -> bool {
+        self.queued.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.wakeup.push(self.index);
+        }
+    }
+}
+
+struct Child<C> {
+    future: C,
+    info: TaskInfo,
+    flag: Arc<TaskWaker>,
+    waker: Waker,
+}
+
+/// How a polled child ended.
+pub(crate) type Outcome<O> = Result<O, Box<dyn Any + Send>>;
+
+pub(crate) struct Children<C> {
+    slab: Slab<Child<C>>,
+    wakeup: Arc<Wakeup>,
+    /// Reused buffer for the batch being polled.
+    batch: Vec<usize>,
+}
+
+impl<C> Children<C> {
+    pub(crate) fn new(wakeup: Arc<Wakeup>) -> Self {
+        Children {
+            slab: Slab::new(),
+            wakeup,
+            batch: Vec::new(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Adds a child and queues it for its first poll.
+    pub(crate) fn insert(&mut self, future: C, info: TaskInfo) {
+        let entry = self.slab.vacant_entry();
+        let (flag, waker) = TaskWaker::new(entry.key(), &self.wakeup);
+        flag.wake_by_ref();
+        entry.insert(Child {
+            future,
+            info,
+            flag,
+            waker,
+        });
+    }
+
+    /// Takes the indices woken so far; wakes after this go to the next batch.
+    pub(crate) fn take_batch(&mut self) -> Vec<usize> {
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut ready = self
+            .wakeup
+            .ready
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::swap(&mut *ready, &mut batch);
+        batch
+    }
+
+    /// Returns a drained batch buffer for reuse.
+    pub(crate) fn recycle(&mut self, mut batch: Vec<usize>) {
+        batch.clear();
+        self.batch = batch;
+    }
+
+    /// Polls the child at `index` if it is really queued (invariant 2).
+    /// Returns its task info and outcome once it finished (it is then removed).
+    pub(crate) fn poll<O>(&mut self, index: usize) -> Option<(TaskInfo, Outcome<O>)>
+    where
+        C: std::future::Future<Output = O> + Unpin,
+    {
+        let child = self.slab.get_mut(index)?;
+        if !child.flag.take_queued() {
+            return None;
+        }
+        let mut cx = Context::from_waker(&child.waker);
+        let future = &mut child.future;
+        let outcome = match catch_unwind(AssertUnwindSafe(|| Pin::new(future).poll(&mut cx))) {
+            Ok(Poll::Pending) => return None,
+            Ok(Poll::Ready(output)) => Ok(output),
+            Err(payload) => Err(payload),
+        };
+        let child = self.slab.remove(index);
+        Some((child.info, outcome))
+    }
+
+    /// Drops every child at once (the hard cancel).
+    pub(crate) fn clear(&mut self) {
+        self.slab.clear();
+    }
+}

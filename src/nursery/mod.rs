@@ -1,0 +1,702 @@
+//! Nurseries: a body and the children it spawns, polled together by one
+//! future, inside one cancel scope.
+//!
+//! # Invariants
+//!
+//! 1. The nursery future completes only when its body has completed, its
+//!    child set is empty, no child is waiting in `incoming`, and no `start()`
+//!    is in flight. That check and setting `closed` happen under the
+//!    `incoming` lock, so a spawn either lands before the nursery closes (and
+//!    is waited for) or fails with [`SpawnError::Closed`]: never lost.
+//! 2. The body and every child are polled with the nursery's scope as the
+//!    current scope (children handed over by `start()` carry their own task
+//!    scope, a child of the nursery's).
+//! 3. The first failure (error or panic) cancels the nursery's scope; every
+//!    failure is recorded; `Cancelled` is never recorded as a failure.
+//! 4. Dropping the nursery future closes it and drops every child and the body
+//!    synchronously.
+
+mod children;
+mod start;
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake};
+
+use pin_project_lite::pin_project;
+
+use crate::cancel::tree::Node;
+use crate::cancel::{CancelHandle, CancelReason, enter_node};
+use crate::context;
+use crate::error::{CancelError, NurseryError, SpawnError, TaskFailure};
+use crate::task::TaskInfo;
+use children::{BODY, Children, TaskWaker, Wakeup};
+pub use start::Started;
+use start::{Scoped, StartFuture};
+
+/// A child polled by a nursery that may move between threads.
+type SendChild<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'a>>;
+/// A child polled by a local nursery.
+type LocalChild<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + 'a>>;
+
+/// What the handles of a nursery share with the nursery future.
+pub(crate) struct Shared<C> {
+    node: Arc<Node>,
+    wakeup: Arc<Wakeup>,
+    incoming: Mutex<Incoming<C>>,
+}
+
+struct Incoming<C> {
+    children: Vec<(C, TaskInfo)>,
+    closed: bool,
+    /// `start()` calls whose child has not been handed over yet.
+    pending_starts: usize,
+}
+
+impl<C> Shared<C> {
+    fn new() -> Self {
+        Shared {
+            node: Node::new(None, false),
+            wakeup: Arc::new(Wakeup::default()),
+            incoming: Mutex::new(Incoming {
+                children: Vec::new(),
+                closed: false,
+                pending_starts: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Incoming<C>> {
+        self.incoming
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push(&self, child: C, info: TaskInfo) -> Result<(), SpawnError> {
+        {
+            let mut incoming = self.lock();
+            if incoming.closed {
+                return Err(SpawnError::Closed);
+            }
+            incoming.children.push((child, info));
+        }
+        self.wakeup.waker.wake();
+        Ok(())
+    }
+
+    /// Registers a `start()` in flight, which keeps the nursery open.
+    fn begin_start(&self) -> Result<(), SpawnError> {
+        let mut incoming = self.lock();
+        if incoming.closed {
+            return Err(SpawnError::Closed);
+        }
+        incoming.pending_starts += 1;
+        Ok(())
+    }
+
+    /// Ends a `start()`, handing its child over if it called `started`.
+    fn finish_start(&self, child: Option<(C, TaskInfo)>) -> Result<(), SpawnError> {
+        let result = {
+            let mut incoming = self.lock();
+            incoming.pending_starts -= 1;
+            match child {
+                Some(_) if incoming.closed => Err(SpawnError::Closed),
+                Some(child) => {
+                    incoming.children.push(child);
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        };
+        self.wakeup.waker.wake();
+        result
+    }
+
+    /// Closes the nursery if nothing can still arrive (invariant 1).
+    fn try_close(&self) -> bool {
+        let mut incoming = self.lock();
+        if incoming.children.is_empty() && incoming.pending_starts == 0 {
+            incoming.closed = true;
+        }
+        incoming.closed
+    }
+
+    /// Closes for good (on drop) and returns what was still waiting.
+    fn close(&self) -> Vec<(C, TaskInfo)> {
+        let mut incoming = self.lock();
+        incoming.closed = true;
+        std::mem::take(&mut incoming.children)
+    }
+}
+
+#[track_caller]
+fn closed_panic(error: SpawnError) -> ! {
+    panic!("hatchery: {error} (use try_spawn to handle this without panicking)")
+}
+
+/// Opens a nursery: runs `body` with a handle that spawns children, and
+/// completes only when the body and every child have finished.
+///
+/// * `Ok(Some(value))`: the body returned `Ok(value)` and no task failed.
+/// * `Ok(None)`: the nursery's own scope ([`Nursery::cancel_scope`]) was
+///   cancelled and caught the body's `Cancelled`.
+/// * `Err(error)`: some task failed — `error` holds every failure with the
+///   task that raised it — or a cancellation from an enclosing scope is
+///   unwinding ([`NurseryError::is_cancelled`]).
+///
+/// The first child (or body) to fail cancels the nursery's scope: the others
+/// see `Cancelled` at their next checkpoint, clean up, and return; then the
+/// nursery returns. A panic is resumed, with its original payload, once every
+/// child has finished.
+///
+/// Children are polled by the nursery future itself, so they may borrow from
+/// the enclosing function and need not be `'static`. The nursery future is
+/// `Send` when the body and its children are; see [`local_nursery`] for `!Send`
+/// children. `body` takes the handle by value (it is cheap to clone) rather
+/// than being an async closure, so that the future stays provably `Send`.
+///
+/// Name the error type once (for instance on the handle: `Nursery<'_, E>`, or
+/// with `Ok::<_, E>(..)`) so that the compiler can infer it.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Mutex;
+/// use std::time::Duration;
+/// use hatchery::{nursery, sleep, Cancelled, Nursery};
+///
+/// # futures::executor::block_on(async {
+/// let log = Mutex::new(Vec::new()); // borrowed by the children, not 'static
+/// let log = &log;
+/// nursery(|n: Nursery<'_, Cancelled>| async move {
+///     n.spawn(async move {
+///         sleep(Duration::from_millis(20)).await?;
+///         log.lock().unwrap().push("slow");
+///         Ok(())
+///     });
+///     n.spawn(async move {
+///         log.lock().unwrap().push("fast");
+///         Ok(())
+///     });
+///     Ok(())
+/// })
+/// .await
+/// .unwrap();
+/// assert_eq!(*log.lock().unwrap(), ["fast", "slow"]);
+/// # });
+/// ```
+#[track_caller]
+pub fn nursery<'a, E, T, F, Fut>(
+    body: F,
+) -> impl Future<Output = Result<Option<T>, NurseryError<E>>> + 'a
+where
+    F: FnOnce(Nursery<'a, E>) -> Fut,
+    Fut: Future<Output = Result<T, E>> + 'a,
+    E: CancelError + 'a,
+    T: 'a,
+{
+    let shared = Arc::new(Shared::new());
+    let body = body(Nursery {
+        shared: Arc::clone(&shared),
+    });
+    NurseryFuture::<E, T, Fut, SendChild<'a, E>>::new(shared, body)
+}
+
+/// Opens a nursery whose children need not be `Send` (they may hold `Rc`,
+/// `RefCell` borrows, …). Otherwise the same as [`nursery`].
+///
+/// # Examples
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::rc::Rc;
+/// use hatchery::{local_nursery, Cancelled, LocalNursery};
+///
+/// # futures::executor::block_on(async {
+/// let count = Rc::new(RefCell::new(0));
+/// local_nursery(|n: LocalNursery<'_, Cancelled>| {
+///     let count = Rc::clone(&count);
+///     async move {
+///         for _ in 0..3 {
+///             let count = Rc::clone(&count);
+///             n.spawn(async move {
+///                 *count.borrow_mut() += 1;
+///                 Ok(())
+///             });
+///         }
+///         Ok(())
+///     }
+/// })
+/// .await
+/// .unwrap();
+/// assert_eq!(*count.borrow(), 3);
+/// # });
+/// ```
+#[track_caller]
+pub fn local_nursery<'a, E, T, F, Fut>(
+    body: F,
+) -> impl Future<Output = Result<Option<T>, NurseryError<E>>> + 'a
+where
+    F: FnOnce(LocalNursery<'a, E>) -> Fut,
+    Fut: Future<Output = Result<T, E>> + 'a,
+    E: CancelError + 'a,
+    T: 'a,
+{
+    let shared = Arc::new(Shared::new());
+    let body = body(LocalNursery {
+        shared: Arc::clone(&shared),
+    });
+    NurseryFuture::<E, T, Fut, LocalChild<'a, E>>::new(shared, body)
+}
+
+/// The handle of a nursery: spawn children into it, start them, or cancel it.
+///
+/// Cheap to clone and `Send + Sync`; children may hold clones to spawn
+/// siblings. Once the nursery has closed (its body and every child finished),
+/// spawning fails with [`SpawnError::Closed`].
+///
+/// # Examples
+///
+/// ```
+/// use hatchery::{nursery, Cancelled, Nursery};
+///
+/// # futures::executor::block_on(async {
+/// nursery(|n: Nursery<'_, Cancelled>| async move {
+///     let n2 = n.clone();
+///     n.spawn(async move {
+///         n2.spawn(async { Ok(()) }); // a child spawns a sibling
+///         Ok(())
+///     });
+///     Ok(())
+/// })
+/// .await
+/// .unwrap();
+/// # });
+/// ```
+pub struct Nursery<'a, E> {
+    shared: Arc<Shared<SendChild<'a, E>>>,
+}
+
+/// The handle of a [`local_nursery`]: like [`Nursery`], for `!Send` children.
+///
+/// # Examples
+///
+/// ```
+/// use std::rc::Rc;
+/// use hatchery::{local_nursery, Cancelled, LocalNursery};
+///
+/// # futures::executor::block_on(async {
+/// local_nursery(|n: LocalNursery<'_, Cancelled>| async move {
+///     let shared = Rc::new(5);
+///     n.spawn(async move {
+///         assert_eq!(*shared, 5);
+///         Ok(())
+///     });
+///     Ok(())
+/// })
+/// .await
+/// .unwrap();
+/// # });
+/// ```
+pub struct LocalNursery<'a, E> {
+    shared: Arc<Shared<LocalChild<'a, E>>>,
+}
+
+/// The methods both kinds of handle share, written once.
+macro_rules! handle_methods {
+    ($handle:ident, $child:ident, [$($bound:tt)*], $example_handle:literal, $example_nursery:literal) => {
+        impl<E> Clone for $handle<'_, E> {
+            fn clone(&self) -> Self {
+                $handle {
+                    shared: Arc::clone(&self.shared),
+                }
+            }
+        }
+
+        impl<E> fmt::Debug for $handle<'_, E> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let incoming = self.shared.lock();
+                f.debug_struct(stringify!($handle))
+                    .field("closed", &incoming.closed)
+                    .field("cancel_scope", &CancelHandle::from_node(Arc::clone(&self.shared.node)))
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl<'a, E: CancelError + $($bound)* 'a> $handle<'a, E> {
+            /// Spawns a child into the nursery. The child runs inside the
+            /// nursery's cancel scope, concurrently with the body and its
+            /// siblings; the nursery waits for it.
+            ///
+            /// # Panics
+            ///
+            /// If the nursery has already closed; see [`try_spawn`](Self::try_spawn).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::{", $example_nursery, ", Cancelled, ", stringify!($handle), "};")]
+            /// # futures::executor::block_on(async {
+            /// let mut total = 0;
+            /// let total_ref = &mut total;
+            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            ///     n.spawn(async move {
+            ///         *total_ref += 1;
+            ///         Ok(())
+            ///     });
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// assert_eq!(total, 1);
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn spawn<F>(&self, future: F)
+            where
+                F: Future<Output = Result<(), E>> + $($bound)* 'a,
+            {
+                if let Err(error) = self.shared.push(Box::pin(future), TaskInfo::new(None)) {
+                    closed_panic(error)
+                }
+            }
+
+            /// Spawns a child with a name. The name and the caller's location
+            /// identify it in errors and in the shutdown report.
+            ///
+            /// # Panics
+            ///
+            /// If the nursery has already closed.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::{", $example_nursery, ", ", stringify!($handle), "};")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!("let err = ", $example_nursery, "(|n: ", stringify!($handle), "<'_, std::io::Error>| async move {")]
+            ///     n.spawn_named("uploader", async { Err(std::io::Error::other("quota")) });
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap_err();
+            /// assert_eq!(err.failures()[0].task.name(), Some("uploader"));
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn spawn_named<F>(&self, name: impl Into<Cow<'static, str>>, future: F)
+            where
+                F: Future<Output = Result<(), E>> + $($bound)* 'a,
+            {
+                let info = TaskInfo::new(Some(name.into()));
+                if let Err(error) = self.shared.push(Box::pin(future), info) {
+                    closed_panic(error)
+                }
+            }
+
+            /// Spawns a child, or returns [`SpawnError::Closed`] (dropping the
+            /// child unpolled) if the nursery has already closed.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::{", $example_nursery, ", Cancelled, ", stringify!($handle), "};")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            ///     assert_eq!(n.try_spawn(async { Ok(()) }), Ok(()));
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn try_spawn<F>(&self, future: F) -> Result<(), SpawnError>
+            where
+                F: Future<Output = Result<(), E>> + $($bound)* 'a,
+            {
+                self.shared.push(Box::pin(future), TaskInfo::new(None))
+            }
+
+            /// Spawns a child and waits until it reports that it is ready by
+            /// calling [`Started::started`]; returns the value it passed.
+            ///
+            /// While starting, the child runs in the caller's cancel scope:
+            /// cancelling the caller cancels it, and an error it returns comes
+            /// out of `start` as it is. Once `started` is called the child
+            /// belongs to the nursery, which waits for it and collects its
+            /// errors.
+            ///
+            /// # Panics
+            ///
+            /// If the nursery has already closed, or if the child returns
+            /// `Ok(())` without calling `started` (while not cancelled).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::{", $example_nursery, ", Cancelled, Started, ", stringify!($handle), "};")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            ///     let ready = n
+            ///         .start(|status: Started<&str>| async move {
+            ///             status.started("ready");
+            ///             hatchery::checkpoint().await // keeps running in the nursery
+            ///         })
+            ///         .await?;
+            ///     assert_eq!(ready, "ready");
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn start<V, F, Fut>(
+                &self,
+                child: F,
+            ) -> impl Future<Output = Result<V, E>> + use<'a, E, V, F, Fut>
+            where
+                F: FnOnce(Started<V>) -> Fut,
+                Fut: Future<Output = Result<(), E>> + $($bound)* 'a,
+                V: 'a,
+            {
+                let (status, value) = Started::new();
+                let boxed: $child<'a, E> = Box::pin(child(status));
+                StartFuture::new(
+                    Arc::clone(&self.shared),
+                    boxed,
+                    value,
+                    |scoped: Scoped<$child<'a, E>, E>| -> $child<'a, E> { Box::pin(scoped) },
+                    TaskInfo::new(None),
+                )
+            }
+
+            /// A handle to the nursery's cancel scope. Cancelling it cancels the
+            /// body and every child; the nursery then returns `Ok(None)`.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::{", $example_nursery, ", sleep_forever, Cancelled, ", stringify!($handle), "};")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!("let out = ", $example_nursery, "(|n: ", $example_handle, "| async move {")]
+            ///     n.spawn(async { sleep_forever().await?; Ok(()) });
+            ///     n.cancel_scope().cancel();
+            ///     Ok(())
+            /// })
+            /// .await;
+            /// assert_eq!(out.unwrap(), Some(())); // the body had already returned
+            /// # });
+            /// ```
+            pub fn cancel_scope(&self) -> CancelHandle {
+                CancelHandle::from_node(Arc::clone(&self.shared.node))
+            }
+        }
+    };
+}
+
+handle_methods!(
+    Nursery,
+    SendChild,
+    [Send+],
+    "Nursery<'_, Cancelled>",
+    "nursery"
+);
+handle_methods!(
+    LocalNursery,
+    LocalChild,
+    [],
+    "LocalNursery<'_, Cancelled>",
+    "local_nursery"
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Running,
+    Exited,
+}
+
+pin_project! {
+    /// The future returned by [`nursery`] and [`local_nursery`].
+    struct NurseryFuture<E, T, Fut, C> {
+        #[pin]
+        body: Option<Fut>,
+        body_output: Option<T>,
+        body_cancelled: bool,
+        body_info: TaskInfo,
+        body_flag: Arc<TaskWaker>,
+        body_waker: std::task::Waker,
+        // The nursery's node, moved into the current-scope slot while polling.
+        slot: Option<Arc<Node>>,
+        shared: Arc<Shared<C>>,
+        children: Children<C>,
+        failures: Vec<TaskFailure<E>>,
+        panic: Option<Box<dyn Any + Send>>,
+        phase: Phase,
+    }
+
+    impl<E, T, Fut, C> PinnedDrop for NurseryFuture<E, T, Fut, C> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // The hard cancel (invariant 4): nothing can be spawned any more,
+            // and every child and the body are dropped right here.
+            drop(this.shared.close());
+            this.children.clear();
+            this.body.set(None);
+            this.shared.node.unlink();
+        }
+    }
+}
+
+impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
+    #[track_caller]
+    fn new(shared: Arc<Shared<C>>, body: Fut) -> Self {
+        let (body_flag, body_waker) = TaskWaker::new(BODY, &shared.wakeup);
+        body_flag.wake_by_ref(); // the body's first poll
+        NurseryFuture {
+            body: Some(body),
+            body_output: None,
+            body_cancelled: false,
+            body_info: TaskInfo::new(Some(Cow::Borrowed("nursery body"))),
+            body_flag,
+            body_waker,
+            slot: Some(Arc::clone(&shared.node)),
+            children: Children::new(Arc::clone(&shared.wakeup)),
+            shared,
+            failures: Vec::new(),
+            panic: None,
+            phase: Phase::Idle,
+        }
+    }
+}
+
+/// Records a task's error (invariant 3).
+fn record_error<E: CancelError>(
+    node: &Node,
+    failures: &mut Vec<TaskFailure<E>>,
+    task: TaskInfo,
+    error: E,
+) {
+    if !error.is_cancelled() {
+        node.cancel(CancelReason::TaskFailed(task.clone()));
+        failures.push(TaskFailure { task, error });
+    }
+}
+
+/// Records a task's panic; the first payload is the one resumed.
+fn record_panic(
+    node: &Node,
+    panic: &mut Option<Box<dyn Any + Send>>,
+    task: TaskInfo,
+    payload: Box<dyn Any + Send>,
+) {
+    node.cancel(CancelReason::TaskFailed(task));
+    panic.get_or_insert(payload);
+}
+
+impl<E, T, Fut, C> Future for NurseryFuture<E, T, Fut, C>
+where
+    E: CancelError,
+    Fut: Future<Output = Result<T, E>>,
+    C: Future<Output = Result<(), E>> + Unpin,
+{
+    type Output = Result<Option<T>, NurseryError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.phase {
+            Phase::Idle => {
+                enter_node(&this.shared.node, None);
+                *this.phase = Phase::Running;
+            }
+            Phase::Running => {}
+            Phase::Exited => panic!("hatchery: a nursery future was polled after it completed"),
+        }
+        let shared = &**this.shared;
+        let node = &*shared.node;
+        shared.wakeup.waker.register(cx.waker());
+
+        let mut body = this.body;
+        let children = this.children;
+        let failures = &mut *this.failures;
+        let panic = &mut *this.panic;
+        let done = context::enter(this.slot, || {
+            let incoming = std::mem::take(&mut shared.lock().children);
+            for (child, info) in incoming {
+                children.insert(child, info);
+            }
+            let batch = children.take_batch();
+            for &index in &batch {
+                if index != BODY {
+                    match children.poll(index) {
+                        Some((task, Ok(Err(error)))) => record_error(node, failures, task, error),
+                        Some((task, Err(payload))) => record_panic(node, panic, task, payload),
+                        Some((_, Ok(Ok(())))) | None => {}
+                    }
+                    continue;
+                }
+                let Some(future) = body.as_mut().as_pin_mut() else {
+                    continue;
+                };
+                if !this.body_flag.take_queued() {
+                    continue;
+                }
+                let mut body_cx = Context::from_waker(this.body_waker);
+                match catch_unwind(AssertUnwindSafe(|| future.poll(&mut body_cx))) {
+                    Ok(Poll::Pending) => continue,
+                    Ok(Poll::Ready(Ok(value))) => *this.body_output = Some(value),
+                    Ok(Poll::Ready(Err(error))) => {
+                        *this.body_cancelled = error.is_cancelled();
+                        record_error(node, failures, this.body_info.clone(), error);
+                    }
+                    Err(payload) => record_panic(node, panic, this.body_info.clone(), payload),
+                }
+                body.set(None);
+            }
+            children.recycle(batch);
+            body.is_none() && children.is_empty() && shared.try_close()
+        });
+        if !done {
+            return Poll::Pending;
+        }
+
+        *this.phase = Phase::Exited;
+        let caught = *this.body_cancelled && node.exit_catches();
+        node.unlink();
+        if let Some(payload) = this.panic.take() {
+            resume_unwind(payload);
+        }
+        let failures = std::mem::take(this.failures);
+        Poll::Ready(match this.body_output.take() {
+            _ if !failures.is_empty() => {
+                Err(NurseryError::new(failures, *this.body_cancelled && !caught))
+            }
+            Some(value) => Ok(Some(value)),
+            None if caught => Ok(None),
+            None => Err(NurseryError::new(failures, true)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_child_leaves_the_set() {
+        let mut children: Children<std::future::Ready<Result<(), crate::Cancelled>>> =
+            Children::new(Arc::new(Wakeup::default()));
+        children.insert(std::future::ready(Ok(())), TaskInfo::new(None));
+        assert!(!children.is_empty());
+        let batch = children.take_batch();
+        assert_eq!(batch, [0]);
+        assert!(children.poll(0).is_some());
+        assert!(children.is_empty());
+    }
+}

@@ -1,0 +1,89 @@
+//! The identity of a task: an optional name and the place it was spawned from.
+//!
+//! Every child of a nursery carries a [`TaskInfo`]. It names the task in
+//! [`NurseryError`](crate::NurseryError)s, in [`CancelReason::TaskFailed`](crate::CancelReason),
+//! and (later) in the shutdown report, so that "which task failed?" and "who is
+//! still running?" always have an answer that points at a line of source.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::panic::Location;
+
+/// The name (if any) and spawn location of a task.
+///
+/// Unnamed tasks still know where they were spawned: [`Nursery::spawn`](crate::Nursery::spawn)
+/// is `#[track_caller]`, so the location is the line that called it.
+///
+/// # Examples
+///
+/// ```
+/// use hatchery::{nursery, Nursery, NurseryError};
+///
+/// # futures::executor::block_on(async {
+/// let result = nursery(|n: Nursery<'_, std::io::Error>| async move {
+///     n.spawn_named("loader", async { Err(std::io::Error::other("disk on fire")) });
+///     Ok(())
+/// })
+/// .await;
+/// let err: NurseryError<std::io::Error> = result.unwrap_err();
+/// let task = &err.failures()[0].task;
+/// assert_eq!(task.name(), Some("loader"));
+/// assert!(task.location().file().ends_with(".rs"));
+/// # });
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    name: Option<Cow<'static, str>>,
+    location: &'static Location<'static>,
+}
+
+impl TaskInfo {
+    /// Describes a task spawned at the caller's location.
+    ///
+    /// ```
+    /// let info = hatchery::TaskInfo::new(Some("worker".into()));
+    /// assert_eq!(info.name(), Some("worker"));
+    /// assert_eq!(info.location().line(), line!() - 2);
+    /// ```
+    #[track_caller]
+    pub fn new(name: Option<Cow<'static, str>>) -> Self {
+        TaskInfo {
+            name,
+            location: Location::caller(),
+        }
+    }
+
+    /// The task's name, if it was given one.
+    ///
+    /// ```
+    /// assert_eq!(hatchery::TaskInfo::new(None).name(), None);
+    /// ```
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The source location the task was spawned from.
+    ///
+    /// ```
+    /// let info = hatchery::TaskInfo::new(None);
+    /// assert_eq!(info.location().file(), file!());
+    /// ```
+    pub fn location(&self) -> &'static Location<'static> {
+        self.location
+    }
+}
+
+impl fmt::Debug for TaskInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for TaskInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "task `{name}` spawned at {}", self.location),
+            None => write!(f, "unnamed task spawned at {}", self.location),
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! Time: sleeping, deadlines, and the `move_on_*` / `fail_*` scopes.
+//!
+//! All times are [`Instant`]s and [`Duration`]s read from one internal clock.
+//! Timers come from async-io; they are armed only by tasks that actually wait,
+//! never by a scope: entering and leaving a scope whose body does not wait
+//! touches no timer.
+
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::cancel::wait::{Wait, Woke};
+use crate::cancel::{CancelScope, ScopeFuture};
+use crate::checkpoint::{WaitCancelled, cancelled};
+use crate::clock::{self, CANCELLED, NEVER};
+use crate::context;
+use crate::error::{CancelError, Cancelled, TimedOut};
+
+/// Sleeps for `duration`; returns `Err(Cancelled)` early if the current scope
+/// is cancelled. A zero duration still yields once, like [`checkpoint`](crate::checkpoint).
+///
+/// A duration too large for [`Instant`] to represent sleeps forever.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// # futures::executor::block_on(async {
+/// let start = Instant::now();
+/// hatchery::sleep(Duration::from_millis(10)).await.unwrap();
+/// assert!(start.elapsed() >= Duration::from_millis(10));
+/// # });
+/// ```
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep::new(clock::now().checked_add(duration))
+}
+
+/// Sleeps until `deadline`; returns `Err(Cancelled)` early if the current scope
+/// is cancelled. A deadline in the past still yields once.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// # futures::executor::block_on(async {
+/// let at = Instant::now() + Duration::from_millis(5);
+/// hatchery::sleep_until(at).await.unwrap();
+/// assert!(Instant::now() >= at);
+/// # });
+/// ```
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep::new(Some(deadline))
+}
+
+/// Sleeps until the current scope is cancelled, then returns `Err(Cancelled)`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{move_on_after, sleep_forever};
+/// # futures::executor::block_on(async {
+/// let out = move_on_after(Duration::from_millis(5), async {
+///     sleep_forever().await?;
+///     Ok::<(), hatchery::Cancelled>(())
+/// })
+/// .await;
+/// assert_eq!(out, Ok(None));
+/// # });
+/// ```
+pub fn sleep_forever() -> WaitCancelled {
+    cancelled()
+}
+
+/// The future of [`sleep`] and [`sleep_until`].
+///
+/// ```
+/// let _: hatchery::Sleep = hatchery::sleep(std::time::Duration::ZERO);
+/// ```
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    deadline: Option<Instant>,
+    yielded: bool,
+    wait: Wait,
+}
+
+impl Sleep {
+    fn new(deadline: Option<Instant>) -> Self {
+        Sleep {
+            deadline,
+            yielded: false,
+            wait: Wait::default(),
+        }
+    }
+}
+
+impl fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sleep")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for Sleep {
+    type Output = Result<(), Cancelled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let woke = context::with_current(|node| {
+            this.wait.poll(node.map(|node| &**node), this.deadline, cx)
+        });
+        match woke {
+            Poll::Ready(Woke::Cancelled) => Poll::Ready(Err(Cancelled)),
+            // Even a sleep that is already over is a full checkpoint: it yields once.
+            Poll::Ready(Woke::Elapsed) if !this.yielded => {
+                this.yielded = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Ready(Woke::Elapsed) => Poll::Ready(Ok(())),
+            Poll::Pending => {
+                this.yielded = true;
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The deadline that applies to the running task: the earliest deadline of the
+/// current scope and its enclosing scopes up to the first shield. `None` when
+/// no deadline applies; an instant in the past when the scope is already
+/// cancelled.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use hatchery::{current_effective_deadline, move_on_at, Cancelled};
+///
+/// # futures::executor::block_on(async {
+/// assert_eq!(current_effective_deadline(), None);
+/// let soon = Instant::now() + Duration::from_secs(10);
+/// let later = soon + Duration::from_secs(10);
+/// move_on_at(soon, move_on_at(later, async move {
+///     assert_eq!(current_effective_deadline(), Some(soon)); // the minimum
+///     Ok::<_, Cancelled>(())
+/// }))
+/// .await
+/// .unwrap();
+/// # });
+/// ```
+pub fn current_effective_deadline() -> Option<Instant> {
+    context::with_current(|node| match node.map_or(NEVER, |node| node.state()) {
+        NEVER => None,
+        CANCELLED => Some(clock::from_nanos(0)),
+        nanos => Some(clock::from_nanos(nanos)),
+    })
+}
+
+/// Runs `body` in a scope whose deadline is `timeout` after it is entered;
+/// `Ok(None)` if that deadline cancelled it.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{move_on_after, sleep};
+///
+/// # futures::executor::block_on(async {
+/// let out = move_on_after(Duration::from_millis(5), async {
+///     sleep(Duration::from_secs(3600)).await?;
+///     Ok::<_, hatchery::Cancelled>("woke up")
+/// })
+/// .await;
+/// assert_eq!(out, Ok(None));
+/// # });
+/// ```
+pub fn move_on_after<F, T, E>(timeout: Duration, body: F) -> ScopeFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: CancelError,
+{
+    CancelScope::new().timeout(timeout).run(body)
+}
+
+/// Runs `body` in a scope with an absolute deadline; `Ok(None)` if that
+/// deadline cancelled it. A deadline in the past cancels at the first
+/// checkpoint.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Instant;
+/// use hatchery::{checkpoint, move_on_at};
+///
+/// # futures::executor::block_on(async {
+/// let out = move_on_at(Instant::now(), async {
+///     checkpoint().await?;
+///     Ok::<_, hatchery::Cancelled>(())
+/// })
+/// .await;
+/// assert_eq!(out, Ok(None));
+/// # });
+/// ```
+pub fn move_on_at<F, T, E>(deadline: Instant, body: F) -> ScopeFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: CancelError,
+{
+    CancelScope::new().deadline(deadline).run(body)
+}
+
+/// Runs `body` in a scope whose deadline is `timeout` after it is entered; if
+/// that deadline cancels it, returns [`TimedOut`] converted into `E`.
+///
+/// A cancellation of an enclosing scope is not a timeout: it passes through as
+/// `Cancelled`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{fail_after, sleep};
+///
+/// # futures::executor::block_on(async {
+/// let out: Result<u32, Box<dyn std::error::Error + Send + Sync>> =
+///     fail_after(Duration::from_secs(60), async { Ok(7) }).await;
+/// assert_eq!(out.unwrap(), 7);
+/// # });
+/// ```
+pub async fn fail_after<F, T, E>(timeout: Duration, body: F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+    E: CancelError + From<TimedOut>,
+{
+    CancelScope::new()
+        .timeout(timeout)
+        .run(body)
+        .await?
+        .ok_or_else(|| TimedOut.into())
+}
+
+/// Like [`fail_after`], with an absolute deadline.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Instant;
+/// use hatchery::{checkpoint, fail_at};
+///
+/// # futures::executor::block_on(async {
+/// let out: Result<(), std::io::Error> = fail_at(Instant::now(), async {
+///     checkpoint().await?;
+///     Ok(())
+/// })
+/// .await;
+/// assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+/// # });
+/// ```
+pub async fn fail_at<F, T, E>(deadline: Instant, body: F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+    E: CancelError + From<TimedOut>,
+{
+    CancelScope::new()
+        .deadline(deadline)
+        .run(body)
+        .await?
+        .ok_or_else(|| TimedOut.into())
+}
+
+/// Converts seconds given as a float (from a config file or a command line)
+/// into a [`Duration`], rejecting what no timeout can mean: NaN, negative
+/// values, and values too large for a `Duration` (including infinity).
+///
+/// For "no deadline", use a scope without one rather than an infinite timeout.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::seconds;
+///
+/// assert_eq!(seconds(1.5), Ok(Duration::from_millis(1500)));
+/// let err = seconds(f64::NAN).unwrap_err();
+/// assert!(err.to_string().contains("NaN"));
+/// assert!(seconds(-1.0).is_err());
+/// assert!(seconds(f64::INFINITY).is_err());
+/// ```
+pub fn seconds(secs: f64) -> Result<Duration, DurationError> {
+    if secs.is_nan() {
+        return Err(DurationError { secs });
+    }
+    if secs < 0.0 {
+        return Err(DurationError { secs });
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| DurationError { secs })
+}
+
+/// The error of [`seconds`]: a float that is not a usable duration.
+///
+/// ```
+/// let err = hatchery::seconds(-2.0).unwrap_err();
+/// assert_eq!(err.value(), -2.0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DurationError {
+    secs: f64,
+}
+
+impl DurationError {
+    /// The rejected value.
+    ///
+    /// ```
+    /// assert!(hatchery::seconds(f64::NAN).unwrap_err().value().is_nan());
+    /// ```
+    pub fn value(&self) -> f64 {
+        self.secs
+    }
+}
+
+impl fmt::Display for DurationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.secs;
+        if secs.is_nan() {
+            f.write_str("a duration of NaN seconds is not a duration; check the computation that produced it")
+        } else if secs < 0.0 {
+            write!(
+                f,
+                "a duration of {secs} seconds is negative; use 0 to time out at once"
+            )
+        } else {
+            write!(
+                f,
+                "a duration of {secs} seconds is too large to represent; to wait without a \
+                 deadline, use a scope without one (e.g. CancelScope::new())"
+            )
+        }
+    }
+}
+
+impl Error for DurationError {}
