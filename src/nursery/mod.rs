@@ -528,7 +528,8 @@ pin_project! {
         #[pin]
         body: Option<Fut>,
         body_output: Option<T>,
-        body_cancelled: bool,
+        // Some task (body or child) unwound with a cancellation.
+        saw_cancelled: bool,
         body_info: TaskInfo,
         body_flag: Arc<TaskWaker>,
         body_waker: std::task::Waker,
@@ -562,7 +563,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
         NurseryFuture {
             body: Some(body),
             body_output: None,
-            body_cancelled: false,
+            saw_cancelled: false,
             body_info: TaskInfo::new(Some(Cow::Borrowed("nursery body"))),
             body_flag,
             body_waker,
@@ -576,14 +577,18 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
     }
 }
 
-/// Records a task's error (invariant 3).
+/// Records a task's error (invariant 3); a cancellation only sets
+/// `saw_cancelled`.
 fn record_error<E: CancelError>(
     node: &Node,
     failures: &mut Vec<TaskFailure<E>>,
+    saw_cancelled: &mut bool,
     task: TaskInfo,
     error: E,
 ) {
-    if !error.is_cancelled() {
+    if error.is_cancelled() {
+        *saw_cancelled = true;
+    } else {
         node.cancel(CancelReason::TaskFailed(task.clone()));
         failures.push(TaskFailure { task, error });
     }
@@ -635,7 +640,9 @@ where
             for &index in &batch {
                 if index != BODY {
                     match children.poll(index) {
-                        Some((task, Ok(Err(error)))) => record_error(node, failures, task, error),
+                        Some((task, Ok(Err(error)))) => {
+                            record_error(node, failures, this.saw_cancelled, task, error)
+                        }
                         Some((task, Err(payload))) => record_panic(node, panic, task, payload),
                         Some((_, Ok(Ok(())))) | None => {}
                     }
@@ -652,8 +659,8 @@ where
                     Ok(Poll::Pending) => continue,
                     Ok(Poll::Ready(Ok(value))) => *this.body_output = Some(value),
                     Ok(Poll::Ready(Err(error))) => {
-                        *this.body_cancelled = error.is_cancelled();
-                        record_error(node, failures, this.body_info.clone(), error);
+                        let task = this.body_info.clone();
+                        record_error(node, failures, this.saw_cancelled, task, error);
                     }
                     Err(payload) => record_panic(node, panic, this.body_info.clone(), payload),
                 }
@@ -667,19 +674,20 @@ where
         }
 
         *this.phase = Phase::Exited;
-        let caught = *this.body_cancelled && node.exit_catches();
+        // Like trio: a cancellation that some task unwound with, and that this
+        // nursery's scope does not catch, propagates out of the nursery even
+        // if the body itself returned a value.
+        let uncaught = *this.saw_cancelled && !node.exit_catches();
         node.unlink();
         if let Some(payload) = this.panic.take() {
             resume_unwind(payload);
         }
         let failures = std::mem::take(this.failures);
         Poll::Ready(match this.body_output.take() {
-            _ if !failures.is_empty() => {
-                Err(NurseryError::new(failures, *this.body_cancelled && !caught))
-            }
+            _ if uncaught || !failures.is_empty() => Err(NurseryError::new(failures, uncaught)),
             Some(value) => Ok(Some(value)),
-            None if caught => Ok(None),
-            None => Err(NurseryError::new(failures, true)),
+            // The body unwound with a cancellation this nursery caught.
+            None => Ok(None),
         })
     }
 }

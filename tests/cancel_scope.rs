@@ -1,0 +1,250 @@
+//! Cancel scopes: level-triggered cancellation, the catching rule, handles,
+//! and deep nesting.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::executor::block_on;
+use hatchery::{
+    CancelReason, CancelScope, CancellableExt, Cancelled, Nursery, check_cancelled, checkpoint,
+    current_scope, nursery, sleep, sleep_forever,
+};
+
+#[test]
+fn every_checkpoint_after_cancel_fails_every_time() {
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    let out = block_on(scope.run(async {
+        checkpoint().await?; // fine before the cancel
+        handle.cancel();
+        let results = [
+            checkpoint().await,
+            checkpoint().await,
+            sleep(Duration::ZERO).await,
+            check_cancelled(),
+            std::future::ready(()).cancellable().await,
+            sleep_forever().await.map(|never| match never {}),
+        ];
+        assert_eq!(results, [Err(Cancelled); 6]);
+        Ok::<_, Cancelled>("body returned anyway")
+    }));
+    // The body returned Ok: nothing to catch, the value comes out.
+    assert_eq!(out, Ok(Some("body returned anyway")));
+    assert!(handle.cancel_called());
+    assert!(!handle.cancelled_caught());
+}
+
+#[test]
+fn inner_cancellations_unwind_to_the_outermost_cancelled_scope() {
+    let (s1, s2, s3) = (CancelScope::new(), CancelScope::new(), CancelScope::new());
+    let (h1, h2, h3) = (s1.handle(), s2.handle(), s3.handle());
+    let reached = Mutex::new(Vec::new());
+    let out = block_on(s1.run(async {
+        let caught = s2
+            .run(async {
+                let r = s3
+                    .run(async {
+                        h3.cancel();
+                        h2.cancel();
+                        checkpoint().await?;
+                        Ok::<_, Cancelled>(())
+                    })
+                    .await;
+                reached.lock().unwrap().push("after s3");
+                assert_eq!(r, Err(Cancelled), "s3 must not catch: s2 is cancelled too");
+                r
+            })
+            .await;
+        reached.lock().unwrap().push("after s2");
+        assert_eq!(caught, Ok(None), "s2 catches its own cancellation");
+        checkpoint().await?; // s1 is untouched
+        Ok::<_, Cancelled>("s1 finished")
+    }));
+    assert_eq!(out, Ok(Some("s1 finished")));
+    assert_eq!(*reached.lock().unwrap(), ["after s3", "after s2"]);
+    assert!(h3.cancel_called() && !h3.cancelled_caught());
+    assert!(h2.cancel_called() && h2.cancelled_caught());
+    assert!(!h1.cancel_called() && !h1.cancelled_caught());
+}
+
+#[test]
+fn a_cancelled_scope_exited_through_shielded_checkpoints_only_catches_nothing() {
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    handle.cancel();
+    let out = block_on(scope.run(async {
+        CancelScope::new()
+            .shield(true)
+            .run(async {
+                checkpoint().await?;
+                checkpoint().await?;
+                Ok::<_, Cancelled>(5)
+            })
+            .await
+    }));
+    assert_eq!(out, Ok(Some(Some(5))));
+    assert!(handle.cancel_called());
+    assert!(!handle.cancelled_caught());
+}
+
+#[test]
+fn a_real_error_through_a_cancelled_scope_is_not_caught() {
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    handle.cancel();
+    let out = block_on(scope.run(async {
+        let _ = checkpoint().await; // sees Cancelled, ignores it
+        Err::<(), _>(std::io::Error::other("disk full"))
+    }));
+    assert_eq!(out.unwrap_err().to_string(), "disk full");
+    assert!(!handle.cancelled_caught());
+}
+
+#[test]
+fn cancelling_from_another_task_wakes_a_sleeper() {
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    let started = Instant::now();
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        n.spawn(async move {
+            let caught = scope.run(sleep(Duration::from_secs(3600))).await?;
+            assert_eq!(caught, None);
+            Ok(())
+        });
+        n.spawn(async move {
+            checkpoint().await?;
+            handle.cancel();
+            Ok(())
+        });
+        Ok(())
+    }));
+    assert_eq!(out.unwrap(), Some(()));
+    assert!(started.elapsed() < Duration::from_secs(3600));
+}
+
+#[test]
+fn cancelling_from_another_thread_wakes_a_sleeper() {
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(10));
+        handle.cancel();
+    });
+    let out = block_on(scope.run(sleep_forever()));
+    canceller.join().unwrap();
+    assert!(matches!(out, Ok(None)));
+}
+
+#[test]
+fn cancel_is_idempotent_and_the_first_reason_wins() {
+    let handle = CancelScope::new().deadline(Instant::now()).handle();
+    assert!(handle.cancel_called()); // records the expired deadline
+    handle.cancel();
+    handle.cancel();
+    assert_eq!(handle.reason(), Some(CancelReason::Deadline));
+
+    let handle = CancelScope::new().handle();
+    handle.cancel();
+    handle.set_deadline(Instant::now());
+    assert_eq!(handle.reason(), Some(CancelReason::Explicit));
+}
+
+#[test]
+fn is_cancelled_counts_enclosing_scopes_but_cancel_called_does_not() {
+    let outer = CancelScope::new();
+    let outer_handle = outer.handle();
+    block_on(outer.run(async {
+        let inner = CancelScope::new();
+        let inner_handle = inner.handle();
+        inner
+            .run(async {
+                assert!(!inner_handle.is_cancelled());
+                outer_handle.cancel();
+                assert!(inner_handle.is_cancelled());
+                assert!(!inner_handle.cancel_called());
+                checkpoint().await
+            })
+            .await
+    }))
+    .unwrap();
+    assert!(outer_handle.cancelled_caught());
+}
+
+#[test]
+fn outside_any_scope_nothing_is_cancelled() {
+    assert!(current_scope().is_none());
+    assert_eq!(check_cancelled(), Ok(()));
+    assert_eq!(block_on(checkpoint()), Ok(()));
+}
+
+#[test]
+fn the_current_scope_is_the_innermost_one() {
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    block_on(scope.run(async {
+        current_scope().unwrap().cancel();
+        Ok::<_, Cancelled>(())
+    }))
+    .unwrap();
+    assert!(handle.cancel_called());
+    assert!(current_scope().is_none(), "the scope is restored after the poll");
+}
+
+#[test]
+fn a_panicking_body_restores_the_current_scope() {
+    let scope = CancelScope::new();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        block_on(scope.run(async {
+            panic!("boom");
+            #[allow(unreachable_code)]
+            Ok::<(), Cancelled>(())
+        }))
+    }));
+    assert!(result.is_err());
+    assert!(current_scope().is_none());
+}
+
+/// Builds `depth` nested scopes, boxed so each level is its own allocation.
+fn nest(
+    depth: usize,
+    innermost: &(dyn Fn() -> Result<(), Cancelled> + Sync),
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Cancelled>> + Send + '_>> {
+    Box::pin(async move {
+        if depth == 0 {
+            return innermost();
+        }
+        CancelScope::new().run(nest(depth - 1, innermost)).await?;
+        Ok(())
+    })
+}
+
+#[test]
+fn a_ten_thousand_deep_chain_cancels_without_recursion() {
+    const DEPTH: usize = 10_000;
+    // Polling 10,000 nested futures needs a deep stack; cancelling must not.
+    std::thread::Builder::new()
+        .stack_size(512 << 20)
+        .spawn(|| {
+            let outer = CancelScope::new();
+            let outer_handle = outer.handle();
+            let innermost = || {
+                assert_eq!(check_cancelled(), Ok(()));
+                let handle = outer_handle.clone();
+                // Cancel from a thread with a tiny stack: the push-down to all
+                // 10,000 descendants must be iterative.
+                std::thread::Builder::new()
+                    .stack_size(64 << 10)
+                    .spawn(move || handle.cancel())
+                    .unwrap()
+                    .join()
+                    .unwrap();
+                check_cancelled()
+            };
+            let out = block_on(outer.run(nest(DEPTH, &innermost)));
+            assert_eq!(out, Ok(None));
+            assert!(outer_handle.cancelled_caught());
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

@@ -1,0 +1,252 @@
+//! Nurseries: children run concurrently, the nursery waits for all of them,
+//! cancellation reaches every level.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use futures::executor::block_on;
+use hatchery::{
+    CancelScope, Cancelled, LocalNursery, Nursery, SpawnError, checkpoint, local_nursery, nursery,
+    sleep, sleep_forever,
+};
+
+type Log = Mutex<Vec<&'static str>>;
+
+fn entries(log: &Log) -> Vec<&'static str> {
+    log.lock().unwrap().clone()
+}
+
+#[test]
+fn two_children_interleave_and_the_nursery_returns_after_both() {
+    let log = Log::default();
+    let log = &log;
+    block_on(async {
+        nursery(|n: Nursery<'_, Cancelled>| async move {
+            for (first, second) in [("a1", "a2"), ("b1", "b2")] {
+                n.spawn(async move {
+                    log.lock().unwrap().push(first);
+                    checkpoint().await?;
+                    log.lock().unwrap().push(second);
+                    Ok(())
+                });
+            }
+            log.lock().unwrap().push("body done");
+            Ok(())
+        })
+        .await
+        .unwrap();
+        log.lock().unwrap().push("nursery returned");
+    });
+    assert_eq!(
+        entries(log),
+        ["body done", "a1", "b1", "a2", "b2", "nursery returned"]
+    );
+}
+
+#[test]
+fn a_child_spawns_a_sibling_while_the_body_waits() {
+    let (tx, rx) = oneshot::channel::<&'static str>();
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let sibling_spawner = n.clone();
+        n.spawn(async move {
+            sibling_spawner.spawn(async move {
+                tx.send("from the sibling").unwrap();
+                Ok(())
+            });
+            Ok(())
+        });
+        Ok(rx.await.unwrap())
+    }));
+    assert_eq!(out.unwrap(), Some("from the sibling"));
+}
+
+#[test]
+fn a_child_spawned_into_a_cancelled_nursery_runs_to_its_first_checkpoint() {
+    let log = Log::default();
+    let log = &log;
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        n.cancel_scope().cancel();
+        n.spawn(async move {
+            log.lock().unwrap().push("child started");
+            let result = checkpoint().await;
+            assert_eq!(result, Err(Cancelled));
+            log.lock().unwrap().push("child saw Cancelled");
+            result
+        });
+        Ok(())
+    }));
+    assert_eq!(out.unwrap(), Some(()));
+    assert_eq!(entries(log), ["child started", "child saw Cancelled"]);
+}
+
+#[test]
+fn cancelling_a_nursery_reaches_grandchildren_in_nested_nurseries() {
+    let log = Log::default();
+    let log = &log;
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let (parked_tx, parked_rx) = oneshot::channel();
+        n.spawn(async move {
+            nursery(|inner: Nursery<'_, Cancelled>| async move {
+                inner.spawn(async move {
+                    parked_tx.send(()).unwrap();
+                    let result = sleep_forever().await;
+                    log.lock().unwrap().push("grandchild cancelled");
+                    result?;
+                    Ok(())
+                });
+                Ok(())
+            })
+            .await?;
+            log.lock().unwrap().push("child continued after its nursery");
+            Ok(())
+        });
+        parked_rx.await.unwrap();
+        n.cancel_scope().cancel();
+        sleep_forever().await?;
+        Ok(())
+    }));
+    // The body unwound with the nursery's own cancellation: caught.
+    assert_eq!(out.unwrap(), None);
+    assert_eq!(entries(log), ["grandchild cancelled"]);
+}
+
+#[test]
+fn a_parent_cancelled_while_waiting_keeps_waiting_until_its_children_exit() {
+    let log = Log::default();
+    let log = &log;
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        n.spawn(async move {
+            if sleep_forever().await.is_err() {
+                // Cleanup that itself waits, behind a shield.
+                CancelScope::new()
+                    .shield(true)
+                    .run(async {
+                        sleep(Duration::from_millis(20)).await?;
+                        log.lock().unwrap().push("child cleaned up");
+                        Ok::<_, Cancelled>(())
+                    })
+                    .await?;
+            }
+            Err(Cancelled)
+        });
+        checkpoint().await?;
+        n.cancel_scope().cancel();
+        let result = sleep_forever().await;
+        log.lock().unwrap().push("body cancelled");
+        result?;
+        Ok(())
+    }));
+    log.lock().unwrap().push("nursery returned");
+    assert_eq!(out.unwrap(), None);
+    assert_eq!(
+        entries(log),
+        ["body cancelled", "child cleaned up", "nursery returned"]
+    );
+}
+
+#[test]
+fn spawning_into_a_closed_nursery_is_a_clear_error() {
+    let mut escaped = None;
+    block_on(nursery(|n: Nursery<'_, Cancelled>| {
+        escaped = Some(n.clone());
+        async { Ok(()) }
+    }))
+    .unwrap();
+    let n = escaped.unwrap();
+    assert_eq!(n.try_spawn(async { Ok(()) }), Err(SpawnError::Closed));
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        n.spawn(async { Ok(()) });
+    }))
+    .unwrap_err();
+    let message = panic.downcast_ref::<String>().unwrap();
+    assert!(
+        message.contains("already closed") && message.contains("try_spawn"),
+        "{message}"
+    );
+}
+
+#[test]
+fn children_may_spawn_after_the_body_returned() {
+    let log = Log::default();
+    let log = &log;
+    block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let n2 = n.clone();
+        n.spawn(async move {
+            checkpoint().await?;
+            checkpoint().await?;
+            n2.spawn(async move {
+                log.lock().unwrap().push("late sibling ran");
+                Ok(())
+            });
+            Ok(())
+        });
+        Ok(())
+    }))
+    .unwrap();
+    assert_eq!(entries(log), ["late sibling ran"]);
+}
+
+#[test]
+fn the_nursery_future_is_send_when_its_children_are() {
+    fn assert_send<T: Send>(value: T) -> T {
+        value
+    }
+    let data = vec![1, 2, 3];
+    let data = &data;
+    let total = Mutex::new(0);
+    let total_ref = &total;
+    let fut = assert_send(nursery(|n: Nursery<'_, Cancelled>| async move {
+        for value in data {
+            n.spawn(async move {
+                *total_ref.lock().unwrap() += value;
+                Ok(())
+            });
+        }
+        Ok(())
+    }));
+    // Runs on another thread, borrowing from this frame.
+    std::thread::scope(|s| {
+        s.spawn(|| block_on(fut).unwrap());
+    });
+    assert_eq!(*total.lock().unwrap(), 6);
+}
+
+#[test]
+fn a_local_nursery_accepts_non_send_children() {
+    let shared = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    block_on(local_nursery(|n: LocalNursery<'_, Cancelled>| {
+        let shared = shared.clone();
+        async move {
+            for i in 0..3 {
+                let shared = shared.clone();
+                n.spawn(async move {
+                    checkpoint().await?;
+                    shared.borrow_mut().push(i);
+                    Ok(())
+                });
+            }
+            Ok(())
+        }
+    }))
+    .unwrap();
+    assert_eq!(*shared.borrow(), [0, 1, 2]);
+}
+
+#[test]
+fn many_children_all_finish() {
+    let count = Mutex::new(0usize);
+    let count = &count;
+    block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        for _ in 0..10_000 {
+            n.spawn(async move {
+                checkpoint().await?;
+                *count.lock().unwrap() += 1;
+                Ok(())
+            });
+        }
+        Ok(())
+    }))
+    .unwrap();
+    assert_eq!(*count.lock().unwrap(), 10_000);
+}
