@@ -187,7 +187,10 @@ fn the_current_scope_is_the_innermost_one() {
     }))
     .unwrap();
     assert!(handle.cancel_called());
-    assert!(current_scope().is_none(), "the scope is restored after the poll");
+    assert!(
+        current_scope().is_none(),
+        "the scope is restored after the poll"
+    );
 }
 
 #[test]

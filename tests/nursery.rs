@@ -98,7 +98,9 @@ fn cancelling_a_nursery_reaches_grandchildren_in_nested_nurseries() {
                 Ok(())
             })
             .await?;
-            log.lock().unwrap().push("child continued after its nursery");
+            log.lock()
+                .unwrap()
+                .push("child continued after its nursery");
             Ok(())
         });
         parked_rx.await.unwrap();

@@ -1,0 +1,240 @@
+//! Deadlines: when they are fixed, when they are noticed, how they combine,
+//! and move_on_*/fail_*.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use futures::executor::block_on;
+use hatchery::{
+    CancelError, CancelScope, Cancelled, checkpoint, current_effective_deadline, fail_after,
+    fail_at, move_on_after, move_on_at, seconds, sleep,
+};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[test]
+fn a_past_deadline_cancels_at_the_first_checkpoint() {
+    let mut reached = Vec::new();
+    let out = block_on(move_on_at(
+        Instant::now() - Duration::from_millis(1),
+        async {
+            reached.push("before the checkpoint");
+            checkpoint().await?;
+            reached.push("after the checkpoint");
+            Ok::<_, Cancelled>(())
+        },
+    ));
+    assert_eq!(out, Ok(None));
+    assert_eq!(reached, ["before the checkpoint"]);
+}
+
+#[test]
+fn move_on_after_zero_cancels_at_the_first_checkpoint() {
+    let mut reached = 0;
+    let out = block_on(move_on_after(Duration::ZERO, async {
+        reached += 1;
+        checkpoint().await?;
+        reached += 1;
+        Ok::<_, Cancelled>(())
+    }));
+    assert_eq!(out, Ok(None));
+    assert_eq!(reached, 1);
+}
+
+#[test]
+fn moving_a_deadline_earlier_cancels_at_the_next_checkpoint() {
+    let scope = CancelScope::new().timeout(HOUR);
+    let handle = scope.handle();
+    let mut reached = Vec::new();
+    let out = block_on(scope.run(async {
+        checkpoint().await?;
+        reached.push("first checkpoint passed");
+        handle.set_deadline(Instant::now());
+        checkpoint().await?;
+        reached.push("second checkpoint passed");
+        Ok::<_, Cancelled>(())
+    }));
+    assert_eq!(out, Ok(None));
+    assert_eq!(reached, ["first checkpoint passed"]);
+    assert_eq!(handle.reason(), Some(hatchery::CancelReason::Deadline));
+}
+
+#[test]
+fn moving_an_unnoticed_deadline_later_prevents_the_cancel() {
+    // The deadline has passed, but no checkpoint looked yet: moving it later
+    // in time means nothing is cancelled.
+    let scope = CancelScope::new().deadline(Instant::now());
+    let handle = scope.handle();
+    let out = block_on(scope.run(async {
+        handle.set_deadline(Instant::now() + HOUR);
+        checkpoint().await?;
+        sleep(Duration::from_millis(5)).await?;
+        Ok::<_, Cancelled>("finished")
+    }));
+    assert_eq!(out, Ok(Some("finished")));
+    assert!(!handle.cancel_called());
+}
+
+#[test]
+fn moving_a_running_deadline_later_prevents_the_cancel() {
+    let scope = CancelScope::new().timeout(Duration::from_millis(300));
+    let handle = scope.handle();
+    let out = block_on(scope.run(async {
+        handle.set_timeout(HOUR);
+        sleep(Duration::from_millis(400)).await?;
+        Ok::<_, Cancelled>("slept past the old deadline")
+    }));
+    assert_eq!(out, Ok(Some("slept past the old deadline")));
+}
+
+#[test]
+fn a_deadline_is_noticed_only_at_a_checkpoint() {
+    let scope = CancelScope::new().deadline(Instant::now());
+    let handle = scope.handle();
+    let out = block_on(scope.run(async {
+        // Blocking work with no checkpoint runs to completion.
+        std::thread::sleep(Duration::from_millis(2));
+        Ok::<_, Cancelled>("no checkpoint, no cancel")
+    }));
+    assert_eq!(out, Ok(Some("no checkpoint, no cancel")));
+    assert!(!handle.cancelled_caught());
+}
+
+#[test]
+fn the_effective_deadline_is_the_minimum_over_unshielded_ancestors() {
+    let now = Instant::now();
+    let (t1, t2, t3) = (now + HOUR, now + 2 * HOUR, now + 3 * HOUR);
+    block_on(async {
+        assert_eq!(current_effective_deadline(), None);
+        move_on_at(t1, async {
+            assert_eq!(current_effective_deadline(), Some(t1));
+            move_on_at(t2, async {
+                assert_eq!(
+                    current_effective_deadline(),
+                    Some(t1),
+                    "the outer one is earlier"
+                );
+                CancelScope::new()
+                    .shield(true)
+                    .deadline(t3)
+                    .run(async {
+                        assert_eq!(current_effective_deadline(), Some(t3), "a shield resets it");
+                        CancelScope::new()
+                            .shield(true)
+                            .run(async {
+                                assert_eq!(current_effective_deadline(), None);
+                                Ok::<_, Cancelled>(())
+                            })
+                            .await
+                    })
+                    .await
+            })
+            .await
+        })
+        .await
+        .unwrap();
+    });
+}
+
+#[test]
+fn a_cancelled_scope_has_an_effective_deadline_in_the_past() {
+    let scope = CancelScope::new();
+    scope.handle().cancel();
+    block_on(scope.run(async {
+        let deadline = current_effective_deadline().expect("cancelled means a deadline");
+        assert!(deadline <= Instant::now());
+        Ok::<_, Cancelled>(())
+    }))
+    .unwrap();
+}
+
+#[test]
+fn a_relative_timeout_starts_when_the_scope_is_entered() {
+    let scope = CancelScope::new().timeout(Duration::from_millis(100));
+    let handle = scope.handle();
+    std::thread::sleep(Duration::from_millis(150)); // longer than the timeout
+    let entered = Instant::now();
+    let out = block_on(scope.run(async {
+        checkpoint().await?; // would fail if the timeout had started at build time
+        Ok::<_, Cancelled>(())
+    }));
+    assert_eq!(out, Ok(Some(())));
+    assert!(handle.deadline().unwrap() >= entered + Duration::from_millis(100));
+}
+
+#[test]
+fn fail_after_inside_a_cancelled_scope_yields_cancelled_not_a_timeout() {
+    let outer = CancelScope::new();
+    let outer_handle = outer.handle();
+    outer_handle.cancel();
+    let out = block_on(outer.run(async {
+        let inner: Result<(), io::Error> = fail_after(Duration::ZERO, async {
+            checkpoint().await?;
+            Ok(())
+        })
+        .await;
+        let error = inner.unwrap_err();
+        assert!(error.is_cancelled(), "expected Cancelled, got {error}");
+        assert_ne!(error.kind(), io::ErrorKind::TimedOut);
+        Err::<(), _>(error)
+    }));
+    assert!(matches!(out, Ok(None)), "the outer scope catches: {out:?}");
+    assert!(outer_handle.cancelled_caught());
+}
+
+#[test]
+fn fail_after_its_own_deadline_is_a_timeout() {
+    let out: Result<(), io::Error> = block_on(fail_after(Duration::from_millis(5), async {
+        sleep(HOUR).await?;
+        Ok(())
+    }));
+    assert_eq!(out.unwrap_err().kind(), io::ErrorKind::TimedOut);
+
+    let out: Result<u8, Box<dyn std::error::Error + Send + Sync>> =
+        block_on(fail_at(Instant::now() + HOUR, async { Ok(3) }));
+    assert_eq!(out.unwrap(), 3);
+}
+
+#[test]
+fn move_on_after_an_outer_cancellation_passes_through() {
+    let outer = CancelScope::new();
+    outer.handle().cancel();
+    let out = block_on(outer.run(async {
+        let inner = move_on_after(HOUR, checkpoint()).await;
+        assert_eq!(inner, Err(Cancelled));
+        inner
+    }));
+    assert_eq!(out, Ok(None));
+}
+
+#[test]
+fn a_sleep_wakes_at_the_deadline_of_its_scope() {
+    let started = Instant::now();
+    let out = block_on(move_on_after(Duration::from_millis(20), sleep(HOUR)));
+    assert_eq!(out, Ok(None));
+    assert!(started.elapsed() >= Duration::from_millis(20));
+}
+
+#[test]
+fn a_timeout_too_large_for_instant_means_no_deadline() {
+    let scope = CancelScope::new().timeout(Duration::MAX);
+    let handle = scope.handle();
+    block_on(scope.run(async { checkpoint().await })).unwrap();
+    assert_eq!(handle.deadline(), None);
+}
+
+#[test]
+fn bad_float_durations_are_rejected_with_a_clear_error() {
+    assert_eq!(seconds(0.25), Ok(Duration::from_millis(250)));
+    assert_eq!(seconds(0.0), Ok(Duration::ZERO));
+    for (value, says) in [
+        (f64::NAN, "NaN"),
+        (-1.0, "negative"),
+        (f64::NEG_INFINITY, "negative"),
+        (f64::INFINITY, "too large"),
+        (1e300, "too large"),
+    ] {
+        let message = seconds(value).unwrap_err().to_string();
+        assert!(message.contains(says), "{value}: {message}");
+    }
+}

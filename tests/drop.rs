@@ -1,0 +1,118 @@
+//! Drop is the hard cancel: dropping a nursery or scope future drops every
+//! child synchronously; nothing keeps running.
+
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use futures::executor::block_on;
+use hatchery::{
+    CancelScope, Cancelled, Nursery, SpawnError, Started, checkpoint, nursery, sleep_forever,
+};
+
+/// Pushes its name into the log when dropped.
+struct DropGuard(&'static str, Arc<Mutex<Vec<&'static str>>>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.1.lock().unwrap().push(self.0);
+    }
+}
+
+#[test]
+fn dropping_a_nursery_mid_flight_drops_every_child() {
+    let dropped = Arc::new(Mutex::new(Vec::new()));
+    let ran_after = Arc::new(Mutex::new(false));
+    let mut escaped = None;
+    block_on(async {
+        let log = dropped.clone();
+        let ran = ran_after.clone();
+        let fut = nursery(|n: Nursery<'_, Cancelled>| {
+            escaped = Some(n.clone());
+            async move {
+                let guard = DropGuard("body", log.clone());
+                for name in ["child 1", "child 2"] {
+                    let guard = DropGuard(name, log.clone());
+                    let ran = ran.clone();
+                    n.spawn(async move {
+                        let _guard = guard;
+                        sleep_forever().await?;
+                        *ran.lock().unwrap() = true;
+                        Ok(())
+                    });
+                }
+                let inner_log = log.clone();
+                n.spawn(async move {
+                    nursery(|inner: Nursery<'_, Cancelled>| async move {
+                        let guard = DropGuard("grandchild", inner_log);
+                        inner.spawn(async move {
+                            let _guard = guard;
+                            sleep_forever().await?;
+                            Ok(())
+                        });
+                        Ok(())
+                    })
+                    .await?;
+                    Ok(())
+                });
+                sleep_forever().await?;
+                drop(guard);
+                Ok(())
+            }
+        });
+        let mut fut = Box::pin(fut);
+        // Let everything start and park.
+        for _ in 0..3 {
+            assert!(matches!(futures::poll!(fut.as_mut()), Poll::Pending));
+        }
+        assert!(dropped.lock().unwrap().is_empty());
+        drop(fut);
+    });
+    let mut dropped = dropped.lock().unwrap().clone();
+    dropped.sort();
+    assert_eq!(dropped, ["body", "child 1", "child 2", "grandchild"]);
+    assert!(!*ran_after.lock().unwrap(), "no child ran past its await");
+    let n = escaped.unwrap();
+    assert_eq!(n.try_spawn(async { Ok(()) }), Err(SpawnError::Closed));
+}
+
+#[test]
+fn dropping_a_scope_future_drops_its_body() {
+    let dropped = Arc::new(Mutex::new(Vec::new()));
+    let guard = DropGuard("scope body", dropped.clone());
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    let mut fut = Box::pin(scope.run(async move {
+        let _guard = guard;
+        sleep_forever().await?;
+        Ok::<_, Cancelled>(())
+    }));
+    block_on(async {
+        assert!(matches!(futures::poll!(fut.as_mut()), Poll::Pending));
+    });
+    drop(fut);
+    assert_eq!(*dropped.lock().unwrap(), ["scope body"]);
+    // The handle outlives the scope and still works.
+    handle.cancel();
+    assert!(handle.cancel_called() && !handle.cancelled_caught());
+}
+
+#[test]
+fn dropping_a_start_in_flight_drops_the_starting_child_and_frees_the_nursery() {
+    let dropped = Arc::new(Mutex::new(Vec::new()));
+    let log = dropped.clone();
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let guard = DropGuard("starting child", log);
+        let mut start = Box::pin(n.start(|status: Started<()>| async move {
+            let _guard = guard;
+            sleep_forever().await?;
+            status.started(());
+            Ok(())
+        }));
+        assert!(matches!(futures::poll!(start.as_mut()), Poll::Pending));
+        drop(start);
+        checkpoint().await?;
+        Ok("nursery still closes")
+    }));
+    assert_eq!(out.unwrap(), Some("nursery still closes"));
+    assert_eq!(*dropped.lock().unwrap(), ["starting child"]);
+}

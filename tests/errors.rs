@@ -1,0 +1,218 @@
+//! Failure: the first error or panic cancels the siblings, they clean up, and
+//! the nursery reports every error (or resumes the panic) only then.
+
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+
+use futures::executor::block_on;
+use hatchery::{
+    CancelError, CancelReason, CancelScope, Cancelled, Nursery, checkpoint, nursery, sleep_forever,
+};
+
+type Log = Mutex<Vec<&'static str>>;
+
+#[test]
+fn a_crashing_child_cancels_siblings_and_body_and_the_error_comes_after_all_finished() {
+    let log = Log::default();
+    let log = &log;
+    let result = block_on(async {
+        let result = nursery(|n: Nursery<'_, io::Error>| async move {
+            n.spawn_named("sleeper", async move {
+                let result = sleep_forever().await;
+                log.lock().unwrap().push("sleeper cleaned up");
+                result?;
+                Ok(())
+            });
+            n.spawn_named("crasher", async move {
+                checkpoint().await?;
+                log.lock().unwrap().push("crasher fails");
+                Err(io::Error::other("boom"))
+            });
+            let result = sleep_forever().await;
+            log.lock().unwrap().push("body cleaned up");
+            result?;
+            Ok(())
+        })
+        .await;
+        log.lock().unwrap().push("nursery returned");
+        result
+    });
+    let error = result.unwrap_err();
+    assert_eq!(error.failures().len(), 1);
+    assert_eq!(error.failures()[0].task.name(), Some("crasher"));
+    assert_eq!(error.failures()[0].error.to_string(), "boom");
+    assert!(!error.is_cancelled());
+    let log = log.lock().unwrap();
+    assert_eq!(log[0], "crasher fails");
+    assert!(log.contains(&"sleeper cleaned up") && log.contains(&"body cleaned up"));
+    assert_eq!(log.last(), Some(&"nursery returned"));
+}
+
+#[test]
+fn two_child_errors_and_a_body_error_are_all_returned() {
+    let result = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+        n.spawn_named("first", async { Err(io::Error::other("first failed")) });
+        n.spawn_named("second", async {
+            // Fails while cleaning up after the first failure cancelled it.
+            let _ = sleep_forever().await;
+            Err(io::Error::other("second failed during cleanup"))
+        });
+        let _ = sleep_forever().await;
+        Err::<(), _>(io::Error::other("body failed"))
+    }));
+    let error = result.unwrap_err();
+    let mut seen: Vec<(String, String)> = error
+        .failures()
+        .iter()
+        .map(|f| (f.task.name().unwrap().to_string(), f.error.to_string()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("first".into(), "first failed".into()),
+            ("nursery body".into(), "body failed".into()),
+            ("second".into(), "second failed during cleanup".into()),
+        ]
+    );
+    let display = error.to_string();
+    assert!(display.starts_with("3 tasks failed"), "{display}");
+}
+
+#[test]
+fn a_panicking_child_resumes_its_payload_after_the_siblings_cleaned_up() {
+    let log = Log::default();
+    let log = &log;
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                let result = sleep_forever().await;
+                log.lock().unwrap().push("sibling cleaned up");
+                result?;
+                Ok(())
+            });
+            n.spawn(async {
+                checkpoint().await?;
+                std::panic::panic_any(42_u32);
+            });
+            Ok(())
+        }))
+    }));
+    let payload = caught.unwrap_err();
+    assert_eq!(payload.downcast_ref::<u32>(), Some(&42));
+    assert_eq!(*log.lock().unwrap(), ["sibling cleaned up"]);
+}
+
+#[test]
+fn a_panicking_body_resumes_after_the_children_cleaned_up() {
+    let log = Log::default();
+    let log = &log;
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                let result = sleep_forever().await;
+                log.lock().unwrap().push("child cleaned up");
+                result?;
+                Ok(())
+            });
+            checkpoint().await?;
+            if log.lock().unwrap().is_empty() {
+                panic!("body panicked");
+            }
+            Ok(())
+        }))
+    }));
+    let payload = caught.unwrap_err();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"body panicked"));
+    assert_eq!(*log.lock().unwrap(), ["child cleaned up"]);
+}
+
+#[test]
+fn the_failing_task_is_the_cancel_reason() {
+    let mut handle = None;
+    let result = block_on(nursery(|n: Nursery<'_, io::Error>| {
+        handle = Some(n.cancel_scope());
+        async move {
+            n.spawn_named("db", async { Err(io::Error::other("gone")) });
+            Ok(())
+        }
+    }));
+    assert!(result.is_err());
+    match handle.unwrap().reason() {
+        Some(CancelReason::TaskFailed(task)) => assert_eq!(task.name(), Some("db")),
+        other => panic!("unexpected reason {other:?}"),
+    }
+}
+
+#[test]
+fn cancelled_is_never_reported_as_a_failure() {
+    // Children that return Cancelled while the nursery's own scope is cancelled.
+    let result = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+        for _ in 0..3 {
+            n.spawn(async {
+                sleep_forever().await?;
+                Ok(())
+            });
+        }
+        checkpoint().await?;
+        n.cancel_scope().cancel();
+        Ok("body value")
+    }));
+    assert_eq!(result.unwrap(), Some("body value"));
+
+    // A cancellation from outside: no failures, just "cancelled".
+    let outer = CancelScope::new();
+    outer.handle().cancel();
+    let out = block_on(outer.run(async {
+        let inner = nursery(|n: Nursery<'_, io::Error>| async move {
+            n.spawn(async {
+                sleep_forever().await?;
+                Ok(())
+            });
+            Ok(())
+        })
+        .await;
+        let error = inner.unwrap_err();
+        assert!(error.failures().is_empty());
+        assert!(error.is_cancelled());
+        let converted = io::Error::from(error);
+        assert!(converted.is_cancelled());
+        Err::<(), _>(converted)
+    }));
+    assert!(matches!(out, Ok(None)), "{out:?}");
+}
+
+#[test]
+fn a_single_failure_converts_back_into_the_error_type() {
+    async fn job() -> io::Result<()> {
+        nursery(|n: Nursery<'_, io::Error>| async move {
+            n.spawn(async { Err(io::Error::new(io::ErrorKind::NotFound, "no such file")) });
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+    let error = block_on(job()).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::NotFound);
+}
+
+#[test]
+fn boxed_errors_take_a_nursery_error_with_question_mark() {
+    async fn job() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        nursery(
+            |n: Nursery<'_, Box<dyn std::error::Error + Send + Sync>>| async move {
+                n.spawn_named("parser", async { Err("bad input".into()) });
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(())
+    }
+    let error = block_on(job()).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("parser") && message.contains("bad input"),
+        "{message}"
+    );
+}

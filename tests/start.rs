@@ -1,0 +1,220 @@
+//! start(): the caller gets the value passed to `started`, then the child
+//! belongs to the nursery.
+//!
+//! Calling `started` twice is a compile error (`started` consumes the handle);
+//! the compile_fail doc test on `hatchery::Started` proves it.
+
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::executor::block_on;
+use hatchery::{
+    CancelError, CancelScope, Cancelled, Nursery, Started, checkpoint, nursery, sleep,
+    sleep_forever,
+};
+
+type Log = Mutex<Vec<&'static str>>;
+
+#[test]
+fn start_returns_the_started_value_and_the_nursery_then_waits_for_the_child() {
+    let log = Log::default();
+    let log = &log;
+    block_on(async {
+        nursery(|n: Nursery<'_, Cancelled>| async move {
+            let port = n
+                .start(|status: Started<u16>| async move {
+                    log.lock().unwrap().push("child starting");
+                    checkpoint().await?;
+                    status.started(8080);
+                    sleep(Duration::from_millis(20)).await?;
+                    log.lock().unwrap().push("child done");
+                    Ok(())
+                })
+                .await?;
+            assert_eq!(port, 8080);
+            log.lock().unwrap().push("start returned");
+            Ok(())
+        })
+        .await
+        .unwrap();
+        log.lock().unwrap().push("nursery returned");
+    });
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "child starting",
+            "start returned",
+            "child done",
+            "nursery returned"
+        ]
+    );
+}
+
+#[test]
+fn an_error_before_started_comes_out_of_start_unwrapped() {
+    let out = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+        let result = n
+            .start(|_status: Started<()>| async {
+                checkpoint().await?;
+                Err(io::Error::new(io::ErrorKind::AddrInUse, "port taken"))
+            })
+            .await;
+        let error = result.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+        Ok("the body handled it")
+    }));
+    // Not a failure of the nursery: the caller got it.
+    assert_eq!(out.unwrap(), Some("the body handled it"));
+}
+
+#[test]
+fn finishing_without_started_is_a_clear_error() {
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.start(|_status: Started<()>| async { Ok(()) }).await?;
+            Ok(())
+        }))
+    }));
+    let payload = caught.unwrap_err();
+    let message = payload.downcast_ref::<String>().unwrap();
+    assert!(message.contains("without calling `started()`"), "{message}");
+    assert!(
+        message.contains("tests/start.rs"),
+        "names the start() call: {message}"
+    );
+}
+
+#[test]
+fn cancelling_the_caller_cancels_the_child_while_it_starts() {
+    let log = Log::default();
+    let log = &log;
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let caller = CancelScope::new();
+        let caller_handle = caller.handle();
+        n.spawn(async move {
+            checkpoint().await?;
+            caller_handle.cancel();
+            Ok(())
+        });
+        let started = caller
+            .run(n.start(|status: Started<()>| async move {
+                let result = sleep_forever().await;
+                log.lock().unwrap().push("starting child cancelled");
+                result?;
+                status.started(());
+                Ok(())
+            }))
+            .await?;
+        assert_eq!(started, None, "the caller's scope caught the cancellation");
+        checkpoint().await?; // the nursery itself is not cancelled
+        log.lock().unwrap().push("body continues");
+        Ok(())
+    }));
+    assert_eq!(out.unwrap(), Some(()));
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["starting child cancelled", "body continues"]
+    );
+}
+
+#[test]
+fn after_started_the_child_belongs_to_the_nursery_scope() {
+    let log = Log::default();
+    let log = &log;
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let caller = CancelScope::new();
+        let caller_handle = caller.handle();
+        caller
+            .run(async {
+                n.start(|status: Started<()>| async move {
+                    status.started(());
+                    // The caller's scope is cancelled below; this child is no
+                    // longer in it.
+                    checkpoint().await?;
+                    checkpoint().await?;
+                    log.lock()
+                        .unwrap()
+                        .push("started child unaffected by the caller");
+                    let result = sleep_forever().await;
+                    log.lock()
+                        .unwrap()
+                        .push("started child cancelled with the nursery");
+                    result?;
+                    Ok(())
+                })
+                .await?;
+                caller_handle.cancel();
+                checkpoint().await
+            })
+            .await?;
+        sleep(Duration::from_millis(10)).await?;
+        n.cancel_scope().cancel();
+        Ok(())
+    }));
+    assert_eq!(out.unwrap(), Some(()));
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "started child unaffected by the caller",
+            "started child cancelled with the nursery"
+        ]
+    );
+}
+
+#[test]
+fn an_error_after_started_is_a_failure_of_the_nursery() {
+    let out = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+        n.start(|status: Started<()>| async move {
+            status.started(());
+            Err(io::Error::other("failed after starting"))
+        })
+        .await?;
+        sleep_forever().await?;
+        Ok(())
+    }));
+    let error = out.unwrap_err();
+    assert_eq!(error.failures().len(), 1);
+    assert_eq!(
+        error.failures()[0].error.to_string(),
+        "failed after starting"
+    );
+}
+
+#[test]
+fn a_started_child_that_returns_cancelled_early_is_not_a_failure() {
+    let out = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+        n.cancel_scope().cancel();
+        let result = n
+            .start(|status: Started<()>| async move {
+                checkpoint().await?;
+                status.started(());
+                Ok(())
+            })
+            .await;
+        assert!(result.unwrap_err().is_cancelled());
+        Ok(())
+    }));
+    assert_eq!(out.unwrap(), Some(()));
+}
+
+#[test]
+fn starting_into_a_closed_nursery_panics_clearly() {
+    let mut escaped = None;
+    block_on(nursery(|n: Nursery<'_, Cancelled>| {
+        escaped = Some(n.clone());
+        async { Ok(()) }
+    }))
+    .unwrap();
+    let n = escaped.unwrap();
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        block_on(n.start(|status: Started<()>| async move {
+            status.started(());
+            Ok(())
+        }))
+    }));
+    let payload = caught.unwrap_err();
+    let message = payload.downcast_ref::<String>().unwrap();
+    assert!(message.contains("already closed"), "{message}");
+}
