@@ -94,3 +94,7 @@ pub use time::{
     DurationError, Sleep, current_effective_deadline, fail_after, fail_at, move_on_after,
     move_on_at, seconds, sleep, sleep_forever, sleep_until,
 };
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+struct ReadmeDoctests;
