@@ -316,3 +316,148 @@ impl Drop for Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A small deterministic generator (xorshift), so failures replay.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// The effective state computed from scratch, walking up the parents.
+    fn expected(node: &Node) -> u64 {
+        let inner = node.lock();
+        if inner.cancel_called {
+            return CANCELLED;
+        }
+        let inherited = match (&inner.parent, inner.shield) {
+            (Some(parent), false) => {
+                let parent = Arc::clone(parent);
+                drop(inner);
+                let inherited = expected(&parent);
+                return node.lock().deadline_nanos.min(inherited);
+            }
+            _ => NEVER,
+        };
+        inner.deadline_nanos.min(inherited)
+    }
+
+    /// Random operations on a forest; node `i` only ever hangs under a node
+    /// with a smaller index, so the links stay a forest. Only nodes for which
+    /// `mine` holds are moved (in the crate, only a node's owner links it).
+    fn random_op(nodes: &[Arc<Node>], rng: &mut Rng, base: Instant, mine: impl Fn(usize) -> bool) {
+        let i = rng.below(nodes.len());
+        let node = &nodes[i];
+        match rng.below(10) {
+            0 => node.cancel(CancelReason::Explicit),
+            1..=3 => node.set_deadline(match rng.below(3) {
+                0 => None,
+                k => Some(base + Duration::from_secs(3600 * k as u64 + rng.below(100) as u64)),
+            }),
+            4..=6 => node.set_shield(rng.below(2) == 0),
+            _ if i > 0 && mine(i) => {
+                let parent = &nodes[rng.below(i)];
+                node.reparent(parent);
+            }
+            _ => {}
+        }
+    }
+
+    fn forest(len: usize, rng: &mut Rng) -> Vec<Arc<Node>> {
+        let mut nodes: Vec<Arc<Node>> = Vec::new();
+        for i in 0..len {
+            let node = Node::new(None, false);
+            let parent = (i > 0).then(|| Arc::clone(&nodes[rng.below(i)]));
+            node.link(parent.as_ref());
+            nodes.push(node);
+        }
+        nodes
+    }
+
+    #[test]
+    fn invariant_1_state_is_the_effective_state_after_every_operation() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let base = clock::now();
+        for _round in 0..20 {
+            let nodes = forest(40, &mut rng);
+            for _ in 0..200 {
+                random_op(&nodes, &mut rng, base, |_| true);
+                for node in &nodes {
+                    assert_eq!(node.state(), expected(node));
+                }
+            }
+            for node in &nodes {
+                node.unlink();
+            }
+        }
+    }
+
+    #[test]
+    fn invariant_1_and_3_concurrent_updates_converge_without_deadlock() {
+        let mut rng = Rng(7);
+        let nodes = forest(64, &mut rng);
+        let base = clock::now();
+        std::thread::scope(|s| {
+            for seed in 1..=4u64 {
+                let nodes = &nodes;
+                s.spawn(move || {
+                    let mut rng = Rng(seed * 0x2545_F491_4F6C_DD1D);
+                    for _ in 0..5_000 {
+                        random_op(nodes, &mut rng, base, |i| i as u64 % 4 == seed - 1);
+                    }
+                });
+            }
+        });
+        for node in &nodes {
+            assert_eq!(node.state(), expected(node));
+        }
+        for node in &nodes {
+            node.unlink();
+        }
+    }
+
+    #[test]
+    fn invariant_4_exit_breaks_the_parent_child_cycle() {
+        let parent = Node::new(None, false);
+        let child = Node::new(None, false);
+        child.link(Some(&parent));
+        assert_eq!(Arc::strong_count(&parent), 2); // held by the child
+        assert_eq!(Arc::strong_count(&child), 2); // held by the parent
+        child.unlink();
+        assert_eq!(Arc::strong_count(&parent), 1);
+        assert_eq!(Arc::strong_count(&child), 1);
+    }
+
+    #[test]
+    fn invariant_5_a_state_change_notifies_listeners() {
+        let node = Node::new(None, false);
+        let listener = node.listen();
+        node.set_deadline(Some(clock::now() + Duration::from_secs(60)));
+        // The listener was notified, so waiting returns at once.
+        futures_lite::future::block_on(listener);
+    }
+
+    #[test]
+    fn an_observed_expiry_is_sticky_and_marks_only_expired_scopes() {
+        let outer = Node::new(None, false);
+        outer.link(None);
+        let inner = Node::new(Some(clock::now()), false);
+        inner.link(Some(&outer));
+        assert_eq!(inner.check(), Err(Cancelled));
+        assert!(inner.lock().cancel_called);
+        assert_eq!(inner.lock().reason, Some(CancelReason::Deadline));
+        assert!(!outer.lock().cancel_called);
+        inner.set_deadline(None);
+        assert_eq!(inner.check(), Err(Cancelled), "still cancelled");
+        inner.unlink();
+    }
+}

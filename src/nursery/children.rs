@@ -45,7 +45,6 @@ impl Wakeup {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(index);
-        self.waker.wake();
     }
 }
 
@@ -66,6 +65,16 @@ impl TaskWaker {
         (flag, waker)
     }
 
+    /// Sets the queued flag and enqueues the task unless it already was;
+    /// true if it was enqueued now. Does not wake the nursery's poller.
+    pub(crate) fn queue(&self) -> bool {
+        let newly = !self.queued.swap(true, Ordering::AcqRel);
+        if newly {
+            self.wakeup.push(self.index);
+        }
+        newly
+    }
+
     /// Clears the queued flag; false means this queue entry was stale.
     pub(crate) fn take_queued(&self) -> bool {
         self.queued.swap(false, Ordering::AcqRel)
@@ -78,8 +87,8 @@ impl Wake for TaskWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if !self.queued.swap(true, Ordering::AcqRel) {
-            self.wakeup.push(self.index);
+        if self.queue() {
+            self.wakeup.waker.wake();
         }
     }
 }
@@ -118,7 +127,8 @@ impl<C> Children<C> {
     pub(crate) fn insert(&mut self, future: C, info: TaskInfo) {
         let entry = self.slab.vacant_entry();
         let (flag, waker) = TaskWaker::new(entry.key(), &self.wakeup);
-        flag.wake_by_ref();
+        // Queued for this very poll: no need to wake the poller.
+        flag.queue();
         entry.insert(Child {
             future,
             info,

@@ -26,7 +26,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Wake};
+use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
@@ -147,7 +147,10 @@ fn closed_panic(error: SpawnError) -> ! {
 ///   cancelled and caught the body's `Cancelled`.
 /// * `Err(error)`: some task failed — `error` holds every failure with the
 ///   task that raised it — or a cancellation from an enclosing scope is
-///   unwinding ([`NurseryError::is_cancelled`]).
+///   unwinding through the nursery ([`NurseryError::is_cancelled`]): as in
+///   trio, if any task unwound with a `Cancelled` that the nursery's own scope
+///   does not catch, the nursery passes it on even when the body returned a
+///   value.
 ///
 /// The first child (or body) to fail cancels the nursery's scope: the others
 /// see `Cancelled` at their next checkpoint, clean up, and return; then the
@@ -559,7 +562,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
     #[track_caller]
     fn new(shared: Arc<Shared<C>>, body: Fut) -> Self {
         let (body_flag, body_waker) = TaskWaker::new(BODY, &shared.wakeup);
-        body_flag.wake_by_ref(); // the body's first poll
+        body_flag.queue(); // the body's first poll
         NurseryFuture {
             body: Some(body),
             body_output: None,
