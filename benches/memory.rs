@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use futures_lite::future::{block_on, yield_now};
+use futures_lite::future::block_on;
 use hatchery::{Cancelled, Nursery, nursery};
 
 struct Counting;
@@ -42,11 +42,9 @@ fn live() -> usize {
 
 /// The idle child every row parks: it never wakes and registers nothing, so
 /// what is measured is the structure holding it. Its own size is subtracted.
-fn idle_child() -> impl Future<Output = Result<(), Cancelled>> + Send {
-    async {
-        std::future::pending::<()>().await;
-        Ok(())
-    }
+async fn idle_child() -> Result<(), Cancelled> {
+    std::future::pending::<()>().await;
+    Ok(())
 }
 
 fn per_child(total: usize, future_size: usize) -> f64 {
