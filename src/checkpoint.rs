@@ -126,7 +126,7 @@ impl Future for WaitCancelled {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let wait = &mut self.get_mut().wait;
-        context::with_current(|node| wait.poll(node.map(|n| &**n), None, cx))
+        wait.poll(context::current().as_ref(), None, cx)
             .map(|_| Err(Cancelled))
     }
 }
@@ -210,8 +210,7 @@ impl<F: Future> Future for Cancellable<F> {
             this.inner.set(None);
             return Poll::Ready(Ok(output));
         }
-        let wait = this.wait;
-        match context::with_current(|node| wait.poll(node.map(|n| &**n), None, cx)) {
+        match this.wait.poll(context::current().as_ref(), None, cx) {
             Poll::Ready(_) => {
                 this.inner.set(None);
                 Poll::Ready(Err(Cancelled))

@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::cancel::tree::Node;
+use crate::clock::{CANCELLED, NEVER};
 use crate::error::Cancelled;
 
 thread_local! {
@@ -43,13 +44,19 @@ pub(crate) fn current() -> Option<Arc<Node>> {
 /// The checkpoint test against the current scope (never cancelled outside one).
 #[inline]
 pub(crate) fn check() -> Result<(), Cancelled> {
-    CURRENT.with(|current| match &*current.borrow() {
-        Some(node) => node.check(),
-        None => Ok(()),
-    })
+    let state =
+        CURRENT.with(|current| current.borrow().as_ref().map_or(NEVER, |node| node.state()));
+    match state {
+        NEVER => Ok(()),
+        CANCELLED => Err(Cancelled),
+        // A deadline applies: the full check may record an expiry and wake
+        // waiters, so run it without the slot borrowed.
+        _ => current().map_or(Ok(()), |node| node.check()),
+    }
 }
 
-/// Runs `f` on the current node (without cloning it).
+/// Runs `f` on the current node (without cloning it). `f` must not wake
+/// anything (waiting futures only register here).
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
     CURRENT.with(|current| f(current.borrow().as_ref()))
 }

@@ -112,19 +112,26 @@ impl CancelError for Cancelled {
     }
 }
 
-/// Whether a type-erased error is a cancellation: a `Cancelled`, or a nursery
-/// error that holds nothing but a cancellation.
+/// Whether a type-erased error is a cancellation: a `Cancelled`, or an error
+/// that wraps one. Walks `io::Error`'s payload (its `source()` skips it) and
+/// every other error's `source()` chain; a pure-cancellation `NurseryError`
+/// reports `Cancelled` as its source, so nursery errors of any `E` are seen.
 fn dyn_is_cancelled(error: &(dyn Error + 'static)) -> bool {
-    error.is::<Cancelled>()
-        || error
-            .downcast_ref::<NurseryError<io::Error>>()
-            .is_some_and(NurseryError::is_cancelled)
-        || error
-            .downcast_ref::<NurseryError<Box<dyn Error + Send + Sync>>>()
-            .is_some_and(NurseryError::is_cancelled)
-        || error
-            .downcast_ref::<NurseryError<Cancelled>>()
-            .is_some_and(NurseryError::is_cancelled)
+    let mut next = Some(error);
+    // Bounded, in case a hand-written `source()` chain loops.
+    for _ in 0..64 {
+        let Some(error) = next else { return false };
+        if error.is::<Cancelled>() {
+            return true;
+        }
+        next = match error.downcast_ref::<io::Error>() {
+            Some(io_error) => io_error
+                .get_ref()
+                .map(|inner| inner as &(dyn Error + 'static)),
+            None => error.source(),
+        };
+    }
+    false
 }
 
 impl From<Cancelled> for io::Error {
@@ -371,7 +378,14 @@ impl<E: fmt::Display> fmt::Display for NurseryError<E> {
 /// Only `Debug + Display` is asked of `E` (not `Error`), so that a
 /// `NurseryError<Box<dyn Error + Send + Sync>>` is itself an error and `?`
 /// boxes it.
-impl<E: fmt::Debug + fmt::Display> Error for NurseryError<E> {}
+impl<E: fmt::Debug + fmt::Display> Error for NurseryError<E> {
+    /// `Cancelled` when this is a pure cancellation, so that code holding a
+    /// boxed `NurseryError` (of any `E`) can still tell it is one.
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        static CANCELLED: Cancelled = Cancelled;
+        self.is_cancelled().then_some(&CANCELLED as _)
+    }
+}
 
 impl<E> From<Cancelled> for NurseryError<E> {
     fn from(_: Cancelled) -> Self {

@@ -110,9 +110,9 @@ impl Future for Sleep {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let woke = context::with_current(|node| {
-            this.wait.poll(node.map(|node| &**node), this.deadline, cx)
-        });
+        let woke = this
+            .wait
+            .poll(context::current().as_ref(), this.deadline, cx);
         match woke {
             Poll::Ready(Woke::Cancelled) => Poll::Ready(Err(Cancelled)),
             // Even a sleep that is already over is a full checkpoint: it yields once.

@@ -251,3 +251,27 @@ fn a_ten_thousand_deep_chain_cancels_without_recursion() {
         .join()
         .unwrap();
 }
+
+#[test]
+fn a_wait_polled_in_one_scope_then_another_is_woken_by_the_second() {
+    block_on(async {
+        let mut sleeper = std::pin::pin!(sleep(Duration::from_secs(3600)));
+        CancelScope::new()
+            .run(async {
+                // Poll once inside scope A, which then exits.
+                let _ = futures::poll!(sleeper.as_mut());
+                Ok::<_, Cancelled>(())
+            })
+            .await
+            .unwrap();
+        let b = CancelScope::new();
+        let b_handle = b.handle();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            b_handle.cancel();
+        });
+        let guard = hatchery::move_on_after(Duration::from_secs(10), b.run(sleeper.as_mut()));
+        // Some(None): B caught its own cancel; None would be the 10 s guard.
+        assert_eq!(guard.await, Ok(Some(None)));
+    });
+}

@@ -116,3 +116,41 @@ fn dropping_a_start_in_flight_drops_the_starting_child_and_frees_the_nursery() {
     assert_eq!(out.unwrap(), Some("nursery still closes"));
     assert_eq!(*dropped.lock().unwrap(), ["starting child"]);
 }
+
+#[test]
+fn a_child_whose_drop_panics_still_leaves_the_scope_tree_clean() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                panic!("drop bomb");
+            }
+        }
+    }
+    let outer = CancelScope::new();
+    let outer_handle = outer.handle();
+    let mut nursery_scope = None;
+    let fut = outer.run(nursery(|n: Nursery<'_, Cancelled>| {
+        nursery_scope = Some(n.cancel_scope());
+        async move {
+            n.spawn(async {
+                let _bomb = Bomb;
+                sleep_forever().await?;
+                Ok(())
+            });
+            sleep_forever().await?;
+            Ok(())
+        }
+    }));
+    let mut fut = Box::pin(fut);
+    block_on(async {
+        for _ in 0..3 {
+            assert!(matches!(futures::poll!(fut.as_mut()), Poll::Pending));
+        }
+    });
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(fut)));
+    assert!(result.is_err(), "the bomb went off");
+    // The nursery's scope was detached from the outer one despite the panic.
+    outer_handle.cancel();
+    assert!(!nursery_scope.unwrap().is_cancelled());
+}

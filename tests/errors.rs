@@ -216,3 +216,48 @@ fn boxed_errors_take_a_nursery_error_with_question_mark() {
         "{message}"
     );
 }
+
+#[test]
+fn a_cancellation_wrapped_in_io_error_and_boxed_is_still_a_cancellation() {
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    async fn io_step() -> io::Result<()> {
+        sleep_forever().await?; // Cancelled becomes an io::Error
+        Ok(())
+    }
+    // The scope catches its own deadline through two conversions.
+    let out = block_on(hatchery::move_on_after(
+        std::time::Duration::from_millis(5),
+        async {
+            io_step().await?; // io::Error becomes a Box<dyn Error>
+            Ok::<(), BoxError>(())
+        },
+    ));
+    assert!(matches!(out, Ok(None)), "{out:?}");
+    // And a nursery does not list it as a failure.
+    let out = block_on(nursery(|n: Nursery<'_, BoxError>| async move {
+        n.spawn(async {
+            io_step().await?;
+            Ok(())
+        });
+        n.cancel_scope().cancel();
+        Ok(())
+    }));
+    assert!(matches!(out, Ok(Some(()))), "{out:?}");
+}
+
+#[test]
+fn a_nursery_error_of_any_type_carries_an_outer_cancellation_through_a_box() {
+    let scope = CancelScope::new();
+    scope.handle().cancel();
+    let out = block_on(scope.run(async {
+        hatchery::local_nursery(
+            |_n: hatchery::LocalNursery<'_, Box<dyn std::error::Error>>| async move {
+                sleep_forever().await?;
+                Ok(())
+            },
+        )
+        .await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    }));
+    assert!(matches!(out, Ok(None)), "the outer scope catches: {out:?}");
+}

@@ -252,3 +252,34 @@ fn many_children_all_finish() {
     .unwrap();
     assert_eq!(*count.lock().unwrap(), 10_000);
 }
+
+#[test]
+fn a_body_closure_that_panics_after_spawning_leaks_nothing() {
+    struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = DropFlag(dropped.clone());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _never_polled = nursery(|n: Nursery<'static, Cancelled>| {
+            let handle = n.clone(); // the child keeps the nursery's state alive
+            n.spawn(async move {
+                let _flag = flag;
+                let _handle = handle;
+                Ok(())
+            });
+            if true {
+                panic!("setup failed");
+            }
+            async { Ok(()) }
+        });
+    }));
+    assert!(result.is_err());
+    assert!(
+        dropped.load(std::sync::atomic::Ordering::SeqCst),
+        "the spawned child was dropped, not leaked"
+    );
+}

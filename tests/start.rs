@@ -218,3 +218,75 @@ fn starting_into_a_closed_nursery_panics_clearly() {
     let message = payload.downcast_ref::<String>().unwrap();
     assert!(message.contains("already closed"), "{message}");
 }
+
+#[test]
+fn started_from_another_thread_wakes_start() {
+    let out = block_on(hatchery::move_on_after(Duration::from_secs(10), async {
+        nursery(|n: Nursery<'_, Cancelled>| async move {
+            let value = n
+                .start(|status: Started<u32>| async move {
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(10));
+                        status.started(7);
+                    });
+                    sleep_forever().await?; // never wakes by itself
+                    Ok(())
+                })
+                .await?;
+            assert_eq!(value, 7);
+            n.cancel_scope().cancel();
+            Ok(())
+        })
+        .await?;
+        Ok::<_, hatchery::NurseryError<Cancelled>>(())
+    }));
+    // Ok(None) would mean start() slept until the 10 s guard.
+    assert!(matches!(out, Ok(Some(()))), "{out:?}");
+}
+
+#[test]
+fn started_from_a_sibling_wakes_start() {
+    let out = block_on(hatchery::move_on_after(Duration::from_secs(10), async {
+        nursery(|n: Nursery<'_, Cancelled>| async move {
+            let sibling = n.clone();
+            let value = n
+                .start(|status: Started<u32>| async move {
+                    sibling.spawn(async move {
+                        status.started(7);
+                        Ok(())
+                    });
+                    sleep_forever().await?;
+                    Ok(())
+                })
+                .await?;
+            assert_eq!(value, 7);
+            n.cancel_scope().cancel();
+            Ok(())
+        })
+        .await?;
+        Ok::<_, hatchery::NurseryError<Cancelled>>(())
+    }));
+    assert!(matches!(out, Ok(Some(()))), "{out:?}");
+}
+
+#[test]
+fn from_the_started_call_on_the_callers_cancellation_no_longer_applies() {
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let caller = CancelScope::new();
+        caller.handle().cancel();
+        let started = caller
+            .run(n.start(|status: Started<()>| async move {
+                status.started(());
+                // Same poll: already in the (uncancelled) nursery's scope.
+                sleep(Duration::from_millis(5)).await?;
+                Ok(())
+            }))
+            .await;
+        assert_eq!(started, Ok(Some(())));
+        Ok(())
+    }));
+    assert!(
+        matches!(out, Ok(Some(()))),
+        "no cancellation may escape: {out:?}"
+    );
+}

@@ -275,13 +275,12 @@ impl<F> fmt::Debug for ScopeFuture<F> {
 
 /// Enters `node` under the current scope, fixing a relative timeout now.
 pub(crate) fn enter_node(node: &Arc<Node>, timeout: Option<Duration>) {
-    if let Some(timeout) = timeout {
-        if let Some(at) = clock::now().checked_add(timeout) {
-            let current = node.lock().deadline;
-            node.set_deadline(Some(current.map_or(at, |current| current.min(at))));
-        }
+    if let Some(at) = timeout.and_then(|timeout| clock::now().checked_add(timeout)) {
+        node.lower_deadline(at);
     }
-    context::with_current(|parent| node.link(parent));
+    // Clone the parent out of the thread-local first: linking wakes waiters,
+    // and no waker should run while the slot is borrowed.
+    node.link(context::current().as_ref());
 }
 
 impl<F, T, E> Future for ScopeFuture<F>
@@ -358,13 +357,24 @@ pub struct CancelHandle {
 
 impl fmt::Debug for CancelHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = self.node.lock();
+        // Copy out first: never hold the node lock while user code formats.
+        let (cancel_called, reason, deadline, shield, cancelled_caught) = {
+            let inner = self.node.lock();
+            let reason = inner.reason.clone();
+            (
+                inner.cancel_called,
+                reason,
+                inner.deadline,
+                inner.shield,
+                inner.cancelled_caught,
+            )
+        };
         f.debug_struct("CancelHandle")
-            .field("cancel_called", &inner.cancel_called)
-            .field("reason", &inner.reason)
-            .field("deadline", &inner.deadline)
-            .field("shield", &inner.shield)
-            .field("cancelled_caught", &inner.cancelled_caught)
+            .field("cancel_called", &cancel_called)
+            .field("reason", &reason)
+            .field("deadline", &deadline)
+            .field("shield", &shield)
+            .field("cancelled_caught", &cancelled_caught)
             .finish()
     }
 }

@@ -185,6 +185,18 @@ impl Node {
         self.update_locked(inner);
     }
 
+    /// Sets the deadline to the earlier of the current one and `deadline`,
+    /// under one lock (a concurrent `set_deadline` is never lost).
+    pub(crate) fn lower_deadline(&self, deadline: Instant) {
+        let mut inner = self.lock();
+        let lowered = inner
+            .deadline
+            .map_or(deadline, |current| current.min(deadline));
+        inner.deadline = Some(lowered);
+        inner.deadline_nanos = clock::to_nanos(lowered);
+        self.update_locked(inner);
+    }
+
     pub(crate) fn set_shield(&self, shield: bool) {
         let mut inner = self.lock();
         inner.shield = shield;
@@ -224,15 +236,17 @@ impl Node {
         }
     }
 
-    /// Removes this node from its parent's children (invariant 4).
+    /// Removes this node from its parent's children (invariant 4). The state
+    /// then reflects the scope's own cancellation and deadline only, so a
+    /// handle to an exited scope does not follow its former parent.
     pub(crate) fn unlink(&self) {
-        let (parent, key) = {
-            let mut inner = self.lock();
-            (inner.parent.take(), inner.key_in_parent)
+        let mut inner = self.lock();
+        let Some(parent) = inner.parent.take() else {
+            return;
         };
-        if let Some(parent) = parent {
-            parent.lock().children.try_remove(key);
-        }
+        let key = inner.key_in_parent;
+        self.update_locked(inner);
+        parent.lock().children.try_remove(key);
     }
 
     /// Moves this node under a new parent (used when a starting task is handed

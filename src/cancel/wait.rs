@@ -7,6 +7,7 @@
 //! slip between the check and the sleep.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -27,7 +28,9 @@ pub(crate) enum Woke {
 
 #[derive(Default)]
 pub(crate) struct Wait {
-    listener: Option<EventListener>,
+    /// The node listened to, with its listener: a future polled in another
+    /// scope than before listens to that scope instead.
+    listener: Option<(Arc<Node>, EventListener)>,
     timer: Option<(Instant, async_io::Timer)>,
 }
 
@@ -36,7 +39,7 @@ impl Wait {
     /// wait is never cancelled; without either it never ends.
     pub(crate) fn poll(
         &mut self,
-        node: Option<&Node>,
+        node: Option<&Arc<Node>>,
         target: Option<Instant>,
         cx: &mut Context<'_>,
     ) -> Poll<Woke> {
@@ -48,11 +51,16 @@ impl Wait {
             if target.is_some_and(|target| clock::now() >= target) {
                 return Poll::Ready(Woke::Elapsed);
             }
-            if let (Some(node), None) = (node, &self.listener) {
-                self.listener = Some(node.listen());
+            let listening = match (node, &self.listener) {
+                (Some(node), Some((on, _))) => Arc::ptr_eq(node, on),
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            if let (Some(node), false) = (node, listening) {
+                self.listener = Some((Arc::clone(node), node.listen()));
                 continue; // re-check now that no change can be missed
             }
-            let state = node.map_or(NEVER, Node::state);
+            let state = node.map_or(NEVER, |node| node.state());
             let scope_deadline = (state != NEVER).then(|| clock::from_nanos(state));
             let wake_at = match (target, scope_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -67,7 +75,7 @@ impl Wait {
                 (Some(at), slot @ None) => *slot = Some((at, clock::timer_at(at))),
                 (Some(_), Some(_)) => {}
             }
-            if let Some(listener) = &mut self.listener {
+            if let Some((_, listener)) = &mut self.listener {
                 if Pin::new(listener).poll(cx).is_ready() {
                     self.listener = None;
                     continue;

@@ -134,6 +134,19 @@ impl<C> Shared<C> {
     }
 }
 
+/// Closes a nursery whose body closure panicked before the nursery future
+/// existed: children it spawned may hold handles, and would otherwise keep
+/// the shared state (and themselves) alive forever.
+struct CloseIfUnwinding<'s, C>(&'s Shared<C>);
+
+impl<C> Drop for CloseIfUnwinding<'_, C> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            drop(self.0.close());
+        }
+    }
+}
+
 #[track_caller]
 fn closed_panic(error: SpawnError) -> ! {
     panic!("hatchery: {error} (use try_spawn to handle this without panicking)")
@@ -204,9 +217,12 @@ where
     T: 'a,
 {
     let shared = Arc::new(Shared::new());
-    let body = body(Nursery {
-        shared: Arc::clone(&shared),
-    });
+    let body = {
+        let _close = CloseIfUnwinding(&shared);
+        body(Nursery {
+            shared: Arc::clone(&shared),
+        })
+    };
     NurseryFuture::<E, T, Fut, SendChild<'a, E>>::new(shared, body)
 }
 
@@ -251,9 +267,12 @@ where
     T: 'a,
 {
     let shared = Arc::new(Shared::new());
-    let body = body(LocalNursery {
-        shared: Arc::clone(&shared),
-    });
+    let body = {
+        let _close = CloseIfUnwinding(&shared);
+        body(LocalNursery {
+            shared: Arc::clone(&shared),
+        })
+    };
     NurseryFuture::<E, T, Fut, LocalChild<'a, E>>::new(shared, body)
 }
 
@@ -323,9 +342,10 @@ macro_rules! handle_methods {
 
         impl<E> fmt::Debug for $handle<'_, E> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let incoming = self.shared.lock();
+                // Copy out first: never hold a lock while user code formats.
+                let closed = self.shared.lock().closed;
                 f.debug_struct(stringify!($handle))
-                    .field("closed", &incoming.closed)
+                    .field("closed", &closed)
                     .field("cancel_scope", &CancelHandle::from_node(Arc::clone(&self.shared.node)))
                     .finish_non_exhaustive()
             }
@@ -468,12 +488,12 @@ macro_rules! handle_methods {
                 Fut: Future<Output = Result<(), E>> + $($bound)* 'a,
                 V: 'a,
             {
-                let (status, value) = Started::new();
+                let (status, state) = Started::new(Arc::clone(&self.shared.node));
                 let boxed: $child<'a, E> = Box::pin(child(status));
                 StartFuture::new(
                     Arc::clone(&self.shared),
                     boxed,
-                    value,
+                    state,
                     |scoped: Scoped<$child<'a, E>, E>| -> $child<'a, E> { Box::pin(scoped) },
                     TaskInfo::new(None),
                 )
@@ -548,12 +568,13 @@ pin_project! {
     impl<E, T, Fut, C> PinnedDrop for NurseryFuture<E, T, Fut, C> {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
+            // Unlink first: a child's `Drop` may panic below.
+            this.shared.node.unlink();
             // The hard cancel (invariant 4): nothing can be spawned any more,
             // and every child and the body are dropped right here.
             drop(this.shared.close());
             this.children.clear();
             this.body.set(None);
-            this.shared.node.unlink();
         }
     }
 }

@@ -23,6 +23,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use atomic_waker::AtomicWaker;
+
 use super::Shared;
 use crate::cancel::tree::Node;
 use crate::context;
@@ -62,7 +64,32 @@ use crate::task::TaskInfo;
 /// # });
 /// ```
 pub struct Started<V> {
-    slot: Arc<Mutex<Option<V>>>,
+    state: Arc<StartState<V>>,
+}
+
+/// What a `Started` handle shares with its `start()` future.
+pub(crate) struct StartState<V> {
+    slot: Mutex<Slot<V>>,
+    /// The waker of the `start()` future: `started` may be called from
+    /// another task or thread, not only from within the child's poll.
+    waker: AtomicWaker,
+    /// The starting child's task scope and the nursery's scope.
+    task: Arc<Node>,
+    nursery: Arc<Node>,
+}
+
+struct Slot<V> {
+    value: Option<V>,
+    /// The `start()` future is gone; `started` must not move the task scope.
+    abandoned: bool,
+}
+
+impl<V> StartState<V> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot<V>> {
+        self.slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl<V> fmt::Debug for Started<V> {
@@ -72,18 +99,27 @@ impl<V> fmt::Debug for Started<V> {
 }
 
 impl<V> Started<V> {
-    pub(crate) fn new() -> (Self, Arc<Mutex<Option<V>>>) {
-        let slot = Arc::new(Mutex::new(None));
+    pub(crate) fn new(nursery: Arc<Node>) -> (Self, Arc<StartState<V>>) {
+        let state = Arc::new(StartState {
+            slot: Mutex::new(Slot {
+                value: None,
+                abandoned: false,
+            }),
+            waker: AtomicWaker::new(),
+            task: Node::new(None, false),
+            nursery,
+        });
         (
             Started {
-                slot: Arc::clone(&slot),
+                state: Arc::clone(&state),
             },
-            slot,
+            state,
         )
     }
 
     /// Reports the child as started: `start()` returns `value`, and the child
-    /// now belongs to the nursery.
+    /// now belongs to the nursery. From this call on, the child is inside the
+    /// nursery's cancel scope, no longer the caller's.
     ///
     /// ```
     /// use hatchery::{nursery, Cancelled, Nursery, Started};
@@ -100,10 +136,18 @@ impl<V> Started<V> {
     /// # });
     /// ```
     pub fn started(self, value: V) {
-        *self
-            .slot
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(value);
+        let state = &self.state;
+        {
+            let mut slot = state.lock();
+            if slot.abandoned {
+                return; // nobody waits for the value any more
+            }
+            // Invariant 2: move into the nursery's scope before anything else
+            // the child does, as trio does.
+            state.task.reparent(&state.nursery);
+            slot.value = Some(value);
+        }
+        state.waker.wake();
     }
 }
 
@@ -173,7 +217,7 @@ pub(crate) struct StartFuture<C, V, E> {
     child: Option<C>,
     /// The task scope, moved into the current-scope slot while polling.
     slot: Option<Arc<Node>>,
-    value: Arc<Mutex<Option<V>>>,
+    state: Arc<StartState<V>>,
     wrap: fn(Scoped<C, E>) -> C,
     info: TaskInfo,
     phase: Phase,
@@ -185,28 +229,28 @@ impl<C, V, E> StartFuture<C, V, E> {
     pub(crate) fn new(
         shared: Arc<Shared<C>>,
         child: C,
-        value: Arc<Mutex<Option<V>>>,
+        state: Arc<StartState<V>>,
         wrap: fn(Scoped<C, E>) -> C,
         info: TaskInfo,
     ) -> Self {
         StartFuture {
             shared,
             child: Some(child),
-            slot: Some(Node::new(None, false)),
-            value,
+            slot: Some(Arc::clone(&state.task)),
+            state,
             wrap,
             info,
             phase: Phase::Idle,
         }
     }
 
-    /// The child ended before `started`: drop it and release the nursery.
+    /// The child ended before `started` (or the future was dropped): drop it
+    /// and release the nursery.
     fn abandon(&mut self) {
         self.phase = Phase::Done;
         self.child = None;
-        if let Some(node) = &self.slot {
-            node.unlink();
-        }
+        self.state.lock().abandoned = true;
+        self.state.task.unlink();
         // Only fails when handing a child over; there is none here.
         let _ = self.shared.finish_start(None);
     }
@@ -233,12 +277,13 @@ where
             Phase::Idle => {
                 if let Err(error) = this.shared.begin_start() {
                     this.phase = Phase::Done;
-                    panic!("hatchery: start(): {error}");
+                    panic!(
+                        "hatchery: start() called at {}: {error}",
+                        this.info.location()
+                    );
                 }
                 this.phase = Phase::Starting;
-                if let Some(node) = &this.slot {
-                    context::with_current(|caller| node.link(caller));
-                }
+                this.state.task.link(context::current().as_ref());
             }
             Phase::Starting => {}
             Phase::Done => panic!("hatchery: a start() future was polled after it completed"),
@@ -246,14 +291,11 @@ where
         let Some(child) = &mut this.child else {
             unreachable!("a starting child is present until start() completes");
         };
+        this.state.waker.register(cx.waker());
         let polled = catch_unwind(AssertUnwindSafe(|| {
             context::enter(&mut this.slot, || Pin::new(child).poll(cx))
         }));
-        let value = this
-            .value
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let value = this.state.lock().value.take();
 
         let Some(value) = value else {
             return match polled {
@@ -267,7 +309,7 @@ where
                     Poll::Ready(Err(error))
                 }
                 Ok(Poll::Ready(Ok(()))) => {
-                    let cancelled = this.slot.as_ref().is_some_and(|node| node.is_cancelled());
+                    let cancelled = this.state.task.is_cancelled();
                     this.abandon();
                     if cancelled {
                         return Poll::Ready(Err(Cancelled.into()));
@@ -298,10 +340,8 @@ where
                 ScopedState::Panicked(Some(payload))
             }
         };
+        // `started` already moved the task scope under the nursery's.
         let node = this.slot.take();
-        if let Some(node) = &node {
-            node.reparent(&this.shared.node);
-        }
         let scoped = (this.wrap)(Scoped { node, state });
         match this.shared.finish_start(Some((scoped, this.info.clone()))) {
             Ok(()) => Poll::Ready(Ok(value)),
