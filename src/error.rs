@@ -449,6 +449,9 @@ pub enum SpawnError {
     /// The nursery already finished: its body returned and its last child
     /// exited, so nothing would wait for a new child.
     Closed,
+    /// `spawn_parallel` was called outside [`run`](crate::run), so there is
+    /// no default executor to run the child on.
+    NoExecutor,
 }
 
 impl fmt::Display for SpawnError {
@@ -458,6 +461,11 @@ impl fmt::Display for SpawnError {
                 "cannot spawn into a nursery that has already closed (its body and all its \
                  children finished); spawn while the nursery is still running, e.g. from its \
                  body or one of its children, or open a new nursery",
+            ),
+            SpawnError::NoExecutor => f.write_str(
+                "spawn_parallel() needs the executor of a surrounding hatchery::run, and there \
+                 is none on this thread; use spawn_on(&executor, child) with your own executor \
+                 (an async_executor::Executor, or a tokio Handle with the `tokio` feature)",
             ),
         }
     }

@@ -77,6 +77,8 @@ mod clock;
 mod context;
 mod error;
 mod nursery;
+mod run;
+mod spawn;
 mod task;
 mod time;
 
@@ -89,6 +91,8 @@ pub use checkpoint::{
 };
 pub use error::{CancelError, Cancelled, NurseryError, SpawnError, TaskFailure, TimedOut};
 pub use nursery::{LocalNursery, Nursery, Started, local_nursery, nursery};
+pub use run::{Builder, run};
+pub use spawn::{BoxTask, Spawn, TaskGuard};
 pub use task::TaskInfo;
 pub use time::{
     DurationError, Sleep, current_effective_deadline, fail_after, fail_at, move_on_after,

@@ -34,6 +34,7 @@ use crate::cancel::tree::Node;
 use crate::cancel::{CancelHandle, CancelReason, enter_node};
 use crate::context;
 use crate::error::{CancelError, NurseryError, SpawnError, TaskFailure};
+use crate::spawn::{Spawn, default_spawner, spawn_parallel};
 use crate::task::TaskInfo;
 use children::{BODY, Children, TaskWaker, Wakeup};
 pub use start::Started;
@@ -497,6 +498,188 @@ macro_rules! handle_methods {
                     |scoped: Scoped<$child<'a, E>, E>| -> $child<'a, E> { Box::pin(scoped) },
                     TaskInfo::new(None),
                 )
+            }
+
+            /// Spawns a child on `spawner` (an executor) instead of polling it
+            /// inline, so that it runs in parallel with its siblings. It
+            /// obeys the same rules as an inline child: it sees the
+            /// nursery's cancellation at its checkpoints (on whatever thread
+            /// it runs), its error or panic is collected the same way, and
+            /// the nursery waits for it. Dropping the nursery cancels it on
+            /// the executor, without waiting.
+            ///
+            /// The child cannot borrow from the nursery's frame: it must live
+            /// as long as the executor accepts (`'env`, usually `'static`).
+            ///
+            /// ```compile_fail
+            #[doc = concat!("use hatchery::{", $example_nursery, ", Cancelled, ", stringify!($handle), "};")]
+            /// let executor = async_executor::Executor::new();
+            /// # futures::executor::block_on(async {
+            /// let local = vec![1, 2, 3];
+            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            ///     let borrowed = &local; // error: `local` does not live long enough
+            ///     n.spawn_on(&executor, async move { assert_eq!(borrowed.len(), 3); Ok(()) });
+            ///     Ok(())
+            /// }).await.unwrap();
+            /// # });
+            /// ```
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use std::sync::atomic::{AtomicUsize, Ordering};
+            /// use std::sync::Arc;
+            #[doc = concat!("use hatchery::{", $example_nursery, ", Cancelled, ", stringify!($handle), "};")]
+            ///
+            /// let executor = async_executor::Executor::new();
+            /// let count = Arc::new(AtomicUsize::new(0));
+            /// let (ex, total) = (&executor, &count);
+            /// futures_lite::future::block_on(ex.run(async move {
+            #[doc = concat!("    ", $example_nursery, "(|n: ", $example_handle, "| async move {")]
+            ///         for _ in 0..4 {
+            ///             let count = total.clone();
+            ///             n.spawn_on(ex, async move {
+            ///                 count.fetch_add(1, Ordering::SeqCst);
+            ///                 Ok(())
+            ///             });
+            ///         }
+            ///         Ok(())
+            ///     })
+            ///     .await
+            ///     .unwrap();
+            /// }));
+            /// assert_eq!(count.load(Ordering::SeqCst), 4);
+            /// ```
+            #[track_caller]
+            pub fn spawn_on<'env, S, F>(&self, spawner: &S, future: F)
+            where
+                'env: 'a,
+                S: Spawn<'env> + ?Sized,
+                F: Future<Output = Result<(), E>> + Send + 'env,
+                E: Send + 'env,
+            {
+                let info = TaskInfo::new(None);
+                let join = spawn_parallel(spawner, Arc::clone(&self.shared.node), future, info.clone());
+                if let Err(error) = self.shared.push(Box::pin(join), info) {
+                    closed_panic(error)
+                }
+            }
+
+            /// Spawns a parallel child on the executor of the surrounding
+            /// [`run`](crate::run); see [`spawn_on`](Self::spawn_on).
+            ///
+            /// # Panics
+            ///
+            /// Outside `run` (there is no default executor), or if the
+            /// nursery has closed; see [`try_spawn_parallel`](Self::try_spawn_parallel).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use hatchery::{run, Cancelled, Nursery};
+            ///
+            /// let out = run(|n: Nursery<'_, Cancelled>| async move {
+            ///     n.spawn_parallel(async {
+            ///         let sum: u64 = (0..1_000_000u64).sum(); // CPU-bound, off the main thread
+            ///         assert_eq!(sum, 499_999_500_000);
+            ///         Ok(())
+            ///     });
+            ///     Ok("done")
+            /// });
+            /// assert_eq!(out.unwrap(), Some("done"));
+            /// ```
+            #[track_caller]
+            pub fn spawn_parallel<F>(&self, future: F)
+            where
+                F: Future<Output = Result<(), E>> + Send + 'static,
+                E: Send + 'static,
+            {
+                if let Err(error) = self.try_spawn_parallel(future) {
+                    closed_panic(error)
+                }
+            }
+
+            /// Like [`spawn_parallel`](Self::spawn_parallel), but returns an
+            /// error instead of panicking.
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::{", $example_nursery, ", Cancelled, SpawnError, ", stringify!($handle), "};")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            ///     // Not inside hatchery::run: there is no default executor.
+            ///     assert_eq!(n.try_spawn_parallel(async { Ok(()) }), Err(SpawnError::NoExecutor));
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn try_spawn_parallel<F>(&self, future: F) -> Result<(), SpawnError>
+            where
+                F: Future<Output = Result<(), E>> + Send + 'static,
+                E: Send + 'static,
+            {
+                let spawner = default_spawner().ok_or(SpawnError::NoExecutor)?;
+                let info = TaskInfo::new(None);
+                let join = spawn_parallel(&*spawner, Arc::clone(&self.shared.node), future, info.clone());
+                self.shared.push(Box::pin(join), info)
+            }
+
+            /// Runs a blocking closure on a thread pool (smol's `blocking`),
+            /// as a child of the nursery. The closure gets the nursery's
+            /// [`CancelHandle`] and should poll
+            /// [`is_cancelled`](CancelHandle::is_cancelled) so that
+            /// cancellation reaches blocking loops. A panic in it is resumed
+            /// in the parent like any child's.
+            ///
+            /// If the nursery future is dropped, the closure's result is
+            /// discarded; the thread finishes the closure on its own (a
+            /// thread cannot be stopped from outside), and never holds the
+            /// nursery open.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use std::time::Duration;
+            #[doc = concat!("use hatchery::{", $example_nursery, ", sleep, Cancelled, ", stringify!($handle), "};")]
+            ///
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            ///     n.spawn_blocking(|cancel| {
+            ///         let mut rounds = 0u64;
+            ///         while !cancel.is_cancelled() {
+            ///             std::thread::sleep(Duration::from_millis(1)); // blocking work
+            ///             rounds += 1;
+            ///         }
+            ///         assert!(rounds > 0);
+            ///         Err(Cancelled) // unwind like any cancelled task
+            ///     });
+            ///     sleep(Duration::from_millis(20)).await?;
+            ///     n.cancel_scope().cancel();
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn spawn_blocking<F>(&self, work: F)
+            where
+                F: FnOnce(CancelHandle) -> Result<(), E> + Send + 'static,
+                E: Send + 'static,
+            {
+                let cancel = CancelHandle::from_node(Arc::clone(&self.shared.node));
+                let child = async move {
+                    let outcome = blocking::unblock(move || {
+                        catch_unwind(AssertUnwindSafe(move || work(cancel)))
+                    })
+                    .await;
+                    outcome.unwrap_or_else(|payload| resume_unwind(payload))
+                };
+                if let Err(error) = self.shared.push(Box::pin(child), TaskInfo::new(None)) {
+                    closed_panic(error)
+                }
             }
 
             /// A handle to the nursery's cancel scope. Cancelling it cancels the

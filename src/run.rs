@@ -1,0 +1,248 @@
+//! `run()`: the blocking root for programs that have no runtime of their own.
+//!
+//! It starts an async-executor `Executor` on worker threads (for parallel
+//! children), polls the root nursery on the calling thread while driving
+//! async-io's reactor (timers, I/O), and returns the nursery's result once
+//! every task has finished.
+//!
+//! # Invariants
+//!
+//! 1. The worker threads are scoped: `run` never returns (or unwinds) before
+//!    they have stopped, and they stop on every exit path, including a panic
+//!    resumed out of the root nursery.
+//! 2. `run` does not nest on one thread: an inner `run` would block a thread
+//!    the outer one needs.
+
+use std::cell::Cell;
+use std::fmt;
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use event_listener::Event;
+
+use crate::error::{CancelError, NurseryError};
+use crate::nursery::{Nursery, nursery};
+use crate::spawn::{SharedSpawner, with_default};
+
+thread_local! {
+    static IN_RUN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `body` as the root nursery of a program, on a fresh executor with one
+/// worker thread per core. Returns the root nursery's result: `Ok(Some(v))`
+/// when the body returned `v`, `Ok(None)` when the root scope was cancelled
+/// and caught it, `Err` with every failure otherwise.
+///
+/// Inside, [`Nursery::spawn_parallel`] runs children on the worker threads;
+/// [`sleep`](crate::sleep), deadlines and async-io's I/O work everywhere.
+///
+/// # Panics
+///
+/// If called from inside another `run` (on the same thread): open a
+/// [`nursery`] instead. A panic of a task is resumed here, after every other
+/// task finished and the worker threads stopped.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{run, sleep, Cancelled, Nursery};
+///
+/// let out = run(|n: Nursery<'_, Cancelled>| async move {
+///     for i in 0..4u64 {
+///         n.spawn_parallel(async move {
+///             sleep(Duration::from_millis(10 * i)).await?;
+///             Ok(())
+///         });
+///     }
+///     Ok(42)
+/// });
+/// assert_eq!(out.unwrap(), Some(42));
+/// ```
+#[track_caller]
+pub fn run<'a, E, T, F, Fut>(body: F) -> Result<Option<T>, NurseryError<E>>
+where
+    F: FnOnce(Nursery<'a, E>) -> Fut,
+    Fut: Future<Output = Result<T, E>> + 'a,
+    E: CancelError + Send + 'a,
+    T: 'a,
+{
+    Builder::new().run(body)
+}
+
+/// Configures [`run`].
+///
+/// ```
+/// use hatchery::{Builder, Cancelled, Nursery};
+///
+/// let out = Builder::new()
+///     .worker_threads(1)
+///     .run(|_n: Nursery<'_, Cancelled>| async { Ok(7) });
+/// assert_eq!(out.unwrap(), Some(7));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    worker_threads: Option<NonZeroUsize>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder {
+    /// The defaults: one worker thread per core
+    /// (`std::thread::available_parallelism`).
+    ///
+    /// ```
+    /// let _ = hatchery::Builder::new();
+    /// ```
+    pub fn new() -> Self {
+        Builder {
+            worker_threads: None,
+        }
+    }
+
+    /// Sets the number of worker threads that run parallel children. The
+    /// root nursery's body and its inline children run on the thread that
+    /// calls `run`.
+    ///
+    /// # Panics
+    ///
+    /// If `threads` is 0: a runtime needs at least one worker thread (use 1
+    /// for a single-threaded one).
+    ///
+    /// ```
+    /// let builder = hatchery::Builder::new().worker_threads(4);
+    /// ```
+    #[track_caller]
+    pub fn worker_threads(mut self, threads: usize) -> Self {
+        match NonZeroUsize::new(threads) {
+            Some(threads) => self.worker_threads = Some(threads),
+            None => panic!(
+                "hatchery::Builder::worker_threads(0): a runtime needs at least one worker \
+                 thread; use worker_threads(1) for a single-threaded runtime"
+            ),
+        }
+        self
+    }
+
+    /// Runs `body` as the root nursery; see [`run`].
+    ///
+    /// ```
+    /// use hatchery::{Builder, Cancelled, Nursery};
+    /// let out = Builder::new()
+    ///     .worker_threads(2)
+    ///     .run(|n: Nursery<'_, Cancelled>| async move {
+    ///         n.spawn_parallel(async { Ok(()) });
+    ///         Ok(())
+    ///     });
+    /// assert!(out.is_ok());
+    /// ```
+    #[track_caller]
+    pub fn run<'a, E, T, F, Fut>(self, body: F) -> Result<Option<T>, NurseryError<E>>
+    where
+        F: FnOnce(Nursery<'a, E>) -> Fut,
+        Fut: Future<Output = Result<T, E>> + 'a,
+        E: CancelError + Send + 'a,
+        T: 'a,
+    {
+        if IN_RUN.get() {
+            panic!(
+                "hatchery::run() was called inside another hatchery::run() on the same thread; \
+                 open a nursery() instead (the outer run already provides the executor)"
+            );
+        }
+        let threads = self
+            .worker_threads
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get);
+        let executor = Arc::new(async_executor::Executor::new());
+        let spawner: SharedSpawner = executor.clone();
+        let stop = Stop::default();
+        let root = nursery(body);
+
+        std::thread::scope(|scope| {
+            for index in 0..threads {
+                let (executor, spawner, stop) = (&executor, spawner.clone(), &stop);
+                let worker = std::thread::Builder::new()
+                    .name(format!("hatchery-worker-{index}"))
+                    .spawn_scoped(scope, move || {
+                        let _in_run = InRun::enter();
+                        with_default(spawner, || {
+                            async_io::block_on(executor.run(stop.wait()));
+                        });
+                    });
+                if let Err(error) = worker {
+                    stop.set();
+                    panic!("hatchery::run(): could not start worker thread {index}: {error}");
+                }
+            }
+            // Invariant 1: stop the workers however the root nursery ends.
+            let _stop_workers = StopOnDrop(&stop);
+            let _in_run = InRun::enter();
+            with_default(spawner, || async_io::block_on(root))
+        })
+    }
+}
+
+/// Marks the current thread as running inside `run` (invariant 2).
+struct InRun(bool);
+
+impl InRun {
+    fn enter() -> Self {
+        InRun(IN_RUN.replace(true))
+    }
+}
+
+impl Drop for InRun {
+    fn drop(&mut self) {
+        IN_RUN.set(self.0);
+    }
+}
+
+/// Tells the worker threads to leave `Executor::run`.
+#[derive(Default)]
+struct Stop {
+    stopped: AtomicBool,
+    event: Event,
+}
+
+impl fmt::Debug for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stop")
+            .field("stopped", &self.stopped)
+            .finish()
+    }
+}
+
+impl Stop {
+    fn set(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+
+    async fn wait(&self) {
+        loop {
+            if self.stopped.load(Ordering::Acquire) {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.stopped.load(Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+struct StopOnDrop<'s>(&'s Stop);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}

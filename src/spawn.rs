@@ -1,0 +1,285 @@
+//! Parallel children: the [`Spawn`] trait, its adapters, and the plumbing
+//! that lets a child run on an executor while its nursery still owns it.
+//!
+//! A parallel child is split in two. The **remote** half runs on the
+//! executor: it polls the child with the nursery's scope as the current
+//! scope (so checkpoints see the nursery's cancellation on whatever thread
+//! they run), catches a panic, and hands the outcome over. The **join** half
+//! is an ordinary inline child of the nursery: it waits for that outcome and
+//! reports it exactly as an inline child would (error, panic payload), so
+//! failures are collected the same way and the nursery waits for it.
+//!
+//! # Invariants
+//!
+//! 1. Every remote half reports exactly one outcome: its output, its panic,
+//!    or (when the executor drops it unfinished) that it was lost. A child is
+//!    never lost silently.
+//! 2. Dropping the join half drops the executor's task handle, which cancels
+//!    the task without waiting for it: `Drop` never blocks.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+
+use crate::cancel::tree::Node;
+use crate::context;
+use crate::task::TaskInfo;
+
+/// A boxed task for an executor.
+pub type BoxTask<'env> = Pin<Box<dyn Future<Output = ()> + Send + 'env>>;
+
+/// Something that can run tasks in parallel: an executor or a handle to one.
+///
+/// hatchery hands it a task and keeps the returned [`TaskGuard`]; dropping
+/// the guard must cancel the task without blocking. Adapters are provided for
+/// async-executor's [`Executor`](async_executor::Executor) and
+/// [`LocalExecutor`](async_executor::LocalExecutor), and (with the `tokio`
+/// feature) for tokio's runtime `Handle`.
+///
+/// # Examples
+///
+/// Implementing it for your own executor takes one method:
+///
+/// ```
+/// use hatchery::{BoxTask, Spawn, TaskGuard};
+///
+/// struct MyExecutor(async_executor::Executor<'static>);
+///
+/// impl Spawn<'static> for MyExecutor {
+///     fn spawn_task(&self, task: BoxTask<'static>) -> TaskGuard<'static> {
+///         // async-executor's Task cancels the task when dropped.
+///         TaskGuard::new(self.0.spawn(task))
+///     }
+/// }
+/// ```
+pub trait Spawn<'env> {
+    /// Starts `task`; the guard cancels it when dropped.
+    fn spawn_task(&self, task: BoxTask<'env>) -> TaskGuard<'env>;
+}
+
+impl<'env, S: Spawn<'env> + ?Sized> Spawn<'env> for &S {
+    fn spawn_task(&self, task: BoxTask<'env>) -> TaskGuard<'env> {
+        (**self).spawn_task(task)
+    }
+}
+
+impl<'env, S: Spawn<'env> + ?Sized> Spawn<'env> for Arc<S> {
+    fn spawn_task(&self, task: BoxTask<'env>) -> TaskGuard<'env> {
+        (**self).spawn_task(task)
+    }
+}
+
+impl<'env> Spawn<'env> for async_executor::Executor<'env> {
+    fn spawn_task(&self, task: BoxTask<'env>) -> TaskGuard<'env> {
+        TaskGuard::new(self.spawn(task))
+    }
+}
+
+impl<'env> Spawn<'env> for async_executor::LocalExecutor<'env> {
+    fn spawn_task(&self, task: BoxTask<'env>) -> TaskGuard<'env> {
+        TaskGuard::new(self.spawn(task))
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Spawn<'static> for tokio::runtime::Handle {
+    fn spawn_task(&self, task: BoxTask<'static>) -> TaskGuard<'static> {
+        struct AbortOnDrop(tokio::task::JoinHandle<()>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        TaskGuard::new(AbortOnDrop(self.spawn(task)))
+    }
+}
+
+/// Keeps a spawned task alive; dropping it cancels the task (without
+/// blocking). Wraps whatever the executor returns: a task handle whose drop
+/// cancels, or a small type whose `Drop` aborts.
+///
+/// ```
+/// let executor = async_executor::Executor::new();
+/// let guard = hatchery::TaskGuard::new(executor.spawn(async {}));
+/// drop(guard); // cancels the task
+/// ```
+pub struct TaskGuard<'env> {
+    _handle: Box<dyn Send + 'env>,
+}
+
+impl<'env> TaskGuard<'env> {
+    /// Wraps a handle whose `Drop` cancels its task.
+    ///
+    /// ```
+    /// let executor = async_executor::Executor::new();
+    /// let _guard = hatchery::TaskGuard::new(executor.spawn(async {}));
+    /// ```
+    pub fn new(handle: impl Send + 'env) -> Self {
+        TaskGuard {
+            _handle: Box::new(handle),
+        }
+    }
+}
+
+impl fmt::Debug for TaskGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskGuard").finish_non_exhaustive()
+    }
+}
+
+enum Outcome<O> {
+    Finished(O),
+    Panicked(Box<dyn Any + Send>),
+    /// The executor dropped the task before it finished.
+    Lost,
+}
+
+struct Handoff<O> {
+    outcome: Mutex<Option<Outcome<O>>>,
+    waker: AtomicWaker,
+}
+
+impl<O> Handoff<O> {
+    fn finish(&self, outcome: Outcome<O>) {
+        let mut slot = self
+            .outcome
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Invariant 1: the first outcome is the only one.
+        if slot.is_none() {
+            *slot = Some(outcome);
+            drop(slot);
+            self.waker.wake();
+        }
+    }
+}
+
+/// The executor's half: runs the child in the nursery's scope.
+struct Remote<F: Future> {
+    scope: Option<Arc<Node>>,
+    child: Pin<Box<F>>,
+    handoff: Arc<Handoff<F::Output>>,
+    done: bool,
+}
+
+impl<F: Future> Future for Remote<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let child = &mut this.child;
+        let outcome = match catch_unwind(AssertUnwindSafe(|| {
+            context::enter(&mut this.scope, || child.as_mut().poll(cx))
+        })) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(output)) => Outcome::Finished(output),
+            Err(payload) => Outcome::Panicked(payload),
+        };
+        this.done = true;
+        this.handoff.finish(outcome);
+        Poll::Ready(())
+    }
+}
+
+impl<F: Future> Drop for Remote<F> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.handoff.finish(Outcome::Lost);
+        }
+    }
+}
+
+/// The nursery's half: an inline child that reports the remote outcome.
+pub(crate) struct Join<'env, O> {
+    handoff: Arc<Handoff<O>>,
+    info: TaskInfo,
+    _guard: TaskGuard<'env>,
+}
+
+impl<O> Future for Join<'_, O> {
+    type Output = O;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O> {
+        let this = self.get_mut();
+        this.handoff.waker.register(cx.waker());
+        let outcome = this
+            .handoff
+            .outcome
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        match outcome {
+            None => Poll::Pending,
+            Some(Outcome::Finished(output)) => Poll::Ready(output),
+            Some(Outcome::Panicked(payload)) => resume_unwind(payload),
+            Some(Outcome::Lost) => panic!(
+                "hatchery: the executor dropped the parallel child ({}) before it finished; \
+                 was the executor shut down or dropped while the nursery was still running? \
+                 Keep the executor alive (and running) until the nursery returns",
+                this.info
+            ),
+        }
+    }
+}
+
+/// Starts `child` on `spawner` in `scope`; returns the join half.
+pub(crate) fn spawn_parallel<'env, S, F>(
+    spawner: &S,
+    scope: Arc<Node>,
+    child: F,
+    info: TaskInfo,
+) -> Join<'env, F::Output>
+where
+    S: Spawn<'env> + ?Sized,
+    F: Future + Send + 'env,
+    F::Output: Send + 'env,
+{
+    let handoff = Arc::new(Handoff {
+        outcome: Mutex::new(None),
+        waker: AtomicWaker::new(),
+    });
+    let remote = Remote {
+        scope: Some(scope),
+        child: Box::pin(child),
+        handoff: Arc::clone(&handoff),
+        done: false,
+    };
+    let guard = spawner.spawn_task(Box::pin(remote));
+    Join {
+        handoff,
+        info,
+        _guard: guard,
+    }
+}
+
+/// The spawner of the surrounding [`run`](crate::run), shared by its threads.
+pub(crate) type SharedSpawner = Arc<dyn Spawn<'static> + Send + Sync>;
+
+thread_local! {
+    static DEFAULT: RefCell<Option<SharedSpawner>> = const { RefCell::new(None) };
+}
+
+/// Makes `spawner` this thread's default for the duration of `f`.
+pub(crate) fn with_default<R>(spawner: SharedSpawner, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<SharedSpawner>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEFAULT.with(|default| *default.borrow_mut() = self.0.take());
+        }
+    }
+    let previous = DEFAULT.with(|default| default.borrow_mut().replace(spawner));
+    let _restore = Restore(previous);
+    f()
+}
+
+/// The default spawner of this thread, if it runs inside [`run`](crate::run).
+pub(crate) fn default_spawner() -> Option<SharedSpawner> {
+    DEFAULT.with(|default| default.borrow().clone())
+}

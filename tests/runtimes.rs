@@ -1,0 +1,336 @@
+//! Runtimes: `hatchery::run`, parallel children on executors, blocking work,
+//! and misuse of each.
+
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use futures::executor::block_on;
+use hatchery::{
+    Builder, CancelScope, Cancelled, Nursery, SpawnError, checkpoint, nursery, run, sleep,
+    sleep_forever,
+};
+
+fn thread_name() -> String {
+    thread::current().name().unwrap_or("unnamed").to_string()
+}
+
+#[test]
+fn run_returns_the_body_value_and_waits_for_parallel_children() {
+    let finished = Arc::new(AtomicUsize::new(0));
+    let counter = finished.clone();
+    let out = run(|n: Nursery<'_, Cancelled>| async move {
+        for _ in 0..8 {
+            let counter = counter.clone();
+            n.spawn_parallel(async move {
+                sleep(Duration::from_millis(5)).await?;
+                assert!(thread_name().starts_with("hatchery-worker-"));
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            });
+        }
+        Ok("body value")
+    });
+    assert_eq!(out.unwrap(), Some("body value"));
+    assert_eq!(finished.load(Ordering::SeqCst), 8);
+}
+
+#[test]
+fn a_child_on_another_thread_observes_a_cancel_issued_on_this_one() {
+    let main_thread = thread::current().id();
+    let out = Builder::new()
+        .worker_threads(2)
+        .run(|n: Nursery<'_, Cancelled>| async move {
+            let (parked_tx, parked_rx) = futures::channel::oneshot::channel();
+            n.spawn_parallel(async move {
+                assert_ne!(thread::current().id(), main_thread);
+                parked_tx.send(()).unwrap();
+                let result = sleep_forever().await;
+                assert_eq!(result.map(|never| match never {}), Err(Cancelled));
+                Err(Cancelled)
+            });
+            parked_rx.await.unwrap();
+            assert_eq!(thread::current().id(), main_thread);
+            n.cancel_scope().cancel();
+            Ok(())
+        });
+    assert_eq!(out.unwrap(), Some(()));
+}
+
+#[test]
+fn ten_thousand_parallel_children_are_cancelled_and_all_joined() {
+    let cleaned = Arc::new(AtomicUsize::new(0));
+    let counter = cleaned.clone();
+    let out = run(|n: Nursery<'_, Cancelled>| async move {
+        for _ in 0..10_000 {
+            let counter = counter.clone();
+            n.spawn_parallel(async move {
+                let result = sleep_forever().await;
+                counter.fetch_add(1, Ordering::SeqCst);
+                result?;
+                Ok(())
+            });
+        }
+        sleep(Duration::from_millis(20)).await?;
+        n.cancel_scope().cancel();
+        Ok(())
+    });
+    assert_eq!(out.unwrap(), Some(()));
+    assert_eq!(cleaned.load(Ordering::SeqCst), 10_000);
+}
+
+#[test]
+fn a_parallel_childs_error_and_panic_are_collected_like_inline_ones() {
+    let out = run(|n: Nursery<'_, io::Error>| async move {
+        n.spawn_parallel(async { Err(io::Error::other("remote failure")) });
+        sleep_forever().await?;
+        Ok(())
+    });
+    let error = out.unwrap_err();
+    assert_eq!(error.failures().len(), 1);
+    assert_eq!(error.failures()[0].error.to_string(), "remote failure");
+
+    let caught = catch_unwind(|| {
+        run(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn_parallel(async {
+                checkpoint().await?;
+                std::panic::panic_any("remote panic");
+            });
+            Ok(())
+        })
+    });
+    assert_eq!(
+        caught.unwrap_err().downcast_ref::<&str>(),
+        Some(&"remote panic")
+    );
+}
+
+#[test]
+fn spawn_on_an_async_executor_outside_run() {
+    let executor = async_executor::Executor::new();
+    let ran_on = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ran = ran_on.clone();
+    thread::scope(|s| {
+        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+        let executor = &executor;
+        s.spawn(move || block_on(executor.run(async { stop_rx.recv().await.ok() })));
+        block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            for _ in 0..3 {
+                let ran = ran.clone();
+                n.spawn_on(executor, async move {
+                    ran.lock().unwrap().push(thread::current().id());
+                    Ok(())
+                });
+            }
+            Ok(())
+        }))
+        .unwrap();
+        stop_tx.try_send(()).unwrap();
+    });
+    let ran_on = ran_on.lock().unwrap();
+    assert_eq!(ran_on.len(), 3);
+    assert!(ran_on.iter().all(|id| *id != thread::current().id()));
+}
+
+#[test]
+fn dropping_a_nursery_cancels_its_parallel_children_without_blocking() {
+    struct CountDrop(Arc<AtomicUsize>);
+    impl Drop for CountDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let executor = async_executor::Executor::new();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    {
+        let dropped = dropped.clone();
+        let executor = &executor;
+        let mut fut = Box::pin(nursery(|n: Nursery<'_, Cancelled>| async move {
+            for _ in 0..5 {
+                let guard = CountDrop(dropped.clone());
+                n.spawn_on(executor, async move {
+                    let _guard = guard;
+                    sleep_forever().await?;
+                    Ok(())
+                });
+            }
+            sleep_forever().await?;
+            Ok(())
+        }));
+        block_on(async {
+            assert!(futures::poll!(fut.as_mut()).is_pending());
+            assert!(futures::poll!(fut.as_mut()).is_pending());
+        });
+        // Some children ran on the executor, some never did: dropping the
+        // nursery cancels all of them, and returns at once.
+        while executor.try_tick() {}
+        drop(fut);
+    }
+    while executor.try_tick() {}
+    assert_eq!(dropped.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn a_child_lost_by_its_executor_is_a_clear_panic_not_a_silent_loss() {
+    let executor = async_executor::Executor::new();
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn_on(&executor, async { Ok(()) });
+            checkpoint().await?;
+            drop(executor); // shut down before the child ever ran
+            Ok(())
+        }))
+    }));
+    let payload = caught.unwrap_err();
+    let message = payload.downcast_ref::<String>().unwrap();
+    assert!(
+        message.contains("executor dropped the parallel child"),
+        "{message}"
+    );
+}
+
+#[test]
+fn run_inside_run_is_a_clear_error() {
+    let caught = catch_unwind(|| {
+        run(|_n: Nursery<'_, Cancelled>| async {
+            let _ = run(|_inner: Nursery<'_, Cancelled>| async { Ok(()) });
+            Ok(())
+        })
+    });
+    let payload = caught.unwrap_err();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .unwrap_or_default()
+        .to_string()
+        + payload.downcast_ref::<String>().map_or("", |s| s);
+    assert!(
+        message.contains("inside another hatchery::run"),
+        "{message}"
+    );
+}
+
+#[test]
+fn zero_worker_threads_is_a_clear_error() {
+    let caught = catch_unwind(|| Builder::new().worker_threads(0));
+    let payload = caught.unwrap_err();
+    let message = payload.downcast_ref::<&str>().copied().unwrap_or_default();
+    assert!(message.contains("worker_threads(1)"), "{message}");
+}
+
+#[test]
+fn spawn_parallel_outside_run_is_a_clear_error() {
+    block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        assert_eq!(
+            n.try_spawn_parallel(async { Ok(()) }),
+            Err(SpawnError::NoExecutor)
+        );
+        Ok(())
+    }))
+    .unwrap();
+}
+
+#[test]
+fn cancellation_reaches_a_blocking_loop() {
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let counter = rounds.clone();
+    let out = block_on(hatchery::move_on_after(
+        Duration::from_millis(30),
+        nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn_blocking(move |cancel| {
+                while !cancel.is_cancelled() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(1));
+                }
+                Err(Cancelled)
+            });
+            Ok(())
+        }),
+    ));
+    // The deadline cancelled the blocking loop, the nursery propagated the
+    // cancellation, and the deadline's scope caught it.
+    assert!(matches!(out, Ok(None)), "{out:?}");
+    assert!(rounds.load(Ordering::SeqCst) > 0);
+}
+
+#[test]
+fn a_blocking_closures_panic_resumes_in_the_parent() {
+    let caught = catch_unwind(|| {
+        block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn_blocking(|_cancel| panic!("blocking panic"));
+            Ok(())
+        }))
+    });
+    assert_eq!(
+        caught.unwrap_err().downcast_ref::<&str>(),
+        Some(&"blocking panic")
+    );
+}
+
+#[test]
+fn scopes_work_under_run() {
+    let out = run(|_n: Nursery<'_, Cancelled>| async {
+        let caught = CancelScope::new()
+            .timeout(Duration::from_millis(5))
+            .run(sleep_forever())
+            .await?;
+        assert!(caught.is_none());
+        Ok(())
+    });
+    assert_eq!(out.unwrap(), Some(()));
+}
+
+#[cfg(feature = "tokio")]
+mod tokio_adapter {
+    use super::*;
+
+    #[test]
+    fn parallel_children_on_a_tokio_multi_thread_runtime() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        let count = Arc::new(AtomicUsize::new(0));
+        let counter = count.clone();
+        let out = runtime.block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            for _ in 0..100 {
+                let counter = counter.clone();
+                n.spawn_on(&handle, async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    checkpoint().await?;
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                });
+            }
+            Ok(())
+        }));
+        assert_eq!(out.unwrap(), Some(()));
+        assert_eq!(count.load(Ordering::SeqCst), 100);
+    }
+
+    #[test]
+    fn a_shut_down_tokio_runtime_loses_no_child_silently() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        drop(runtime);
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+                n.spawn_on(&handle, async { Ok(()) });
+                Ok(())
+            }))
+        }));
+        let payload = caught.unwrap_err();
+        let message = payload.downcast_ref::<String>().unwrap();
+        assert!(
+            message.contains("executor dropped the parallel child"),
+            "{message}"
+        );
+    }
+}
