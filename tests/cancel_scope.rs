@@ -4,12 +4,14 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use futures::executor::block_on;
 use hatchery::{
     CancelReason, CancelScope, CancellableExt, Cancelled, Nursery, check_cancelled, checkpoint,
     current_scope, nursery, sleep, sleep_forever,
 };
 
+mod common;
+
+common::matrix! {
 #[test]
 fn every_checkpoint_after_cancel_fails_every_time() {
     let scope = CancelScope::new();
@@ -274,4 +276,5 @@ fn a_wait_polled_in_one_scope_then_another_is_woken_by_the_second() {
         // Some(None): B caught its own cancel; None would be the 10 s guard.
         assert_eq!(guard.await, Ok(Some(None)));
     });
+}
 }

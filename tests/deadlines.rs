@@ -4,12 +4,14 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use futures::executor::block_on;
 use hatchery::{
     CancelError, CancelScope, Cancelled, checkpoint, current_effective_deadline, fail_after,
     fail_at, move_on_after, move_on_at, seconds, sleep,
 };
 
+mod common;
+
+common::matrix! {
 const HOUR: Duration = Duration::from_secs(3600);
 
 #[test]
@@ -237,4 +239,5 @@ fn bad_float_durations_are_rejected_with_a_clear_error() {
         let message = seconds(value).unwrap_err().to_string();
         assert!(message.contains(says), "{value}: {message}");
     }
+}
 }

@@ -4,11 +4,13 @@
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
-use futures::executor::block_on;
 use hatchery::{
     CancelScope, Cancelled, Nursery, SpawnError, Started, checkpoint, nursery, sleep_forever,
 };
 
+mod common;
+
+common::matrix! {
 /// Pushes its name into the log when dropped.
 struct DropGuard(&'static str, Arc<Mutex<Vec<&'static str>>>);
 
@@ -153,4 +155,5 @@ fn a_child_whose_drop_panics_still_leaves_the_scope_tree_clean() {
     // The nursery's scope was detached from the outer one despite the panic.
     outer_handle.cancel();
     assert!(!nursery_scope.unwrap().is_cancelled());
+}
 }

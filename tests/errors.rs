@@ -5,11 +5,13 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 
-use futures::executor::block_on;
 use hatchery::{
     CancelError, CancelReason, CancelScope, Cancelled, Nursery, checkpoint, nursery, sleep_forever,
 };
 
+mod common;
+
+common::matrix! {
 type Log = Mutex<Vec<&'static str>>;
 
 #[test]
@@ -260,4 +262,5 @@ fn a_nursery_error_of_any_type_carries_an_outer_cancellation_through_a_box() {
         Ok::<(), Box<dyn std::error::Error>>(())
     }));
     assert!(matches!(out, Ok(None)), "the outer scope catches: {out:?}");
+}
 }

@@ -5,12 +5,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::channel::oneshot;
-use futures::executor::block_on;
 use hatchery::{
     CancelScope, Cancelled, LocalNursery, Nursery, SpawnError, checkpoint, local_nursery, nursery,
     sleep, sleep_forever,
 };
 
+mod common;
+
+common::matrix! {
 type Log = Mutex<Vec<&'static str>>;
 
 fn entries(log: &Log) -> Vec<&'static str> {
@@ -282,4 +284,5 @@ fn a_body_closure_that_panics_after_spawning_leaks_nothing() {
         dropped.load(std::sync::atomic::Ordering::SeqCst),
         "the spawned child was dropped, not leaked"
     );
+}
 }

@@ -4,11 +4,13 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use futures::executor::block_on;
 use hatchery::{
     CancelScope, Cancelled, Nursery, checkpoint, move_on_after, nursery, sleep, sleep_forever,
 };
 
+mod common;
+
+common::matrix! {
 #[test]
 fn toggling_a_shield_inside_a_cancelled_scope() {
     let outer = CancelScope::new();
@@ -128,4 +130,5 @@ fn shielded_cleanup_runs_to_completion_after_cancel() {
     }));
     assert_eq!(out, Ok(None));
     assert_eq!(*log.lock().unwrap(), ["flushed"]);
+}
 }

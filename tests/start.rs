@@ -9,12 +9,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use futures::executor::block_on;
 use hatchery::{
     CancelError, CancelScope, Cancelled, Nursery, Started, checkpoint, nursery, sleep,
     sleep_forever,
 };
 
+mod common;
+
+common::matrix! {
 type Log = Mutex<Vec<&'static str>>;
 
 #[test]
@@ -289,4 +291,5 @@ fn from_the_started_call_on_the_callers_cancellation_no_longer_applies() {
         matches!(out, Ok(Some(()))),
         "no cancellation may escape: {out:?}"
     );
+}
 }
