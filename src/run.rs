@@ -19,12 +19,18 @@ use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use event_listener::Event;
+use futures_lite::FutureExt;
 
-use crate::error::{CancelError, NurseryError};
+use crate::clock;
+use crate::error::{CancelError, Cancelled, NurseryError};
 use crate::nursery::{Nursery, nursery};
 use crate::spawn::{SharedSpawner, with_default};
+
+/// The default grace period of [`Builder::grace_period`].
+const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
 thread_local! {
     static IN_RUN: Cell<bool> = const { Cell::new(false) };
@@ -85,6 +91,7 @@ where
 #[derive(Debug, Clone)]
 pub struct Builder {
     worker_threads: Option<NonZeroUsize>,
+    grace_period: Duration,
 }
 
 impl Default for Builder {
@@ -103,7 +110,35 @@ impl Builder {
     pub fn new() -> Self {
         Builder {
             worker_threads: None,
+            grace_period: DEFAULT_GRACE_PERIOD,
         }
+    }
+
+    /// How long the root nursery may take to finish once its scope is
+    /// cancelled (default 10 s). When the budget runs out, the run hard-cancels:
+    /// whatever is still running is dropped, and `run` returns a cancellation
+    /// error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hatchery::{Builder, CancelScope, Cancelled, Nursery, sleep};
+    ///
+    /// let out = Builder::new()
+    ///     .grace_period(Duration::from_millis(20))
+    ///     .run(|n: Nursery<'_, Cancelled>| async move {
+    ///         n.spawn(async {
+    ///             // Ignores cancellation for an hour, behind a shield.
+    ///             CancelScope::new().shield(true).run(sleep(Duration::from_secs(3600))).await?;
+    ///             Ok(())
+    ///         });
+    ///         n.cancel_scope().cancel();
+    ///         Ok(())
+    ///     });
+    /// assert!(out.unwrap_err().is_cancelled()); // dropped after 20 ms, not an hour
+    /// ```
+    pub fn grace_period(mut self, grace_period: Duration) -> Self {
+        self.grace_period = grace_period;
+        self
     }
 
     /// Sets the number of worker threads that run parallel children. The
@@ -163,7 +198,26 @@ impl Builder {
         let executor = Arc::new(async_executor::Executor::new());
         let spawner: SharedSpawner = executor.clone();
         let stop = Stop::default();
-        let root = nursery(body);
+        let mut root_scope = None;
+        let root = nursery(|n: Nursery<'a, E>| {
+            root_scope = Some(n.cancel_scope());
+            body(n)
+        });
+        // Once the root scope is cancelled, the grace period starts; when it
+        // runs out, the root nursery is dropped (the hard cancel).
+        let grace_period = self.grace_period;
+        let out_of_grace = async move {
+            match root_scope {
+                Some(scope) => scope.cancelled().await,
+                None => std::future::pending().await,
+            }
+            if let Some(at) = clock::now().checked_add(grace_period) {
+                clock::timer_at(at).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+            Err(NurseryError::from(Cancelled))
+        };
 
         std::thread::scope(|scope| {
             for index in 0..threads {
@@ -184,7 +238,7 @@ impl Builder {
             // Invariant 1: stop the workers however the root nursery ends.
             let _stop_workers = StopOnDrop(&stop);
             let _in_run = InRun::enter();
-            with_default(spawner, || async_io::block_on(root))
+            with_default(spawner, || async_io::block_on(root.or(out_of_grace)))
         })
     }
 }

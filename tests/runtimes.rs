@@ -334,3 +334,59 @@ mod tokio_adapter {
         );
     }
 }
+
+#[test]
+fn the_grace_period_hard_cancels_a_task_that_ignores_cancellation() {
+    struct SetOnDrop(Arc<AtomicUsize>);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.store(1, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let guard = SetOnDrop(dropped.clone());
+    let started = std::time::Instant::now();
+    let out = Builder::new().grace_period(Duration::from_millis(50)).run(
+        |n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                let _guard = guard;
+                CancelScope::new()
+                    .shield(true)
+                    .run(sleep(Duration::from_secs(3600)))
+                    .await?;
+                Ok(())
+            });
+            checkpoint().await?;
+            n.cancel_scope().cancel();
+            Ok(())
+        },
+    );
+    assert!(out.unwrap_err().is_cancelled());
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the stuck task was dropped"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(50));
+}
+
+#[test]
+fn tasks_that_clean_up_within_the_grace_period_finish_normally() {
+    let out = Builder::new().grace_period(Duration::from_secs(60)).run(
+        |n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async {
+                let result = sleep_forever().await;
+                CancelScope::new()
+                    .shield(true)
+                    .run(sleep(Duration::from_millis(10)))
+                    .await?;
+                result?;
+                Ok(())
+            });
+            checkpoint().await?;
+            n.cancel_scope().cancel();
+            Ok("cleaned up in time")
+        },
+    );
+    assert_eq!(out.unwrap(), Some("cleaned up in time"));
+}
