@@ -91,7 +91,7 @@ pub use checkpoint::{
 };
 pub use error::{CancelError, Cancelled, NurseryError, SpawnError, TaskFailure, TimedOut};
 pub use nursery::{LocalNursery, Nursery, Started, local_nursery, nursery};
-pub use run::{Builder, run};
+pub use run::{Builder, ScopedExecutor, run};
 pub use spawn::{BoxTask, Spawn, TaskGuard};
 pub use task::TaskInfo;
 pub use time::{

@@ -27,7 +27,7 @@ use futures_lite::FutureExt;
 use crate::clock;
 use crate::error::{CancelError, Cancelled, NurseryError};
 use crate::nursery::{Nursery, nursery};
-use crate::spawn::{SharedSpawner, with_default};
+use crate::spawn::{BoxTask, SharedSpawner, Spawn, TaskGuard, with_default};
 
 /// The default grace period of [`Builder::grace_period`].
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
@@ -185,6 +185,68 @@ impl Builder {
         E: CancelError + Send + 'a,
         T: 'a,
     {
+        let executor = Arc::new(async_executor::Executor::new());
+        let spawner: SharedSpawner = executor.clone();
+        self.run_on(executor, Some(spawner), body)
+    }
+
+    /// Like [`run`](Self::run), and the body also gets the run's executor as
+    /// a [`ScopedExecutor`]: parallel children spawned on it with
+    /// [`Nursery::spawn_on`] may borrow from outside the `run` call, since
+    /// `run` returns only after they all finished (the executor's worker
+    /// threads are scoped threads).
+    ///
+    /// Inside a scoped run, [`Nursery::spawn_parallel`] has no default
+    /// executor (it needs `'static` children); use `spawn_on(&executor, …)`.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use hatchery::{Builder, Cancelled, Nursery, ScopedExecutor};
+    ///
+    /// let numbers: Vec<u64> = (1..=1000).collect();
+    /// let total = AtomicU64::new(0);
+    /// let (numbers, total_ref) = (&numbers, &total); // borrowed, not 'static
+    /// Builder::new()
+    ///     .run_scoped(|n: Nursery<'_, Cancelled>, executor: ScopedExecutor<'_>| async move {
+    ///         for chunk in numbers.chunks(100) {
+    ///             n.spawn_on(&executor, async move {
+    ///                 total_ref.fetch_add(chunk.iter().sum(), Ordering::Relaxed);
+    ///                 Ok(())
+    ///             });
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(total.load(Ordering::Relaxed), 500_500);
+    /// ```
+    #[track_caller]
+    pub fn run_scoped<'env, E, T, F, Fut>(self, body: F) -> Result<Option<T>, NurseryError<E>>
+    where
+        F: FnOnce(Nursery<'env, E>, ScopedExecutor<'env>) -> Fut,
+        Fut: Future<Output = Result<T, E>> + 'env,
+        E: CancelError + Send + 'env,
+        T: 'env,
+    {
+        let executor = Arc::new(async_executor::Executor::new());
+        let scoped = ScopedExecutor {
+            executor: Arc::clone(&executor),
+        };
+        self.run_on(executor, None, |n| body(n, scoped))
+    }
+
+    #[track_caller]
+    fn run_on<'a, 'env, E, T, F, Fut>(
+        self,
+        executor: Arc<async_executor::Executor<'env>>,
+        default_spawner: Option<SharedSpawner>,
+        body: F,
+    ) -> Result<Option<T>, NurseryError<E>>
+    where
+        F: FnOnce(Nursery<'a, E>) -> Fut,
+        Fut: Future<Output = Result<T, E>> + 'a,
+        E: CancelError + Send + 'a,
+        T: 'a,
+    {
         if IN_RUN.get() {
             panic!(
                 "hatchery::run() was called inside another hatchery::run() on the same thread; \
@@ -195,8 +257,6 @@ impl Builder {
             .worker_threads
             .or_else(|| std::thread::available_parallelism().ok())
             .map_or(1, NonZeroUsize::get);
-        let executor = Arc::new(async_executor::Executor::new());
-        let spawner: SharedSpawner = executor.clone();
         let stop = Stop::default();
         let mut root_scope = None;
         let root = nursery(|n: Nursery<'a, E>| {
@@ -218,17 +278,19 @@ impl Builder {
             }
             Err(NurseryError::from(Cancelled))
         };
+        let with_spawner = |f: &mut dyn FnMut()| match &default_spawner {
+            Some(spawner) => with_default(spawner.clone(), f),
+            None => f(),
+        };
 
         std::thread::scope(|scope| {
             for index in 0..threads {
-                let (executor, spawner, stop) = (&executor, spawner.clone(), &stop);
+                let (executor, stop, with_spawner) = (&executor, &stop, &with_spawner);
                 let worker = std::thread::Builder::new()
                     .name(format!("hatchery-worker-{index}"))
                     .spawn_scoped(scope, move || {
                         let _in_run = InRun::enter();
-                        with_default(spawner, || {
-                            async_io::block_on(executor.run(stop.wait()));
-                        });
+                        with_spawner(&mut || async_io::block_on(executor.run(stop.wait())));
                     });
                 if let Err(error) = worker {
                     stop.set();
@@ -238,8 +300,49 @@ impl Builder {
             // Invariant 1: stop the workers however the root nursery ends.
             let _stop_workers = StopOnDrop(&stop);
             let _in_run = InRun::enter();
-            with_default(spawner, || async_io::block_on(root.or(out_of_grace)))
+            let mut root = Some(root.or(out_of_grace));
+            let mut out = None;
+            with_spawner(&mut || {
+                if let Some(root) = root.take() {
+                    out = Some(async_io::block_on(root));
+                }
+            });
+            out.unwrap_or_else(|| Err(NurseryError::from(Cancelled)))
         })
+    }
+}
+
+/// The executor of a [`Builder::run_scoped`] call: a [`Spawn`] whose tasks may
+/// borrow anything that outlives the `run_scoped` call.
+///
+/// ```
+/// use hatchery::{Builder, Cancelled, Nursery, ScopedExecutor};
+/// let greeting = String::from("hello");
+/// let greeting = &greeting;
+/// Builder::new()
+///     .run_scoped(|n: Nursery<'_, Cancelled>, executor: ScopedExecutor<'_>| async move {
+///         n.spawn_on(&executor, async move {
+///             assert_eq!(greeting, "hello");
+///             Ok(())
+///         });
+///         Ok(())
+///     })
+///     .unwrap();
+/// ```
+#[derive(Clone)]
+pub struct ScopedExecutor<'env> {
+    executor: Arc<async_executor::Executor<'env>>,
+}
+
+impl fmt::Debug for ScopedExecutor<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopedExecutor").finish_non_exhaustive()
+    }
+}
+
+impl<'env> Spawn<'env> for ScopedExecutor<'env> {
+    fn spawn_task(&self, task: BoxTask<'env>) -> TaskGuard<'env> {
+        self.executor.spawn_task(task)
     }
 }
 

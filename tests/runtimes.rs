@@ -390,3 +390,31 @@ fn tasks_that_clean_up_within_the_grace_period_finish_normally() {
     );
     assert_eq!(out.unwrap(), Some("cleaned up in time"));
 }
+
+#[test]
+fn scoped_run_lets_parallel_children_borrow_from_outside_the_run() {
+    let words = vec!["alpha", "beta", "gamma", "delta"];
+    let lengths = std::sync::Mutex::new(Vec::new());
+    let (words_ref, lengths_ref) = (&words, &lengths);
+    let out = Builder::new().worker_threads(2).run_scoped(
+        |n: Nursery<'_, Cancelled>, executor: hatchery::ScopedExecutor<'_>| async move {
+            for word in words_ref {
+                n.spawn_on(&executor, async move {
+                    assert!(thread_name().starts_with("hatchery-worker-"));
+                    lengths_ref.lock().unwrap().push(word.len());
+                    Ok(())
+                });
+            }
+            // No 'static default executor in a scoped run.
+            assert_eq!(
+                n.try_spawn_parallel(async { Ok(()) }),
+                Err(SpawnError::NoExecutor)
+            );
+            Ok(())
+        },
+    );
+    assert_eq!(out.unwrap(), Some(()));
+    let mut lengths = lengths.into_inner().unwrap();
+    lengths.sort();
+    assert_eq!(lengths, [4, 5, 5, 5]);
+}
