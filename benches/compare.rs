@@ -4,8 +4,8 @@
 //! `target/criterion/<group>/<id>/new/estimates.json`; `benches/compare.sh`
 //! turns them into one table with ratios.
 //!
-//! Rows that need parallel children (`hatchery_parallel`) arrive with the
-//! runtime adapters.
+//! `hatchery_parallel` rows run the children on an async-executor `Executor`
+//! driven by 2 worker threads, through `Nursery::spawn_on`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -25,6 +25,20 @@ fn tokio_current_thread() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// An async-executor `Executor` run by 2 worker threads for the whole bench.
+fn parallel_executor() -> &'static async_executor::Executor<'static> {
+    static EXECUTOR: std::sync::OnceLock<&'static async_executor::Executor<'static>> =
+        std::sync::OnceLock::new();
+    EXECUTOR.get_or_init(|| {
+        let executor: &'static async_executor::Executor<'static> =
+            Box::leak(Box::new(async_executor::Executor::new()));
+        for _ in 0..2 {
+            std::thread::spawn(move || block_on(executor.run(std::future::pending::<()>())));
+        }
+        executor
+    })
+}
+
 fn spawn_join(c: &mut Criterion) {
     let mut group = c.benchmark_group("spawn_join");
     group.bench_function("hatchery", |b| {
@@ -32,6 +46,21 @@ fn spawn_join(c: &mut Criterion) {
             block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
                 for _ in 0..CHILDREN {
                     n.spawn(async {
+                        yield_now().await;
+                        Ok(())
+                    });
+                }
+                Ok(())
+            }))
+            .unwrap()
+        })
+    });
+    group.bench_function("hatchery_parallel", |b| {
+        let executor = parallel_executor();
+        b.iter(|| {
+            block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+                for _ in 0..CHILDREN {
+                    n.spawn_on(executor, async {
                         yield_now().await;
                         Ok(())
                     });
@@ -125,6 +154,39 @@ fn cancel_idle(c: &mut Criterion) {
                     // Let every child park, then cancel.
                     yield_now().await;
                     yield_now().await;
+                    at.set(Some(Instant::now()));
+                    handle.cancel();
+                    Ok(())
+                })))
+                .unwrap_or(None);
+                total += cancelled_at.get().map_or(Duration::ZERO, |at| at.elapsed());
+            }
+            total
+        })
+    });
+    group.bench_function("hatchery_parallel", |b| {
+        let executor = parallel_executor();
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let scope = CancelScope::new();
+                let handle = scope.handle();
+                let parked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let cancelled_at = std::cell::Cell::new(None);
+                let at = &cancelled_at;
+                block_on(scope.run(nursery(|n: Nursery<'_, Cancelled>| async move {
+                    for _ in 0..CHILDREN {
+                        let parked = parked.clone();
+                        n.spawn_on(executor, async move {
+                            parked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            hatchery::sleep_forever().await?;
+                            Ok(())
+                        });
+                    }
+                    // Wait until every child is parked on a worker, then cancel.
+                    while parked.load(std::sync::atomic::Ordering::Relaxed) < CHILDREN {
+                        yield_now().await;
+                    }
                     at.set(Some(Instant::now()));
                     handle.cancel();
                     Ok(())
