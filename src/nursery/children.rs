@@ -15,11 +15,17 @@
 //!    `'static` and shared with the wakers; the child futures themselves live
 //!    only in the slab, owned by the nursery future, so they may borrow from
 //!    the enclosing frame.
+//! 4. The push that makes the ready queue non-empty wakes the nursery's
+//!    poller; later pushes need not, because the poller takes the whole queue
+//!    at once (under the same lock) on the poll that wake causes.
+//! 5. A finished child's waker is reused for a later child only when nobody
+//!    else holds a clone of it (`Arc::strong_count == 2`: the child's flag and
+//!    waker), so a reused waker never carries a stale wake.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -40,16 +46,20 @@ pub(crate) struct Wakeup {
 }
 
 impl Wakeup {
-    fn push(&self, index: usize) {
-        self.ready
+    /// Enqueues `index`; true if the queue was empty (invariant 4).
+    fn push(&self, index: usize) -> bool {
+        let mut ready = self
+            .ready
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(index);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        ready.push(index);
+        ready.len() == 1
     }
 }
 
 pub(crate) struct TaskWaker {
-    index: usize,
+    /// The child's slot; changes only when the waker is reused (invariant 5).
+    index: AtomicUsize,
     queued: AtomicBool,
     wakeup: Arc<Wakeup>,
 }
@@ -57,7 +67,7 @@ pub(crate) struct TaskWaker {
 impl TaskWaker {
     pub(crate) fn new(index: usize, wakeup: &Arc<Wakeup>) -> (Arc<TaskWaker>, Waker) {
         let flag = Arc::new(TaskWaker {
-            index,
+            index: AtomicUsize::new(index),
             queued: AtomicBool::new(false),
             wakeup: Arc::clone(wakeup),
         });
@@ -65,14 +75,11 @@ impl TaskWaker {
         (flag, waker)
     }
 
-    /// Sets the queued flag and enqueues the task unless it already was;
-    /// true if it was enqueued now. Does not wake the nursery's poller.
+    /// Sets the queued flag and enqueues the task unless it already was.
+    /// Returns true if the poller must be woken (invariant 4); does not wake it.
     pub(crate) fn queue(&self) -> bool {
-        let newly = !self.queued.swap(true, Ordering::AcqRel);
-        if newly {
-            self.wakeup.push(self.index);
-        }
-        newly
+        !self.queued.swap(true, Ordering::AcqRel)
+            && self.wakeup.push(self.index.load(Ordering::Relaxed))
     }
 
     /// Clears the queued flag; false means this queue entry was stale.
@@ -108,6 +115,8 @@ pub(crate) struct Children<C> {
     wakeup: Arc<Wakeup>,
     /// Reused buffer for the batch being polled.
     batch: Vec<usize>,
+    /// Wakers of finished children, ready for reuse (invariant 5).
+    spare: Vec<(Arc<TaskWaker>, Waker)>,
 }
 
 impl<C> Children<C> {
@@ -116,6 +125,7 @@ impl<C> Children<C> {
             slab: Slab::new(),
             wakeup,
             batch: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -126,7 +136,13 @@ impl<C> Children<C> {
     /// Adds a child and queues it for its first poll.
     pub(crate) fn insert(&mut self, future: C, info: TaskInfo) {
         let entry = self.slab.vacant_entry();
-        let (flag, waker) = TaskWaker::new(entry.key(), &self.wakeup);
+        let (flag, waker) = match self.spare.pop() {
+            Some((flag, waker)) => {
+                flag.index.store(entry.key(), Ordering::Relaxed);
+                (flag, waker)
+            }
+            None => TaskWaker::new(entry.key(), &self.wakeup),
+        };
         // Queued for this very poll: no need to wake the poller.
         flag.queue();
         entry.insert(Child {
@@ -173,6 +189,10 @@ impl<C> Children<C> {
             Err(payload) => Err(payload),
         };
         let child = self.slab.remove(index);
+        if Arc::strong_count(&child.flag) == 2 {
+            child.flag.queued.store(false, Ordering::Relaxed);
+            self.spare.push((child.flag, child.waker));
+        }
         Some((child.info, outcome))
     }
 

@@ -79,14 +79,19 @@ impl<C> Shared<C> {
     }
 
     fn push(&self, child: C, info: TaskInfo) -> Result<(), SpawnError> {
-        {
+        let first = {
             let mut incoming = self.lock();
             if incoming.closed {
                 return Err(SpawnError::Closed);
             }
             incoming.children.push((child, info));
+            incoming.children.len() == 1
+        };
+        // Only the spawn that makes `incoming` non-empty wakes the poller: it
+        // drains the whole queue at once on the poll that wake causes.
+        if first {
+            self.wakeup.waker.wake();
         }
-        self.wakeup.waker.wake();
         Ok(())
     }
 
