@@ -237,11 +237,7 @@ where
     F: Future<Output = Result<T, E>>,
     E: CancelError + From<TimedOut>,
 {
-    CancelScope::new()
-        .timeout(timeout)
-        .run(body)
-        .await?
-        .ok_or_else(|| TimedOut.into())
+    fail_in(CancelScope::new().timeout(timeout), body).await
 }
 
 /// Like [`fail_after`], with an absolute deadline.
@@ -266,11 +262,16 @@ where
     F: Future<Output = Result<T, E>>,
     E: CancelError + From<TimedOut>,
 {
-    CancelScope::new()
-        .deadline(deadline)
-        .run(body)
-        .await?
-        .ok_or_else(|| TimedOut.into())
+    fail_in(CancelScope::new().deadline(deadline), body).await
+}
+
+/// Runs `body` in `scope`; the scope catching its own deadline is a timeout.
+async fn fail_in<F, T, E>(scope: CancelScope, body: F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+    E: CancelError + From<TimedOut>,
+{
+    scope.run(body).await?.ok_or_else(|| TimedOut.into())
 }
 
 /// Converts seconds given as a float (from a config file or a command line)

@@ -222,14 +222,7 @@ where
     E: CancelError + 'a,
     T: 'a,
 {
-    let shared = Arc::new(Shared::new());
-    let body = {
-        let _close = CloseIfUnwinding(&shared);
-        body(Nursery {
-            shared: Arc::clone(&shared),
-        })
-    };
-    NurseryFuture::<E, T, Fut, SendChild<'a, E>>::new(shared, body)
+    open(|shared| Nursery { shared }, body)
 }
 
 /// Opens a nursery whose children need not be `Send` (they may hold `Rc`,
@@ -272,14 +265,21 @@ where
     E: CancelError + 'a,
     T: 'a,
 {
+    open(|shared| LocalNursery { shared }, body)
+}
+
+/// Builds a nursery future around `body`, given how to make its handle.
+#[track_caller]
+fn open<H, E, T, Fut, C>(
+    handle: impl FnOnce(Arc<Shared<C>>) -> H,
+    body: impl FnOnce(H) -> Fut,
+) -> NurseryFuture<E, T, Fut, C> {
     let shared = Arc::new(Shared::new());
     let body = {
         let _close = CloseIfUnwinding(&shared);
-        body(LocalNursery {
-            shared: Arc::clone(&shared),
-        })
+        body(handle(Arc::clone(&shared)))
     };
-    NurseryFuture::<E, T, Fut, LocalChild<'a, E>>::new(shared, body)
+    NurseryFuture::new(shared, body)
 }
 
 /// The handle of a nursery: spawn children into it, start them, or cancel it.
