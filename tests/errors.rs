@@ -80,6 +80,10 @@ fn two_child_errors_and_a_body_error_are_all_returned() {
     );
     let display = error.to_string();
     assert!(display.starts_with("3 tasks failed"), "{display}");
+    // Every task, the body included, points at the line that created it.
+    for failure in error.failures() {
+        assert!(failure.task.location().file().ends_with("errors.rs"), "{}", failure.task);
+    }
 }
 
 #[test]
