@@ -28,7 +28,7 @@
 //! 5. `event` is notified after every state change, outside the lock; waiters
 //!    listen, re-check, then sleep, so no change is missed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -43,6 +43,11 @@ pub(crate) struct Node {
     state: AtomicU64,
     inner: Mutex<Inner>,
     event: Event,
+    /// Someone listened to `event` at least once. Until then a state change
+    /// need not notify: `Event::notify` allocates the event's state on first
+    /// use, which would cost every scope an allocation (invariant 5 keeps
+    /// holding through the fences in `listen` and `recompute_locked`).
+    listened: AtomicBool,
 }
 
 pub(crate) struct Inner {
@@ -96,6 +101,7 @@ impl Node {
                 cancelled_caught: false,
             }),
             event: Event::new(),
+            listened: AtomicBool::new(false),
         })
     }
 
@@ -113,6 +119,10 @@ impl Node {
     }
 
     pub(crate) fn listen(&self) -> EventListener {
+        self.listened.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `recompute_locked`: either the updater sees
+        // `listened`, or the waiter's re-check after listening sees the state.
+        fence(Ordering::SeqCst);
         self.event.listen()
     }
 
@@ -218,7 +228,10 @@ impl Node {
         if new != old {
             work.extend(inner.children.iter().map(|(_, child)| Arc::clone(child)));
             drop(inner);
-            self.event.notify(usize::MAX);
+            fence(Ordering::SeqCst);
+            if self.listened.load(Ordering::Relaxed) {
+                self.event.notify(usize::MAX);
+            }
         }
     }
 
