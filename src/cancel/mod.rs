@@ -275,12 +275,10 @@ impl<F> fmt::Debug for ScopeFuture<F> {
 
 /// Enters `node` under the current scope, fixing a relative timeout now.
 pub(crate) fn enter_node(node: &Arc<Node>, timeout: Option<Duration>) {
-    if let Some(at) = timeout.and_then(|timeout| clock::now().checked_add(timeout)) {
-        node.lower_deadline(at);
-    }
+    let deadline = timeout.and_then(|timeout| clock::now().checked_add(timeout));
     // Clone the parent out of the thread-local first: linking wakes waiters,
     // and no waker should run while the slot is borrowed.
-    node.link(context::current().as_ref());
+    node.enter(context::current().as_ref(), deadline);
 }
 
 impl<F, T, E> Future for ScopeFuture<F>

@@ -195,18 +195,6 @@ impl Node {
         self.update_locked(inner);
     }
 
-    /// Sets the deadline to the earlier of the current one and `deadline`,
-    /// under one lock (a concurrent `set_deadline` is never lost).
-    pub(crate) fn lower_deadline(&self, deadline: Instant) {
-        let mut inner = self.lock();
-        let lowered = inner
-            .deadline
-            .map_or(deadline, |current| current.min(deadline));
-        inner.deadline = Some(lowered);
-        inner.deadline_nanos = clock::to_nanos(lowered);
-        self.update_locked(inner);
-    }
-
     pub(crate) fn set_shield(&self, shield: bool) {
         let mut inner = self.lock();
         inner.shield = shield;
@@ -238,15 +226,26 @@ impl Node {
     /// Links this node under `parent` (or makes it a root) and computes its
     /// state. Called once, when the scope is entered.
     pub(crate) fn link(self: &Arc<Self>, parent: Option<&Arc<Node>>) {
-        if let Some(parent) = parent {
-            let key = parent.lock().children.insert(Arc::clone(self));
-            let mut inner = self.lock();
+        self.enter(parent, None);
+    }
+
+    /// Links this node (see `link`) and, in the same locked step, lowers its
+    /// deadline to `deadline` (a relative timeout fixed at entry).
+    pub(crate) fn enter(self: &Arc<Self>, parent: Option<&Arc<Node>>, deadline: Option<Instant>) {
+        let key = parent.map(|parent| parent.lock().children.insert(Arc::clone(self)));
+        let mut inner = self.lock();
+        if let (Some(parent), Some(key)) = (parent, key) {
             inner.parent = Some(Arc::clone(parent));
             inner.key_in_parent = key;
-            self.update_locked(inner);
-        } else {
-            self.update_locked(self.lock());
         }
+        if let Some(deadline) = deadline {
+            let lowered = inner
+                .deadline
+                .map_or(deadline, |current| current.min(deadline));
+            inner.deadline = Some(lowered);
+            inner.deadline_nanos = clock::to_nanos(lowered);
+        }
+        self.update_locked(inner);
     }
 
     /// Removes this node from its parent's children (invariant 4). The state
