@@ -37,6 +37,15 @@
 //! whatever thread polls them, so `sleep(d).await?` deep inside a call chain
 //! knows which scope it is in. Outside any scope nothing is ever cancelled.
 //!
+//! **Parallel children run on an executor** (`src/spawn.rs`, `src/run.rs`).
+//! [`Nursery::spawn_on`] hands a child to any [`Spawn`] (async-executor built
+//! in, tokio's `Handle` with the `tokio` feature); it still sees the
+//! nursery's cancellation, reports its error or panic to the nursery, and is
+//! waited for. [`run`] is the blocking root for programs without a runtime: an
+//! executor with a worker thread per core, a root nursery, and a grace period
+//! after the root scope is cancelled. [`Nursery::spawn_blocking`] runs
+//! blocking closures on a thread pool with a cancel handle they can poll.
+//!
 //! **Drop is the hard cancel.** Dropping a nursery or scope future drops its
 //! children at once; their `Drop` runs and nothing keeps running. The graceful
 //! path is always: cancel, let tasks see `Cancelled`, let them return.
