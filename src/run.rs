@@ -368,14 +368,6 @@ struct Stop {
     event: Event,
 }
 
-impl fmt::Debug for Stop {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Stop")
-            .field("stopped", &self.stopped)
-            .finish()
-    }
-}
-
 impl Stop {
     fn set(&self) {
         self.stopped.store(true, Ordering::Release);

@@ -3,9 +3,9 @@
 //!
 //! # Invariants
 //!
-//! 1. A child's index in the ready queue means "poll me"; its `queued` flag is
-//!    set by the waker that pushed it and cleared just before the child is
-//!    polled. A wake while the flag is set pushes nothing, so each child is in
+//! 1. A child's index in the ready queue (or, for a new child, in the batch
+//!    that admits it) means "poll me"; its `queued` flag is set by whoever
+//!    enqueued it and cleared just before the child is polled. A wake while the flag is set pushes nothing, so each child is in
 //!    the queue at most once per wake-up and a poll never misses a wake that
 //!    happened during it.
 //! 2. An index whose child is gone, or whose flag is clear (a stale wake from a
@@ -117,6 +117,8 @@ pub(crate) struct Children<C> {
     batch: Vec<usize>,
     /// Wakers of finished children, ready for reuse (invariant 5).
     spare: Vec<(Arc<TaskWaker>, Waker)>,
+    /// New children waiting for `take_batch`; its capacity is reused.
+    incoming: Vec<(C, TaskInfo)>,
 }
 
 impl<C> Children<C> {
@@ -126,6 +128,7 @@ impl<C> Children<C> {
             wakeup,
             batch: Vec::new(),
             spare: Vec::new(),
+            incoming: Vec::new(),
         }
     }
 
@@ -133,35 +136,44 @@ impl<C> Children<C> {
         self.slab.is_empty()
     }
 
-    /// Adds a child and queues it for its first poll.
-    pub(crate) fn insert(&mut self, future: C, info: TaskInfo) {
-        let entry = self.slab.vacant_entry();
-        let (flag, waker) = match self.spare.pop() {
-            Some((flag, waker)) => {
-                flag.index.store(entry.key(), Ordering::Relaxed);
-                (flag, waker)
-            }
-            None => TaskWaker::new(entry.key(), &self.wakeup),
-        };
-        // Queued for this very poll: no need to wake the poller.
-        flag.queue();
-        entry.insert(Child {
-            future,
-            info,
-            flag,
-            waker,
-        });
+    /// The buffer new children are moved into (swapped with the nursery's
+    /// `incoming` queue under its lock); `take_batch` admits them.
+    pub(crate) fn incoming(&mut self) -> &mut Vec<(C, TaskInfo)> {
+        &mut self.incoming
     }
 
-    /// Takes the indices woken so far; wakes after this go to the next batch.
+    /// Takes the indices woken so far, then admits the new children from
+    /// `incoming` straight into the same batch for their first poll (their
+    /// flags are set without touching the shared ready queue). Wakes after
+    /// this go to the next batch.
     pub(crate) fn take_batch(&mut self) -> Vec<usize> {
         let mut batch = std::mem::take(&mut self.batch);
-        let mut ready = self
-            .wakeup
-            .ready
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        std::mem::swap(&mut *ready, &mut batch);
+        std::mem::swap(
+            &mut *self
+                .wakeup
+                .ready
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            &mut batch,
+        );
+        for (future, info) in self.incoming.drain(..) {
+            let entry = self.slab.vacant_entry();
+            let (flag, waker) = match self.spare.pop() {
+                Some((flag, waker)) => {
+                    flag.index.store(entry.key(), Ordering::Relaxed);
+                    (flag, waker)
+                }
+                None => TaskWaker::new(entry.key(), &self.wakeup),
+            };
+            flag.queued.store(true, Ordering::Relaxed);
+            batch.push(entry.key());
+            entry.insert(Child {
+                future,
+                info,
+                flag,
+                waker,
+            });
+        }
         batch
     }
 

@@ -844,10 +844,7 @@ where
         let failures = &mut *this.failures;
         let panic = &mut *this.panic;
         let done = context::enter(this.slot, || {
-            let incoming = std::mem::take(&mut shared.lock().children);
-            for (child, info) in incoming {
-                children.insert(child, info);
-            }
+            std::mem::swap(&mut shared.lock().children, children.incoming());
             let batch = children.take_batch();
             for &index in &batch {
                 if index != BODY {
@@ -912,9 +909,11 @@ mod tests {
     fn a_finished_child_leaves_the_set() {
         let mut children: Children<std::future::Ready<Result<(), crate::Cancelled>>> =
             Children::new(Arc::new(Wakeup::default()));
-        children.insert(std::future::ready(Ok(())), TaskInfo::new(None));
-        assert!(!children.is_empty());
+        children
+            .incoming()
+            .push((std::future::ready(Ok(())), TaskInfo::new(None)));
         let batch = children.take_batch();
+        assert!(!children.is_empty());
         assert_eq!(batch, [0]);
         assert!(children.poll(0).is_some());
         assert!(children.is_empty());
