@@ -240,4 +240,13 @@ fn bad_float_durations_are_rejected_with_a_clear_error() {
         assert!(message.contains(says), "{value}: {message}");
     }
 }
+
+#[test]
+fn a_zero_sleep_still_yields_once_like_a_checkpoint() {
+    block_on(async {
+        let mut zero = std::pin::pin!(sleep(Duration::ZERO));
+        assert!(futures::poll!(zero.as_mut()).is_pending(), "yields first");
+        assert_eq!(futures::poll!(zero.as_mut()), std::task::Poll::Ready(Ok(())));
+    });
+}
 }
