@@ -264,6 +264,7 @@ pub struct TaskFailure<E> {
 pub struct NurseryError<E> {
     failures: Vec<TaskFailure<E>>,
     cancelled: bool,
+    signal: Option<i32>,
 }
 
 impl<E> NurseryError<E> {
@@ -271,7 +272,34 @@ impl<E> NurseryError<E> {
         NurseryError {
             failures,
             cancelled,
+            signal: None,
         }
+    }
+
+    pub(crate) fn with_signal(mut self, signal: i32) -> Self {
+        self.signal = Some(signal);
+        self.cancelled = true;
+        self
+    }
+
+    /// The signal that interrupted the program (2 for SIGINT, 15 for
+    /// SIGTERM), when a [`run`](crate::run) built with
+    /// [`exit_on_signal(false)`](crate::Builder::exit_on_signal) was shut
+    /// down by one. The conventional exit status is 128 + that number.
+    ///
+    /// ```
+    /// use hatchery::{nursery, Nursery};
+    /// # futures::executor::block_on(async {
+    /// let err = nursery(|_n: Nursery<'_, std::io::Error>| async move {
+    ///     Err::<(), _>(std::io::Error::other("no signal here"))
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.interrupted(), None);
+    /// # });
+    /// ```
+    pub fn interrupted(&self) -> Option<i32> {
+        self.signal
     }
 
     /// Every failure, in the order the nursery saw them.
@@ -360,6 +388,13 @@ impl<E> NurseryError<E> {
 
 impl<E: fmt::Display> fmt::Display for NurseryError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(signal) = self.signal {
+            write!(f, "interrupted by {}", crate::signal::signal_name(signal))?;
+            if self.failures.is_empty() {
+                return Ok(());
+            }
+            f.write_str("; ")?;
+        }
         match self.failures.len() {
             0 => return fmt::Display::fmt(&Cancelled, f),
             1 => write!(f, "1 task failed in a nursery: ")?,

@@ -86,7 +86,9 @@ mod clock;
 mod context;
 mod error;
 mod nursery;
+mod report;
 mod run;
+pub mod signal;
 mod spawn;
 mod task;
 mod time;
@@ -100,7 +102,9 @@ pub use checkpoint::{
 };
 pub use error::{CancelError, Cancelled, NurseryError, SpawnError, TaskFailure, TimedOut};
 pub use nursery::{LocalNursery, Nursery, Started, local_nursery, nursery};
+pub use report::{Report, ScopeState, TaskState};
 pub use run::{Builder, ScopedExecutor, run};
+pub use signal::SignalGuard;
 pub use spawn::{BoxTask, Spawn, TaskGuard};
 pub use task::TaskInfo;
 pub use time::{

@@ -27,10 +27,8 @@ use futures_lite::FutureExt;
 use crate::clock;
 use crate::error::{CancelError, Cancelled, NurseryError};
 use crate::nursery::{Nursery, nursery};
+use crate::signal::{DEFAULT_GRACE_PERIOD, Shutdown, SignalGuard};
 use crate::spawn::{BoxTask, SharedSpawner, Spawn, TaskGuard, with_default};
-
-/// The default grace period of [`Builder::grace_period`].
-const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
 thread_local! {
     static IN_RUN: Cell<bool> = const { Cell::new(false) };
@@ -92,6 +90,8 @@ where
 pub struct Builder {
     worker_threads: Option<NonZeroUsize>,
     grace_period: Duration,
+    handle_signals: bool,
+    exit_on_signal: bool,
 }
 
 impl Default for Builder {
@@ -111,7 +111,49 @@ impl Builder {
         Builder {
             worker_threads: None,
             grace_period: DEFAULT_GRACE_PERIOD,
+            handle_signals: true,
+            exit_on_signal: true,
         }
+    }
+
+    /// Whether SIGINT and SIGTERM shut the run down (default: yes). The first
+    /// signal cancels the root scope; the second, or the grace period running
+    /// out, forces the shutdown and prints the report of what was still
+    /// running; the third exits at once (see [`signal`](crate::signal)). The
+    /// handlers are installed for the duration of the run only.
+    ///
+    /// ```
+    /// use hatchery::{Builder, Cancelled, Nursery};
+    /// let out = Builder::new()
+    ///     .handle_signals(false) // e.g. a library's helper run, not a program's root
+    ///     .run(|_n: Nursery<'_, Cancelled>| async { Ok(1) });
+    /// assert_eq!(out.unwrap(), Some(1));
+    /// ```
+    pub fn handle_signals(mut self, handle: bool) -> Self {
+        self.handle_signals = handle;
+        self
+    }
+
+    /// What the run does once a signal shut it down (default: exit). With
+    /// `true`, once every task has finished (or the shutdown was forced),
+    /// the process exits with status 130 after SIGINT or 143 after SIGTERM,
+    /// as shells expect of an interrupted program. With `false`, the run
+    /// returns an error whose [`interrupted`](NurseryError::interrupted)
+    /// names the signal, so that the program can choose its own exit.
+    ///
+    /// ```
+    /// use hatchery::{Builder, Cancelled, Nursery};
+    /// let out = Builder::new()
+    ///     .exit_on_signal(false)
+    ///     .run(|_n: Nursery<'_, Cancelled>| async { Ok(()) });
+    /// match out {
+    ///     Err(error) if error.interrupted().is_some() => std::process::exit(3),
+    ///     other => assert!(other.is_ok()),
+    /// }
+    /// ```
+    pub fn exit_on_signal(mut self, exit: bool) -> Self {
+        self.exit_on_signal = exit;
+        self
     }
 
     /// How long the root nursery may take to finish once its scope is
@@ -263,27 +305,46 @@ impl Builder {
             root_scope = Some(n.cancel_scope());
             body(n)
         });
+        let root_scope = root_scope.expect("nursery() calls its body closure at once");
+        let shutdown = Shutdown::new(root_scope.clone(), self.grace_period);
+        // Installed before the root's first poll: a signal from now on
+        // cancels the root scope, even before the body starts.
+        let guard = if self.handle_signals {
+            match SignalGuard::watch(Arc::clone(&shutdown)) {
+                Ok(guard) => Some(guard),
+                Err(error) => panic!(
+                    "hatchery::run(): could not install the SIGINT/SIGTERM handlers: {error} \
+                     (use Builder::handle_signals(false) to run without them)"
+                ),
+            }
+        } else {
+            None
+        };
         // Once the root scope is cancelled, the grace period starts; when it
-        // runs out, the root nursery is dropped (the hard cancel).
+        // runs out (or a second signal arrives), the shutdown is forced: the
+        // report is printed and the root nursery is dropped (the hard cancel).
         let grace_period = self.grace_period;
-        let out_of_grace = async move {
-            match root_scope {
-                Some(scope) => scope.cancelled().await,
-                None => std::future::pending().await,
+        let forced = {
+            let shutdown = Arc::clone(&shutdown);
+            async move {
+                let out_of_grace = async {
+                    root_scope.cancelled().await;
+                    match clock::now().checked_add(grace_period) {
+                        Some(at) => clock::timer_at(at).await,
+                        None => std::future::pending().await,
+                    };
+                    shutdown.force("the grace period ran out");
+                };
+                out_of_grace.or(shutdown.forced()).await;
+                Err(NurseryError::from(Cancelled))
             }
-            if let Some(at) = clock::now().checked_add(grace_period) {
-                clock::timer_at(at).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-            Err(NurseryError::from(Cancelled))
         };
         let with_spawner = |f: &mut dyn FnMut()| match &default_spawner {
             Some(spawner) => with_default(spawner.clone(), f),
             None => f(),
         };
 
-        std::thread::scope(|scope| {
+        let result = std::thread::scope(|scope| {
             for index in 0..threads {
                 let (executor, stop, with_spawner) = (&executor, &stop, &with_spawner);
                 let worker = std::thread::Builder::new()
@@ -300,7 +361,7 @@ impl Builder {
             // Invariant 1: stop the workers however the root nursery ends.
             let _stop_workers = StopOnDrop(&stop);
             let _in_run = InRun::enter();
-            let mut root = Some(root.or(out_of_grace));
+            let mut root = Some(root.or(forced));
             let mut out = None;
             with_spawner(&mut || {
                 if let Some(root) = root.take() {
@@ -308,7 +369,22 @@ impl Builder {
                 }
             });
             out.unwrap_or_else(|| Err(NurseryError::from(Cancelled)))
-        })
+        });
+        // Invariant 1 of `signal`: a signal that arrived until now counts.
+        drop(guard);
+        match shutdown.signal() {
+            None => result,
+            Some(signal) if self.exit_on_signal => {
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                let _ = std::io::stderr().flush();
+                std::process::exit(128 + signal)
+            }
+            Some(signal) => Err(match result {
+                Err(error) => error.with_signal(signal),
+                Ok(_) => NurseryError::from(Cancelled).with_signal(signal),
+            }),
+        }
     }
 }
 

@@ -179,6 +179,7 @@ pub fn current_effective_deadline() -> Option<Instant> {
 /// assert_eq!(out, Ok(None));
 /// # });
 /// ```
+#[track_caller]
 pub fn move_on_after<F, T, E>(timeout: Duration, body: F) -> ScopeFuture<F>
 where
     F: Future<Output = Result<T, E>>,
@@ -206,6 +207,7 @@ where
 /// assert_eq!(out, Ok(None));
 /// # });
 /// ```
+#[track_caller]
 pub fn move_on_at<F, T, E>(deadline: Instant, body: F) -> ScopeFuture<F>
 where
     F: Future<Output = Result<T, E>>,
@@ -232,12 +234,13 @@ where
 /// assert_eq!(out.unwrap(), 7);
 /// # });
 /// ```
-pub async fn fail_after<F, T, E>(timeout: Duration, body: F) -> Result<T, E>
+#[track_caller]
+pub fn fail_after<F, T, E>(timeout: Duration, body: F) -> impl Future<Output = Result<T, E>>
 where
     F: Future<Output = Result<T, E>>,
     E: CancelError + From<TimedOut>,
 {
-    fail_in(CancelScope::new().timeout(timeout), body).await
+    fail_in(CancelScope::new().timeout(timeout), body)
 }
 
 /// Like [`fail_after`], with an absolute deadline.
@@ -257,12 +260,13 @@ where
 /// assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
 /// # });
 /// ```
-pub async fn fail_at<F, T, E>(deadline: Instant, body: F) -> Result<T, E>
+#[track_caller]
+pub fn fail_at<F, T, E>(deadline: Instant, body: F) -> impl Future<Output = Result<T, E>>
 where
     F: Future<Output = Result<T, E>>,
     E: CancelError + From<TimedOut>,
 {
-    fail_in(CancelScope::new().deadline(deadline), body).await
+    fail_in(CancelScope::new().deadline(deadline), body)
 }
 
 /// Runs `body` in `scope`; the scope catching its own deadline is a timeout.

@@ -11,6 +11,7 @@ pub(crate) mod wait;
 
 use std::fmt;
 use std::future::Future;
+use std::panic::Location;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,6 +22,7 @@ use pin_project_lite::pin_project;
 use crate::clock;
 use crate::context;
 use crate::error::{CancelError, Cancelled};
+use crate::report::Kind;
 use crate::task::TaskInfo;
 use tree::Node;
 use wait::Wait;
@@ -104,6 +106,7 @@ impl fmt::Debug for CancelScope {
 }
 
 impl Default for CancelScope {
+    #[track_caller]
     fn default() -> Self {
         Self::new()
     }
@@ -116,9 +119,10 @@ impl CancelScope {
     /// let scope = hatchery::CancelScope::new();
     /// assert_eq!(scope.handle().deadline(), None);
     /// ```
+    #[track_caller]
     pub fn new() -> Self {
         CancelScope {
-            node: Node::new(None, false),
+            node: Node::new(None, false, Kind::Scope(Location::caller())),
             timeout: None,
         }
     }

@@ -38,6 +38,7 @@ use slab::Slab;
 use super::CancelReason;
 use crate::clock::{self, CANCELLED, NEVER};
 use crate::error::Cancelled;
+use crate::report::{Kind, NodeSnapshot};
 
 pub(crate) struct Node {
     state: AtomicU64,
@@ -48,6 +49,8 @@ pub(crate) struct Node {
     /// use, which would cost every scope an allocation (invariant 5 keeps
     /// holding through the fences in `listen` and `recompute_locked`).
     listened: AtomicBool,
+    /// What this node is, for the report.
+    kind: Kind,
 }
 
 pub(crate) struct Inner {
@@ -86,7 +89,7 @@ impl Inner {
 }
 
 impl Node {
-    pub(crate) fn new(deadline: Option<Instant>, shield: bool) -> Arc<Node> {
+    pub(crate) fn new(deadline: Option<Instant>, shield: bool, kind: Kind) -> Arc<Node> {
         Arc::new(Node {
             state: AtomicU64::new(NEVER),
             inner: Mutex::new(Inner {
@@ -102,6 +105,7 @@ impl Node {
             }),
             event: Event::new(),
             listened: AtomicBool::new(false),
+            kind,
         })
     }
 
@@ -111,6 +115,30 @@ impl Node {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The scope this one was entered in, while it is entered.
+    pub(crate) fn parent(&self) -> Option<Arc<Node>> {
+        self.lock().parent.clone()
+    }
+
+    /// Copies out what the report shows of this node (report invariant 1:
+    /// one lock, no user code).
+    pub(crate) fn snapshot(&self) -> NodeSnapshot {
+        let inner = self.lock();
+        NodeSnapshot {
+            kind: self.kind.clone(),
+            effectively_cancelled: self.state() == CANCELLED
+                || (self.state() != NEVER && clock::now_nanos() >= self.state()),
+            reason: inner.reason.clone(),
+            shield: inner.shield,
+            deadline: inner.deadline,
+            children: inner
+                .children
+                .iter()
+                .map(|(_, child)| Arc::clone(child))
+                .collect(),
+        }
     }
 
     /// The effective state (see the module docs).
@@ -401,7 +429,7 @@ mod tests {
     fn forest(len: usize, rng: &mut Rng) -> Vec<Arc<Node>> {
         let mut nodes: Vec<Arc<Node>> = Vec::new();
         for i in 0..len {
-            let node = Node::new(None, false);
+            let node = Node::new(None, false, Kind::Starting);
             let parent = (i > 0).then(|| Arc::clone(&nodes[rng.below(i)]));
             node.link(parent.as_ref());
             nodes.push(node);
@@ -453,8 +481,8 @@ mod tests {
 
     #[test]
     fn invariant_4_exit_breaks_the_parent_child_cycle() {
-        let parent = Node::new(None, false);
-        let child = Node::new(None, false);
+        let parent = Node::new(None, false, Kind::Starting);
+        let child = Node::new(None, false, Kind::Starting);
         child.link(Some(&parent));
         assert_eq!(Arc::strong_count(&parent), 2); // held by the child
         assert_eq!(Arc::strong_count(&child), 2); // held by the parent
@@ -465,7 +493,7 @@ mod tests {
 
     #[test]
     fn invariant_5_a_state_change_notifies_listeners() {
-        let node = Node::new(None, false);
+        let node = Node::new(None, false, Kind::Starting);
         let listener = node.listen();
         node.set_deadline(Some(clock::now() + Duration::from_secs(60)));
         // The listener was notified, so waiting returns at once.
@@ -474,9 +502,9 @@ mod tests {
 
     #[test]
     fn an_observed_expiry_is_sticky_and_marks_only_expired_scopes() {
-        let outer = Node::new(None, false);
+        let outer = Node::new(None, false, Kind::Starting);
         outer.link(None);
-        let inner = Node::new(Some(clock::now()), false);
+        let inner = Node::new(Some(clock::now()), false, Kind::Starting);
         inner.link(Some(&outer));
         assert_eq!(inner.check(), Err(Cancelled));
         assert!(inner.lock().cancel_called);

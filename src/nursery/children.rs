@@ -18,6 +18,9 @@
 //! 4. The push that makes the ready queue non-empty wakes the nursery's
 //!    poller; later pushes need not, because the poller takes the whole queue
 //!    at once (under the same lock) on the poll that wake causes.
+//! 6. Every child in the slab has an entry under the same key in the
+//!    nursery's `TaskTable` (its name and spawn location, for errors and the
+//!    shutdown report), removed when the child finishes or is dropped.
 //! 5. A finished child's waker is reused for a later child only when nobody
 //!    else holds a clone of it (`Arc::strong_count == 2`: the child's flag and
 //!    waker), so a reused waker never carries a stale wake.
@@ -32,6 +35,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use atomic_waker::AtomicWaker;
 use slab::Slab;
 
+use crate::report::TaskTable;
 use crate::task::TaskInfo;
 
 /// The index the nursery body uses in the ready queue.
@@ -102,7 +106,6 @@ impl Wake for TaskWaker {
 
 struct Child<C> {
     future: C,
-    info: TaskInfo,
     flag: Arc<TaskWaker>,
     waker: Waker,
 }
@@ -119,16 +122,23 @@ pub(crate) struct Children<C> {
     spare: Vec<(Arc<TaskWaker>, Waker)>,
     /// New children waiting for `take_batch`; its capacity is reused.
     incoming: Vec<(C, TaskInfo)>,
+    /// Who the children are, readable by the report (invariant 6).
+    table: Arc<TaskTable>,
+    /// Children that finished in this batch without a failure; their table
+    /// entries are removed in one go by `recycle`.
+    finished: Vec<usize>,
 }
 
 impl<C> Children<C> {
-    pub(crate) fn new(wakeup: Arc<Wakeup>) -> Self {
+    pub(crate) fn new(wakeup: Arc<Wakeup>, table: Arc<TaskTable>) -> Self {
         Children {
             slab: Slab::new(),
             wakeup,
             batch: Vec::new(),
             spare: Vec::new(),
             incoming: Vec::new(),
+            table,
+            finished: Vec::new(),
         }
     }
 
@@ -156,6 +166,10 @@ impl<C> Children<C> {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
             &mut batch,
         );
+        if self.incoming.is_empty() {
+            return batch;
+        }
+        let mut admit = self.table.admit();
         for (future, info) in self.incoming.drain(..) {
             let entry = self.slab.vacant_entry();
             let (flag, waker) = match self.spare.pop() {
@@ -167,9 +181,9 @@ impl<C> Children<C> {
             };
             flag.queued.store(true, Ordering::Relaxed);
             batch.push(entry.key());
+            admit.insert(entry.key(), info);
             entry.insert(Child {
                 future,
-                info,
                 flag,
                 waker,
             });
@@ -181,11 +195,15 @@ impl<C> Children<C> {
     pub(crate) fn recycle(&mut self, mut batch: Vec<usize>) {
         batch.clear();
         self.batch = batch;
+        self.table.remove_all(&self.finished);
+        self.finished.clear();
     }
 
     /// Polls the child at `index` if it is really queued (invariant 2).
-    /// Returns its task info and outcome once it finished (it is then removed).
-    pub(crate) fn poll<O>(&mut self, index: usize) -> Option<(TaskInfo, Outcome<O>)>
+    /// Returns its outcome once it finished (it is then removed). A failed
+    /// child's identity comes from `failed`; a successful one's table entry
+    /// goes at the end of the batch.
+    pub(crate) fn poll<O>(&mut self, index: usize) -> Option<Outcome<O>>
     where
         C: std::future::Future<Output = O> + Unpin,
     {
@@ -205,11 +223,24 @@ impl<C> Children<C> {
             child.flag.queued.store(false, Ordering::Relaxed);
             self.spare.push((child.flag, child.waker));
         }
-        Some((child.info, outcome))
+        self.finished.push(index);
+        Some(outcome)
+    }
+
+    /// The identity of a child that just finished with a failure.
+    pub(crate) fn failed(&mut self, index: usize) -> TaskInfo {
+        if let Some(at) = self.finished.iter().rposition(|&key| key == index) {
+            self.finished.swap_remove(at);
+        }
+        self.table
+            .remove(index)
+            .expect("a finished child has a table entry (invariant 6)")
     }
 
     /// Drops every child at once (the hard cancel).
     pub(crate) fn clear(&mut self) {
         self.slab.clear();
+        self.table.clear();
+        self.finished.clear();
     }
 }

@@ -23,8 +23,10 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
+use std::panic::Location;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -34,6 +36,7 @@ use crate::cancel::tree::Node;
 use crate::cancel::{CancelHandle, CancelReason, enter_node};
 use crate::context;
 use crate::error::{CancelError, NurseryError, SpawnError, TaskFailure};
+use crate::report::{BlockingEntry, Kind, TaskTable};
 use crate::spawn::{Spawn, default_spawner, spawn_parallel};
 use crate::task::TaskInfo;
 use children::{BODY, Children, TaskWaker, Wakeup};
@@ -48,6 +51,7 @@ type LocalChild<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + 'a>>;
 /// What the handles of a nursery share with the nursery future.
 pub(crate) struct Shared<C> {
     node: Arc<Node>,
+    table: Arc<TaskTable>,
     wakeup: Arc<Wakeup>,
     incoming: Mutex<Incoming<C>>,
 }
@@ -60,9 +64,11 @@ struct Incoming<C> {
 }
 
 impl<C> Shared<C> {
-    fn new() -> Self {
+    fn new(location: &'static Location<'static>) -> Self {
+        let table = TaskTable::new(location);
         Shared {
-            node: Node::new(None, false),
+            node: Node::new(None, false, Kind::Nursery(Arc::clone(&table))),
+            table,
             wakeup: Arc::new(Wakeup::default()),
             incoming: Mutex::new(Incoming {
                 children: Vec::new(),
@@ -149,6 +155,17 @@ impl<C> Drop for CloseIfUnwinding<'_, C> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             drop(self.0.close());
+        }
+    }
+}
+
+/// Marks a blocking closure abandoned if its task is dropped first.
+struct AbandonOnDrop(Option<Arc<AtomicBool>>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0.take() {
+            flag.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -274,7 +291,7 @@ fn open<H, E, T, Fut, C>(
     handle: impl FnOnce(Arc<Shared<C>>) -> H,
     body: impl FnOnce(H) -> Fut,
 ) -> NurseryFuture<E, T, Fut, C> {
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::new(Location::caller()));
     let body = {
         let _close = CloseIfUnwinding(&shared);
         body(handle(Arc::clone(&shared)))
@@ -675,14 +692,23 @@ macro_rules! handle_methods {
                 E: Send + 'static,
             {
                 let cancel = CancelHandle::from_node(Arc::clone(&self.shared.node));
+                let info = TaskInfo::new(None);
+                let abandoned = Arc::new(AtomicBool::new(false));
+                let entry = (info.clone(), Arc::clone(&abandoned));
                 let child = async move {
-                    let outcome = blocking::unblock(move || {
+                    let task = blocking::unblock(move || {
+                        // Listed in the report while this thread runs it.
+                        let _entry = BlockingEntry::new(entry.0, entry.1);
                         catch_unwind(AssertUnwindSafe(move || work(cancel)))
-                    })
-                    .await;
+                    });
+                    // Dropped before the closure returned: nobody waits for
+                    // the thread any more (a thread cannot be stopped).
+                    let mut abandon = AbandonOnDrop(Some(abandoned));
+                    let outcome = task.await;
+                    abandon.0 = None; // finished: nothing was abandoned
                     outcome.unwrap_or_else(|payload| resume_unwind(payload))
                 };
-                if let Err(error) = self.shared.push(Box::pin(child), TaskInfo::new(None)) {
+                if let Err(error) = self.shared.push(Box::pin(child), info) {
                     closed_panic(error)
                 }
             }
@@ -780,7 +806,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             body_flag,
             body_waker,
             slot: Some(Arc::clone(&shared.node)),
-            children: Children::new(Arc::clone(&shared.wakeup)),
+            children: Children::new(Arc::clone(&shared.wakeup), Arc::clone(&shared.table)),
             shared,
             failures: Vec::new(),
             panic: None,
@@ -849,11 +875,15 @@ where
             for &index in &batch {
                 if index != BODY {
                     match children.poll(index) {
-                        Some((task, Ok(Err(error)))) => {
+                        Some(Ok(Err(error))) => {
+                            let task = children.failed(index);
                             record_error(node, failures, this.saw_cancelled, task, error)
                         }
-                        Some((task, Err(payload))) => record_panic(node, panic, task, payload),
-                        Some((_, Ok(Ok(())))) | None => {}
+                        Some(Err(payload)) => {
+                            let task = children.failed(index);
+                            record_panic(node, panic, task, payload)
+                        }
+                        Some(Ok(Ok(()))) | None => {}
                     }
                     continue;
                 }
@@ -908,7 +938,10 @@ mod tests {
     #[test]
     fn a_finished_child_leaves_the_set() {
         let mut children: Children<std::future::Ready<Result<(), crate::Cancelled>>> =
-            Children::new(Arc::new(Wakeup::default()));
+            Children::new(
+                Arc::new(Wakeup::default()),
+                TaskTable::new(Location::caller()),
+            );
         children
             .incoming()
             .push((std::future::ready(Ok(())), TaskInfo::new(None)));

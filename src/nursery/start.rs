@@ -29,6 +29,7 @@ use super::Shared;
 use crate::cancel::tree::Node;
 use crate::context;
 use crate::error::{CancelError, Cancelled};
+use crate::report::Kind;
 use crate::task::TaskInfo;
 
 /// Given to a child started with `start()`: call [`started`](Started::started)
@@ -106,7 +107,7 @@ impl<V> Started<V> {
                 abandoned: false,
             }),
             waker: AtomicWaker::new(),
-            task: Node::new(None, false),
+            task: Node::new(None, false, Kind::Starting),
             nursery,
         });
         (

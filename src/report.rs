@@ -1,0 +1,784 @@
+//! The report of who is still running: a snapshot of the task tree.
+//!
+//! Every entered cancel scope is a node of the status tree (see
+//! `cancel::tree`), and every nursery's node carries a [`TaskTable`]: the
+//! name, spawn location and admission time of each child it still polls. A
+//! [`Report`] walks that tree from a scope downwards, one lock at a time, and
+//! copies out what a person debugging a stuck shutdown needs: the nursery
+//! path, each task's name, location, age and whether it is running or
+//! cleaning up (its scope is cancelled), which scopes are cancelled and why,
+//! which shields hold, and which blocking closures are still running on a
+//! thread of their own.
+//!
+//! # Invariants
+//!
+//! 1. A snapshot never holds two locks at once (the tree's invariant 3), and
+//!    never calls user code while holding one: it can be taken from any
+//!    thread, including while the program is shutting down.
+//! 2. A nursery's table holds exactly the children of its slab: an entry is
+//!    written when a child is admitted and removed when it finishes or is
+//!    dropped (in both cases by the nursery future that owns the slab).
+
+use std::fmt;
+use std::panic::Location;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::CancelHandle;
+use crate::cancel::CancelReason;
+use crate::cancel::tree::Node;
+use crate::clock;
+use crate::context::with_current;
+use crate::task::TaskInfo;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What a node of the status tree is, for the report.
+pub(crate) enum Kind {
+    /// A [`CancelScope`](crate::CancelScope) entered at this location.
+    Scope(&'static Location<'static>),
+    /// A nursery opened at the table's location.
+    Nursery(Arc<TaskTable>),
+    /// The scope of a task being started with `start()`.
+    Starting,
+}
+
+/// The children a nursery still polls, readable from any thread.
+pub(crate) struct TaskTable {
+    location: &'static Location<'static>,
+    tasks: Mutex<Vec<Option<Record>>>,
+}
+
+struct Record {
+    info: TaskInfo,
+    since: Instant,
+}
+
+impl TaskTable {
+    pub(crate) fn new(location: &'static Location<'static>) -> Arc<Self> {
+        Arc::new(TaskTable {
+            location,
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Starts admitting a batch of children (one lock for the batch).
+    pub(crate) fn admit(&self) -> Admit<'_> {
+        Admit {
+            tasks: lock(&self.tasks),
+            since: None,
+        }
+    }
+
+    /// Removes a finished child's entry and returns its identity.
+    pub(crate) fn remove(&self, key: usize) -> Option<TaskInfo> {
+        let mut tasks = lock(&self.tasks);
+        tasks.get_mut(key)?.take().map(|record| record.info)
+    }
+
+    /// Removes the entries of children that finished without failing.
+    pub(crate) fn remove_all(&self, keys: &[usize]) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut tasks = lock(&self.tasks);
+        for &key in keys {
+            if let Some(slot) = tasks.get_mut(key) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Forgets every child (the nursery dropped them all).
+    pub(crate) fn clear(&self) {
+        lock(&self.tasks).clear();
+    }
+}
+
+/// A batch of admissions into a [`TaskTable`].
+pub(crate) struct Admit<'t> {
+    tasks: MutexGuard<'t, Vec<Option<Record>>>,
+    since: Option<Instant>,
+}
+
+impl Admit<'_> {
+    pub(crate) fn insert(&mut self, key: usize, info: TaskInfo) {
+        // One clock read per batch: a task's age counts from the poll that
+        // admitted it, at most one poll after its spawn.
+        let since = *self.since.get_or_insert_with(clock::now);
+        if self.tasks.len() <= key {
+            self.tasks.resize_with(key + 1, || None);
+        }
+        self.tasks[key] = Some(Record { info, since });
+    }
+}
+
+/// Blocking closures currently running on a thread (see `spawn_blocking`).
+static BLOCKING: Mutex<Slab<BlockingRecord>> = Mutex::new(Slab::new());
+
+struct BlockingRecord {
+    info: TaskInfo,
+    since: Instant,
+    abandoned: Arc<AtomicBool>,
+}
+
+/// Lists a blocking closure in every report while its thread runs it.
+pub(crate) struct BlockingEntry(usize);
+
+impl BlockingEntry {
+    /// Registers the closure; `abandoned` is set by its task if the task is
+    /// dropped (the hard cancel) before the closure returns.
+    pub(crate) fn new(info: TaskInfo, abandoned: Arc<AtomicBool>) -> Self {
+        let record = BlockingRecord {
+            info,
+            since: clock::now(),
+            abandoned,
+        };
+        BlockingEntry(lock(&BLOCKING).insert(record))
+    }
+}
+
+impl Drop for BlockingEntry {
+    fn drop(&mut self) {
+        lock(&BLOCKING).try_remove(self.0);
+    }
+}
+
+/// A snapshot of a task tree: who is still running, where they were spawned,
+/// and what holds them. Printed by [`run`](crate::run) when a shutdown runs
+/// out of grace; take one yourself with [`Report::capture`] (the whole tree
+/// of the current task) or [`Report::of`] (one scope's subtree) and show it
+/// anywhere — it implements `Display`.
+///
+/// # Examples
+///
+/// ```
+/// use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
+///
+/// # futures::executor::block_on(async {
+/// nursery(|n: Nursery<'_, Cancelled>| async move {
+///     n.spawn_named("sleeper", async { sleep_forever().await?; Ok(()) });
+///     hatchery::checkpoint().await?; // let the child start
+///     let report = Report::capture();
+///     assert_eq!(report.tasks().len(), 1);
+///     assert_eq!(report.tasks()[0].info().name(), Some("sleeper"));
+///     assert!(report.to_string().contains("sleeper"));
+///     n.cancel_scope().cancel();
+///     Ok(())
+/// })
+/// .await
+/// .unwrap();
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct Report {
+    root: Option<Entry>,
+    tasks: Vec<TaskState>,
+    scopes: Vec<ScopeState>,
+    blocking: Vec<TaskState>,
+}
+
+/// One scope of the tree, with the tasks and scopes under it.
+#[derive(Debug, Clone)]
+struct Entry {
+    scope: usize,
+    tasks: Vec<usize>,
+    children: Vec<Entry>,
+}
+
+/// A frame of the report's walk: a node's entry and its children still to
+/// visit.
+struct Frame {
+    entry: Entry,
+    pending: Vec<Arc<Node>>,
+    path: String,
+}
+
+/// A task in a [`Report`]: who it is, how long it has run, what it is doing.
+///
+/// ```
+/// use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
+///
+/// # futures::executor::block_on(async {
+/// nursery(|n: Nursery<'_, Cancelled>| async move {
+///     n.spawn(async { sleep_forever().await?; Ok(()) });
+///     hatchery::checkpoint().await?;
+///     let report = Report::capture();
+///     let task = &report.tasks()[0];
+///     assert!(task.info().location().file().ends_with(".rs"));
+///     assert!(!task.is_cleaning_up());
+///     assert!(task.path().starts_with("nursery at "));
+///     n.cancel_scope().cancel();
+///     Ok(())
+/// })
+/// .await
+/// .unwrap();
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct TaskState {
+    info: TaskInfo,
+    age: Duration,
+    cleaning_up: bool,
+    path: String,
+    abandoned: bool,
+}
+
+impl TaskState {
+    /// The task's name and spawn location.
+    ///
+    /// ```
+    /// # use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
+    /// # futures::executor::block_on(async {
+    /// # nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// n.spawn_named("db", async { sleep_forever().await?; Ok(()) });
+    /// hatchery::checkpoint().await?;
+    /// assert_eq!(Report::capture().tasks()[0].info().name(), Some("db"));
+    /// # n.cancel_scope().cancel();
+    /// # Ok(())
+    /// # }).await.unwrap();
+    /// # });
+    /// ```
+    pub fn info(&self) -> &TaskInfo {
+        &self.info
+    }
+
+    /// How long ago the task was spawned (for a blocking closure: since its
+    /// thread started running it).
+    ///
+    /// ```
+    /// # use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
+    /// # futures::executor::block_on(async {
+    /// # nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// n.spawn(async { sleep_forever().await?; Ok(()) });
+    /// hatchery::sleep(std::time::Duration::from_millis(20)).await?;
+    /// assert!(Report::capture().tasks()[0].age() >= std::time::Duration::from_millis(5));
+    /// # n.cancel_scope().cancel();
+    /// # Ok(())
+    /// # }).await.unwrap();
+    /// # });
+    /// ```
+    pub fn age(&self) -> Duration {
+        self.age
+    }
+
+    /// True if the task's scope is cancelled: it has been asked to stop and
+    /// is (or should be) cleaning up.
+    ///
+    /// ```
+    /// # use hatchery::{nursery, CancelScope, sleep, Cancelled, Nursery, Report};
+    /// # use std::time::Duration;
+    /// # futures::executor::block_on(async {
+    /// # nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// n.spawn(async {
+    ///     // A cleanup that takes a while, behind a shield.
+    ///     CancelScope::new().shield(true).run(sleep(Duration::from_millis(50))).await?;
+    ///     Ok(())
+    /// });
+    /// hatchery::checkpoint().await?;
+    /// n.cancel_scope().cancel();
+    /// assert!(Report::capture().tasks()[0].is_cleaning_up());
+    /// # Ok(())
+    /// # }).await.unwrap();
+    /// # });
+    /// ```
+    pub fn is_cleaning_up(&self) -> bool {
+        self.cleaning_up
+    }
+
+    /// The nursery path of the task: the scopes and nurseries that enclose
+    /// it, outermost first, separated by ` > `.
+    ///
+    /// ```
+    /// # use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
+    /// # futures::executor::block_on(async {
+    /// # nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// n.spawn(async { sleep_forever().await?; Ok(()) });
+    /// hatchery::checkpoint().await?;
+    /// let path = Report::capture().tasks()[0].path().to_owned();
+    /// assert!(path.starts_with("nursery at ") && path.contains(file!()));
+    /// # n.cancel_scope().cancel();
+    /// # Ok(())
+    /// # }).await.unwrap();
+    /// # });
+    /// ```
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// For a blocking closure: true if its task was dropped (hard-cancelled)
+    /// while the closure still ran, so that nobody waits for its thread.
+    /// Always false for async tasks.
+    ///
+    /// ```
+    /// let report = hatchery::Report::capture();
+    /// assert!(report.blocking().iter().all(|task| !task.is_abandoned()));
+    /// ```
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned
+    }
+}
+
+/// A cancel scope (or nursery) in a [`Report`].
+///
+/// ```
+/// use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
+///
+/// # futures::executor::block_on(async {
+/// nursery(|n: Nursery<'_, Cancelled>| async move {
+///     n.spawn(async { sleep_forever().await?; Ok(()) });
+///     hatchery::checkpoint().await?;
+///     n.cancel_scope().cancel();
+///     let report = Report::capture();
+///     let scope = &report.scopes()[0];
+///     assert!(scope.is_nursery());
+///     assert!(scope.is_cancelled());
+///     assert_eq!(scope.cancel_reason(), Some(&hatchery::CancelReason::Explicit));
+///     Ok(())
+/// })
+/// .await
+/// .unwrap();
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct ScopeState {
+    label: String,
+    nursery: bool,
+    location: Option<&'static Location<'static>>,
+    cancelled: bool,
+    reason: Option<CancelReason>,
+    shielded: bool,
+    deadline: Option<Instant>,
+    path: String,
+}
+
+impl ScopeState {
+    /// True for a nursery's own scope, false for a
+    /// [`CancelScope`](crate::CancelScope) or a starting task's scope.
+    ///
+    /// ```
+    /// # use hatchery::{nursery, Cancelled, Nursery, Report};
+    /// # futures::executor::block_on(async {
+    /// # nursery(|_n: Nursery<'_, Cancelled>| async move {
+    /// assert!(Report::capture().scopes()[0].is_nursery());
+    /// # Ok(())
+    /// # }).await.unwrap();
+    /// # });
+    /// ```
+    pub fn is_nursery(&self) -> bool {
+        self.nursery
+    }
+
+    /// Where the scope was entered or the nursery opened, if known.
+    ///
+    /// ```
+    /// # use hatchery::{nursery, Cancelled, Nursery, Report};
+    /// # futures::executor::block_on(async {
+    /// # nursery(|_n: Nursery<'_, Cancelled>| async move {
+    /// let scopes = Report::capture();
+    /// assert_eq!(scopes.scopes()[0].location().unwrap().file(), file!());
+    /// # Ok(())
+    /// # }).await.unwrap();
+    /// # });
+    /// ```
+    pub fn location(&self) -> Option<&'static Location<'static>> {
+        self.location
+    }
+
+    /// True if the scope is effectively cancelled (its own cancel, its
+    /// deadline, or an enclosing scope's, unless shielded).
+    ///
+    /// ```
+    /// # use hatchery::{nursery, Cancelled, Nursery, Report};
+    /// # futures::executor::block_on(async {
+    /// # nursery(|_n: Nursery<'_, Cancelled>| async move {
+    /// assert!(!Report::capture().scopes()[0].is_cancelled());
+    /// # Ok(())
+    /// # }).await.unwrap();
+    /// # });
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    /// Why the scope itself was cancelled, if it was.
+    ///
+    /// ```
+    /// # use hatchery::{nursery, Cancelled, Nursery, Report};
+    /// # futures::executor::block_on(async {
+    /// # nursery(|_n: Nursery<'_, Cancelled>| async move {
+    /// assert_eq!(Report::capture().scopes()[0].cancel_reason(), None);
+    /// # Ok(())
+    /// # }).await.unwrap();
+    /// # });
+    /// ```
+    pub fn cancel_reason(&self) -> Option<&CancelReason> {
+        self.reason.as_ref()
+    }
+
+    /// True if the scope is shielded from the cancellation of enclosing
+    /// scopes.
+    ///
+    /// ```
+    /// # use hatchery::{CancelScope, Report};
+    /// # futures::executor::block_on(async {
+    /// CancelScope::new()
+    ///     .shield(true)
+    ///     .run(async {
+    ///         assert!(Report::capture().scopes()[0].is_shielded());
+    ///         Ok::<_, hatchery::Cancelled>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// # });
+    /// ```
+    pub fn is_shielded(&self) -> bool {
+        self.shielded
+    }
+
+    /// The scope's own deadline, if it has one.
+    ///
+    /// ```
+    /// # use hatchery::{move_on_after, Report};
+    /// # use std::time::Duration;
+    /// # futures::executor::block_on(async {
+    /// move_on_after(Duration::from_secs(60), async {
+    ///     assert!(Report::capture().scopes()[0].deadline().is_some());
+    ///     Ok::<_, hatchery::Cancelled>(())
+    /// })
+    /// .await
+    /// .unwrap();
+    /// # });
+    /// ```
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The enclosing scopes and this one, outermost first, separated by ` > `.
+    ///
+    /// ```
+    /// # use hatchery::{nursery, Cancelled, Nursery, Report};
+    /// # futures::executor::block_on(async {
+    /// # nursery(|_n: Nursery<'_, Cancelled>| async move {
+    /// assert!(Report::capture().scopes()[0].path().starts_with("nursery at "));
+    /// # Ok(())
+    /// # }).await.unwrap();
+    /// # });
+    /// ```
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl Report {
+    /// Snapshots the whole tree the current task belongs to: from the
+    /// outermost scope above the current one (the root of the `run`, or of
+    /// the outermost nursery) downwards, plus every blocking closure still
+    /// running. Outside any scope, only the blocking closures are listed.
+    ///
+    /// ```
+    /// use hatchery::{run, Cancelled, Nursery, Report};
+    ///
+    /// run(|n: Nursery<'_, Cancelled>| async move {
+    ///     n.spawn_named("worker", async { hatchery::sleep_forever().await?; Ok(()) });
+    ///     hatchery::checkpoint().await?; // the nursery admits (polls) its new child
+    ///     // E.g. behind a debug endpoint:
+    ///     let text = Report::capture().to_string();
+    ///     assert!(text.contains("worker"));
+    ///     n.cancel_scope().cancel();
+    ///     Ok(())
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn capture() -> Report {
+        let Some(mut node) = with_current(|current| current.cloned()) else {
+            return Report::from_root(None);
+        };
+        while let Some(parent) = node.parent() {
+            node = parent;
+        }
+        Report::from_root(Some(node))
+    }
+
+    /// Snapshots the subtree of one scope (a nursery's
+    /// [`cancel_scope`](crate::Nursery::cancel_scope), or any
+    /// [`CancelHandle`]), plus every blocking closure still running.
+    ///
+    /// ```
+    /// use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
+    ///
+    /// # futures::executor::block_on(async {
+    /// nursery(|n: Nursery<'_, Cancelled>| async move {
+    ///     n.spawn_named("idle", async { sleep_forever().await?; Ok(()) });
+    ///     hatchery::checkpoint().await?;
+    ///     let report = Report::of(&n.cancel_scope());
+    ///     assert_eq!(report.tasks()[0].info().name(), Some("idle"));
+    ///     n.cancel_scope().cancel();
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap();
+    /// # });
+    /// ```
+    pub fn of(scope: &CancelHandle) -> Report {
+        Report::from_root(Some(Arc::clone(&scope.node)))
+    }
+
+    fn from_root(root: Option<Arc<Node>>) -> Report {
+        let now = clock::now();
+        let mut report = Report {
+            root: None,
+            tasks: Vec::new(),
+            scopes: Vec::new(),
+            blocking: Vec::new(),
+        };
+        report.root = root.map(|root| report.walk(root, String::new(), now));
+        for (_, record) in lock(&BLOCKING).iter() {
+            report.blocking.push(TaskState {
+                info: record.info.clone(),
+                age: now.saturating_duration_since(record.since),
+                cleaning_up: false,
+                path: String::new(),
+                abandoned: record.abandoned.load(Ordering::Relaxed),
+            });
+        }
+        report
+    }
+
+    /// Snapshots `node` and its subtree (iteratively: trees can be deep).
+    fn walk(&mut self, root: Arc<Node>, path: String, now: Instant) -> Entry {
+        let mut stack = vec![self.visit(&root, path, now)];
+        loop {
+            let top = stack.last_mut().expect("the stack holds the root");
+            match top.pending.pop() {
+                Some(child) => {
+                    let path = top.path.clone();
+                    let frame = self.visit(&child, path, now);
+                    stack.push(frame);
+                }
+                None => {
+                    let done = stack.pop().expect("non-empty");
+                    match stack.last_mut() {
+                        Some(parent) => parent.entry.children.push(done.entry),
+                        None => return done.entry,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Snapshots one node: its scope entry and its tasks.
+    fn visit(&mut self, node: &Arc<Node>, parent_path: String, now: Instant) -> Frame {
+        let snapshot = node.snapshot();
+        let label = match &snapshot.kind {
+            Kind::Nursery(table) => format!("nursery at {}", table.location),
+            Kind::Scope(location) => format!("cancel scope at {location}"),
+            Kind::Starting => "starting task".to_owned(),
+        };
+        let path = if parent_path.is_empty() {
+            label.clone()
+        } else {
+            format!("{parent_path} > {label}")
+        };
+        let cancelled = snapshot.effectively_cancelled;
+        self.scopes.push(ScopeState {
+            label,
+            nursery: matches!(snapshot.kind, Kind::Nursery(_)),
+            location: match &snapshot.kind {
+                Kind::Nursery(table) => Some(table.location),
+                Kind::Scope(location) => Some(location),
+                Kind::Starting => None,
+            },
+            cancelled,
+            reason: snapshot.reason,
+            shielded: snapshot.shield,
+            deadline: snapshot.deadline,
+            path: path.clone(),
+        });
+        let mut entry = Entry {
+            scope: self.scopes.len() - 1,
+            tasks: Vec::new(),
+            children: Vec::new(),
+        };
+        if let Kind::Nursery(table) = &snapshot.kind {
+            let tasks = lock(&table.tasks);
+            for record in tasks.iter().flatten() {
+                entry.tasks.push(self.tasks.len());
+                self.tasks.push(TaskState {
+                    info: record.info.clone(),
+                    age: now.saturating_duration_since(record.since),
+                    cleaning_up: cancelled,
+                    path: path.clone(),
+                    abandoned: false,
+                });
+            }
+        }
+        let mut pending = snapshot.children;
+        pending.reverse(); // visit in the order they were entered
+        Frame {
+            entry,
+            pending,
+            path,
+        }
+    }
+
+    /// The tasks still alive, in tree order (blocking closures excepted; see
+    /// [`blocking`](Self::blocking)). A child appears once its nursery has
+    /// admitted it, on the nursery's first poll after the spawn.
+    ///
+    /// ```
+    /// use hatchery::Report;
+    /// assert!(Report::capture().tasks().is_empty()); // outside any nursery
+    /// ```
+    pub fn tasks(&self) -> &[TaskState] {
+        &self.tasks
+    }
+
+    /// The scopes and nurseries of the tree, outermost first.
+    ///
+    /// ```
+    /// use hatchery::Report;
+    /// assert!(Report::capture().scopes().is_empty()); // outside any scope
+    /// ```
+    pub fn scopes(&self) -> &[ScopeState] {
+        &self.scopes
+    }
+
+    /// Blocking closures (see [`Nursery::spawn_blocking`](crate::Nursery::spawn_blocking))
+    /// still running on a thread, anywhere in the process. After a hard
+    /// cancel these are abandoned ([`TaskState::is_abandoned`]): nobody
+    /// joins their threads, and they do not hold the program open.
+    ///
+    /// ```
+    /// use hatchery::Report;
+    /// let abandoned = Report::capture().blocking().iter().filter(|t| t.is_abandoned()).count();
+    /// assert_eq!(abandoned, 0);
+    /// ```
+    pub fn blocking(&self) -> &[TaskState] {
+        &self.blocking
+    }
+
+    fn fmt_entry(&self, f: &mut fmt::Formatter<'_>, entry: &Entry, indent: &str) -> fmt::Result {
+        let scope = &self.scopes[entry.scope];
+        write!(f, "{}", scope.label)?;
+        if let Some(reason) = &scope.reason {
+            write!(f, " [cancelled: {reason}]")?;
+        } else if scope.cancelled {
+            write!(f, " [cancelled from outside]")?;
+        }
+        if scope.shielded {
+            write!(f, " [shield held]")?;
+        }
+        if let Some(deadline) = scope.deadline {
+            let now = clock::now();
+            match deadline.checked_duration_since(now) {
+                Some(left) => write!(f, " [deadline in {}]", Age(left))?,
+                None => write!(f, " [deadline passed]")?,
+            }
+        }
+        writeln!(f)?;
+        let total = entry.tasks.len() + entry.children.len();
+        let mut index = 0;
+        for &task in &entry.tasks {
+            index += 1;
+            let last = index == total;
+            let task = &self.tasks[task];
+            let status = if task.cleaning_up {
+                "cleaning up"
+            } else {
+                "running"
+            };
+            writeln!(
+                f,
+                "{indent}{} {}, age {}, {status}",
+                if last { "└─" } else { "├─" },
+                task.info,
+                Age(task.age),
+            )?;
+        }
+        for child in &entry.children {
+            index += 1;
+            let last = index == total;
+            write!(f, "{indent}{} ", if last { "└─" } else { "├─" })?;
+            let deeper = format!("{indent}{}", if last { "   " } else { "│  " });
+            self.fmt_entry(f, child, &deeper)?;
+        }
+        Ok(())
+    }
+}
+
+/// Formats a duration for people: `850ms`, `3.2s`, `2m05s`.
+struct Age(Duration);
+
+impl fmt::Display for Age {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        if millis < 1000 {
+            write!(f, "{millis}ms")
+        } else if millis < 60_000 {
+            write!(f, "{:.1}s", self.0.as_secs_f64())
+        } else {
+            let secs = self.0.as_secs();
+            write!(f, "{}m{:02}s", secs / 60, secs % 60)
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let running = self.tasks.len();
+        writeln!(
+            f,
+            "{running} task{} still running:",
+            if running == 1 { "" } else { "s" }
+        )?;
+        if let Some(root) = &self.root {
+            self.fmt_entry(f, root, "")?;
+        }
+        if !self.blocking.is_empty() {
+            let abandoned = self.blocking.iter().filter(|t| t.abandoned).count();
+            writeln!(
+                f,
+                "blocking closures still on a thread: {} ({abandoned} abandoned)",
+                self.blocking.len()
+            )?;
+            for task in &self.blocking {
+                writeln!(
+                    f,
+                    "   {}, running for {}{}",
+                    task.info,
+                    Age(task.age),
+                    if task.abandoned { ", abandoned" } else { "" }
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the report copies out of one node, under its lock.
+pub(crate) struct NodeSnapshot {
+    pub(crate) kind: Kind,
+    pub(crate) effectively_cancelled: bool,
+    pub(crate) reason: Option<CancelReason>,
+    pub(crate) shield: bool,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) children: Vec<Arc<Node>>,
+}
+
+impl Clone for Kind {
+    fn clone(&self) -> Self {
+        match self {
+            Kind::Scope(location) => Kind::Scope(location),
+            Kind::Nursery(table) => Kind::Nursery(Arc::clone(table)),
+            Kind::Starting => Kind::Starting,
+        }
+    }
+}
