@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
 use hatchery::{
-    CancelScope, Cancelled, Nursery, Started, fail_after, move_on_after, nursery, sleep,
+    Builder, CancelScope, Cancelled, Nursery, Started, fail_after, move_on_after, nursery, sleep,
     sleep_forever,
 };
 
@@ -27,6 +27,7 @@ fn main() {
         act_4_start(t).await;
         act_5_errors(t).await;
     });
+    act_6_ctrl_c(t);
     say(t, "tour finished: no task outlived its nursery.");
 }
 
@@ -181,4 +182,61 @@ async fn act_5_errors(t: Instant) {
             );
         }
     }
+}
+
+fn act_6_ctrl_c(t: Instant) {
+    println!("\n== Act 6: Ctrl+C cancels the root scope; a stuck shutdown is explained ==");
+    println!("(the tour sends itself SIGINT; watch stderr for hatchery's own lines)");
+    let out = Builder::new()
+        .grace_period(Duration::from_millis(300))
+        .exit_on_signal(false) // so the tour can go on; a program would exit 130
+        .run(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn_named("saver", async move {
+                let result = sleep(Duration::from_secs(3600)).await;
+                say(t, "saver: cancelled by the signal; flushed its buffers");
+                result
+            });
+            n.spawn_named("stubborn", async move {
+                // A future that knows nothing of cancel scopes: the report
+                // will name this task and this file's line that spawned it.
+                async_io::Timer::after(Duration::from_secs(3600)).await;
+                Ok(())
+            });
+            sleep(Duration::from_millis(20)).await?;
+            say(t, "body: sending myself SIGINT, as Ctrl+C would");
+            interrupt_myself();
+            if sleep(Duration::from_secs(2)).await.is_ok() {
+                // A process started in the background by a script inherits
+                // SIGINT as ignored, and hatchery leaves it that way.
+                say(
+                    t,
+                    "body: SIGINT is ignored in this process; cancelling by hand",
+                );
+                n.cancel_scope().cancel();
+            }
+            Ok(())
+        });
+    match out {
+        Err(error) if error.interrupted().is_none() => {
+            say(t, format!("run returned after the grace period: {error}"))
+        }
+        Err(error) => say(
+            t,
+            format!(
+                "run returned after the grace period: {error} (a program would exit {})",
+                128 + error.interrupted().unwrap_or(0)
+            ),
+        ),
+        Ok(_) => unreachable!("the run was interrupted"),
+    }
+}
+
+#[cfg(unix)]
+fn interrupt_myself() {
+    signal_hook::low_level::raise(signal_hook::consts::SIGINT).expect("raise(SIGINT)");
+}
+
+#[cfg(not(unix))]
+fn interrupt_myself() {
+    println!("(no signals on this platform: skipping the act)");
 }

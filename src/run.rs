@@ -300,14 +300,8 @@ impl Builder {
             .or_else(|| std::thread::available_parallelism().ok())
             .map_or(1, NonZeroUsize::get);
         let stop = Stop::default();
-        let mut root_scope = None;
-        let root = nursery(|n: Nursery<'a, E>| {
-            root_scope = Some(n.cancel_scope());
-            body(n)
-        });
-        let root_scope = root_scope.expect("nursery() calls its body closure at once");
-        let shutdown = Shutdown::new(root_scope.clone(), self.grace_period);
-        // Installed before the root's first poll: a signal from now on
+        let shutdown = Shutdown::new(None, self.grace_period);
+        // Installed before the body closure is called: a signal from now on
         // cancels the root scope, even before the body starts.
         let guard = if self.handle_signals {
             match SignalGuard::watch(Arc::clone(&shutdown)) {
@@ -320,6 +314,13 @@ impl Builder {
         } else {
             None
         };
+        let mut root_scope = None;
+        let root = nursery(|n: Nursery<'a, E>| {
+            root_scope = Some(n.cancel_scope());
+            body(n)
+        });
+        let root_scope = root_scope.expect("nursery() calls its body closure at once");
+        shutdown.set_scope(root_scope.clone());
         // Once the root scope is cancelled, the grace period starts; when it
         // runs out (or a second signal arrives), the shutdown is forced: the
         // report is printed and the root nursery is dropped (the hard cancel).

@@ -63,7 +63,9 @@ pub(crate) fn signal_name(signal: i32) -> &'static str {
 
 /// What a shutdown shares between the watcher thread, `run`, and the guard.
 pub(crate) struct Shutdown {
-    scope: CancelHandle,
+    /// The scope a signal cancels; `None` until `run` has built its root
+    /// (a signal before then is applied when the scope is set).
+    scope: Mutex<Option<CancelHandle>>,
     /// The first signal received (0: none).
     signal: AtomicI32,
     forced: AtomicBool,
@@ -74,9 +76,9 @@ pub(crate) struct Shutdown {
 }
 
 impl Shutdown {
-    pub(crate) fn new(scope: CancelHandle, grace: Duration) -> Arc<Self> {
+    pub(crate) fn new(scope: Option<CancelHandle>, grace: Duration) -> Arc<Self> {
         Arc::new(Shutdown {
-            scope,
+            scope: Mutex::new(scope),
             signal: AtomicI32::new(0),
             forced: AtomicBool::new(false),
             event: Event::new(),
@@ -93,12 +95,28 @@ impl Shutdown {
         }
     }
 
+    /// Sets the scope to cancel; cancels it at once if a signal came first.
+    pub(crate) fn set_scope(&self, scope: CancelHandle) {
+        let mut slot = self.scope.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(signal) = self.signal() {
+            scope.node.cancel(CancelReason::Signal(signal));
+        }
+        *slot = Some(scope);
+    }
+
+    fn scope(&self) -> Option<CancelHandle> {
+        self.scope.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn grace(&self) -> Duration {
         *self.grace.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The first signal: cancel the scope, say so once.
     fn interrupt(&self, signal: i32) {
+        // Under the scope lock, so that `set_scope` either sees the signal
+        // or is seen here.
+        let scope = self.scope.lock().unwrap_or_else(|p| p.into_inner());
         if self
             .signal
             .compare_exchange(0, signal, Ordering::AcqRel, Ordering::Acquire)
@@ -112,7 +130,9 @@ impl Shutdown {
             signal_name(signal),
             self.grace(),
         );
-        self.scope.node.cancel(CancelReason::Signal(signal));
+        if let Some(scope) = &*scope {
+            scope.node.cancel(CancelReason::Signal(signal));
+        }
     }
 
     /// Forces the shutdown (invariant 3): prints the report once and wakes
@@ -124,11 +144,13 @@ impl Shutdown {
         if self.signal().is_some() {
             self.exit_armed.store(true, Ordering::SeqCst);
         }
-        let report = Report::of(&self.scope);
-        let _ = write!(
-            io::stderr(),
-            "hatchery: {why}; forcing the shutdown. {report}"
-        );
+        if let Some(scope) = self.scope() {
+            let report = Report::of(&scope);
+            let _ = write!(
+                io::stderr(),
+                "hatchery: {why}; forcing the shutdown. {report}"
+            );
+        }
         self.event.notify(usize::MAX);
     }
 
@@ -215,7 +237,7 @@ impl SignalGuard {
     /// assert_eq!(guard.interrupted(), None);
     /// ```
     pub fn install(scope: &CancelHandle) -> io::Result<SignalGuard> {
-        let shutdown = Shutdown::new(scope.clone(), DEFAULT_GRACE_PERIOD);
+        let shutdown = Shutdown::new(Some(scope.clone()), DEFAULT_GRACE_PERIOD);
         SignalGuard::watch(shutdown)
     }
 

@@ -59,7 +59,11 @@ impl fmt::Display for CancelReason {
             CancelReason::Explicit => f.write_str("cancel() was called"),
             CancelReason::Deadline => f.write_str("its deadline passed"),
             CancelReason::TaskFailed(task) => write!(f, "a sibling failed: {task}"),
-            CancelReason::Signal(signal) => write!(f, "the process received signal {signal}"),
+            CancelReason::Signal(signal) => write!(
+                f,
+                "the process received {} (signal {signal})",
+                crate::signal::signal_name(*signal)
+            ),
         }
     }
 }

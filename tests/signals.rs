@@ -1,0 +1,476 @@
+//! Real processes, real signals: each example (and a few probes, which are
+//! this test binary re-run in a special mode) is started as a child process,
+//! sent SIGINT or SIGTERM with `kill`, and judged by its output and exit
+//! status.
+//!
+//! A process started in the background by a script inherits SIGINT as
+//! ignored, and hatchery leaves an ignored signal alone; so the children are
+//! started through `env --default-signal` where it exists.
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Long enough for a debug build on a loaded two-core machine; a test that
+/// waits this long has failed.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdout: Vec<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+fn example(name: &str) -> PathBuf {
+    // `cargo test` builds the examples next to the test binaries' directory.
+    let exe = std::env::current_exe().expect("current_exe");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .join("examples")
+        .join(name);
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--example", name])
+            .status()
+            .expect("cargo build --example");
+        assert!(status.success(), "could not build example {name}");
+    }
+    path
+}
+
+fn command(program: PathBuf) -> Command {
+    let env_resets = Command::new("env")
+        .args(["--default-signal=INT,TERM", "true"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if env_resets {
+        let mut command = Command::new("env");
+        command.arg("--default-signal=INT,TERM").arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn spawn(mut command: Command) -> Proc {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the child process");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let (send, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    Proc {
+        child,
+        lines,
+        stdout: Vec::new(),
+        stderr,
+    }
+}
+
+impl Proc {
+    /// Waits for a stdout line containing `needle`; returns it.
+    fn expect_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.stdout.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "no line containing {needle:?}; stdout so far:\n{}",
+                        self.stdout.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    fn kill(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the exit; returns the status, all of stdout and stderr.
+    fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "the child did not exit; stdout:\n{}",
+                    self.stdout.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.stdout.push(line);
+        }
+        let stderr = self.stderr.join().expect("stderr reader");
+        (status, self.stdout, stderr)
+    }
+}
+
+fn count(lines: &[String], needle: &str) -> usize {
+    lines.iter().filter(|line| line.contains(needle)).count()
+}
+
+const SHUTDOWN_LINE: &str = "shutting down gracefully";
+
+#[test]
+fn shleepy_cleans_up_on_sigint_and_exits_130() {
+    let mut proc = spawn(command(example("shleepy")));
+    proc.expect_line("shleepy: going to sleep");
+    proc.expect_line("shleepier: going to sleep");
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(count(&stdout, "cancelled after"), 2, "{stdout:?}");
+    assert_eq!(count(&stdout, "cleaned up"), 2, "{stdout:?}");
+    // Nothing on stderr but the one shutdown line.
+    let stderr_lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(stderr_lines.len(), 1, "stderr: {stderr}");
+    assert!(stderr_lines[0].contains(SHUTDOWN_LINE), "stderr: {stderr}");
+    assert!(stderr_lines[0].contains("SIGINT"), "stderr: {stderr}");
+}
+
+#[test]
+fn shleepy_exits_143_on_sigterm() {
+    let mut proc = spawn(command(example("shleepy")));
+    proc.expect_line("shleepier: going to sleep");
+    proc.kill("TERM");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(status.code(), Some(143), "stderr: {stderr}");
+    assert_eq!(count(&stdout, "cleaned up"), 2, "{stdout:?}");
+    assert!(stderr.contains("SIGTERM"), "stderr: {stderr}");
+}
+
+#[test]
+fn shielded_writers_finish_their_record_while_waiters_are_cancelled() {
+    let mut proc = spawn(command(example("shielded")));
+    for i in 1..=3 {
+        proc.expect_line(&format!("waiter {i}: waiting"));
+    }
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    for i in 1..=3 {
+        assert_eq!(
+            count(&stdout, &format!("waiter {i}: cancelled")),
+            1,
+            "{stdout:?}"
+        );
+        // The record in flight when the signal came was finished...
+        let started = count(&stdout, &format!("writer {i}: writing record"));
+        let done = count(&stdout, &format!("writer {i}: record"));
+        assert_eq!(
+            done - started,
+            0,
+            "writer {i} left a record half-written: {stdout:?}"
+        );
+        // ...and then the writer stopped instead of starting another one.
+        assert_eq!(
+            count(&stdout, &format!("writer {i}: stopping")),
+            1,
+            "{stdout:?}"
+        );
+    }
+    // Every waiter was cancelled before any writer finished its record.
+    let last_cancel = stdout
+        .iter()
+        .rposition(|l| l.contains(": cancelled"))
+        .unwrap();
+    let first_done = stdout.iter().position(|l| l.contains(" done")).unwrap();
+    assert!(last_cancel < first_done, "{stdout:?}");
+}
+
+#[test]
+fn a_second_sigint_while_children_clean_up_forces_the_shutdown() {
+    let mut proc = spawn(command(example("shielded")));
+    proc.expect_line("waiter 3: waiting");
+    proc.kill("INT");
+    proc.expect_line("waiter 3: cancelled");
+    // The writers are inside their shielded 2 s write: force it.
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(status.code(), Some(130), "stderr: {stderr}");
+    assert!(stderr.contains("received SIGINT again"), "stderr: {stderr}");
+    // The report names the writers that were dropped mid-record, and the
+    // shield each one held.
+    for i in 1..=3 {
+        assert!(
+            stderr.contains(&format!("task `writer {i}` spawned at examples")),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.contains("[shield held]"), "{stderr}");
+    assert_eq!(
+        count(&stdout, " done"),
+        0,
+        "the hard cancel dropped the writes: {stdout:?}"
+    );
+}
+
+fn line_of(file: &str, needle: &str) -> usize {
+    let source = std::fs::read_to_string(file).expect("read the example's source");
+    source
+        .lines()
+        .position(|line| line.contains(needle))
+        .expect("needle in source")
+        + 1
+}
+
+#[test]
+fn stuck_reports_the_stubborn_task_when_the_grace_period_runs_out() {
+    let mut proc = spawn(command(example("stuck")));
+    proc.expect_line("stubborn: waiting");
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(status.code(), Some(130), "stderr: {stderr}");
+    assert_eq!(
+        count(&stdout, "polite: cancelled, cleaned up"),
+        1,
+        "{stdout:?}"
+    );
+    assert_eq!(count(&stdout, "stubborn: done"), 0, "{stdout:?}");
+    assert!(
+        stderr.contains("the grace period ran out"),
+        "stderr: {stderr}"
+    );
+    let line = line_of("examples/stuck.rs", "n.spawn_named(\"stubborn\"");
+    let location = format!("task `stubborn` spawned at examples/stuck.rs:{line}:");
+    assert!(
+        stderr.contains(&location),
+        "expected {location:?} in:\n{stderr}"
+    );
+    // The polite task had finished: the report lists only the stubborn one.
+    assert!(stderr.contains("1 task still running"), "stderr: {stderr}");
+    assert!(!stderr.contains("`polite`"), "stderr: {stderr}");
+}
+
+#[test]
+fn stuck_exits_at_once_on_a_second_sigint() {
+    let mut proc = spawn(command(example("stuck")));
+    proc.expect_line("stubborn: waiting");
+    proc.kill("INT");
+    proc.expect_line("polite: cancelled");
+    proc.kill("INT");
+    let (status, _stdout, stderr) = proc.finish();
+    assert_eq!(status.code(), Some(130), "stderr: {stderr}");
+    // Forced by the signal, not by the (1 s) grace period.
+    assert!(stderr.contains("received SIGINT again"), "stderr: {stderr}");
+    assert!(!stderr.contains("grace period ran out"), "stderr: {stderr}");
+    assert!(stderr.contains("task `stubborn`"), "stderr: {stderr}");
+}
+
+#[test]
+fn echo_server_finishes_the_message_in_flight_then_closes() {
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    let mut proc = spawn(command(example("echo_server")));
+    let line = proc.expect_line("listening on ");
+    let addr = line.trim_start_matches("listening on ").trim().to_owned();
+    let connect = || {
+        let stream = TcpStream::connect(&addr).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        (BufReader::new(stream.try_clone().unwrap()), stream)
+    };
+    let read_line = |reader: &mut BufReader<TcpStream>| {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read a line");
+        line
+    };
+    // An idle connection, and one with a message half sent.
+    let (mut idle_reader, mut idle) = connect();
+    idle.write_all(b"hello\n").unwrap();
+    assert_eq!(read_line(&mut idle_reader), "hello\n");
+    let (mut busy_reader, mut busy) = connect();
+    busy.write_all(b"first half, ").unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // the server is inside the message
+    proc.kill("INT");
+    proc.expect_line("no longer accepting");
+    busy.write_all(b"second half\n").unwrap();
+    assert_eq!(read_line(&mut busy_reader), "first half, second half\n");
+    assert_eq!(read_line(&mut busy_reader), "server shutting down, bye\n");
+    assert_eq!(read_line(&mut busy_reader), "", "then the server closes");
+    assert_eq!(read_line(&mut idle_reader), "server shutting down, bye\n");
+    assert_eq!(read_line(&mut idle_reader), "");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        count(&stdout, "served 2 connections, closed 2 at shutdown"),
+        1,
+        "{stdout:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Probes: this test binary, re-run with HATCHERY_PROBE set, is the child.
+
+fn run_probe(mode: &str) -> Proc {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut command = command(exe);
+    command
+        .args(["--exact", "probe", "--nocapture", "--test-threads=1"])
+        .env("HATCHERY_PROBE", mode);
+    spawn(command)
+}
+
+/// The child side of the probes; does nothing in a normal test run.
+#[test]
+fn probe() {
+    use hatchery::{Cancelled, Nursery, run, sleep};
+
+    let Ok(mode) = std::env::var("HATCHERY_PROBE") else {
+        return;
+    };
+    let raise = || signal_hook::low_level::raise(signal_hook::consts::SIGINT).unwrap();
+    match mode.as_str() {
+        // A signal before the body has been polled even once.
+        "startup" => {
+            let _ = run(|n: Nursery<'_, Cancelled>| {
+                raise();
+                async move {
+                    n.spawn(async {
+                        let slept = sleep(Duration::from_secs(30)).await;
+                        println!("child: cancelled={}", slept.is_err());
+                        slept
+                    });
+                    Ok(())
+                }
+            });
+            println!("run returned (should have exited)");
+        }
+        // A signal as the body returns: nothing waits for it any more.
+        "late" => {
+            let _ = run(|_n: Nursery<'_, Cancelled>| async move {
+                raise();
+                Ok(())
+            });
+            println!("run returned (should have exited)");
+        }
+        // After run returns, SIGINT does what it did before: terminate.
+        "after" => {
+            let out = run(|_n: Nursery<'_, Cancelled>| async move { Ok(5) });
+            println!("run returned {out:?}");
+            std::thread::sleep(PATIENCE);
+            println!("still alive: the default action was not restored");
+        }
+        // exit_on_signal(false): run returns a value that says so.
+        "returns" => {
+            let out = hatchery::Builder::new().exit_on_signal(false).run(
+                |_n: Nursery<'_, Cancelled>| async move {
+                    raise();
+                    sleep(Duration::from_secs(30)).await?;
+                    Ok(())
+                },
+            );
+            let error = out.unwrap_err();
+            println!("interrupted={:?} display={error}", error.interrupted());
+            std::process::exit(7);
+        }
+        other => panic!("unknown probe {other}"),
+    }
+}
+
+#[test]
+fn a_signal_during_start_up_cancels_the_root_before_the_body_runs() {
+    let (status, stdout, stderr) = run_probe("startup").finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(count(&stdout, "child: cancelled=true"), 1, "{stdout:?}");
+    assert_eq!(count(&stdout, "run returned"), 0, "{stdout:?}");
+}
+
+#[test]
+fn a_signal_as_the_body_returns_is_still_honoured() {
+    let (status, stdout, stderr) = run_probe("late").finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(count(&stdout, "run returned"), 0, "{stdout:?}");
+}
+
+#[test]
+fn the_default_action_is_restored_after_run_returns() {
+    let mut proc = run_probe("after");
+    proc.expect_line("run returned Ok(Some(5))");
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.signal(),
+        Some(2),
+        "{status:?}\nstdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(count(&stdout, "still alive"), 0);
+    assert!(!stderr.contains(SHUTDOWN_LINE), "stderr: {stderr}");
+}
+
+#[test]
+fn without_exit_on_signal_run_returns_the_interruption() {
+    let (status, stdout, stderr) = run_probe("returns").finish();
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        count(&stdout, "interrupted=Some(2) display=interrupted by SIGINT"),
+        1,
+        "{stdout:?}"
+    );
+}
