@@ -46,6 +46,13 @@
 //! after the root scope is cancelled. [`Nursery::spawn_blocking`] runs
 //! blocking closures on a thread pool with a cancel handle they can poll.
 //!
+//! **Signals shut a program down, and escalate** ([`signal`], `src/report.rs`).
+//! Under [`run`], the first SIGINT/SIGTERM cancels the root scope; the
+//! second, or the grace period running out, prints a [`Report`] of who is
+//! still running (task names, spawn locations, ages, cancel reasons, shields)
+//! and drops what is left; the third exits at once. The exit status is 130
+//! or 143. [`SignalGuard`] does the same for a scope of your own runtime.
+//!
 //! **Drop is the hard cancel.** Dropping a nursery or scope future drops its
 //! children at once; their `Drop` runs and nothing keeps running. The graceful
 //! path is always: cancel, let tasks see `Cancelled`, let them return.

@@ -87,3 +87,26 @@ impl fmt::Display for TaskInfo {
         }
     }
 }
+
+/// With the `tracing` feature, runs `future` inside a span named `task`
+/// whose fields are the task's name and spawn location; otherwise returns
+/// it as it is.
+#[cfg(feature = "tracing")]
+pub(crate) fn instrument<F: std::future::Future>(
+    future: F,
+    info: &TaskInfo,
+) -> tracing::instrument::Instrumented<F> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "task",
+        name = info.name().unwrap_or("unnamed"),
+        spawned_at = %info.location(),
+    );
+    future.instrument(span)
+}
+
+#[cfg(not(feature = "tracing"))]
+#[inline(always)]
+pub(crate) fn instrument<F>(future: F, _info: &TaskInfo) -> F {
+    future
+}

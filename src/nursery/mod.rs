@@ -407,7 +407,9 @@ macro_rules! handle_methods {
             where
                 F: Future<Output = Result<(), E>> + $($bound)* 'a,
             {
-                if let Err(error) = self.shared.push(Box::pin(future), TaskInfo::new(None)) {
+                let info = TaskInfo::new(None);
+                let future = crate::task::instrument(future, &info);
+                if let Err(error) = self.shared.push(Box::pin(future), info) {
                     closed_panic(error)
                 }
             }
@@ -439,6 +441,7 @@ macro_rules! handle_methods {
                 F: Future<Output = Result<(), E>> + $($bound)* 'a,
             {
                 let info = TaskInfo::new(Some(name.into()));
+                let future = crate::task::instrument(future, &info);
                 if let Err(error) = self.shared.push(Box::pin(future), info) {
                     closed_panic(error)
                 }
@@ -465,7 +468,9 @@ macro_rules! handle_methods {
             where
                 F: Future<Output = Result<(), E>> + $($bound)* 'a,
             {
-                self.shared.push(Box::pin(future), TaskInfo::new(None))
+                let info = TaskInfo::new(None);
+                let future = crate::task::instrument(future, &info);
+                self.shared.push(Box::pin(future), info)
             }
 
             /// Spawns a child and waits until it reports that it is ready by
@@ -512,13 +517,14 @@ macro_rules! handle_methods {
                 V: 'a,
             {
                 let (status, state) = Started::new(Arc::clone(&self.shared.node));
-                let boxed: $child<'a, E> = Box::pin(child(status));
+                let info = TaskInfo::new(None);
+                let boxed: $child<'a, E> = Box::pin(crate::task::instrument(child(status), &info));
                 StartFuture::new(
                     Arc::clone(&self.shared),
                     boxed,
                     state,
                     |scoped: Scoped<$child<'a, E>, E>| -> $child<'a, E> { Box::pin(scoped) },
-                    TaskInfo::new(None),
+                    info,
                 )
             }
 
@@ -581,6 +587,7 @@ macro_rules! handle_methods {
                 E: Send + 'env,
             {
                 let info = TaskInfo::new(None);
+                let future = crate::task::instrument(future, &info);
                 let join = spawn_parallel(spawner, Arc::clone(&self.shared.node), future, info.clone());
                 if let Err(error) = self.shared.push(Box::pin(join), info) {
                     closed_panic(error)
@@ -644,6 +651,7 @@ macro_rules! handle_methods {
             {
                 let spawner = default_spawner().ok_or(SpawnError::NoExecutor)?;
                 let info = TaskInfo::new(None);
+                let future = crate::task::instrument(future, &info);
                 let join = spawn_parallel(&*spawner, Arc::clone(&self.shared.node), future, info.clone());
                 self.shared.push(Box::pin(join), info)
             }
