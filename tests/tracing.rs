@@ -3,7 +3,6 @@
 #![cfg(feature = "tracing")]
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hatchery::{Cancelled, Nursery, nursery};
@@ -11,14 +10,16 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
+/// Each event's fields, and the span it happened in.
+type Events = Arc<Mutex<Vec<(String, Option<u64>)>>>;
+
 /// Records each span as "name{field=value,...}", and the span each event
 /// happened in.
 #[derive(Default, Clone)]
 struct Recorder {
     spans: Arc<Mutex<Vec<String>>>,
     current: Arc<Mutex<Vec<u64>>>,
-    events: Arc<Mutex<Vec<(String, Option<u64>)>>>,
-    next: Arc<AtomicU64>,
+    events: Events,
 }
 
 struct Fields(String);
@@ -41,7 +42,6 @@ impl Subscriber for Recorder {
         span.record(&mut fields);
         let mut spans = self.spans.lock().unwrap();
         spans.push(format!("{}{{{}}}", span.metadata().name(), fields.0));
-        self.next.fetch_add(1, Ordering::Relaxed);
         Id::from_u64(spans.len() as u64)
     }
     fn record(&self, _: &Id, _: &Record<'_>) {}
