@@ -179,27 +179,34 @@ impl Drop for BlockingEntry {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Report {
-    root: Option<Entry>,
+    /// The scopes of the tree in preorder, for `Display`.
+    items: Vec<Item>,
     tasks: Vec<TaskState>,
     scopes: Vec<ScopeState>,
     blocking: Vec<TaskState>,
 }
 
-/// One scope of the tree, with the tasks and scopes under it.
+/// One scope of the tree, in preorder: its depth, whether it is the last
+/// of its siblings, and its tasks. Flat, so that neither formatting nor
+/// dropping a report recurses (trees can be thousands of scopes deep).
 #[derive(Debug, Clone)]
-struct Entry {
+struct Item {
     scope: usize,
+    depth: usize,
+    last: bool,
+    has_children: bool,
     tasks: Vec<usize>,
-    children: Vec<Entry>,
 }
 
-/// A frame of the report's walk: a node's entry and its children still to
-/// visit.
-struct Frame {
-    entry: Entry,
-    pending: Vec<Arc<Node>>,
-    path: String,
+/// A scope still to visit in the report's walk.
+struct Pending {
+    node: Arc<Node>,
+    depth: usize,
+    last: bool,
 }
+
+/// Paths longer than this many scopes are shown with their middle elided.
+const PATH_MAX: usize = 12;
 
 /// A task in a [`Report`]: who it is, how long it has run, what it is doing.
 ///
@@ -534,12 +541,14 @@ impl Report {
     fn from_root(root: Option<Arc<Node>>) -> Report {
         let now = clock::now();
         let mut report = Report {
-            root: None,
+            items: Vec::new(),
             tasks: Vec::new(),
             scopes: Vec::new(),
             blocking: Vec::new(),
         };
-        report.root = root.map(|root| report.walk(root, String::new(), now));
+        if let Some(root) = root {
+            report.walk(root, now);
+        }
         for (_, record) in lock(&BLOCKING).iter() {
             report.blocking.push(TaskState {
                 info: record.info.clone(),
@@ -552,80 +561,70 @@ impl Report {
         report
     }
 
-    /// Snapshots `node` and its subtree (iteratively: trees can be deep).
-    fn walk(&mut self, root: Arc<Node>, path: String, now: Instant) -> Entry {
-        let mut stack = vec![self.visit(&root, path, now)];
-        loop {
-            let top = stack.last_mut().expect("the stack holds the root");
-            match top.pending.pop() {
-                Some(child) => {
-                    let path = top.path.clone();
-                    let frame = self.visit(&child, path, now);
-                    stack.push(frame);
-                }
-                None => {
-                    let done = stack.pop().expect("non-empty");
-                    match stack.last_mut() {
-                        Some(parent) => parent.entry.children.push(done.entry),
-                        None => return done.entry,
-                    }
+    /// Snapshots `root` and its subtree, in preorder, iteratively.
+    fn walk(&mut self, root: Arc<Node>, now: Instant) {
+        let mut pending = vec![Pending {
+            node: root,
+            depth: 0,
+            last: true,
+        }];
+        // The labels of the current node and its ancestors, outermost first.
+        let mut labels: Vec<String> = Vec::new();
+        while let Some(Pending { node, depth, last }) = pending.pop() {
+            let snapshot = node.snapshot();
+            let label = match &snapshot.kind {
+                Kind::Nursery(table) => format!("nursery at {}", table.location),
+                Kind::Scope(location) => format!("cancel scope at {location}"),
+                Kind::Starting => "starting task".to_owned(),
+            };
+            labels.truncate(depth);
+            labels.push(label.clone());
+            let path = path_of(&labels);
+            let cancelled = snapshot.effectively_cancelled;
+            self.scopes.push(ScopeState {
+                label,
+                nursery: matches!(snapshot.kind, Kind::Nursery(_)),
+                location: match &snapshot.kind {
+                    Kind::Nursery(table) => Some(table.location),
+                    Kind::Scope(location) => Some(location),
+                    Kind::Starting => None,
+                },
+                cancelled,
+                reason: snapshot.reason,
+                shielded: snapshot.shield,
+                deadline: snapshot.deadline,
+                path: path.clone(),
+            });
+            let mut item = Item {
+                scope: self.scopes.len() - 1,
+                depth,
+                last,
+                has_children: !snapshot.children.is_empty(),
+                tasks: Vec::new(),
+            };
+            if let Kind::Nursery(table) = &snapshot.kind {
+                let tasks = lock(&table.tasks);
+                for record in tasks.iter().flatten() {
+                    item.tasks.push(self.tasks.len());
+                    self.tasks.push(TaskState {
+                        info: record.info.clone(),
+                        age: now.saturating_duration_since(record.since),
+                        cleaning_up: cancelled,
+                        path: path.clone(),
+                        abandoned: false,
+                    });
                 }
             }
-        }
-    }
-
-    /// Snapshots one node: its scope entry and its tasks.
-    fn visit(&mut self, node: &Arc<Node>, parent_path: String, now: Instant) -> Frame {
-        let snapshot = node.snapshot();
-        let label = match &snapshot.kind {
-            Kind::Nursery(table) => format!("nursery at {}", table.location),
-            Kind::Scope(location) => format!("cancel scope at {location}"),
-            Kind::Starting => "starting task".to_owned(),
-        };
-        let path = if parent_path.is_empty() {
-            label.clone()
-        } else {
-            format!("{parent_path} > {label}")
-        };
-        let cancelled = snapshot.effectively_cancelled;
-        self.scopes.push(ScopeState {
-            label,
-            nursery: matches!(snapshot.kind, Kind::Nursery(_)),
-            location: match &snapshot.kind {
-                Kind::Nursery(table) => Some(table.location),
-                Kind::Scope(location) => Some(location),
-                Kind::Starting => None,
-            },
-            cancelled,
-            reason: snapshot.reason,
-            shielded: snapshot.shield,
-            deadline: snapshot.deadline,
-            path: path.clone(),
-        });
-        let mut entry = Entry {
-            scope: self.scopes.len() - 1,
-            tasks: Vec::new(),
-            children: Vec::new(),
-        };
-        if let Kind::Nursery(table) = &snapshot.kind {
-            let tasks = lock(&table.tasks);
-            for record in tasks.iter().flatten() {
-                entry.tasks.push(self.tasks.len());
-                self.tasks.push(TaskState {
-                    info: record.info.clone(),
-                    age: now.saturating_duration_since(record.since),
-                    cleaning_up: cancelled,
-                    path: path.clone(),
-                    abandoned: false,
+            self.items.push(item);
+            // Pushed in reverse, so that they are visited in entry order.
+            let count = snapshot.children.len();
+            for (index, child) in snapshot.children.into_iter().enumerate().rev() {
+                pending.push(Pending {
+                    node: child,
+                    depth: depth + 1,
+                    last: index + 1 == count,
                 });
             }
-        }
-        let mut pending = snapshot.children;
-        pending.reverse(); // visit in the order they were entered
-        Frame {
-            entry,
-            pending,
-            path,
         }
     }
 
@@ -665,53 +664,68 @@ impl Report {
         &self.blocking
     }
 
-    fn fmt_entry(&self, f: &mut fmt::Formatter<'_>, entry: &Entry, indent: &str) -> fmt::Result {
-        let scope = &self.scopes[entry.scope];
-        write!(f, "{}", scope.label)?;
-        if let Some(reason) = &scope.reason {
-            write!(f, " [cancelled: {reason}]")?;
-        } else if scope.cancelled {
-            write!(f, " [cancelled from outside]")?;
-        }
-        if scope.shielded {
-            write!(f, " [shield held]")?;
-        }
-        if let Some(deadline) = scope.deadline {
-            let now = clock::now();
-            match deadline.checked_duration_since(now) {
-                Some(left) => write!(f, " [deadline in {}]", Age(left))?,
-                None => write!(f, " [deadline passed]")?,
+    fn fmt_tree(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `guides[d]` continues the line of the ancestor at depth `d + 1`.
+        let mut guides: Vec<&str> = Vec::new();
+        for item in &self.items {
+            guides.truncate(item.depth.saturating_sub(1));
+            if item.depth > 0 {
+                let indent = guides.concat();
+                write!(f, "{indent}{}", if item.last { "└─ " } else { "├─ " })?;
+                guides.push(if item.last { "   " } else { "│  " });
             }
-        }
-        writeln!(f)?;
-        let total = entry.tasks.len() + entry.children.len();
-        let mut index = 0;
-        for &task in &entry.tasks {
-            index += 1;
-            let last = index == total;
-            let task = &self.tasks[task];
-            let status = if task.cleaning_up {
-                "cleaning up"
-            } else {
-                "running"
-            };
-            writeln!(
-                f,
-                "{indent}{} {}, age {}, {status}",
-                if last { "└─" } else { "├─" },
-                task.info,
-                Age(task.age),
-            )?;
-        }
-        for child in &entry.children {
-            index += 1;
-            let last = index == total;
-            write!(f, "{indent}{} ", if last { "└─" } else { "├─" })?;
-            let deeper = format!("{indent}{}", if last { "   " } else { "│  " });
-            self.fmt_entry(f, child, &deeper)?;
+            let inner = guides.concat();
+            let scope = &self.scopes[item.scope];
+            write!(f, "{}", scope.label)?;
+            if let Some(reason) = &scope.reason {
+                write!(f, " [cancelled: {reason}]")?;
+            } else if scope.cancelled {
+                write!(f, " [cancelled from outside]")?;
+            }
+            if scope.shielded {
+                write!(f, " [shield held]")?;
+            }
+            if let Some(deadline) = scope.deadline {
+                match deadline.checked_duration_since(clock::now()) {
+                    Some(left) => write!(f, " [deadline in {}]", Age(left))?,
+                    None => write!(f, " [deadline passed]")?,
+                }
+            }
+            writeln!(f)?;
+            for (index, &task) in item.tasks.iter().enumerate() {
+                let last = index + 1 == item.tasks.len() && !item.has_children;
+                let task = &self.tasks[task];
+                let status = if task.cleaning_up {
+                    "cleaning up"
+                } else {
+                    "running"
+                };
+                writeln!(
+                    f,
+                    "{inner}{}{}, age {}, {status}",
+                    if last { "└─ " } else { "├─ " },
+                    task.info,
+                    Age(task.age),
+                )?;
+            }
         }
         Ok(())
     }
+}
+
+/// Joins labels into a path, eliding the middle of very deep ones.
+fn path_of(labels: &[String]) -> String {
+    if labels.len() <= PATH_MAX {
+        return labels.join(" > ");
+    }
+    let head = &labels[..2];
+    let tail = &labels[labels.len() - (PATH_MAX - 3)..];
+    let skipped = labels.len() - head.len() - tail.len();
+    format!(
+        "{} > ({skipped} more) > {}",
+        head.join(" > "),
+        tail.join(" > ")
+    )
 }
 
 /// Formats a duration for people: `850ms`, `3.2s`, `2m05s`.
@@ -739,9 +753,7 @@ impl fmt::Display for Report {
             "{running} task{} still running:",
             if running == 1 { "" } else { "s" }
         )?;
-        if let Some(root) = &self.root {
-            self.fmt_entry(f, root, "")?;
-        }
+        self.fmt_tree(f)?;
         if !self.blocking.is_empty() {
             let abandoned = self.blocking.iter().filter(|t| t.abandoned).count();
             writeln!(

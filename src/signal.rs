@@ -70,8 +70,9 @@ pub(crate) struct Shutdown {
     signal: AtomicI32,
     forced: AtomicBool,
     event: Event,
-    /// Set once forced: the next signal exits from the handler.
-    exit_armed: Arc<AtomicBool>,
+    /// Set once forced: the next signal exits from the handler, with the
+    /// status of the first signal (one flag per status: 130, 143).
+    exit_armed: [Arc<AtomicBool>; 2],
     grace: Mutex<Duration>,
 }
 
@@ -82,7 +83,10 @@ impl Shutdown {
             signal: AtomicI32::new(0),
             forced: AtomicBool::new(false),
             event: Event::new(),
-            exit_armed: Arc::new(AtomicBool::new(false)),
+            exit_armed: [
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+            ],
             grace: Mutex::new(grace),
         })
     }
@@ -112,17 +116,35 @@ impl Shutdown {
         *self.grace.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The first signal: cancel the scope, say so once.
-    fn interrupt(&self, signal: i32) {
-        // Under the scope lock, so that `set_scope` either sees the signal
-        // or is seen here.
-        let scope = self.scope.lock().unwrap_or_else(|p| p.into_inner());
-        if self
-            .signal
-            .compare_exchange(0, signal, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
+    /// Arms the handlers' exit, with the status of the first signal.
+    fn arm_exit(&self) {
+        let index = usize::from(self.signal() == Some(15));
+        self.exit_armed[index].store(true, Ordering::SeqCst);
+    }
+
+    /// The first signal: cancel the scope, then say so once. Returns false if
+    /// a signal had already been recorded.
+    fn interrupt(&self, signal: i32) -> bool {
         {
-            return;
+            // Under the scope lock, so that `set_scope` either sees the
+            // signal or is seen here.
+            let scope = self.scope.lock().unwrap_or_else(|p| p.into_inner());
+            if self
+                .signal
+                .compare_exchange(0, signal, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return false;
+            }
+            if let Some(scope) = &*scope {
+                scope.node.cancel(CancelReason::Signal(signal));
+            }
+        }
+        if self.is_forced() {
+            // The shutdown was forced already (its grace period ran out
+            // before any signal): this signal escalates, the next one exits.
+            self.arm_exit();
+            return true;
         }
         let _ = writeln!(
             io::stderr(),
@@ -130,9 +152,7 @@ impl Shutdown {
             signal_name(signal),
             self.grace(),
         );
-        if let Some(scope) = &*scope {
-            scope.node.cancel(CancelReason::Signal(signal));
-        }
+        true
     }
 
     /// Forces the shutdown (invariant 3): prints the report once and wakes
@@ -142,7 +162,7 @@ impl Shutdown {
             return;
         }
         if self.signal().is_some() {
-            self.exit_armed.store(true, Ordering::SeqCst);
+            self.arm_exit();
         }
         if let Some(scope) = self.scope() {
             let report = Report::of(&scope);
@@ -383,9 +403,9 @@ mod imp {
         }
     }
 
-    /// Registers the process-wide idle behaviour once, counts the guard in,
-    /// and returns the signals to watch.
-    fn enter() -> io::Result<Vec<i32>> {
+    /// Registers the process-wide idle behaviour once; returns the signals
+    /// a guard watches (those not ignored before the first guard).
+    fn watched() -> io::Result<Vec<i32>> {
         let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
         let global = match &mut *global {
             Some(global) => global,
@@ -396,7 +416,7 @@ mod imp {
                         Before::Ignored => None,
                         Before::Caught => Some(None),
                         Before::Default => {
-                            let idle = Arc::new(AtomicBool::new(false));
+                            let idle = Arc::new(AtomicBool::new(true));
                             flag::register_conditional_default(signal, Arc::clone(&idle))?;
                             Some(Some(idle))
                         }
@@ -406,17 +426,25 @@ mod imp {
                 none.insert(Global { active: 0, watched })
             }
         };
-        global.active += 1;
-        let mut signals = Vec::new();
-        for (signal, entry) in &global.watched {
-            if let Some(idle) = entry {
-                if let Some(idle) = idle {
+        Ok(global
+            .watched
+            .iter()
+            .filter(|(_, entry)| entry.is_some())
+            .map(|(signal, _)| *signal)
+            .collect())
+    }
+
+    /// Counts a guard in: the idle behaviour is off while any is active.
+    fn enter() {
+        let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(global) = &mut *global {
+            global.active += 1;
+            for (_, entry) in &global.watched {
+                if let Some(Some(idle)) = entry {
                     idle.store(false, Ordering::SeqCst);
                 }
-                signals.push(*signal);
             }
         }
-        Ok(signals)
     }
 
     /// Counts a guard out; the last one restores the idle behaviour.
@@ -436,6 +464,8 @@ mod imp {
 
     pub(super) struct Watcher {
         ids: Vec<SigId>,
+        /// Counted in by `enter` (undone by `unregister`).
+        entered: bool,
         stop: UnixStream,
         thread: Option<JoinHandle<()>>,
     }
@@ -444,20 +474,25 @@ mod imp {
         pub(super) fn start(shutdown: Arc<Shutdown>) -> io::Result<Watcher> {
             let (mut reader, writer) = UnixStream::pair()?;
             let last = Arc::new(AtomicUsize::new(0));
-            let signals = enter()?;
             let mut watcher = Watcher {
                 ids: Vec::new(),
+                entered: false,
                 stop: writer.try_clone()?,
                 thread: None,
             };
-            for signal in signals {
-                // Order matters: the exit check runs before anything else.
-                let code = 128 + signal;
-                watcher.ids.push(flag::register_conditional_shutdown(
-                    signal,
-                    code,
-                    Arc::clone(&shutdown.exit_armed),
-                )?);
+            for signal in watched()? {
+                // Order matters: the exit checks run before anything else.
+                // Both statuses are registered; only the first signal's is
+                // armed, so a third signal exits with the first one's status.
+                for (code, armed) in [
+                    (130, &shutdown.exit_armed[0]),
+                    (143, &shutdown.exit_armed[1]),
+                ] {
+                    let armed = Arc::clone(armed);
+                    watcher
+                        .ids
+                        .push(flag::register_conditional_shutdown(signal, code, armed)?);
+                }
                 let value = usize::try_from(signal).unwrap_or(0);
                 watcher
                     .ids
@@ -466,6 +501,10 @@ mod imp {
                     .ids
                     .push(low_level::pipe::register(signal, writer.try_clone()?)?);
             }
+            // Only now that the handlers exist is the idle behaviour turned
+            // off: no gap in which a signal does nothing (invariant 2).
+            enter();
+            watcher.entered = true;
             let thread = std::thread::Builder::new()
                 .name("hatchery-signals".into())
                 .spawn(move || watch(&mut reader, &last, &shutdown))?;
@@ -483,13 +522,13 @@ mod imp {
         }
 
         fn unregister(&mut self) {
-            if self.ids.is_empty() {
-                return;
+            // The idle behaviour first, then the handlers: no gap.
+            if std::mem::take(&mut self.entered) {
+                leave();
             }
             for id in self.ids.drain(..) {
                 low_level::unregister(id);
             }
-            leave();
         }
     }
 
@@ -535,8 +574,17 @@ mod imp {
                         let signal = i32::try_from(last.load(Ordering::SeqCst)).unwrap_or(2);
                         match received {
                             1 => {
-                                shutdown.interrupt(signal);
-                                phase = Phase::Graceful(Instant::now() + shutdown.grace());
+                                if !shutdown.interrupt(signal) || shutdown.is_forced() {
+                                    // Forced already: this was the second step.
+                                    received = 2;
+                                    phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
+                                    continue;
+                                }
+                                // An unbounded grace period never times out.
+                                phase = match Instant::now().checked_add(shutdown.grace()) {
+                                    Some(at) => Phase::Graceful(at),
+                                    None => Phase::Waiting,
+                                };
                             }
                             2 => {
                                 let why = format!("received {} again", signal_name(signal));
@@ -577,8 +625,7 @@ mod imp {
     }
 
     fn exit(shutdown: &Shutdown) -> ! {
-        let code = 128 + shutdown.signal().unwrap_or(2);
-        let _ = io::stdout().flush();
-        low_level::exit(code)
+        // No flush: a wedged thread may hold the stdout lock.
+        low_level::exit(128 + shutdown.signal().unwrap_or(2))
     }
 }

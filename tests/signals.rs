@@ -418,6 +418,20 @@ fn probe() {
             println!("interrupted={:?} display={error}", error.interrupted());
             std::process::exit(7);
         }
+        // An unbounded grace period: the second signal still forces.
+        "maxgrace" => {
+            let _ = hatchery::Builder::new().grace_period(Duration::MAX).run(
+                |n: Nursery<'_, Cancelled>| async move {
+                    n.spawn_named("stubborn", async {
+                        async_io::Timer::after(Duration::from_secs(30)).await;
+                        Ok(())
+                    });
+                    println!("ready");
+                    Ok(())
+                },
+            );
+            println!("run returned (should have exited)");
+        }
         other => panic!("unknown probe {other}"),
     }
 }
@@ -473,4 +487,21 @@ fn without_exit_on_signal_run_returns_the_interruption() {
         1,
         "{stdout:?}"
     );
+}
+
+#[test]
+fn an_unbounded_grace_period_still_escalates_on_the_second_signal() {
+    let mut proc = run_probe("maxgrace");
+    proc.expect_line("ready");
+    proc.kill("INT");
+    std::thread::sleep(Duration::from_millis(200));
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert!(stderr.contains("received SIGINT again"), "stderr: {stderr}");
+    assert!(stderr.contains("task `stubborn`"), "stderr: {stderr}");
 }

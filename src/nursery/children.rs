@@ -239,8 +239,9 @@ impl<C> Children<C> {
 
     /// Drops every child at once (the hard cancel).
     pub(crate) fn clear(&mut self) {
-        self.slab.clear();
+        // The table first: a child's `Drop` may panic.
         self.table.clear();
+        self.slab.clear();
         self.finished.clear();
     }
 }

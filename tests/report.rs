@@ -1,0 +1,109 @@
+//! The report of who is still running: its tree, and trees too deep to walk
+//! recursively.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use hatchery::{CancelScope, Cancelled, Nursery, Report, checkpoint, nursery, sleep_forever};
+
+#[test]
+fn the_report_draws_nurseries_tasks_and_scopes_as_a_tree() {
+    let shield = CancelScope::new().shield(true);
+    let shield_handle = shield.handle();
+    let text = futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        n.spawn_named("outer task", async {
+            sleep_forever().await?;
+            Ok(())
+        });
+        n.spawn(async {
+            nursery(|inner: Nursery<'_, Cancelled>| async move {
+                inner.spawn_named("inner task", async {
+                    sleep_forever().await?;
+                    Ok(())
+                });
+                shield.run(sleep_forever()).await?;
+                Ok(())
+            })
+            .await?;
+            Ok(())
+        });
+        for _ in 0..3 {
+            checkpoint().await?;
+        }
+        let report = Report::capture();
+        n.cancel_scope().cancel();
+        shield_handle.cancel();
+        Ok(report.to_string())
+    }))
+    .unwrap()
+    .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "3 tasks still running:", "{text}");
+    assert!(
+        lines[1].starts_with("nursery at tests/report.rs:"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("├─ task `outer task` spawned at tests/report.rs:"),
+        "{text}"
+    );
+    assert!(lines[2].ends_with(", running"), "{text}");
+    assert!(
+        lines[3].starts_with("├─ unnamed task spawned at tests/report.rs:"),
+        "{text}"
+    );
+    assert!(
+        lines[4].starts_with("└─ nursery at tests/report.rs:"),
+        "{text}"
+    );
+    assert!(lines[5].starts_with("   ├─ task `inner task`"), "{text}");
+    assert!(
+        lines[6].starts_with("   └─ cancel scope at tests/report.rs:"),
+        "{text}"
+    );
+    assert!(lines[6].ends_with("[shield held]"), "{text}");
+    assert_eq!(lines.len(), 7, "{text}");
+}
+
+/// Enters `depth` nested scopes, then snapshots the whole tree.
+fn nest(depth: usize) -> Pin<Box<dyn Future<Output = Result<Report, Cancelled>>>> {
+    Box::pin(async move {
+        if depth == 0 {
+            return Ok(Report::capture());
+        }
+        let inner = CancelScope::new().run(nest(depth - 1)).await?;
+        Ok(inner.expect("nothing is cancelled"))
+    })
+}
+
+#[test]
+fn a_deep_tree_is_reported_without_recursion() {
+    const DEPTH: usize = 3_000;
+    // Entering the scopes recurses through nested futures: a big stack.
+    let report = std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(|| futures::executor::block_on(nest(DEPTH)).unwrap())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(report.scopes().len(), DEPTH);
+    // Formatting and dropping happen on a thread with a small stack.
+    let text = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || {
+            let text = report.to_string();
+            let deepest = report.scopes().last().unwrap().path().to_owned();
+            drop(report);
+            (text, deepest)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(text.0.lines().count(), DEPTH + 1);
+    assert!(text.1.contains("more) > cancel scope at"), "{}", text.1);
+    assert!(
+        text.1.len() < 2_000,
+        "the path is elided: {} bytes",
+        text.1.len()
+    );
+}
