@@ -41,6 +41,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// What a node of the status tree is, for the report.
+#[derive(Clone)]
 pub(crate) enum Kind {
     /// A [`CancelScope`](crate::CancelScope) entered at this location.
     Scope(&'static Location<'static>),
@@ -783,14 +784,4 @@ pub(crate) struct NodeSnapshot {
     pub(crate) shield: bool,
     pub(crate) deadline: Option<Instant>,
     pub(crate) children: Vec<Arc<Node>>,
-}
-
-impl Clone for Kind {
-    fn clone(&self) -> Self {
-        match self {
-            Kind::Scope(location) => Kind::Scope(location),
-            Kind::Nursery(table) => Kind::Nursery(Arc::clone(table)),
-            Kind::Starting => Kind::Starting,
-        }
-    }
 }

@@ -126,10 +126,15 @@ impl Node {
     /// one lock, no user code).
     pub(crate) fn snapshot(&self) -> NodeSnapshot {
         let inner = self.lock();
+        // Not `is_cancelled`: recording an expiry would take this lock again.
+        let state = self.state();
         NodeSnapshot {
             kind: self.kind.clone(),
-            effectively_cancelled: self.state() == CANCELLED
-                || (self.state() != NEVER && clock::now_nanos() >= self.state()),
+            effectively_cancelled: match state {
+                CANCELLED => true,
+                NEVER => false,
+                deadline => clock::now_nanos() >= deadline,
+            },
             reason: inner.reason.clone(),
             shield: inner.shield,
             deadline: inner.deadline,
