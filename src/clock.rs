@@ -4,8 +4,17 @@
 //! process-wide epoch, so that a checkpoint can compare them with one load.
 //! Encoding: `0` is reserved for "cancelled" and `u64::MAX` for "no deadline",
 //! so every real instant maps into `1..u64::MAX`.
+//!
+//! With the `test-util` feature, a thread may run under a virtual clock
+//! (`testing::VirtualClock`): `now` then reads the virtual time and `timer_at`
+//! registers with that clock instead of async-io's reactor. Virtual instants
+//! are ordinary [`Instant`]s (they start at the real time the clock was made
+//! and only move forward), so the encoding above covers them too.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::LazyLock;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// State value of a scope that is effectively cancelled.
@@ -15,8 +24,13 @@ pub(crate) const NEVER: u64 = u64::MAX;
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
-/// The current time.
+/// The current time: the virtual time if this thread runs under a virtual
+/// clock, else the real time.
 pub(crate) fn now() -> Instant {
+    #[cfg(feature = "test-util")]
+    if let Some(now) = virtual_time::now() {
+        return now;
+    }
     // Force the epoch first so that `now() >= epoch` always holds.
     let _ = *EPOCH;
     Instant::now()
@@ -39,7 +53,196 @@ pub(crate) fn now_nanos() -> u64 {
     to_nanos(now())
 }
 
-/// A timer that fires at `instant`.
-pub(crate) fn timer_at(instant: Instant) -> async_io::Timer {
-    async_io::Timer::at(instant)
+/// A timer that fires at `instant` of this thread's clock.
+pub(crate) fn timer_at(instant: Instant) -> Timer {
+    #[cfg(feature = "test-util")]
+    if let Some(timer) = virtual_time::timer_at(instant) {
+        return Timer::Virtual(timer);
+    }
+    Timer::Real(async_io::Timer::at(instant))
+}
+
+/// A one-shot timer on the real or a virtual clock; completes once its
+/// instant has passed.
+pub(crate) enum Timer {
+    Real(async_io::Timer),
+    #[cfg(feature = "test-util")]
+    Virtual(virtual_time::Timer),
+}
+
+impl Timer {
+    /// Moves the timer to fire at `instant` instead.
+    pub(crate) fn set_at(&mut self, instant: Instant) {
+        match self {
+            Timer::Real(timer) => timer.set_at(instant),
+            #[cfg(feature = "test-util")]
+            Timer::Virtual(timer) => timer.set_at(instant),
+        }
+    }
+}
+
+impl Future for Timer {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.get_mut() {
+            Timer::Real(timer) => Pin::new(timer).poll(cx).map(drop),
+            #[cfg(feature = "test-util")]
+            Timer::Virtual(timer) => timer.poll(cx),
+        }
+    }
+}
+
+/// Virtual time (the `test-util` feature).
+///
+/// # Invariants
+///
+/// 1. Virtual time never moves backwards; it moves only by `advance_to`.
+/// 2. Every pending virtual timer has exactly one entry in `timers`, keyed by
+///    its instant and a unique id, holding the waker of its last poll; the
+///    entry goes when the timer fires, is moved, or is dropped. So the first
+///    key is the next instant anything waits for.
+/// 3. `advance_to` wakes every timer whose instant has come, after releasing
+///    the lock (a waker may poll at once).
+#[cfg(feature = "test-util")]
+pub(crate) mod virtual_time {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex, MutexGuard};
+    use std::task::{Context, Poll, Waker};
+    use std::time::Instant;
+
+    thread_local! {
+        static CURRENT: RefCell<Option<Arc<Clock>>> = const { RefCell::new(None) };
+    }
+
+    pub(crate) struct Clock {
+        state: Mutex<State>,
+    }
+
+    struct State {
+        now: Instant,
+        timers: BTreeMap<(Instant, u64), Waker>,
+        next_id: u64,
+    }
+
+    impl Clock {
+        pub(crate) fn new(start: Instant) -> Arc<Clock> {
+            Arc::new(Clock {
+                state: Mutex::new(State {
+                    now: start,
+                    timers: BTreeMap::new(),
+                    next_id: 0,
+                }),
+            })
+        }
+
+        fn lock(&self) -> MutexGuard<'_, State> {
+            self.state
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+
+        pub(crate) fn now(&self) -> Instant {
+            self.lock().now
+        }
+
+        /// The earliest instant a pending timer waits for.
+        pub(crate) fn next_timer(&self) -> Option<Instant> {
+            self.lock().timers.keys().next().map(|&(at, _)| at)
+        }
+
+        /// Moves the time forward to `to` (never back) and wakes the timers
+        /// that are due (invariants 1 and 3). Returns how many it woke.
+        pub(crate) fn advance_to(&self, to: Instant) -> usize {
+            let due = {
+                let mut state = self.lock();
+                let now = state.now.max(to);
+                state.now = now;
+                let later = state.timers.split_off(&(now, u64::MAX));
+                std::mem::replace(&mut state.timers, later)
+            };
+            let woken = due.len();
+            for waker in due.into_values() {
+                waker.wake();
+            }
+            woken
+        }
+
+        /// Makes this clock the current thread's clock while `f` runs.
+        pub(crate) fn enter<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {
+            struct Restore(Option<Arc<Clock>>);
+            impl Drop for Restore {
+                fn drop(&mut self) {
+                    let previous = self.0.take();
+                    CURRENT.with(|current| *current.borrow_mut() = previous);
+                }
+            }
+            let previous = CURRENT.with(|current| current.borrow_mut().replace(Arc::clone(self)));
+            let _restore = Restore(previous);
+            f()
+        }
+    }
+
+    /// The current thread's clock, if it runs under one.
+    pub(crate) fn current() -> Option<Arc<Clock>> {
+        CURRENT.with(|current| current.borrow().clone())
+    }
+
+    pub(crate) fn now() -> Option<Instant> {
+        CURRENT.with(|current| current.borrow().as_ref().map(|clock| clock.now()))
+    }
+
+    pub(crate) fn timer_at(at: Instant) -> Option<Timer> {
+        current().map(|clock| Timer {
+            clock,
+            at,
+            id: None,
+        })
+    }
+
+    pub(crate) struct Timer {
+        clock: Arc<Clock>,
+        at: Instant,
+        /// The key's id while registered (invariant 2).
+        id: Option<u64>,
+    }
+
+    impl Timer {
+        pub(crate) fn set_at(&mut self, at: Instant) {
+            if let Some(id) = self.id.take() {
+                self.clock.lock().timers.remove(&(self.at, id));
+            }
+            self.at = at;
+        }
+
+        pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+            let mut state = self.clock.lock();
+            if state.now >= self.at {
+                if let Some(id) = self.id.take() {
+                    state.timers.remove(&(self.at, id));
+                }
+                return Poll::Ready(());
+            }
+            let id = *self.id.get_or_insert_with(|| {
+                state.next_id += 1;
+                state.next_id
+            });
+            match state.timers.get_mut(&(self.at, id)) {
+                Some(waker) => waker.clone_from(cx.waker()),
+                None => {
+                    state.timers.insert((self.at, id), cx.waker().clone());
+                }
+            }
+            Poll::Pending
+        }
+    }
+
+    impl Drop for Timer {
+        fn drop(&mut self) {
+            if let Some(id) = self.id {
+                self.clock.lock().timers.remove(&(self.at, id));
+            }
+        }
+    }
 }

@@ -92,12 +92,16 @@ mod checkpoint;
 mod clock;
 mod context;
 mod error;
+mod live;
 mod nursery;
 mod report;
 mod run;
 pub mod signal;
 mod spawn;
+mod sync;
 mod task;
+#[cfg(feature = "test-util")]
+pub mod testing;
 mod time;
 
 pub use cancel::{
@@ -116,8 +120,20 @@ pub use spawn::{BoxTask, Spawn, TaskGuard};
 pub use task::TaskInfo;
 pub use time::{
     DurationError, Sleep, current_effective_deadline, fail_after, fail_at, move_on_after,
-    move_on_at, seconds, sleep, sleep_forever, sleep_until,
+    move_on_at, now, seconds, sleep, sleep_forever, sleep_until,
 };
+
+// `nursery::children` is private to `nursery`: the loom models compile the same
+// file a second time, here.
+#[cfg(hatchery_loom)]
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "nursery/children.rs"]
+mod loom_children;
+
+#[cfg(hatchery_loom)]
+#[doc(hidden)]
+#[path = "loom.rs"]
+pub mod __loom;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -333,7 +333,7 @@ impl Builder {
                     match clock::now().checked_add(grace_period) {
                         Some(at) => clock::timer_at(at).await,
                         None => std::future::pending().await,
-                    };
+                    }
                     shutdown.force("the grace period ran out");
                 };
                 out_of_grace.or(shutdown.forced()).await;

@@ -88,25 +88,27 @@ impl fmt::Display for TaskInfo {
     }
 }
 
-/// With the `tracing` feature, runs `future` inside a span named `task`
-/// whose fields are the task's name and spawn location; otherwise returns
-/// it as it is.
-#[cfg(feature = "tracing")]
+/// Wraps a task's future: with the `tracing` feature, runs it inside a span
+/// named `task` whose fields are the task's name and spawn location; with
+/// `test-util`, counts it among the live tasks. Otherwise returns it as it is.
+#[inline(always)]
 pub(crate) fn instrument<F: std::future::Future>(
     future: F,
     info: &TaskInfo,
-) -> tracing::instrument::Instrumented<F> {
-    use tracing::Instrument;
-    let span = tracing::info_span!(
-        "task",
-        name = info.name().unwrap_or("unnamed"),
-        spawned_at = %info.location(),
-    );
-    future.instrument(span)
-}
-
-#[cfg(not(feature = "tracing"))]
-#[inline(always)]
-pub(crate) fn instrument<F>(future: F, _info: &TaskInfo) -> F {
+) -> impl std::future::Future<Output = F::Output> + use<F> {
+    #[cfg(feature = "tracing")]
+    let future = {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "task",
+            name = info.name().unwrap_or("unnamed"),
+            spawned_at = %info.location(),
+        );
+        future.instrument(span)
+    };
+    #[cfg(not(feature = "tracing"))]
+    let _ = info;
+    #[cfg(feature = "test-util")]
+    let future = crate::live::Counted::new(future);
     future
 }

@@ -130,6 +130,33 @@ impl Future for Sleep {
     }
 }
 
+/// hatchery's current time: the instant its sleeps and deadlines are measured
+/// against. It is [`Instant::now`], except on a thread that runs under a
+/// virtual clock (`hatchery::testing::VirtualClock`, the `test-util` feature),
+/// where it is the virtual time. Use it to compute deadlines in code that you
+/// want to test under virtual time.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{move_on_at, now, sleep};
+///
+/// # futures::executor::block_on(async {
+/// let deadline = now() + Duration::from_millis(5);
+/// let out = move_on_at(deadline, async {
+///     sleep(Duration::from_secs(3600)).await?;
+///     Ok::<_, hatchery::Cancelled>(())
+/// })
+/// .await;
+/// assert_eq!(out, Ok(None));
+/// assert!(now() >= deadline);
+/// # });
+/// ```
+pub fn now() -> Instant {
+    clock::now()
+}
+
 /// The deadline that applies to the running task: the earliest deadline of the
 /// current scope and its enclosing scopes up to the first shield. `None` when
 /// no deadline applies; an instant in the past when the scope is already

@@ -28,17 +28,20 @@
 //! 5. `event` is notified after every state change, outside the lock; waiters
 //!    listen, re-check, then sleep, so no change is missed.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use event_listener::{Event, EventListener};
 use slab::Slab;
 
 use super::CancelReason;
 use crate::clock::{self, CANCELLED, NEVER};
 use crate::error::Cancelled;
+use crate::live::{LISTENERS, SCOPES, Token};
 use crate::report::{Kind, NodeSnapshot};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use crate::sync::{Arc, Event, EventListener, Mutex, MutexGuard};
 
 pub(crate) struct Node {
     state: AtomicU64,
@@ -51,6 +54,21 @@ pub(crate) struct Node {
     listened: AtomicBool,
     /// What this node is, for the report.
     kind: Kind,
+    _live: Token<SCOPES>,
+}
+
+/// A listener to a node's state changes, counted while it exists.
+pub(crate) struct Listener {
+    listener: EventListener,
+    _live: Token<LISTENERS>,
+}
+
+impl Future for Listener {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.listener).poll(cx)
+    }
 }
 
 pub(crate) struct Inner {
@@ -106,6 +124,7 @@ impl Node {
             event: Event::new(),
             listened: AtomicBool::new(false),
             kind,
+            _live: Token::new(),
         })
     }
 
@@ -151,12 +170,15 @@ impl Node {
         self.state.load(Ordering::Acquire)
     }
 
-    pub(crate) fn listen(&self) -> EventListener {
+    pub(crate) fn listen(&self) -> Listener {
         self.listened.store(true, Ordering::Relaxed);
         // Pairs with the fence in `recompute_locked`: either the updater sees
         // `listened`, or the waiter's re-check after listening sees the state.
         fence(Ordering::SeqCst);
-        self.event.listen()
+        Listener {
+            listener: self.event.listen(),
+            _live: Token::new(),
+        }
     }
 
     /// The checkpoint test: one atomic load on the fast path.

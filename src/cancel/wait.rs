@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use event_listener::EventListener;
 use futures_lite::FutureExt;
 
-use super::tree::Node;
+use super::tree::{Listener, Node};
 use crate::clock::{self, NEVER};
 
 /// Why a wait ended.
@@ -30,8 +29,8 @@ pub(crate) enum Woke {
 pub(crate) struct Wait {
     /// The node listened to, with its listener: a future polled in another
     /// scope than before listens to that scope instead.
-    listener: Option<(Arc<Node>, EventListener)>,
-    timer: Option<(Instant, async_io::Timer)>,
+    listener: Option<(Arc<Node>, Listener)>,
+    timer: Option<(Instant, clock::Timer)>,
 }
 
 impl Wait {

@@ -28,14 +28,14 @@
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 use atomic_waker::AtomicWaker;
 use slab::Slab;
 
 use crate::report::TaskTable;
+use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{Arc, Mutex};
 use crate::task::TaskInfo;
 
 /// The index the nursery body uses in the ready queue.

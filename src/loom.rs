@@ -1,0 +1,178 @@
+//! Hooks for the loom models in `tests/loom.rs` (only with
+//! `RUSTFLAGS="--cfg hatchery_loom"`): a cancel-tree node and a nursery's
+//! child set, behind thin handles, with the crate's own waiter.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::cancel::tree::Node;
+use crate::cancel::wait::Wait;
+use crate::loom_children::{BODY, Children, Wakeup};
+use crate::report::{Kind, TaskTable};
+
+/// A node's state while it is effectively cancelled.
+pub const CANCELLED: u64 = crate::clock::CANCELLED;
+/// A node's state while nothing applies to it.
+pub const NEVER: u64 = crate::clock::NEVER;
+
+/// One node of the cancel tree (an entered scope).
+#[derive(Clone)]
+pub struct Scope(Arc<Node>);
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope").finish_non_exhaustive()
+    }
+}
+
+impl Scope {
+    /// A new node, unshielded or not, linked under `parent` (a root without).
+    pub fn new(parent: Option<&Scope>, shield: bool) -> Scope {
+        let node = Node::new(None, shield, Kind::Starting);
+        node.link(parent.map(|parent| &parent.0));
+        Scope(node)
+    }
+
+    /// `Node::cancel` (an explicit cancel).
+    pub fn cancel(&self) {
+        self.0.cancel(crate::CancelReason::Explicit);
+    }
+
+    /// `Node::set_shield`.
+    pub fn set_shield(&self, shield: bool) {
+        self.0.set_shield(shield);
+    }
+
+    /// `Node::unlink` (what a scope does when it exits).
+    pub fn unlink(&self) {
+        self.0.unlink();
+    }
+
+    /// The cached effective state (one load).
+    pub fn state(&self) -> u64 {
+        self.0.state()
+    }
+
+    /// The checkpoint test failed.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.check().is_err()
+    }
+
+    /// The scope was cancelled itself.
+    pub fn cancel_called(&self) -> bool {
+        self.0.lock().cancel_called
+    }
+
+    /// The scope is shielded.
+    pub fn shield(&self) -> bool {
+        self.0.lock().shield
+    }
+
+    /// The scope is linked under a parent.
+    pub fn has_parent(&self) -> bool {
+        self.0.parent().is_some()
+    }
+
+    /// How many children are linked under this scope.
+    pub fn children(&self) -> usize {
+        self.0.snapshot().children.len()
+    }
+
+    /// How many references to the node exist (handles and tree links).
+    pub fn references(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
+    /// `Node::listen`: fires after the next change of the state.
+    pub fn listen(&self) -> impl Future<Output = ()> + Send + Unpin + 'static {
+        self.0.listen()
+    }
+
+    /// The crate's waiter (`cancel::wait::Wait`), without a deadline:
+    /// ready once the node is effectively cancelled.
+    pub fn cancelled(&self) -> WaitCancelled {
+        WaitCancelled {
+            node: Arc::clone(&self.0),
+            wait: Wait::default(),
+        }
+    }
+}
+
+/// See [`Scope::cancelled`].
+pub struct WaitCancelled {
+    node: Arc<Node>,
+    wait: Wait,
+}
+
+impl fmt::Debug for WaitCancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitCancelled").finish_non_exhaustive()
+    }
+}
+
+impl Future for WaitCancelled {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.wait.poll(Some(&this.node), None, cx).map(drop)
+    }
+}
+
+type Child = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A nursery's child set (`nursery::children`), driven the way the
+/// nursery future drives it.
+pub struct ChildSet {
+    wakeup: Arc<Wakeup>,
+    children: Children<Child>,
+}
+
+impl fmt::Debug for ChildSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSet").finish_non_exhaustive()
+    }
+}
+
+impl Default for ChildSet {
+    fn default() -> Self {
+        let wakeup = Arc::new(Wakeup::default());
+        let table = TaskTable::new(Location::caller());
+        ChildSet {
+            children: Children::new(Arc::clone(&wakeup), table),
+            wakeup,
+        }
+    }
+}
+
+impl ChildSet {
+    /// Adds a child; the next poll admits it.
+    pub fn spawn(&mut self, child: impl Future<Output = ()> + Send + 'static) {
+        self.children
+            .incoming()
+            .push((Box::pin(child), crate::TaskInfo::new(None)));
+    }
+
+    /// One poll of the nursery future's loop: registers the poller's
+    /// waker, takes the batch, polls the children in it. Ready once no
+    /// child is left.
+    pub fn poll_children(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.wakeup.waker.register(cx.waker());
+        let batch = self.children.take_batch();
+        for &index in &batch {
+            if index != BODY {
+                let _ = self.children.poll(index);
+            }
+        }
+        self.children.recycle(batch);
+        if self.children.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! `hatchery::testing`: the virtual clock (autojump, manual advance, its
+//! reach into sleeps, deadlines, shields and nurseries) and the live counters.
+#![cfg(feature = "test-util")]
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hatchery::testing::{self, VirtualClock};
+use hatchery::{
+    CancelScope, Cancelled, Nursery, checkpoint, current_effective_deadline, fail_after,
+    move_on_after, now, nursery, sleep, sleep_forever,
+};
+
+/// The live counters are process-wide: tests that compare them run one at a time.
+static COUNTING: Mutex<()> = Mutex::new(());
+
+const HOUR: Duration = Duration::from_secs(3600);
+const SEC: Duration = Duration::from_secs(1);
+
+/// A tree of sleeping tasks under nested deadlines and a shield; returns what
+/// happened, with virtual timestamps relative to the start.
+fn scenario() -> Vec<(String, Duration)> {
+    testing::run(async {
+        let start = now();
+        let log = Mutex::new(Vec::new());
+        let note = |what: &str| log.lock().unwrap().push((what.to_string(), now() - start));
+        let note = &note;
+        let out = move_on_after(HOUR, async {
+            nursery(|n: Nursery<'_, Cancelled>| async move {
+                n.spawn(async move {
+                    sleep(HOUR * 2)
+                        .await
+                        .inspect_err(|_| note("sleeper cancelled"))?;
+                    note("sleeper woke");
+                    Ok(())
+                });
+                n.spawn(async move {
+                    for minute in 1..=3 {
+                        sleep(SEC * 60).await?;
+                        note(&format!("minute {minute}"));
+                    }
+                    Ok(())
+                });
+                n.spawn(async move {
+                    sleep_forever()
+                        .await
+                        .inspect_err(|_| note("cleanup starts"))?;
+                    Ok(())
+                });
+                n.spawn(async move {
+                    // The shield holds past the outer deadline; the scope's
+                    // own timeout still applies.
+                    CancelScope::new()
+                        .shield(true)
+                        .timeout(HOUR + SEC * 30)
+                        .run(async {
+                            sleep_forever().await.ok();
+                            Ok::<_, Cancelled>(())
+                        })
+                        .await?;
+                    note("shielded work done");
+                    Ok(())
+                });
+                Ok(())
+            })
+            .await
+            .map_err(|_| Cancelled)
+        })
+        .await;
+        note(&format!("move_on_after returned {out:?}"));
+        log.into_inner().unwrap()
+    })
+}
+
+#[test]
+fn an_hour_long_scenario_runs_in_virtual_time_with_exact_timestamps() {
+    let log = scenario();
+    let at = |what: &str| {
+        log.iter()
+            .find(|(seen, _)| seen == what)
+            .unwrap_or_else(|| panic!("{what:?} missing from {log:?}"))
+            .1
+    };
+    assert_eq!(at("minute 1"), SEC * 60);
+    assert_eq!(at("minute 3"), SEC * 180);
+    assert_eq!(at("sleeper cancelled"), HOUR);
+    assert_eq!(at("cleanup starts"), HOUR);
+    assert_eq!(at("shielded work done"), HOUR + SEC * 30);
+    assert_eq!(at("move_on_after returned Ok(None)"), HOUR + SEC * 30);
+    assert!(!log.iter().any(|(what, _)| what == "sleeper woke"));
+}
+
+#[test]
+fn the_same_program_gives_the_same_result_every_time() {
+    let first = scenario();
+    for _ in 0..5 {
+        assert_eq!(scenario(), first);
+    }
+}
+
+#[test]
+fn fail_after_times_out_after_exactly_its_timeout() {
+    let (out, took) = testing::run(async {
+        let start = now();
+        let out = fail_after(SEC * 10, async {
+            sleep(SEC * 60).await?;
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        (out, now() - start)
+    });
+    assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(took, SEC * 10);
+}
+
+#[test]
+fn time_stands_still_while_a_task_can_run() {
+    let elapsed = testing::run(async {
+        let start = now();
+        for _ in 0..1000 {
+            checkpoint().await.unwrap();
+        }
+        now() - start
+    });
+    assert_eq!(elapsed, Duration::ZERO);
+}
+
+#[test]
+fn deadlines_are_read_from_the_virtual_clock() {
+    testing::run(async {
+        let start = now();
+        move_on_after(SEC * 5, async {
+            assert_eq!(current_effective_deadline(), Some(start + SEC * 5));
+            let handle = hatchery::current_scope().unwrap();
+            sleep(SEC * 2).await?;
+            // Moving the deadline relative to the virtual `now`.
+            handle.set_deadline(now() + SEC * 10);
+            sleep(SEC * 9).await?;
+            assert_eq!(now() - start, SEC * 11);
+            let last = sleep(SEC * 9).await;
+            assert_eq!(
+                last,
+                Err(Cancelled),
+                "the deadline at 12 s cancels this sleep"
+            );
+            Ok::<(), Cancelled>(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(now() - start, SEC * 12);
+    });
+}
+
+#[test]
+fn without_autojump_only_advance_moves_time() {
+    let clock = VirtualClock::new().autojump_threshold(Duration::MAX);
+    let start = clock.now();
+    let ticker = clock.clone();
+    let woke_at = clock.run(async move {
+        futures_lite::future::or(
+            async {
+                sleep(SEC * 3).await.unwrap();
+                Some(now())
+            },
+            async {
+                for _ in 0..100 {
+                    ticker.advance(Duration::from_millis(500));
+                    checkpoint().await.unwrap();
+                }
+                None
+            },
+        )
+        .await
+    });
+    assert_eq!(woke_at, Some(start + SEC * 3));
+}
+
+#[test]
+fn a_threshold_lets_work_on_other_threads_finish_before_the_jump() {
+    let clock = VirtualClock::new().autojump_threshold(Duration::from_millis(200));
+    let start = clock.now();
+    let out = clock.run(async {
+        futures_lite::future::or(async { Some(blocking::unblock(|| 7).await) }, async {
+            sleep(HOUR).await.unwrap();
+            None
+        })
+        .await
+    });
+    assert_eq!(out, Some(7));
+    assert_eq!(clock.now(), start, "the clock never jumped");
+}
+
+#[test]
+fn outside_a_virtual_clock_time_is_real() {
+    let before = std::time::Instant::now();
+    let now = now();
+    assert!(now >= before && now <= std::time::Instant::now());
+}
+
+#[test]
+fn nothing_is_left_alive_after_cancelled_and_failed_nurseries() {
+    let _one_at_a_time = COUNTING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let before = testing::live();
+    let during = testing::run(async {
+        let during = Mutex::new(None);
+        let during_ref = &during;
+        let out = nursery(|n: Nursery<'_, std::io::Error>| async move {
+            for _ in 0..10 {
+                n.spawn(async {
+                    sleep(HOUR).await?;
+                    Ok(())
+                });
+            }
+            n.spawn(async {
+                sleep(SEC).await?;
+                Err(std::io::Error::other("boom"))
+            });
+            // Every child is waiting by now.
+            sleep(SEC / 2).await?;
+            *during_ref.lock().unwrap() = Some(testing::live());
+            Ok(())
+        })
+        .await;
+        assert!(out.is_err());
+        during.into_inner().unwrap().unwrap()
+    });
+    assert_eq!(during.tasks - before.tasks, 11);
+    assert!(during.scopes > before.scopes);
+    assert_eq!(during.listeners - before.listeners, 11, "{during:?}");
+    assert_eq!(testing::live(), before);
+}
