@@ -1,0 +1,102 @@
+//! Replays the `nursery_tree` fuzz corpus (fuzz/corpus/nursery_tree/) without
+//! libFuzzer, plus a few thousand programs from a fixed-seed generator, and
+//! checks every invariant the fuzz target checks (see tests/fuzz_program).
+#![cfg(feature = "test-util")]
+
+use std::path::Path;
+use std::sync::Mutex;
+
+mod fuzz_program;
+
+/// `testing::live()` is process-wide: one run at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run_input(name: &str, data: &[u8], failures: &mut Vec<String>) -> Option<fuzz_program::Stats> {
+    let program = fuzz_program::decode(data);
+    match fuzz_program::run(&program) {
+        Ok(stats) => Some(stats),
+        Err(why) => {
+            failures.push(format!("{name}: {why}\n  program: {program:?}"));
+            None
+        }
+    }
+}
+
+#[test]
+fn the_corpus_replays_without_a_violation() {
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/nursery_tree");
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("cannot read the corpus at {}: {error}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    inputs.sort();
+    assert!(
+        inputs.len() >= 20,
+        "the corpus has only {} inputs",
+        inputs.len()
+    );
+    let mut failures = Vec::new();
+    let (mut nurseries, mut panics) = (0, 0);
+    for path in &inputs {
+        let data = std::fs::read(path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy();
+        if let Some(stats) = run_input(&name, &data, &mut failures) {
+            nurseries += stats.nurseries;
+            panics += usize::from(stats.panicked);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!(
+        "replayed {} inputs: {nurseries} nurseries, {panics} ended in a panic",
+        inputs.len()
+    );
+    assert!(
+        nurseries > inputs.len(),
+        "the corpus barely opens nurseries"
+    );
+}
+
+#[test]
+fn random_programs_keep_every_invariant() {
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let count: usize = std::env::var("HATCHERY_FUZZ_PROGRAMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3000);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut failures = Vec::new();
+    let (mut nurseries, mut scopes, mut polls, mut panics) = (0, 0, 0, 0);
+    for index in 0..count {
+        let len = (next() % 512) as usize;
+        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if let Some(stats) = run_input(&format!("random program {index}"), &data, &mut failures) {
+            nurseries += stats.nurseries;
+            scopes += stats.scopes;
+            polls += stats.polls;
+            panics += usize::from(stats.panicked);
+        }
+        if failures.len() >= 3 {
+            break;
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!(
+        "{count} random programs: {nurseries} nurseries, {scopes} scopes, {polls} polls, \
+         {panics} ended in a panic"
+    );
+    assert!(
+        nurseries > 2 * count,
+        "the generator barely opens nurseries"
+    );
+}
