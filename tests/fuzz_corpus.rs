@@ -100,3 +100,18 @@ fn random_programs_keep_every_invariant() {
         "the generator barely opens nurseries"
     );
 }
+
+/// Replays one input: `HATCHERY_FUZZ_INPUT=path cargo test --features test-util
+/// --test fuzz_corpus one_input -- --nocapture` (nothing to do without it).
+#[test]
+fn one_input() {
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Ok(path) = std::env::var("HATCHERY_FUZZ_INPUT") {
+        let data = std::fs::read(path).unwrap();
+        let mut failures = Vec::new();
+        run_input("one", &data, &mut failures);
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+}

@@ -350,10 +350,9 @@ impl World {
             return; // the error goes to the caller of start()
         }
         let nursery = &mut self.nurseries[task.nursery];
-        if let Err(fault) = result {
-            if let Fault::Code(code) = fault {
-                nursery.raised.push(*code);
-            }
+        // A failure cancels the nursery; a cancellation does not.
+        if let Err(Fault::Code(code)) = result {
+            nursery.raised.push(*code);
             let scope = nursery.scope;
             self.fail(scope);
         }
