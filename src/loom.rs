@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::cancel::tree::Node;
-use crate::cancel::wait::Wait;
 use crate::loom_children::{BODY, Children, Wakeup};
 use crate::report::{Kind, TaskTable};
 
@@ -92,34 +91,10 @@ impl Scope {
         self.0.listen()
     }
 
-    /// The crate's waiter (`cancel::wait::Wait`), without a deadline:
-    /// ready once the node is effectively cancelled.
-    pub fn cancelled(&self) -> WaitCancelled {
-        WaitCancelled {
-            node: Arc::clone(&self.0),
-            wait: Wait::default(),
-        }
-    }
-}
-
-/// See [`Scope::cancelled`].
-pub struct WaitCancelled {
-    node: Arc<Node>,
-    wait: Wait,
-}
-
-impl fmt::Debug for WaitCancelled {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WaitCancelled").finish_non_exhaustive()
-    }
-}
-
-impl Future for WaitCancelled {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        this.wait.poll(Some(&this.node), None, cx).map(drop)
+    /// The crate's own waiter (`CancelHandle::cancelled`, built on
+    /// `cancel::wait::Wait`): ready once the node is effectively cancelled.
+    pub fn cancelled(&self) -> crate::HandleCancelled {
+        crate::CancelHandle::from_node(Arc::clone(&self.0)).cancelled()
     }
 }
 

@@ -225,6 +225,20 @@ struct Task {
     panicked: Cell<bool>,
 }
 
+impl Task {
+    /// A task of nursery `nursery`; one with a `caller` is `start()`ing.
+    fn new(nursery: usize, caller: Option<Rc<Task>>, ancestors: Vec<usize>) -> Rc<Task> {
+        Rc::new(Task {
+            nursery,
+            attached: Cell::new(caller.is_none()),
+            caller,
+            ancestors,
+            completed: Cell::new(false),
+            panicked: Cell::new(false),
+        })
+    }
+}
+
 #[derive(Default)]
 struct World {
     scopes: Vec<MScope>,
@@ -246,6 +260,27 @@ impl World {
         if self.violations.len() < 20 {
             self.violations.push(what);
         }
+    }
+
+    /// A new nursery (its scope is set once it exists).
+    fn new_nursery(&mut self, scope: usize, ancestors: Vec<usize>) -> usize {
+        self.nurseries.push(MNursery {
+            scope,
+            alive: 0,
+            raised: Vec::new(),
+            panics: Vec::new(),
+            resumed: 0,
+            dropped: false,
+            ancestors,
+        });
+        self.nurseries.len() - 1
+    }
+
+    /// Nursery `nid` and every nursery around it.
+    fn within(&self, nid: usize) -> Vec<usize> {
+        let mut nurseries = vec![nid];
+        nurseries.extend(&self.nurseries[nid].ancestors);
+        nurseries
     }
 
     /// The scope a step names: any but the two around the whole program
@@ -547,18 +582,8 @@ fn spawn(at: &At<'_>, body: Block) {
     let w = &at.world;
     let (task, scope) = {
         let world = w.borrow();
-        let nursery = &world.nurseries[at.nid];
-        let mut ancestors = vec![at.nid];
-        ancestors.extend(&nursery.ancestors);
-        let task = Rc::new(Task {
-            nursery: at.nid,
-            attached: Cell::new(true),
-            caller: None,
-            ancestors,
-            completed: Cell::new(false),
-            panicked: Cell::new(false),
-        });
-        (task, nursery.scope)
+        let task = Task::new(at.nid, None, world.within(at.nid));
+        (task, world.nurseries[at.nid].scope)
     };
     let alive = Alive::new(w, &task);
     let child = At {
@@ -579,19 +604,10 @@ async fn start(at: &At<'_>, before: Block, after: Block) -> Result<(), Fault> {
     let w = &at.world;
     let (task, nursery_scope) = {
         let world = w.borrow();
-        let nursery = &world.nurseries[at.nid];
-        let mut ancestors = vec![at.nid];
-        ancestors.extend(&nursery.ancestors);
+        let mut ancestors = world.within(at.nid);
         ancestors.extend(&at.task.ancestors);
-        let task = Rc::new(Task {
-            nursery: at.nid,
-            attached: Cell::new(false),
-            caller: Some(Rc::clone(&at.task)),
-            ancestors,
-            completed: Cell::new(false),
-            panicked: Cell::new(false),
-        });
-        (task, nursery.scope)
+        let task = Task::new(at.nid, Some(Rc::clone(&at.task)), ancestors);
+        (task, world.nurseries[at.nid].scope)
     };
     let alive = Alive::new(w, &task);
     // Before `started`, the child runs in the caller's scope.
@@ -624,21 +640,11 @@ async fn nested(at: &At<'_>, body: Block, drop_after: Option<u8>) -> Result<(), 
     let w = &at.world;
     let nid = {
         let mut world = w.borrow_mut();
-        let mut ancestors = vec![at.nid];
-        ancestors.extend(&world.nurseries[at.nid].ancestors);
+        let mut ancestors = world.within(at.nid);
         ancestors.extend(&at.task.ancestors);
         ancestors.sort_unstable();
         ancestors.dedup();
-        world.nurseries.push(MNursery {
-            scope: usize::MAX,
-            alive: 0,
-            raised: Vec::new(),
-            panics: Vec::new(),
-            resumed: 0,
-            dropped: false,
-            ancestors,
-        });
-        world.nurseries.len() - 1
+        world.new_nursery(usize::MAX, ancestors)
     };
     let outer = at.clone();
     let future = local_nursery(move |n: LocalNursery<'_, Fault>| {
@@ -649,15 +655,7 @@ async fn nested(at: &At<'_>, body: Block, drop_after: Option<u8>) -> Result<(), 
             world.nurseries[nid].scope = scope;
             scope
         };
-        let ancestors = w.borrow().nurseries[nid].ancestors.clone();
-        let task = Rc::new(Task {
-            nursery: nid,
-            attached: Cell::new(true),
-            caller: None,
-            ancestors: [nid].into_iter().chain(ancestors).collect(),
-            completed: Cell::new(false),
-            panicked: Cell::new(false),
-        });
+        let task = Task::new(nid, None, w.borrow().within(nid));
         let alive = Alive::new(&w, &task);
         let inner = At {
             world: Rc::clone(&w),
@@ -833,26 +831,11 @@ pub fn run(program: &Block) -> Result<Stats, String> {
 
 fn drive(clock: &VirtualClock, world: &W, program: &Block) -> Result<Stats, String> {
     let outer = CancelScope::new();
-    let root_task = Rc::new(Task {
-        nursery: 0,
-        attached: Cell::new(true),
-        caller: None,
-        ancestors: Vec::new(),
-        completed: Cell::new(false),
-        panicked: Cell::new(false),
-    });
+    let root_task = Task::new(0, None, Vec::new());
     {
         let mut w = world.borrow_mut();
         let scope = w.new_scope(outer.handle(), None, false, None);
-        w.nurseries.push(MNursery {
-            scope,
-            alive: 0,
-            raised: Vec::new(),
-            panics: Vec::new(),
-            resumed: 0,
-            dropped: false,
-            ancestors: Vec::new(),
-        });
+        w.new_nursery(scope, Vec::new());
     }
     let program = Rc::clone(program);
     let world2 = Rc::clone(world);
