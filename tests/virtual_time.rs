@@ -11,8 +11,15 @@ use hatchery::{
     move_on_after, now, nursery, sleep, sleep_forever,
 };
 
-/// The live counters are process-wide: tests that compare them run one at a time.
-static COUNTING: Mutex<()> = Mutex::new(());
+/// The live counters are process-wide and every test here creates tasks and
+/// scopes: the tests of this file run one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 const HOUR: Duration = Duration::from_secs(3600);
 const SEC: Duration = Duration::from_secs(1);
@@ -74,6 +81,7 @@ fn scenario() -> Vec<(String, Duration)> {
 
 #[test]
 fn an_hour_long_scenario_runs_in_virtual_time_with_exact_timestamps() {
+    let _serial = one_at_a_time();
     let log = scenario();
     let at = |what: &str| {
         log.iter()
@@ -92,6 +100,7 @@ fn an_hour_long_scenario_runs_in_virtual_time_with_exact_timestamps() {
 
 #[test]
 fn the_same_program_gives_the_same_result_every_time() {
+    let _serial = one_at_a_time();
     let first = scenario();
     for _ in 0..5 {
         assert_eq!(scenario(), first);
@@ -100,6 +109,7 @@ fn the_same_program_gives_the_same_result_every_time() {
 
 #[test]
 fn fail_after_times_out_after_exactly_its_timeout() {
+    let _serial = one_at_a_time();
     let (out, took) = testing::run(async {
         let start = now();
         let out = fail_after(SEC * 10, async {
@@ -115,6 +125,7 @@ fn fail_after_times_out_after_exactly_its_timeout() {
 
 #[test]
 fn time_stands_still_while_a_task_can_run() {
+    let _serial = one_at_a_time();
     let elapsed = testing::run(async {
         let start = now();
         for _ in 0..1000 {
@@ -127,6 +138,7 @@ fn time_stands_still_while_a_task_can_run() {
 
 #[test]
 fn deadlines_are_read_from_the_virtual_clock() {
+    let _serial = one_at_a_time();
     testing::run(async {
         let start = now();
         move_on_after(SEC * 5, async {
@@ -153,6 +165,7 @@ fn deadlines_are_read_from_the_virtual_clock() {
 
 #[test]
 fn without_autojump_only_advance_moves_time() {
+    let _serial = one_at_a_time();
     let clock = VirtualClock::new().autojump_threshold(Duration::MAX);
     let start = clock.now();
     let ticker = clock.clone();
@@ -177,6 +190,7 @@ fn without_autojump_only_advance_moves_time() {
 
 #[test]
 fn a_threshold_lets_work_on_other_threads_finish_before_the_jump() {
+    let _serial = one_at_a_time();
     let clock = VirtualClock::new().autojump_threshold(Duration::from_millis(200));
     let start = clock.now();
     let out = clock.run(async {
@@ -192,6 +206,7 @@ fn a_threshold_lets_work_on_other_threads_finish_before_the_jump() {
 
 #[test]
 fn outside_a_virtual_clock_time_is_real() {
+    let _serial = one_at_a_time();
     let before = std::time::Instant::now();
     let now = now();
     assert!(now >= before && now <= std::time::Instant::now());
@@ -199,9 +214,7 @@ fn outside_a_virtual_clock_time_is_real() {
 
 #[test]
 fn nothing_is_left_alive_after_cancelled_and_failed_nurseries() {
-    let _one_at_a_time = COUNTING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = one_at_a_time();
     let before = testing::live();
     let during = testing::run(async {
         let during = Mutex::new(None);
