@@ -105,6 +105,7 @@ type Child = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct ChildSet {
     wakeup: Arc<Wakeup>,
     children: Children<Child>,
+    incoming: Vec<(Child, crate::TaskInfo)>,
 }
 
 impl fmt::Debug for ChildSet {
@@ -120,6 +121,7 @@ impl Default for ChildSet {
         ChildSet {
             children: Children::new(Arc::clone(&wakeup), table),
             wakeup,
+            incoming: Vec::new(),
         }
     }
 }
@@ -127,21 +129,25 @@ impl Default for ChildSet {
 impl ChildSet {
     /// Adds a child; the next poll admits it.
     pub fn spawn(&mut self, child: impl Future<Output = ()> + Send + 'static) {
-        self.children
-            .incoming()
+        self.incoming
             .push((Box::pin(child), crate::TaskInfo::new(None)));
     }
 
     /// One poll of the nursery future's loop: registers the poller's
-    /// waker, takes the batch, polls the children in it. Ready once no
-    /// child is left.
+    /// waker, polls the children woken since the last poll, then admits
+    /// and polls the new ones. Ready once no child is left.
     pub fn poll_children(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.wakeup.waker.register(cx.waker());
-        let batch = self.children.take_batch();
-        for &index in &batch {
-            if index != BODY {
-                let _ = self.children.poll(index);
+        let mut batch = self.children.take_woken();
+        for &key in &batch {
+            if key != BODY {
+                let _ = self.children.poll(key);
             }
+        }
+        batch.clear();
+        self.children.admit(self.incoming.drain(..), &mut batch);
+        for &key in &batch {
+            let _ = self.children.poll(key);
         }
         self.children.recycle(batch);
         if self.children.is_empty() {

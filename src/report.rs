@@ -19,6 +19,8 @@
 //!    written when a child is admitted and removed when it finishes or is
 //!    dropped (in both cases by the nursery future that owns the slab).
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +34,7 @@ use crate::cancel::CancelReason;
 use crate::cancel::tree::Node;
 use crate::clock;
 use crate::context::with_current;
+use crate::nursery::chunked::ChunkVec;
 use crate::task::TaskInfo;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -52,21 +55,39 @@ pub(crate) enum Kind {
 }
 
 /// The children a nursery still polls, readable from any thread.
+///
+/// Compact, because every child pays for it: a spawn location (8 bytes) and
+/// an admission time (4 bytes: milliseconds after the table was made) per key,
+/// in chunks that never move; the names of the few named children on the side.
 pub(crate) struct TaskTable {
     location: &'static Location<'static>,
-    tasks: Mutex<Vec<Option<Record>>>,
+    epoch: Instant,
+    tasks: Mutex<Registry>,
 }
 
-struct Record {
-    info: TaskInfo,
-    since: Instant,
+#[derive(Default)]
+struct Registry {
+    /// The spawn location of the child under each key; `None`: a free key.
+    location: ChunkVec<Option<&'static Location<'static>>>,
+    /// When each child was admitted, in milliseconds after `epoch`.
+    since: ChunkVec<u32>,
+    /// The names of the named children, by key.
+    names: HashMap<usize, Cow<'static, str>>,
+}
+
+impl Registry {
+    fn take(&mut self, key: usize) -> Option<TaskInfo> {
+        let location = self.location.get_mut(key)?.take()?;
+        Some(TaskInfo::from_parts(self.names.remove(&key), location))
+    }
 }
 
 impl TaskTable {
     pub(crate) fn new(location: &'static Location<'static>) -> Arc<Self> {
         Arc::new(TaskTable {
             location,
-            tasks: Mutex::new(Vec::new()),
+            epoch: clock::now(),
+            tasks: Mutex::new(Registry::default()),
         })
     }
 
@@ -74,14 +95,14 @@ impl TaskTable {
     pub(crate) fn admit(&self) -> Admit<'_> {
         Admit {
             tasks: lock(&self.tasks),
+            epoch: self.epoch,
             since: None,
         }
     }
 
     /// Removes a finished child's entry and returns its identity.
     pub(crate) fn remove(&self, key: usize) -> Option<TaskInfo> {
-        let mut tasks = lock(&self.tasks);
-        tasks.get_mut(key)?.take().map(|record| record.info)
+        lock(&self.tasks).take(key)
     }
 
     /// Removes the entries of children that finished without failing.
@@ -90,34 +111,67 @@ impl TaskTable {
             return;
         }
         let mut tasks = lock(&self.tasks);
+        let named = !tasks.names.is_empty();
         for &key in keys {
-            if let Some(slot) = tasks.get_mut(key) {
+            if let Some(slot) = tasks.location.get_mut(key) {
                 *slot = None;
+            }
+            if named {
+                tasks.names.remove(&key);
             }
         }
     }
 
     /// Forgets every child (the nursery dropped them all).
     pub(crate) fn clear(&self) {
-        lock(&self.tasks).clear();
+        let mut tasks = lock(&self.tasks);
+        tasks.location.clear();
+        tasks.since.clear();
+        tasks.names.clear();
+    }
+
+    /// Calls `each` with the identity and admission time of every child, in
+    /// key order, under the table's lock (`each` must not call user code).
+    fn for_each(&self, mut each: impl FnMut(TaskInfo, Instant)) {
+        let tasks = lock(&self.tasks);
+        let entries = tasks.location.iter().zip(tasks.since.iter()).enumerate();
+        for (key, (location, &since)) in entries {
+            if let Some(location) = *location {
+                let name = tasks.names.get(&key).cloned();
+                let since = self.epoch + Duration::from_millis(since.into());
+                each(TaskInfo::from_parts(name, location), since);
+            }
+        }
     }
 }
 
 /// A batch of admissions into a [`TaskTable`].
 pub(crate) struct Admit<'t> {
-    tasks: MutexGuard<'t, Vec<Option<Record>>>,
-    since: Option<Instant>,
+    tasks: MutexGuard<'t, Registry>,
+    epoch: Instant,
+    since: Option<u32>,
 }
 
 impl Admit<'_> {
     pub(crate) fn insert(&mut self, key: usize, info: TaskInfo) {
         // One clock read per batch: a task's age counts from the poll that
         // admitted it, at most one poll after its spawn.
-        let since = *self.since.get_or_insert_with(clock::now);
-        if self.tasks.len() <= key {
-            self.tasks.resize_with(key + 1, || None);
+        let epoch = self.epoch;
+        let since = *self.since.get_or_insert_with(|| {
+            let ms = clock::now().saturating_duration_since(epoch).as_millis();
+            u32::try_from(ms).unwrap_or(u32::MAX)
+        });
+        let tasks = &mut *self.tasks;
+        while tasks.location.len() <= key {
+            tasks.location.push(None);
+            tasks.since.push(0);
         }
-        self.tasks[key] = Some(Record { info, since });
+        let (name, location) = info.into_parts();
+        *tasks.location.get_mut(key).expect("grown above") = Some(location);
+        *tasks.since.get_mut(key).expect("grown above") = since;
+        if let Some(name) = name {
+            tasks.names.insert(key, name);
+        }
     }
 }
 
@@ -604,17 +658,16 @@ impl Report {
                 tasks: Vec::new(),
             };
             if let Kind::Nursery(table) = &snapshot.kind {
-                let tasks = lock(&table.tasks);
-                for record in tasks.iter().flatten() {
+                table.for_each(|info, since| {
                     item.tasks.push(self.tasks.len());
                     self.tasks.push(TaskState {
-                        info: record.info.clone(),
-                        age: now.saturating_duration_since(record.since),
+                        info,
+                        age: now.saturating_duration_since(since),
                         cleaning_up: cancelled,
                         path: path.clone(),
                         abandoned: false,
                     });
-                }
+                });
             }
             self.items.push(item);
             // Pushed in reverse, so that they are visited in entry order.

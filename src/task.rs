@@ -71,6 +71,17 @@ impl TaskInfo {
     pub fn location(&self) -> &'static Location<'static> {
         self.location
     }
+
+    pub(crate) fn from_parts(
+        name: Option<Cow<'static, str>>,
+        location: &'static Location<'static>,
+    ) -> Self {
+        TaskInfo { name, location }
+    }
+
+    pub(crate) fn into_parts(self) -> (Option<Cow<'static, str>>, &'static Location<'static>) {
+        (self.name, self.location)
+    }
 }
 
 impl fmt::Debug for TaskInfo {

@@ -17,10 +17,12 @@
 //!    synchronously.
 
 mod children;
+pub(crate) mod chunked;
 mod start;
 
 use std::any::Any;
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::panic::Location;
@@ -39,7 +41,7 @@ use crate::error::{CancelError, NurseryError, SpawnError, TaskFailure};
 use crate::report::{BlockingEntry, Kind, TaskTable};
 use crate::spawn::{Spawn, default_spawner, spawn_parallel};
 use crate::task::TaskInfo;
-use children::{BODY, Children, TaskWaker, Wakeup};
+use children::{BODY, Children, TaskWaker, Wakeup, poll_with};
 pub use start::Started;
 use start::{Scoped, StartFuture};
 
@@ -56,8 +58,18 @@ pub(crate) struct Shared<C> {
     incoming: Mutex<Incoming<C>>,
 }
 
+/// New children per chunk of the incoming queue.
+const INCOMING_CHUNK: usize = 64;
+
+/// Children spawned but not yet admitted by the nursery future, in chunks:
+/// a burst of spawns never reallocates and copies the queue, and the memory
+/// of a burst is given back once it has been admitted.
 struct Incoming<C> {
-    children: Vec<(C, TaskInfo)>,
+    chunks: VecDeque<Vec<(C, TaskInfo)>>,
+    /// Children in `chunks`.
+    len: usize,
+    /// Drained chunks kept for reuse (at most two).
+    spare: Vec<Vec<(C, TaskInfo)>>,
     closed: bool,
     /// `start()` calls whose child has not been handed over yet.
     pending_starts: usize,
@@ -71,7 +83,9 @@ impl<C> Shared<C> {
             table,
             wakeup: Arc::new(Wakeup::default()),
             incoming: Mutex::new(Incoming {
-                children: Vec::new(),
+                chunks: VecDeque::new(),
+                len: 0,
+                spare: Vec::new(),
                 closed: false,
                 pending_starts: 0,
             }),
@@ -90,8 +104,8 @@ impl<C> Shared<C> {
             if incoming.closed {
                 return Err(SpawnError::Closed);
             }
-            incoming.children.push((child, info));
-            incoming.children.len() == 1
+            incoming.push((child, info));
+            incoming.len == 1
         };
         // Only the spawn that makes `incoming` non-empty wakes the poller: it
         // drains the whole queue at once on the poll that wake causes.
@@ -119,7 +133,7 @@ impl<C> Shared<C> {
             match child {
                 Some(_) if incoming.closed => Err(SpawnError::Closed),
                 Some(child) => {
-                    incoming.children.push(child);
+                    incoming.push(child);
                     Ok(())
                 }
                 None => Ok(()),
@@ -132,17 +146,64 @@ impl<C> Shared<C> {
     /// Closes the nursery if nothing can still arrive (invariant 1).
     fn try_close(&self) -> bool {
         let mut incoming = self.lock();
-        if incoming.children.is_empty() && incoming.pending_starts == 0 {
+        if incoming.len == 0 && incoming.pending_starts == 0 {
             incoming.closed = true;
         }
         incoming.closed
     }
 
     /// Closes for good (on drop) and returns what was still waiting.
-    fn close(&self) -> Vec<(C, TaskInfo)> {
+    fn close(&self) -> VecDeque<Vec<(C, TaskInfo)>> {
         let mut incoming = self.lock();
         incoming.closed = true;
-        std::mem::take(&mut incoming.children)
+        incoming.len = 0;
+        std::mem::take(&mut incoming.chunks)
+    }
+
+    /// Hands back a drained chunk (if any) and takes the next one to admit,
+    /// unless `budget` children have been taken already in this poll (it is
+    /// set, on the first call, to the number waiting then). `Err(true)`:
+    /// children are left waiting, and the nursery must poll again.
+    fn next_chunk(
+        &self,
+        drained: Option<Vec<(C, TaskInfo)>>,
+        budget: &mut Option<usize>,
+    ) -> Result<Vec<(C, TaskInfo)>, bool> {
+        let mut incoming = self.lock();
+        if let Some(chunk) = drained
+            && incoming.spare.len() < 2
+        {
+            debug_assert!(chunk.is_empty());
+            incoming.spare.push(chunk);
+        }
+        let left = budget.get_or_insert(incoming.len);
+        if *left == 0 {
+            return Err(incoming.len > 0);
+        }
+        let chunk = incoming.chunks.pop_front().ok_or(false)?;
+        incoming.len -= chunk.len();
+        *left = left.saturating_sub(chunk.len());
+        Ok(chunk)
+    }
+}
+
+impl<C> Incoming<C> {
+    fn push(&mut self, child: (C, TaskInfo)) {
+        match self.chunks.back_mut() {
+            Some(chunk) if chunk.len() < INCOMING_CHUNK => chunk.push(child),
+            _ => {
+                let mut chunk = self.spare.pop().unwrap_or_else(|| {
+                    Vec::with_capacity(if self.chunks.is_empty() {
+                        4
+                    } else {
+                        INCOMING_CHUNK
+                    })
+                });
+                chunk.push(child);
+                self.chunks.push_back(chunk);
+            }
+        }
+        self.len += 1;
     }
 }
 
@@ -777,7 +838,6 @@ pin_project! {
         saw_cancelled: bool,
         body_info: TaskInfo,
         body_flag: Arc<TaskWaker>,
-        body_waker: std::task::Waker,
         // The nursery's node, moved into the current-scope slot while polling.
         slot: Option<Arc<Node>>,
         shared: Arc<Shared<C>>,
@@ -804,15 +864,15 @@ pin_project! {
 impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
     #[track_caller]
     fn new(shared: Arc<Shared<C>>, body: Fut) -> Self {
-        let (body_flag, body_waker) = TaskWaker::new(BODY, &shared.wakeup);
-        body_flag.queue(); // the body's first poll
+        // Queued for the body's first poll.
+        let body_flag = TaskWaker::new(BODY, &shared.wakeup);
+        shared.wakeup.push_body();
         NurseryFuture {
             body: Some(body),
             body_output: None,
             saw_cancelled: false,
             body_info: TaskInfo::new(Some(Cow::Borrowed("nursery body"))),
             body_flag,
-            body_waker,
             slot: Some(Arc::clone(&shared.node)),
             children: Children::new(Arc::clone(&shared.wakeup), Arc::clone(&shared.table)),
             shared,
@@ -825,30 +885,41 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
 
 /// Records a task's error (invariant 3); a cancellation only sets
 /// `saw_cancelled`.
-fn record_error<E: CancelError>(
-    node: &Node,
-    failures: &mut Vec<TaskFailure<E>>,
-    saw_cancelled: &mut bool,
-    task: TaskInfo,
-    error: E,
-) {
-    if error.is_cancelled() {
-        *saw_cancelled = true;
-    } else {
-        node.cancel(CancelReason::TaskFailed(task.clone()));
-        failures.push(TaskFailure { task, error });
-    }
+/// Where the failures of a nursery's tasks are recorded (invariant 3).
+struct Outcomes<'r, E> {
+    node: &'r Node,
+    failures: &'r mut Vec<TaskFailure<E>>,
+    panic: &'r mut Option<Box<dyn Any + Send>>,
+    /// Some task (body or child) unwound with a cancellation.
+    saw_cancelled: &'r mut bool,
 }
 
-/// Records a task's panic; the first payload is the one resumed.
-fn record_panic(
-    node: &Node,
-    panic: &mut Option<Box<dyn Any + Send>>,
-    task: TaskInfo,
-    payload: Box<dyn Any + Send>,
-) {
-    node.cancel(CancelReason::TaskFailed(task));
-    panic.get_or_insert(payload);
+impl<E: CancelError> Outcomes<'_, E> {
+    fn error(&mut self, task: TaskInfo, error: E) {
+        if error.is_cancelled() {
+            *self.saw_cancelled = true;
+        } else {
+            self.node.cancel(CancelReason::TaskFailed(task.clone()));
+            self.failures.push(TaskFailure { task, error });
+        }
+    }
+
+    fn panic(&mut self, task: TaskInfo, payload: Box<dyn Any + Send>) {
+        self.node.cancel(CancelReason::TaskFailed(task));
+        self.panic.get_or_insert(payload);
+    }
+
+    /// Polls the child at `key` (if it is queued) and records how it ended.
+    fn poll_child<C>(&mut self, children: &mut Children<C>, key: usize)
+    where
+        C: Future<Output = Result<(), E>> + Unpin,
+    {
+        match children.poll(key) {
+            Some(Ok(Err(error))) => self.error(children.failed(key), error),
+            Some(Err(payload)) => self.panic(children.failed(key), payload),
+            Some(Ok(Ok(()))) | None => {}
+        }
+    }
 }
 
 impl<E, T, Fut, C> Future for NurseryFuture<E, T, Fut, C>
@@ -875,47 +946,61 @@ where
 
         let mut body = this.body;
         let children = this.children;
-        let failures = &mut *this.failures;
-        let panic = &mut *this.panic;
-        let done = context::enter(this.slot, || {
-            std::mem::swap(&mut shared.lock().children, children.incoming());
-            let batch = children.take_batch();
-            for &index in &batch {
-                if index != BODY {
-                    match children.poll(index) {
-                        Some(Ok(Err(error))) => {
-                            let task = children.failed(index);
-                            record_error(node, failures, this.saw_cancelled, task, error)
-                        }
-                        Some(Err(payload)) => {
-                            let task = children.failed(index);
-                            record_panic(node, panic, task, payload)
-                        }
-                        Some(Ok(Ok(()))) | None => {}
-                    }
+        let mut outcomes = Outcomes {
+            node,
+            failures: this.failures,
+            panic: this.panic,
+            saw_cancelled: this.saw_cancelled,
+        };
+        let body_flag = &*this.body_flag;
+        let body_info = &*this.body_info;
+        let body_output = &mut *this.body_output;
+        let (done, more) = context::enter(this.slot, || {
+            // The tasks woken since the last poll, the body among them.
+            let mut batch = children.take_woken();
+            for &key in &batch {
+                if key != BODY {
+                    outcomes.poll_child(children, key);
                     continue;
                 }
                 let Some(future) = body.as_mut().as_pin_mut() else {
                     continue;
                 };
-                if !this.body_flag.take_queued() {
+                if !body_flag.take_queued() {
                     continue;
                 }
-                let mut body_cx = Context::from_waker(this.body_waker);
-                match catch_unwind(AssertUnwindSafe(|| future.poll(&mut body_cx))) {
+                match catch_unwind(AssertUnwindSafe(|| poll_with(future, body_flag))) {
                     Ok(Poll::Pending) => continue,
-                    Ok(Poll::Ready(Ok(value))) => *this.body_output = Some(value),
-                    Ok(Poll::Ready(Err(error))) => {
-                        let task = this.body_info.clone();
-                        record_error(node, failures, this.saw_cancelled, task, error);
-                    }
-                    Err(payload) => record_panic(node, panic, this.body_info.clone(), payload),
+                    Ok(Poll::Ready(Ok(value))) => *body_output = Some(value),
+                    Ok(Poll::Ready(Err(error))) => outcomes.error(body_info.clone(), error),
+                    Err(payload) => outcomes.panic(body_info.clone(), payload),
                 }
                 body.set(None);
             }
+            // Then the children spawned since (by the body just now, most
+            // often), each polled once as it is admitted. Those spawned
+            // during this loop wait for the next poll.
+            let mut budget = None;
+            let mut drained = None;
+            let more = loop {
+                let mut chunk = match shared.next_chunk(drained.take(), &mut budget) {
+                    Ok(chunk) => chunk,
+                    Err(more) => break more,
+                };
+                batch.clear();
+                children.admit(chunk.drain(..), &mut batch);
+                drained = Some(chunk);
+                for &key in &batch {
+                    outcomes.poll_child(children, key);
+                }
+            };
             children.recycle(batch);
-            body.is_none() && children.is_empty() && shared.try_close()
+            let done = body.is_none() && children.is_empty() && shared.try_close();
+            (done, more)
         });
+        if more {
+            cx.waker().wake_by_ref();
+        }
         if !done {
             return Poll::Pending;
         }
@@ -950,12 +1035,13 @@ mod tests {
                 Arc::new(Wakeup::default()),
                 TaskTable::new(Location::caller()),
             );
-        children
-            .incoming()
-            .push((std::future::ready(Ok(())), TaskInfo::new(None)));
-        let batch = children.take_batch();
+        let mut keys = Vec::new();
+        children.admit(
+            [(std::future::ready(Ok(())), TaskInfo::new(None))],
+            &mut keys,
+        );
         assert!(!children.is_empty());
-        assert_eq!(batch, [0]);
+        assert_eq!(keys, [0]);
         assert!(children.poll(0).is_some());
         assert!(children.is_empty());
     }

@@ -1,0 +1,233 @@
+//! Storage that grows in chunks instead of by reallocation: a nursery of a
+//! million children never copies its children around, never holds twice the
+//! memory it needs while growing, and a nursery of three children allocates
+//! little.
+//!
+//! # Invariants
+//!
+//! 1. Index `i` lives in chunk `locate(i).0` at offset `locate(i).1`; chunk
+//!    `k` is allocated with exactly `capacity(k)` slots and never grows, so an
+//!    element never moves once pushed.
+//! 2. The chunk sizes are 16, 16, 32, …, 1024, then 1024 forever: small sets
+//!    stay small, and a large one wastes at most one partly filled chunk.
+//! 3. `ChunkSlab`'s vacant entries form a free list through `Entry::Vacant`,
+//!    headed by `next`; `next == entries.len()` means "push a new entry".
+
+/// Where index `i` lives: (chunk, offset in the chunk).
+fn locate(i: usize) -> (usize, usize) {
+    if i < 16 {
+        (0, i)
+    } else if i < 2048 {
+        let k = (i.ilog2() - 3) as usize;
+        (k, i - (8 << k))
+    } else {
+        (6 + (i >> 10), i & 1023)
+    }
+}
+
+/// How many slots chunk `k` holds.
+fn capacity(k: usize) -> usize {
+    match k {
+        0 => 16,
+        1..=7 => 8 << k,
+        _ => 1024,
+    }
+}
+
+/// A vector that grows by whole chunks (invariant 1).
+pub(crate) struct ChunkVec<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for ChunkVec<T> {
+    fn default() -> Self {
+        ChunkVec {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> ChunkVec<T> {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn push(&mut self, value: T) {
+        let (k, _) = locate(self.len);
+        if k == self.chunks.len() {
+            self.chunks.push(Vec::with_capacity(capacity(k)));
+        }
+        self.chunks[k].push(value);
+        self.len += 1;
+    }
+
+    #[cfg(test)]
+    fn get(&self, i: usize) -> Option<&T> {
+        let (k, offset) = locate(i);
+        self.chunks.get(k)?.get(offset)
+    }
+
+    pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        let (k, offset) = locate(i);
+        self.chunks.get_mut(k)?.get_mut(offset)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+}
+
+enum Entry<T> {
+    Vacant(usize),
+    Occupied(T),
+}
+
+/// A slab (stable keys, reused after removal) over a [`ChunkVec`].
+pub(crate) struct ChunkSlab<T> {
+    entries: ChunkVec<Entry<T>>,
+    /// Head of the free list (invariant 3).
+    next: usize,
+    len: usize,
+}
+
+impl<T> Default for ChunkSlab<T> {
+    fn default() -> Self {
+        ChunkSlab {
+            entries: ChunkVec::default(),
+            next: 0,
+            len: 0,
+        }
+    }
+}
+
+impl<T> ChunkSlab<T> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The key the next `insert` will use.
+    pub(crate) fn vacant_key(&self) -> usize {
+        self.next
+    }
+
+    pub(crate) fn insert(&mut self, value: T) -> usize {
+        let key = self.next;
+        if key == self.entries.len() {
+            self.entries.push(Entry::Occupied(value));
+            self.next = key + 1;
+        } else {
+            let entry = self
+                .entries
+                .get_mut(key)
+                .expect("the free list points at an entry");
+            match std::mem::replace(entry, Entry::Occupied(value)) {
+                Entry::Vacant(next) => self.next = next,
+                Entry::Occupied(_) => unreachable!("the free list points at a vacant entry"),
+            }
+        }
+        self.len += 1;
+        key
+    }
+
+    pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
+        match self.entries.get_mut(key)? {
+            Entry::Occupied(value) => Some(value),
+            Entry::Vacant(_) => None,
+        }
+    }
+
+    /// Removes the value at `key`, which must be occupied.
+    pub(crate) fn remove(&mut self, key: usize) -> T {
+        let entry = self
+            .entries
+            .get_mut(key)
+            .expect("removing a key that was inserted");
+        match std::mem::replace(entry, Entry::Vacant(self.next)) {
+            Entry::Occupied(value) => {
+                self.next = key;
+                self.len -= 1;
+                value
+            }
+            Entry::Vacant(next) => {
+                *entry = Entry::Vacant(next);
+                panic!("removing a vacant key")
+            }
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.next = 0;
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_tile_the_indices_without_gaps() {
+        let mut expected = (0, 0);
+        for i in 0..10_000 {
+            assert_eq!(locate(i), expected, "index {i}");
+            expected.1 += 1;
+            if expected.1 == capacity(expected.0) {
+                expected = (expected.0 + 1, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn elements_keep_their_index_and_never_move() {
+        let mut v = ChunkVec::default();
+        for i in 0..5000 {
+            v.push(i);
+        }
+        let first = v.get(0).unwrap() as *const usize;
+        for i in 5000..9000 {
+            v.push(i);
+        }
+        assert_eq!(v.get(0).unwrap() as *const usize, first);
+        assert!((0..9000).all(|i| v.get(i) == Some(&i)));
+        assert_eq!(v.get(9000), None);
+        assert_eq!(v.iter().copied().sum::<usize>(), (0..9000).sum());
+        // 9000 elements in 16+16+…+1024 (2048) + 7 chunks of 1024.
+        assert_eq!(v.chunks.len(), 15);
+    }
+
+    #[test]
+    fn a_slab_reuses_the_last_freed_key_first() {
+        let mut slab = ChunkSlab::default();
+        let keys: Vec<usize> = (0..40).map(|i| slab.insert(i)).collect();
+        assert_eq!(keys, (0..40).collect::<Vec<_>>());
+        assert_eq!(slab.remove(3), 3);
+        assert_eq!(slab.remove(30), 30);
+        assert_eq!(slab.get_mut(3), None);
+        assert_eq!(slab.vacant_key(), 30);
+        assert_eq!(slab.insert(100), 30);
+        assert_eq!(slab.insert(101), 3);
+        assert_eq!(slab.insert(102), 40);
+        assert_eq!(slab.get_mut(3), Some(&mut 101));
+        for key in 0..41 {
+            slab.remove(key);
+        }
+        assert!(slab.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "removing a vacant key")]
+    fn removing_twice_is_a_bug_not_a_corruption() {
+        let mut slab = ChunkSlab::default();
+        let key = slab.insert(1);
+        slab.remove(key);
+        slab.remove(key);
+    }
+}
