@@ -119,7 +119,7 @@ impl Default for ChildSet {
         let wakeup = Arc::new(Wakeup::default());
         let table = TaskTable::new(Location::caller());
         ChildSet {
-            children: Children::new(Arc::clone(&wakeup), table),
+            children: Children::new(Arc::clone(&wakeup), Vec::new(), table),
             wakeup,
             incoming: Vec::new(),
         }

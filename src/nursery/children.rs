@@ -26,6 +26,11 @@
 //! 6. Every child in the slab has an entry under the same key in the
 //!    nursery's `TaskTable` (its name and spawn location, for errors and the
 //!    shutdown report), removed when the child finishes or is dropped.
+//! 7. A dropped nursery's spare wakers go to its thread's pool with their
+//!    `Wakeup`; a new nursery takes them only if nothing else refers to that
+//!    `Wakeup` any more (`strong_count == 1 + wakers`: no handle of the old
+//!    nursery, no waker a task kept), and empties its ready queue first. So a
+//!    recycled waker can only ever wake the nursery that took it.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -56,10 +61,14 @@ pub(crate) struct Wakeup {
 }
 
 impl Wakeup {
-    /// Queues the body of a new nursery for its first poll (its waker was
-    /// made queued).
-    pub(crate) fn push_body(&self) {
-        self.push(BODY);
+    /// Forgets the keys a finished nursery left queued.
+    #[cfg(not(hatchery_loom))]
+    fn reset(&self) {
+        self.ready
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+        drop(self.waker.take());
     }
 
     /// Enqueues `key`; true if the queue was empty (invariant 4).
@@ -70,6 +79,85 @@ impl Wakeup {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         ready.push(key);
         ready.len() == 1
+    }
+}
+
+impl Wakeup {
+    /// A wakeup for a new nursery, with the spare wakers of a finished one
+    /// when this thread kept some (invariant 7).
+    pub(crate) fn take() -> (Arc<Wakeup>, Vec<Arc<TaskWaker>>) {
+        #[cfg(not(hatchery_loom))]
+        if let Some(recycled) = pool::take() {
+            return recycled;
+        }
+        (Arc::new(Wakeup::default()), Vec::new())
+    }
+}
+
+/// Wakers of finished nurseries, kept by each thread for its next nurseries
+/// (invariant 7): a program that opens nursery after nursery allocates its
+/// wakers once, like an executor that reuses its task slots.
+#[cfg(not(hatchery_loom))]
+mod pool {
+    use std::cell::RefCell;
+
+    use super::{Arc, TaskWaker, Wakeup};
+
+    /// At most this many wakers are kept per thread (32 bytes each).
+    const MAX_WAKERS: usize = 16 * 1024;
+    /// At most this many nurseries' wakeups are kept per thread.
+    const MAX_UNITS: usize = 64;
+
+    struct Unit {
+        wakeup: Arc<Wakeup>,
+        wakers: Vec<Arc<TaskWaker>>,
+    }
+
+    #[derive(Default)]
+    struct Pool {
+        units: Vec<Unit>,
+        wakers: usize,
+    }
+
+    thread_local! {
+        static POOL: RefCell<Pool> = RefCell::default();
+    }
+
+    pub(super) fn take() -> Option<(Arc<Wakeup>, Vec<Arc<TaskWaker>>)> {
+        POOL.try_with(|pool| {
+            let mut pool = pool.try_borrow_mut().ok()?;
+            while let Some(unit) = pool.units.pop() {
+                pool.wakers -= unit.wakers.len();
+                // Nobody but the unit may hold the wakeup: not the old
+                // nursery's handles, not a waker some task kept.
+                if Arc::strong_count(&unit.wakeup) == 1 + unit.wakers.len() {
+                    unit.wakeup.reset();
+                    return Some((unit.wakeup, unit.wakers));
+                }
+            }
+            None
+        })
+        .ok()
+        .flatten()
+    }
+
+    pub(super) fn give_back(wakeup: Arc<Wakeup>, mut wakers: Vec<Arc<TaskWaker>>) {
+        // Dropped outside the borrow: a registered waker's drop is user code.
+        let _registered = wakeup.waker.take();
+        let _ = POOL.try_with(|pool| {
+            let Ok(mut pool) = pool.try_borrow_mut() else {
+                return;
+            };
+            if pool.units.len() == MAX_UNITS {
+                return;
+            }
+            wakers.truncate(MAX_WAKERS - pool.wakers);
+            pool.wakers += wakers.len();
+            pool.units.push(Unit {
+                wakeup,
+                wakers: std::mem::take(&mut wakers),
+            });
+        });
     }
 }
 
@@ -148,12 +236,16 @@ pub(crate) struct Children<C> {
 }
 
 impl<C> Children<C> {
-    pub(crate) fn new(wakeup: Arc<Wakeup>, table: Arc<TaskTable>) -> Self {
+    pub(crate) fn new(
+        wakeup: Arc<Wakeup>,
+        spare: Vec<Arc<TaskWaker>>,
+        table: Arc<TaskTable>,
+    ) -> Self {
         Children {
             slab: ChunkSlab::default(),
             wakeup,
             batch: Vec::new(),
-            spare: Vec::new(),
+            spare,
             table,
             finished: Vec::new(),
         }
@@ -248,6 +340,28 @@ impl<C> Children<C> {
         self.table
             .remove(key)
             .expect("a finished child has a table entry (invariant 6)")
+    }
+
+    /// A waker for the nursery body, queued for its first poll.
+    pub(crate) fn body_waker(&mut self) -> Arc<TaskWaker> {
+        let waker = match self.spare.pop() {
+            Some(waker) => {
+                waker.reassign(BODY);
+                waker
+            }
+            None => TaskWaker::new(BODY, &self.wakeup),
+        };
+        self.wakeup.push(BODY);
+        waker
+    }
+
+    /// Keeps the spare wakers for this thread's next nurseries (the nursery
+    /// is being dropped).
+    pub(crate) fn give_back(&mut self) {
+        #[cfg(not(hatchery_loom))]
+        if !self.spare.is_empty() {
+            pool::give_back(Arc::clone(&self.wakeup), std::mem::take(&mut self.spare));
+        }
     }
 
     /// Drops every child at once (the hard cancel).

@@ -76,12 +76,14 @@ struct Incoming<C> {
 }
 
 impl<C> Shared<C> {
-    fn new(location: &'static Location<'static>) -> Self {
+    /// A nursery's shared state, and spare wakers for its children.
+    fn new(location: &'static Location<'static>) -> (Self, Vec<Arc<TaskWaker>>) {
         let table = TaskTable::new(location);
-        Shared {
+        let (wakeup, spare) = Wakeup::take();
+        let shared = Shared {
             node: Node::new(None, false, Kind::Nursery(Arc::clone(&table))),
             table,
-            wakeup: Arc::new(Wakeup::default()),
+            wakeup,
             incoming: Mutex::new(Incoming {
                 chunks: VecDeque::new(),
                 len: 0,
@@ -89,7 +91,8 @@ impl<C> Shared<C> {
                 closed: false,
                 pending_starts: 0,
             }),
-        }
+        };
+        (shared, spare)
     }
 
     fn lock(&self) -> MutexGuard<'_, Incoming<C>> {
@@ -352,12 +355,13 @@ fn open<H, E, T, Fut, C>(
     handle: impl FnOnce(Arc<Shared<C>>) -> H,
     body: impl FnOnce(H) -> Fut,
 ) -> NurseryFuture<E, T, Fut, C> {
-    let shared = Arc::new(Shared::new(Location::caller()));
+    let (shared, spare) = Shared::new(Location::caller());
+    let shared = Arc::new(shared);
     let body = {
         let _close = CloseIfUnwinding(&shared);
         body(handle(Arc::clone(&shared)))
     };
-    NurseryFuture::new(shared, body)
+    NurseryFuture::new(shared, spare, body)
 }
 
 /// The handle of a nursery: spawn children into it, start them, or cancel it.
@@ -857,16 +861,17 @@ pin_project! {
             drop(this.shared.close());
             this.children.clear();
             this.body.set(None);
+            this.children.give_back();
         }
     }
 }
 
 impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
     #[track_caller]
-    fn new(shared: Arc<Shared<C>>, body: Fut) -> Self {
-        // Queued for the body's first poll.
-        let body_flag = TaskWaker::new(BODY, &shared.wakeup);
-        shared.wakeup.push_body();
+    fn new(shared: Arc<Shared<C>>, spare: Vec<Arc<TaskWaker>>, body: Fut) -> Self {
+        let mut children =
+            Children::new(Arc::clone(&shared.wakeup), spare, Arc::clone(&shared.table));
+        let body_flag = children.body_waker();
         NurseryFuture {
             body: Some(body),
             body_output: None,
@@ -874,7 +879,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             body_info: TaskInfo::new(Some(Cow::Borrowed("nursery body"))),
             body_flag,
             slot: Some(Arc::clone(&shared.node)),
-            children: Children::new(Arc::clone(&shared.wakeup), Arc::clone(&shared.table)),
+            children,
             shared,
             failures: Vec::new(),
             panic: None,
@@ -1033,6 +1038,7 @@ mod tests {
         let mut children: Children<std::future::Ready<Result<(), crate::Cancelled>>> =
             Children::new(
                 Arc::new(Wakeup::default()),
+                Vec::new(),
                 TaskTable::new(Location::caller()),
             );
         let mut keys = Vec::new();
@@ -1044,5 +1050,96 @@ mod tests {
         assert_eq!(keys, [0]);
         assert!(children.poll(0).is_some());
         assert!(children.is_empty());
+    }
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs a nursery whose first child keeps a clone of its waker after
+    /// finishing, next to three children that yield once; returns the kept
+    /// waker.
+    fn finish_a_nursery_keeping_a_waker() -> std::task::Waker {
+        use crate::{Cancelled, nursery};
+        let kept = Mutex::new(None);
+        let kept_ref = &kept;
+        futures_lite::future::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                let mut first = true;
+                std::future::poll_fn(|cx| {
+                    if std::mem::take(&mut first) {
+                        *kept_ref.lock().unwrap() = Some(cx.waker().clone());
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(())
+                })
+                .await;
+                Ok(())
+            });
+            for _ in 0..3 {
+                n.spawn(async {
+                    futures_lite::future::yield_now().await;
+                    Ok(())
+                });
+            }
+            Ok(())
+        }))
+        .unwrap();
+        kept.into_inner().unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_waker_a_finished_task_kept_never_wakes_a_later_nursery() {
+        use crate::{Cancelled, nursery, sleep_forever};
+        let kept = finish_a_nursery_keeping_a_waker();
+        // Same thread: this nursery may reuse the first one's spare wakers,
+        // but not its wakeup, which the kept waker still holds.
+        let outer = Arc::new(CountingWaker::default());
+        let waker = std::task::Waker::from(Arc::clone(&outer));
+        let mut second = Box::pin(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async {
+                sleep_forever().await?;
+                Ok(())
+            });
+            sleep_forever().await?;
+            Ok(())
+        }));
+        let mut cx = Context::from_waker(&waker);
+        // Polled until it waits with the waker registered (the spawn woke
+        // it once).
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        let woken = outer.0.load(Ordering::Relaxed);
+        assert_eq!(woken, 1);
+        kept.wake();
+        assert_eq!(
+            outer.0.load(Ordering::Relaxed),
+            woken,
+            "a stale waker woke another nursery"
+        );
+    }
+
+    #[test]
+    fn a_later_nursery_on_the_thread_reuses_the_spare_wakers() {
+        use crate::{Cancelled, nursery};
+        // Once the kept waker is gone, the first nursery's wakers are reused:
+        // the second nursery's children get wakers that existed before.
+        let kept = finish_a_nursery_keeping_a_waker();
+        drop(kept);
+        let (wakeup, spare) = Wakeup::take();
+        assert_eq!(spare.len(), 3, "the three children that yielded");
+        drop((wakeup, spare));
+        futures_lite::future::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async { Ok(()) });
+            Ok(())
+        }))
+        .unwrap();
     }
 }
