@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use atomic_waker::AtomicWaker;
+use pin_project_lite::pin_project;
 
 use crate::cancel::tree::Node;
 use crate::context;
@@ -62,11 +63,23 @@ pub type BoxTask<'env> = Pin<Box<dyn Future<Output = ()> + Send + 'env>>;
 pub trait Spawn<'env> {
     /// Starts `task`; the guard cancels it when dropped.
     fn spawn_task(&self, task: BoxTask<'env>) -> TaskGuard<'env>;
+
+    /// The async-executor behind this spawner, if it is one: hatchery then
+    /// spawns a parallel child on it directly, unboxed, and joins it
+    /// through the executor's own task handle. Not for implementors.
+    #[doc(hidden)]
+    fn __async_executor(&self) -> Option<&async_executor::Executor<'env>> {
+        None
+    }
 }
 
 impl<'env, S: Spawn<'env> + ?Sized> Spawn<'env> for &S {
     fn spawn_task(&self, task: BoxTask<'env>) -> TaskGuard<'env> {
         (**self).spawn_task(task)
+    }
+
+    fn __async_executor(&self) -> Option<&async_executor::Executor<'env>> {
+        (**self).__async_executor()
     }
 }
 
@@ -74,17 +87,29 @@ impl<'env, S: Spawn<'env> + ?Sized> Spawn<'env> for Arc<S> {
     fn spawn_task(&self, task: BoxTask<'env>) -> TaskGuard<'env> {
         (**self).spawn_task(task)
     }
+
+    fn __async_executor(&self) -> Option<&async_executor::Executor<'env>> {
+        (**self).__async_executor()
+    }
 }
 
 impl<'env> Spawn<'env> for async_executor::Executor<'env> {
     fn spawn_task(&self, task: BoxTask<'env>) -> TaskGuard<'env> {
-        TaskGuard::new(self.spawn(task))
+        TaskGuard {
+            _guard: Guard::Task(self.spawn(task)),
+        }
+    }
+
+    fn __async_executor(&self) -> Option<&async_executor::Executor<'env>> {
+        Some(self)
     }
 }
 
 impl<'env> Spawn<'env> for async_executor::LocalExecutor<'env> {
     fn spawn_task(&self, task: BoxTask<'env>) -> TaskGuard<'env> {
-        TaskGuard::new(self.spawn(task))
+        TaskGuard {
+            _guard: Guard::Task(self.spawn(task)),
+        }
     }
 }
 
@@ -111,7 +136,16 @@ impl Spawn<'static> for tokio::runtime::Handle {
 /// drop(guard); // cancels the task
 /// ```
 pub struct TaskGuard<'env> {
-    _handle: Box<dyn Send + 'env>,
+    _guard: Guard<'env>,
+}
+
+/// What a [`TaskGuard`] holds: async-executor's task handle as it is (no
+/// allocation on the hot path of `spawn_on`), anything else boxed. Both are
+/// only ever dropped.
+#[allow(dead_code)]
+enum Guard<'env> {
+    Task(async_executor::Task<()>),
+    Other(Box<dyn Send + 'env>),
 }
 
 impl<'env> TaskGuard<'env> {
@@ -123,7 +157,7 @@ impl<'env> TaskGuard<'env> {
     /// ```
     pub fn new(handle: impl Send + 'env) -> Self {
         TaskGuard {
-            _handle: Box::new(handle),
+            _guard: Guard::Other(Box::new(handle)),
         }
     }
 }
@@ -161,46 +195,80 @@ impl<O> Handoff<O> {
     }
 }
 
-/// The executor's half: runs the child in the nursery's scope.
-struct Remote<F: Future> {
-    scope: Option<Arc<Node>>,
-    child: Pin<Box<F>>,
-    handoff: Arc<Handoff<F::Output>>,
-    done: bool,
+pin_project! {
+    /// A parallel child as its executor polls it: in the nursery's scope,
+    /// its panic caught.
+    struct InScope<F> {
+        scope: Option<Arc<Node>>,
+        #[pin]
+        child: F,
+    }
+}
+
+impl<F: Future> Future for InScope<F> {
+    type Output = Outcome<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let child = this.child;
+        match catch_unwind(AssertUnwindSafe(|| {
+            context::enter(this.scope, || child.poll(cx))
+        })) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Outcome::Finished(output)),
+            Err(payload) => Poll::Ready(Outcome::Panicked(payload)),
+        }
+    }
+}
+
+pin_project! {
+    /// The half of a parallel child that an executor reached through
+    /// [`Spawn::spawn_task`] polls: hands the outcome over when it ends.
+    struct Remote<F: Future> {
+        #[pin]
+        inner: InScope<F>,
+        handoff: Arc<Handoff<F::Output>>,
+        done: bool,
+    }
+
+    impl<F: Future> PinnedDrop for Remote<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.done {
+                this.handoff.finish(Outcome::Lost);
+            }
+        }
+    }
 }
 
 impl<F: Future> Future for Remote<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let child = &mut this.child;
-        let outcome = match catch_unwind(AssertUnwindSafe(|| {
-            context::enter(&mut this.scope, || child.as_mut().poll(cx))
-        })) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(output)) => Outcome::Finished(output),
-            Err(payload) => Outcome::Panicked(payload),
-        };
-        this.done = true;
+        let this = self.project();
+        let outcome = std::task::ready!(this.inner.poll(cx));
+        *this.done = true;
         this.handoff.finish(outcome);
         Poll::Ready(())
     }
 }
 
-impl<F: Future> Drop for Remote<F> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.handoff.finish(Outcome::Lost);
-        }
-    }
+/// The nursery's half of a parallel child: a child of the nursery that
+/// finishes with the remote half's outcome.
+pub(crate) struct Join<'env, O> {
+    how: How<'env, O>,
+    info: TaskInfo,
 }
 
-/// The nursery's half: an inline child that reports the remote outcome.
-pub(crate) struct Join<'env, O> {
-    handoff: Arc<Handoff<O>>,
-    info: TaskInfo,
-    _guard: TaskGuard<'env>,
+enum How<'env, O> {
+    /// Spawned on an async-executor: its task handle brings the outcome
+    /// (`None`: the executor dropped the task unfinished).
+    Task(async_executor::FallibleTask<Outcome<O>>),
+    /// Spawned through `Spawn::spawn_task`.
+    Handoff {
+        handoff: Arc<Handoff<O>>,
+        _guard: TaskGuard<'env>,
+    },
 }
 
 impl<O> Future for Join<'_, O> {
@@ -208,18 +276,25 @@ impl<O> Future for Join<'_, O> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O> {
         let this = self.get_mut();
-        this.handoff.waker.register(cx.waker());
-        let outcome = this
-            .handoff
-            .outcome
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let outcome = match &mut this.how {
+            How::Task(task) => std::task::ready!(Pin::new(task).poll(cx)).unwrap_or(Outcome::Lost),
+            How::Handoff { handoff, .. } => {
+                handoff.waker.register(cx.waker());
+                let outcome = handoff
+                    .outcome
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .take();
+                match outcome {
+                    Some(outcome) => outcome,
+                    None => return Poll::Pending,
+                }
+            }
+        };
         match outcome {
-            None => Poll::Pending,
-            Some(Outcome::Finished(output)) => Poll::Ready(output),
-            Some(Outcome::Panicked(payload)) => resume_unwind(payload),
-            Some(Outcome::Lost) => panic!(
+            Outcome::Finished(output) => Poll::Ready(output),
+            Outcome::Panicked(payload) => resume_unwind(payload),
+            Outcome::Lost => panic!(
                 "hatchery: the executor dropped the parallel child ({}) before it finished; \
                  was the executor shut down or dropped while the nursery was still running? \
                  Keep the executor alive (and running) until the nursery returns",
@@ -241,21 +316,32 @@ where
     F: Future + Send + 'env,
     F::Output: Send + 'env,
 {
+    let inner = InScope {
+        scope: Some(scope),
+        child,
+    };
+    if let Some(executor) = spawner.__async_executor() {
+        return Join {
+            how: How::Task(executor.spawn(inner).fallible()),
+            info,
+        };
+    }
     let handoff = Arc::new(Handoff {
         outcome: Mutex::new(None),
         waker: AtomicWaker::new(),
     });
     let remote = Remote {
-        scope: Some(scope),
-        child: Box::pin(child),
+        inner,
         handoff: Arc::clone(&handoff),
         done: false,
     };
     let guard = spawner.spawn_task(Box::pin(remote));
     Join {
-        handoff,
+        how: How::Handoff {
+            handoff,
+            _guard: guard,
+        },
         info,
-        _guard: guard,
     }
 }
 
