@@ -75,6 +75,36 @@ fn main() {
     drop(fut);
     rows.push(("hatchery (inline)", per_child(peak, future_size)));
 
+    // Parallel children on an async-executor (ticked on this thread, so
+    // that every child is polled once and parked): the executor's task,
+    // the nursery's join half, and their bookkeeping.
+    let executor = async_executor::Executor::new();
+    let before = live();
+    let mut fut = Box::pin(nursery(|n: Nursery<'_, Cancelled>| {
+        let executor = &executor;
+        async move {
+            for _ in 0..CHILDREN {
+                n.spawn_on(executor, idle_child());
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    }));
+    block_on(futures::future::poll_fn(|cx| {
+        for _ in 0..3 {
+            let _ = fut.as_mut().poll(cx);
+            while executor.try_tick() {}
+        }
+        std::task::Poll::Ready(())
+    }));
+    let peak = live() - before;
+    drop(fut);
+    while executor.try_tick() {}
+    rows.push((
+        "hatchery (parallel, async-executor)",
+        per_child(peak, future_size),
+    ));
+
     // FuturesUnordered with the same child, run outside any scope (parks forever).
     let before = live();
     block_on(async {
