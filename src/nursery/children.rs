@@ -64,11 +64,18 @@ impl Wakeup {
     /// Forgets the keys a finished nursery left queued.
     #[cfg(not(hatchery_loom))]
     fn reset(&self) {
-        self.ready
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clear();
+        self.reset_queue();
         drop(self.waker.take());
+    }
+
+    #[cfg(not(hatchery_loom))]
+    fn reset_queue(&self) {
+        let mut ready = self
+            .ready
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        ready.clear();
+        ready.shrink_to(64);
     }
 
     /// Enqueues `key`; true if the queue was empty (invariant 4).
@@ -144,6 +151,8 @@ mod pool {
     pub(super) fn give_back(wakeup: Arc<Wakeup>, mut wakers: Vec<Arc<TaskWaker>>) {
         // Dropped outside the borrow: a registered waker's drop is user code.
         let _registered = wakeup.waker.take();
+        // A pooled wakeup keeps no large buffer.
+        wakeup.reset_queue();
         let _ = POOL.try_with(|pool| {
             let Ok(mut pool) = pool.try_borrow_mut() else {
                 return;

@@ -920,6 +920,9 @@ impl<E: CancelError> Outcomes<'_, E> {
         C: Future<Output = Result<(), E>> + Unpin,
     {
         match children.poll(key) {
+            // A cancelled child is not a failure: no need for its identity
+            // (its table entry goes with the batch, like a success's).
+            Some(Ok(Err(error))) if error.is_cancelled() => *self.saw_cancelled = true,
             Some(Ok(Err(error))) => self.error(children.failed(key), error),
             Some(Err(payload)) => self.panic(children.failed(key), payload),
             Some(Ok(Ok(()))) | None => {}
