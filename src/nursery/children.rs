@@ -222,6 +222,18 @@ pub(crate) fn poll_with<F: std::future::Future + ?Sized>(
     future.poll(&mut Context::from_waker(&waker))
 }
 
+/// A waker for `key`, queued for its first poll: a spare one if there is
+/// one (invariant 5), else a new one.
+fn waker_for(spare: &mut Vec<Arc<TaskWaker>>, wakeup: &Arc<Wakeup>, key: usize) -> Arc<TaskWaker> {
+    match spare.pop() {
+        Some(waker) => {
+            waker.reassign(key);
+            waker
+        }
+        None => TaskWaker::new(key, wakeup),
+    }
+}
+
 struct Child<C> {
     future: C,
     waker: Arc<TaskWaker>,
@@ -293,13 +305,7 @@ impl<C> Children<C> {
         let mut admit = self.table.admit();
         for (future, info) in new {
             let key = self.slab.vacant_key();
-            let waker = match self.spare.pop() {
-                Some(waker) => {
-                    waker.reassign(key);
-                    waker
-                }
-                None => TaskWaker::new(key, &self.wakeup),
-            };
+            let waker = waker_for(&mut self.spare, &self.wakeup, key);
             admit.insert(key, info);
             self.slab.insert(Child { future, waker });
             keys.push(key);
@@ -353,13 +359,7 @@ impl<C> Children<C> {
 
     /// A waker for the nursery body, queued for its first poll.
     pub(crate) fn body_waker(&mut self) -> Arc<TaskWaker> {
-        let waker = match self.spare.pop() {
-            Some(waker) => {
-                waker.reassign(BODY);
-                waker
-            }
-            None => TaskWaker::new(BODY, &self.wakeup),
-        };
+        let waker = waker_for(&mut self.spare, &self.wakeup, BODY);
         self.wakeup.push(BODY);
         waker
     }
