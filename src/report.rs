@@ -56,29 +56,75 @@ pub(crate) enum Kind {
 
 /// The children a nursery still polls, readable from any thread.
 ///
-/// Compact, because every child pays for it: a spawn location (8 bytes) and
-/// an admission time (4 bytes: milliseconds after the table was made) per key,
-/// in chunks that never move; the names of the few named children on the side.
+/// Compact, because every child pays for it: 4 bytes per key, in chunks that
+/// never move. Children admitted in the same poll from the same spawn site
+/// share one *cohort* (the site and the admission time, in milliseconds after
+/// the table was made), and a key holds only its cohort's number; a loop that
+/// spawns 10,000 children from one line makes a few hundred cohorts at most.
+/// The names of the few named children are kept on the side.
+///
+/// Invariant: a cohort's `count` is the number of keys that refer to it; a
+/// cohort with count 0 is on the free list and no key refers to it.
 pub(crate) struct TaskTable {
     location: &'static Location<'static>,
     epoch: Instant,
     tasks: Mutex<Registry>,
 }
 
+/// Children admitted together from one spawn site.
+struct Cohort {
+    site: &'static Location<'static>,
+    /// When they were admitted, in milliseconds after the table's epoch.
+    since: u32,
+    /// How many keys refer to this cohort.
+    count: u32,
+}
+
 #[derive(Default)]
 struct Registry {
-    /// The spawn location of the child under each key; `None`: a free key.
-    location: ChunkVec<Option<&'static Location<'static>>>,
-    /// When each child was admitted, in milliseconds after `epoch`.
-    since: ChunkVec<u32>,
+    /// 1 + the cohort of the child under each key; 0: a free key.
+    entries: ChunkVec<u32>,
+    cohorts: Vec<Cohort>,
+    /// Cohorts no key refers to, for reuse.
+    free: Vec<u32>,
     /// The names of the named children, by key.
     names: HashMap<usize, Cow<'static, str>>,
 }
 
 impl Registry {
+    /// Forgets the child under `key`; its cohort, if it was the last one.
+    fn release(&mut self, key: usize) -> Option<&'static Location<'static>> {
+        let cohort = std::mem::take(self.entries.get_mut(key)?).checked_sub(1)?;
+        let entry = &mut self.cohorts[cohort as usize];
+        entry.count -= 1;
+        if entry.count == 0 {
+            self.free.push(cohort);
+        }
+        Some(entry.site)
+    }
+
     fn take(&mut self, key: usize) -> Option<TaskInfo> {
-        let location = self.location.get_mut(key)?.take()?;
+        let location = self.release(key)?;
         Some(TaskInfo::from_parts(self.names.remove(&key), location))
+    }
+
+    /// A new cohort with one member.
+    fn open(&mut self, site: &'static Location<'static>, since: u32) -> u32 {
+        let cohort = Cohort {
+            site,
+            since,
+            count: 1,
+        };
+        match self.free.pop() {
+            Some(index) => {
+                self.cohorts[index as usize] = cohort;
+                index
+            }
+            None => {
+                self.cohorts.push(cohort);
+                u32::try_from(self.cohorts.len() - 1).expect("fewer than 4 billion children")
+            }
+        }
     }
 }
 
@@ -97,6 +143,8 @@ impl TaskTable {
             tasks: lock(&self.tasks),
             epoch: self.epoch,
             since: None,
+            recent: [None; RECENT],
+            next: 0,
         }
     }
 
@@ -113,9 +161,7 @@ impl TaskTable {
         let mut tasks = lock(&self.tasks);
         let named = !tasks.names.is_empty();
         for &key in keys {
-            if let Some(slot) = tasks.location.get_mut(key) {
-                *slot = None;
-            }
+            tasks.release(key);
             if named {
                 tasks.names.remove(&key);
             }
@@ -125,8 +171,9 @@ impl TaskTable {
     /// Forgets every child (the nursery dropped them all).
     pub(crate) fn clear(&self) {
         let mut tasks = lock(&self.tasks);
-        tasks.location.clear();
-        tasks.since.clear();
+        tasks.entries.clear();
+        tasks.cohorts.clear();
+        tasks.free.clear();
         tasks.names.clear();
     }
 
@@ -134,12 +181,12 @@ impl TaskTable {
     /// key order, under the table's lock (`each` must not call user code).
     fn for_each(&self, mut each: impl FnMut(TaskInfo, Instant)) {
         let tasks = lock(&self.tasks);
-        let entries = tasks.location.iter().zip(tasks.since.iter()).enumerate();
-        for (key, (location, &since)) in entries {
-            if let Some(location) = *location {
+        for (key, &entry) in tasks.entries.iter().enumerate() {
+            if let Some(cohort) = entry.checked_sub(1) {
+                let cohort = &tasks.cohorts[cohort as usize];
                 let name = tasks.names.get(&key).cloned();
-                let since = self.epoch + Duration::from_millis(since.into());
-                each(TaskInfo::from_parts(name, location), since);
+                let since = self.epoch + Duration::from_millis(cohort.since.into());
+                each(TaskInfo::from_parts(name, cohort.site), since);
             }
         }
     }
@@ -150,7 +197,16 @@ pub(crate) struct Admit<'t> {
     tasks: MutexGuard<'t, Registry>,
     epoch: Instant,
     since: Option<u32>,
+    /// The cohorts opened by this batch, by site: a batch rarely has more
+    /// than a few sites; past `RECENT`, the oldest is forgotten (its site,
+    /// if it comes again, opens another cohort).
+    recent: [Option<(&'static Location<'static>, u32)>; RECENT],
+    /// Where the next cohort goes in `recent`.
+    next: usize,
 }
+
+/// How many cohorts a batch of admissions remembers.
+const RECENT: usize = 8;
 
 impl Admit<'_> {
     pub(crate) fn insert(&mut self, key: usize, info: TaskInfo) {
@@ -161,14 +217,27 @@ impl Admit<'_> {
             let ms = clock::now().saturating_duration_since(epoch).as_millis();
             u32::try_from(ms).unwrap_or(u32::MAX)
         });
+        let (name, site) = info.into_parts();
         let tasks = &mut *self.tasks;
-        while tasks.location.len() <= key {
-            tasks.location.push(None);
-            tasks.since.push(0);
+        let mut known = self.recent.iter().flatten();
+        let cohort = match known.find(|(at, _)| std::ptr::eq(*at, site)) {
+            Some(&(_, cohort)) => {
+                tasks.cohorts[cohort as usize].count += 1;
+                cohort
+            }
+            None => {
+                let cohort = tasks.open(site, since);
+                self.recent[self.next] = Some((site, cohort));
+                self.next = (self.next + 1) % RECENT;
+                cohort
+            }
+        };
+        while tasks.entries.len() <= key {
+            tasks.entries.push(0);
         }
-        let (name, location) = info.into_parts();
-        *tasks.location.get_mut(key).expect("grown above") = Some(location);
-        *tasks.since.get_mut(key).expect("grown above") = since;
+        let entry = tasks.entries.get_mut(key).expect("grown above");
+        debug_assert_eq!(*entry, 0, "a key is admitted only once it is free");
+        *entry = cohort + 1;
         if let Some(name) = name {
             tasks.names.insert(key, name);
         }
@@ -837,4 +906,110 @@ pub(crate) struct NodeSnapshot {
     pub(crate) shield: bool,
     pub(crate) deadline: Option<Instant>,
     pub(crate) children: Vec<Arc<Node>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn here() -> &'static Location<'static> {
+        Location::caller()
+    }
+
+    /// Each listed child's spawn site (compared by file, line and column)
+    /// and name.
+    fn listed(table: &TaskTable) -> Vec<(&'static Location<'static>, Option<String>)> {
+        let mut out = Vec::new();
+        table.for_each(|info, _| out.push((info.location(), info.name().map(String::from))));
+        out
+    }
+
+    fn sites(table: &TaskTable) -> Vec<&'static Location<'static>> {
+        listed(table).into_iter().map(|(site, _)| site).collect()
+    }
+
+    #[test]
+    fn children_from_interleaved_sites_keep_their_own_site_and_name() {
+        let (a, b) = (here(), here());
+        assert_ne!(a, b);
+        let table = TaskTable::new(here());
+        let mut admit = table.admit();
+        for key in 0..40 {
+            let site = if key % 2 == 0 { a } else { b };
+            let name = (key == 7).then_some(Cow::Borrowed("seven"));
+            admit.insert(key, TaskInfo::from_parts(name, site));
+        }
+        drop(admit);
+        let cohorts = lock(&table.tasks).cohorts.len();
+        assert_eq!(cohorts, 2, "one cohort per site in a batch");
+
+        let seven = table.remove(7).expect("key 7 was admitted");
+        assert_eq!((seven.location(), seven.name()), (b, Some("seven")));
+        table.remove_all(
+            &(0..40)
+                .filter(|k| k % 4 != 0 && *k != 7)
+                .collect::<Vec<_>>(),
+        );
+        let left = listed(&table);
+        assert_eq!(left.len(), 10);
+        assert!(left.iter().all(|(site, name)| *site == a && name.is_none()));
+    }
+
+    #[test]
+    fn a_cohort_is_reused_only_once_no_key_refers_to_it() {
+        let (a, b, c) = (here(), here(), here());
+        let table = TaskTable::new(here());
+        let mut admit = table.admit();
+        admit.insert(0, TaskInfo::from_parts(None, a));
+        admit.insert(1, TaskInfo::from_parts(None, a));
+        drop(admit);
+        let mut admit = table.admit();
+        admit.insert(2, TaskInfo::from_parts(None, b));
+        drop(admit);
+        // Cohort of `a` loses one member: it is not free yet.
+        table.remove_all(&[0]);
+        let mut admit = table.admit();
+        admit.insert(0, TaskInfo::from_parts(None, c));
+        drop(admit);
+        assert_eq!(lock(&table.tasks).cohorts.len(), 3);
+        assert_eq!(sites(&table), [c, a, b]);
+        // Now `a`'s cohort empties and the next new cohort takes its place.
+        table.remove_all(&[1]);
+        let mut admit = table.admit();
+        admit.insert(1, TaskInfo::from_parts(None, b));
+        drop(admit);
+        assert_eq!(lock(&table.tasks).cohorts.len(), 3);
+        assert_eq!(sites(&table), [c, b, b]);
+        table.clear();
+        assert!(listed(&table).is_empty());
+    }
+
+    #[test]
+    fn a_batch_with_more_sites_than_it_remembers_still_lists_each_child_right() {
+        // Eleven distinct call sites: more than a batch remembers.
+        let many = [
+            here(),
+            here(),
+            here(),
+            here(),
+            here(),
+            here(),
+            here(),
+            here(),
+            here(),
+            here(),
+            here(),
+        ];
+        assert!(many.len() > RECENT);
+        assert!((1..many.len()).all(|i| !many[..i].contains(&many[i])));
+        let table = TaskTable::new(here());
+        let mut admit = table.admit();
+        for key in 0..many.len() * 3 {
+            admit.insert(key, TaskInfo::from_parts(None, many[key % many.len()]));
+        }
+        drop(admit);
+        let expected: Vec<_> = (0..many.len() * 3).map(|k| many[k % many.len()]).collect();
+        assert_eq!(sites(&table), expected);
+    }
 }

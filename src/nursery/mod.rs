@@ -184,6 +184,10 @@ impl<C> Shared<C> {
             return Err(incoming.len > 0);
         }
         let chunk = incoming.chunks.pop_front().ok_or(false)?;
+        if incoming.chunks.is_empty() && incoming.chunks.capacity() > 64 {
+            // A burst of spawns is over: keep no list of 64 × its size.
+            incoming.chunks.shrink_to(8);
+        }
         incoming.len -= chunk.len();
         *left = left.saturating_sub(chunk.len());
         Ok(chunk)
