@@ -64,17 +64,22 @@ pub(crate) enum Kind {
 /// The names of the few named children are kept on the side.
 ///
 /// Invariant: a cohort's `count` is the number of keys that refer to it; a
-/// cohort with count 0 is on the free list and no key refers to it.
+/// cohort with count 0 is on the free list (linked through `since`) and no
+/// key refers to it.
 pub(crate) struct TaskTable {
     location: &'static Location<'static>,
     epoch: Instant,
     tasks: Mutex<Registry>,
 }
 
+/// The end of the free list of cohorts.
+const NO_COHORT: u32 = u32::MAX;
+
 /// Children admitted together from one spawn site.
 struct Cohort {
     site: &'static Location<'static>,
-    /// When they were admitted, in milliseconds after the table's epoch.
+    /// When they were admitted, in milliseconds after the table's epoch;
+    /// for a free cohort, the next free one (`NO_COHORT`: none).
     since: u32,
     /// How many keys refer to this cohort.
     count: u32,
@@ -85,8 +90,9 @@ struct Registry {
     /// 1 + the cohort of the child under each key; 0: a free key.
     entries: ChunkVec<u32>,
     cohorts: Vec<Cohort>,
-    /// Cohorts no key refers to, for reuse.
-    free: Vec<u32>,
+    /// The first cohort no key refers to, for reuse (a list linked through
+    /// the free cohorts themselves: freeing allocates nothing).
+    free: Option<u32>,
     /// The names of the named children, by key.
     names: HashMap<usize, Cow<'static, str>>,
 }
@@ -97,10 +103,12 @@ impl Registry {
         let cohort = std::mem::take(self.entries.get_mut(key)?).checked_sub(1)?;
         let entry = &mut self.cohorts[cohort as usize];
         entry.count -= 1;
+        let site = entry.site;
         if entry.count == 0 {
-            self.free.push(cohort);
+            entry.since = self.free.unwrap_or(NO_COHORT);
+            self.free = Some(cohort);
         }
-        Some(entry.site)
+        Some(site)
     }
 
     fn take(&mut self, key: usize) -> Option<TaskInfo> {
@@ -115,14 +123,17 @@ impl Registry {
             since,
             count: 1,
         };
-        match self.free.pop() {
+        match self.free {
             Some(index) => {
+                let next = self.cohorts[index as usize].since;
+                self.free = (next != NO_COHORT).then_some(next);
                 self.cohorts[index as usize] = cohort;
                 index
             }
             None => {
                 self.cohorts.push(cohort);
-                u32::try_from(self.cohorts.len() - 1).expect("fewer than 4 billion children")
+                // At most `NO_COHORT - 1`, and 1 + it fits a key's entry.
+                u32::try_from(self.cohorts.len()).expect("fewer than 4 billion children") - 1
             }
         }
     }
@@ -173,7 +184,7 @@ impl TaskTable {
         let mut tasks = lock(&self.tasks);
         tasks.entries.clear();
         tasks.cohorts.clear();
-        tasks.free.clear();
+        tasks.free = None;
         tasks.names.clear();
     }
 

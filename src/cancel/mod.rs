@@ -8,6 +8,7 @@
 
 pub(crate) mod tree;
 pub(crate) mod wait;
+mod waiters;
 
 use std::fmt;
 use std::future::Future;

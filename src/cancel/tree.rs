@@ -25,8 +25,8 @@
 //! 4. A node unlinks itself from its parent (and drops its parent reference)
 //!    when its scope exits, so the parent/child reference cycle is broken on
 //!    every exit path and dropping a long chain never recurses.
-//! 5. `event` is notified after every state change, outside the lock; waiters
-//!    listen, re-check, then sleep, so no change is missed.
+//! 5. `waiters` are notified after every state change, outside the lock;
+//!    waiters listen, re-check, then sleep, so no change is missed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,38 +36,54 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::CancelReason;
+use super::waiters::Waiters;
 use crate::clock::{self, CANCELLED, NEVER};
 use crate::error::Cancelled;
 use crate::live::{LISTENERS, SCOPES, Token};
 use crate::report::{Kind, NodeSnapshot};
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
-use crate::sync::{Arc, Event, EventListener, Mutex, MutexGuard};
+use crate::sync::{Arc, Mutex, MutexGuard};
 
 pub(crate) struct Node {
     state: AtomicU64,
     inner: Mutex<Inner>,
-    event: Event,
-    /// Someone listened to `event` at least once. Until then a state change
-    /// need not notify: `Event::notify` allocates the event's state on first
-    /// use, which would cost every scope an allocation (invariant 5 keeps
-    /// holding through the fences in `listen` and `recompute_locked`).
+    /// The tasks waiting for this node's state to change.
+    waiters: Waiters,
+    /// Someone listened at least once. Until then a state change need not
+    /// take the waiters' lock (invariant 5 keeps holding through the fences
+    /// in `listen` and `recompute_locked`).
     listened: AtomicBool,
     /// What this node is, for the report.
     kind: Kind,
     _live: Token<SCOPES>,
 }
 
-/// A listener to a node's state changes, counted while it exists.
+/// A listener to a node's state changes, counted while it exists: ready
+/// once the state changed after it was made.
 pub(crate) struct Listener {
-    listener: EventListener,
+    node: Arc<Node>,
+    key: usize,
     _live: Token<LISTENERS>,
+}
+
+impl Listener {
+    /// The node listened to.
+    pub(crate) fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
 }
 
 impl Future for Listener {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.listener).poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.node.waiters.poll(self.key, cx)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.node.waiters.remove(self.key);
     }
 }
 
@@ -121,7 +137,7 @@ impl Node {
                 shield,
                 cancelled_caught: false,
             }),
-            event: Event::new(),
+            waiters: Waiters::default(),
             listened: AtomicBool::new(false),
             kind,
             _live: Token::new(),
@@ -170,13 +186,14 @@ impl Node {
         self.state.load(Ordering::Acquire)
     }
 
-    pub(crate) fn listen(&self) -> Listener {
+    pub(crate) fn listen(self: &Arc<Self>) -> Listener {
         self.listened.store(true, Ordering::Relaxed);
         // Pairs with the fence in `recompute_locked`: either the updater sees
         // `listened`, or the waiter's re-check after listening sees the state.
         fence(Ordering::SeqCst);
         Listener {
-            listener: self.event.listen(),
+            key: self.waiters.listen(),
+            node: Arc::clone(self),
             _live: Token::new(),
         }
     }
@@ -273,7 +290,7 @@ impl Node {
             drop(inner);
             fence(Ordering::SeqCst);
             if self.listened.load(Ordering::Relaxed) {
-                self.event.notify(usize::MAX);
+                self.waiters.notify();
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Waiting for a scope to be cancelled (and, optionally, for a time).
 //!
 //! Scopes never arm timers themselves; whoever *waits* does. A waiter listens
-//! to the node's event (which fires on every change of its effective state),
+//! to the node (which notifies its waiters on every change of its effective state),
 //! re-checks, and arms one timer at the earlier of its own target and the
 //! node's effective deadline. Listening before the re-check means no change can
 //! slip between the check and the sleep.
@@ -27,9 +27,9 @@ pub(crate) enum Woke {
 
 #[derive(Default)]
 pub(crate) struct Wait {
-    /// The node listened to, with its listener: a future polled in another
-    /// scope than before listens to that scope instead.
-    listener: Option<(Arc<Node>, Listener)>,
+    /// The listener to the node waited on: a future polled in another scope
+    /// than before listens to that scope instead.
+    listener: Option<Listener>,
     timer: Option<(Instant, clock::Timer)>,
 }
 
@@ -51,12 +51,12 @@ impl Wait {
                 return Poll::Ready(Woke::Elapsed);
             }
             let listening = match (node, &self.listener) {
-                (Some(node), Some((on, _))) => Arc::ptr_eq(node, on),
+                (Some(node), Some(listener)) => Arc::ptr_eq(node, listener.node()),
                 (None, _) => true,
                 (Some(_), None) => false,
             };
             if let (Some(node), false) = (node, listening) {
-                self.listener = Some((Arc::clone(node), node.listen()));
+                self.listener = Some(node.listen());
                 continue; // re-check now that no change can be missed
             }
             let state = node.map_or(NEVER, |node| node.state());
@@ -74,7 +74,7 @@ impl Wait {
                 (Some(at), slot @ None) => *slot = Some((at, clock::timer_at(at))),
                 (Some(_), Some(_)) => {}
             }
-            if let Some((_, listener)) = &mut self.listener {
+            if let Some(listener) = &mut self.listener {
                 if Pin::new(listener).poll(cx).is_ready() {
                     self.listener = None;
                     continue;

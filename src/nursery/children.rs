@@ -46,6 +46,16 @@ use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};
 use crate::task::TaskInfo;
 
+/// At most this many wakers of finished children are kept for reuse.
+#[cfg(not(hatchery_loom))]
+const MAX_SPARE: usize = pool::MAX_WAKERS;
+#[cfg(hatchery_loom)]
+const MAX_SPARE: usize = 16;
+
+/// The table entries of finished children are removed at the latest after
+/// this many (one lock each time; no unbounded list of keys to remove).
+const FINISHED_BATCH: usize = 1024;
+
 /// The key the nursery body uses in the ready queue.
 pub(crate) const BODY: usize = usize::MAX >> 1;
 
@@ -111,7 +121,7 @@ mod pool {
     use super::{Arc, TaskWaker, Wakeup};
 
     /// At most this many wakers are kept per thread (32 bytes each).
-    const MAX_WAKERS: usize = 16 * 1024;
+    pub(super) const MAX_WAKERS: usize = 16 * 1024;
     /// At most this many nurseries' wakeups are kept per thread.
     const MAX_UNITS: usize = 64;
 
@@ -340,10 +350,16 @@ impl<C> Children<C> {
             Err(payload) => Err(payload),
         };
         let child = self.slab.remove(key);
-        if Arc::strong_count(&child.waker) == 1 {
+        // Kept for reuse, up to what the thread's pool would keep: a
+        // million finished children need no list of a million wakers.
+        if Arc::strong_count(&child.waker) == 1 && self.spare.len() < MAX_SPARE {
             self.spare.push(child.waker);
         }
         self.finished.push(key);
+        if self.finished.len() == FINISHED_BATCH {
+            self.table.remove_all(&self.finished);
+            self.finished.clear();
+        }
         Some(outcome)
     }
 
