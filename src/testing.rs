@@ -380,7 +380,10 @@ pub struct Live {
     /// Cancel scopes and nurseries whose state has not been freed yet
     /// (a [`CancelHandle`](crate::CancelHandle) keeps its scope's alive).
     pub scopes: usize,
-    /// Waiters registered for a scope's cancellation (sleeps, `cancelled()`).
+    /// Waiters registered for a scope's cancellation: each nursery holds one
+    /// for its own scope (its body and children waiting on that scope rely on
+    /// it), and so does each other task waiting (sleeps, `cancelled()`) in a
+    /// scope of its own or on another executor.
     pub listeners: usize,
 }
 

@@ -285,4 +285,85 @@ fn a_body_closure_that_panics_after_spawning_leaks_nothing() {
         "the spawned child was dropped, not leaked"
     );
 }
+
+// The nursery listens to its own scope for all its waiting tasks (one
+// listener, not one per task) and polls them all again when the scope
+// changes: a deadline moved, a shield toggled, a cancel from another thread.
+
+#[test]
+fn children_waiting_on_the_nursery_scope_wake_when_its_deadline_moves_earlier() {
+    let woke = std::sync::atomic::AtomicUsize::new(0);
+    let woke = &woke;
+    let started = std::time::Instant::now();
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        for _ in 0..3 {
+            n.spawn(async move {
+                let cancelled = sleep_forever().await;
+                woke.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                cancelled?;
+                Ok(())
+            });
+        }
+        // The body waits too, on the same scope, with an hour-long sleep.
+        let body = async {
+            checkpoint().await?;
+            n.cancel_scope()
+                .set_deadline(hatchery::now() + Duration::from_millis(30));
+            sleep(Duration::from_secs(3600)).await
+        };
+        body.await?;
+        Ok(())
+    }));
+    // The nursery's scope catches its own cancellation.
+    assert!(matches!(out, Ok(None)), "{out:?}");
+    assert_eq!(woke.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn children_waiting_on_the_nursery_scope_wake_when_another_thread_cancels_it() {
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        for _ in 0..100 {
+            n.spawn(async {
+                sleep_forever().await?;
+                Ok(())
+            });
+        }
+        let handle = n.cancel_scope();
+        checkpoint().await?;
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            handle.cancel();
+        });
+        sleep_forever().await?;
+        Ok(())
+    }));
+    assert!(matches!(out, Ok(None)), "{out:?}");
+}
+
+#[test]
+fn a_child_waiting_in_a_scope_of_its_own_still_wakes_on_that_scope() {
+    // Only waits on the nursery's own scope are left to the nursery: a child's
+    // inner scope, cancelled through its handle, wakes the child by itself.
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let (tx, rx) = oneshot::channel();
+        n.spawn(async move {
+            let scope = CancelScope::new();
+            tx.send(scope.handle()).unwrap();
+            let caught = scope
+                .run(async {
+                    sleep_forever().await?;
+                    Ok::<(), Cancelled>(())
+                })
+                .await;
+            assert_eq!(caught, Ok(None), "the inner scope caught its cancellation");
+            Ok(())
+        });
+        let inner = rx.await.unwrap();
+        checkpoint().await?;
+        inner.cancel();
+        Ok(())
+    }));
+    assert!(out.is_ok());
+}
 }

@@ -136,6 +136,37 @@ fn spawn_on_an_async_executor_outside_run() {
 }
 
 #[test]
+fn a_parallel_child_polled_during_the_nursery_poll_still_listens_for_the_cancel() {
+    // The nursery re-polls its inline tasks when its scope changes, so they
+    // need no listener of their own; a parallel child is not one of them even
+    // when its executor happens to run it inside the nursery's poll (here:
+    // ticked from the body). It must listen, or the cancel never reaches it.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let executor = async_executor::LocalExecutor::new();
+        let out = block_on(executor.run(nursery(|n: Nursery<'_, Cancelled>| {
+            let executor = &executor;
+            async move {
+                n.spawn_on(executor, async {
+                    hatchery::sleep_forever().await?;
+                    Ok(())
+                });
+                // The child's first poll, inside the body's poll.
+                assert!(executor.try_tick());
+                n.cancel_scope().cancel();
+                Ok(())
+            }
+        })));
+        done_tx.send(format!("{out:?}")).unwrap();
+    });
+    let out = done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the parallel child was never woken by the cancel");
+    // The body's value; the child's `Cancelled` is caught by the nursery's scope.
+    assert_eq!(out, "Ok(Some(()))");
+}
+
+#[test]
 fn dropping_a_nursery_cancels_its_parallel_children_without_blocking() {
     struct CountDrop(Arc<AtomicUsize>);
     impl Drop for CountDrop {

@@ -5,6 +5,10 @@
 //! re-checks, and arms one timer at the earlier of its own target and the
 //! node's effective deadline. Listening before the re-check means no change can
 //! slip between the check and the sleep.
+//!
+//! A task that a nursery polls, waiting on that nursery's own scope, does not
+//! listen: the nursery listens once for all of them and polls them all again
+//! after every change (`context` invariant 2, nursery invariant 5).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use futures_lite::FutureExt;
 
 use super::tree::{Listener, Node};
 use crate::clock::{self, NEVER};
+use crate::context;
 
 /// Why a wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +56,14 @@ impl Wait {
                 return Poll::Ready(Woke::Elapsed);
             }
             let listening = match (node, &self.listener) {
-                (Some(node), Some(listener)) => Arc::ptr_eq(node, listener.node()),
                 (None, _) => true,
+                // The task's poller re-polls it on every change of the node
+                // (context invariant 2): nothing to listen to.
+                (Some(node), _) if context::covers(node) => {
+                    self.listener = None;
+                    true
+                }
+                (Some(node), Some(listener)) => Arc::ptr_eq(node, listener.node()),
                 (Some(_), None) => false,
             };
             if let (Some(node), false) = (node, listening) {

@@ -209,6 +209,12 @@ impl TaskWaker {
         before & QUEUED == 0 && self.wakeup.push(before >> 1)
     }
 
+    /// Sets the queued bit without enqueueing (the caller polls the task);
+    /// false if it was set already (the task is queued).
+    pub(crate) fn mark_queued(&self) -> bool {
+        self.state.fetch_or(QUEUED, Ordering::AcqRel) & QUEUED == 0
+    }
+
     /// Clears the queued bit; false means this queue entry was stale.
     pub(crate) fn take_queued(&self) -> bool {
         self.state.fetch_and(!QUEUED, Ordering::AcqRel) & QUEUED != 0
@@ -299,6 +305,17 @@ impl<C> Children<C> {
             &mut batch,
         );
         batch
+    }
+
+    /// Appends to `keys` every child not queued already, each marked queued:
+    /// the nursery's scope changed and they all get polled (nursery
+    /// invariant 5).
+    pub(crate) fn queue_all(&mut self, keys: &mut Vec<usize>) {
+        for (key, child) in self.slab.iter() {
+            if child.waker.mark_queued() {
+                keys.push(key);
+            }
+        }
     }
 
     /// Admits new children (one table lock for all of them) and appends

@@ -143,6 +143,15 @@ impl<T> ChunkSlab<T> {
         }
     }
 
+    /// The occupied entries with their keys, in key order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
+        let entries = self.entries.iter().enumerate();
+        entries.filter_map(|(key, entry)| match entry {
+            Entry::Occupied(value) => Some((key, value)),
+            Entry::Vacant(_) => None,
+        })
+    }
+
     /// Removes the value at `key`, which must be occupied.
     pub(crate) fn remove(&mut self, key: usize) -> T {
         let entry = self

@@ -15,6 +15,12 @@
 //!    failure is recorded; `Cancelled` is never recorded as a failure.
 //! 4. Dropping the nursery future closes it and drops every child and the body
 //!    synchronously.
+//! 5. The nursery listens to its own node from its first poll on, before it
+//!    polls any task, and when that listener fires (any change of the node's
+//!    state) it polls the body and every child again. So its tasks, polled
+//!    with `context::enter_covered`, wait on the nursery's scope without
+//!    listening themselves: a million sleeping children cost one listener, and
+//!    a cancel wakes them with one pass over the child set.
 
 mod children;
 pub(crate) mod chunked;
@@ -34,7 +40,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::cancel::tree::Node;
+use crate::cancel::tree::{Listener, Node};
 use crate::cancel::{CancelHandle, CancelReason, enter_node};
 use crate::context;
 use crate::error::{CancelError, NurseryError, SpawnError, TaskFailure};
@@ -848,6 +854,8 @@ pin_project! {
         body_flag: Arc<TaskWaker>,
         // The nursery's node, moved into the current-scope slot while polling.
         slot: Option<Arc<Node>>,
+        // The nursery's own listener to its node (invariant 5).
+        watch: Option<Listener>,
         shared: Arc<Shared<C>>,
         children: Children<C>,
         failures: Vec<TaskFailure<E>>,
@@ -883,6 +891,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             body_info: TaskInfo::new(Some(Cow::Borrowed("nursery body"))),
             body_flag,
             slot: Some(Arc::clone(&shared.node)),
+            watch: None,
             children,
             shared,
             failures: Vec::new(),
@@ -934,6 +943,22 @@ impl<E: CancelError> Outcomes<'_, E> {
     }
 }
 
+/// Keeps the nursery listening to its node (invariant 5); true if the
+/// node's state changed since the last call.
+fn node_changed(watch: &mut Option<Listener>, node: &Arc<Node>, cx: &mut Context<'_>) -> bool {
+    let mut changed = false;
+    loop {
+        let listener = watch.get_or_insert_with(|| node.listen());
+        if Pin::new(listener).poll(cx).is_pending() {
+            return changed;
+        }
+        // Listen again before the tasks are polled: a change after this
+        // point fires the new listener.
+        *watch = None;
+        changed = true;
+    }
+}
+
 impl<E, T, Fut, C> Future for NurseryFuture<E, T, Fut, C>
 where
     E: CancelError,
@@ -955,6 +980,7 @@ where
         let shared = &**this.shared;
         let node = &*shared.node;
         shared.wakeup.waker.register(cx.waker());
+        let changed = node_changed(this.watch, &shared.node, cx);
 
         let mut body = this.body;
         let children = this.children;
@@ -967,9 +993,16 @@ where
         let body_flag = &*this.body_flag;
         let body_info = &*this.body_info;
         let body_output = &mut *this.body_output;
-        let (done, more) = context::enter(this.slot, || {
-            // The tasks woken since the last poll, the body among them.
+        let (done, more) = context::enter_covered(this.slot, || {
+            // The tasks woken since the last poll, the body among them; all of
+            // them if the scope changed (invariant 5).
             let mut batch = children.take_woken();
+            if changed {
+                children.queue_all(&mut batch);
+                if body.is_some() && body_flag.mark_queued() {
+                    batch.push(BODY);
+                }
+            }
             for &key in &batch {
                 if key != BODY {
                     outcomes.poll_child(children, key);
@@ -1018,6 +1051,7 @@ where
         }
 
         *this.phase = Phase::Exited;
+        *this.watch = None;
         // Like trio: a cancellation that some task unwound with, and that this
         // nursery's scope does not catch, propagates out of the nursery even
         // if the body itself returned a value.
