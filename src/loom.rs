@@ -36,6 +36,15 @@ impl Scope {
         Scope(node)
     }
 
+    /// A new node linked under `parent` the way a scope's own node is
+    /// entered (`Node::enter_owned`: without its own lock while nobody else
+    /// refers to it).
+    pub fn enter_owned(parent: Option<&Scope>) -> Scope {
+        let mut node = Node::new(None, false, Kind::Starting);
+        Node::enter_owned(&mut node, parent.map(|parent| Arc::clone(&parent.0)), None);
+        Scope(node)
+    }
+
     /// `Node::cancel` (an explicit cancel).
     pub fn cancel(&self) {
         self.0.cancel(crate::CancelReason::Explicit);

@@ -176,6 +176,27 @@ fn cancelling_the_parent_wakes_a_waiter_on_the_child() {
     });
 }
 
+/// A scope entered without its own lock (`enter_owned`: nobody else holds its
+/// node yet) while another thread cancels the parent: it ends cancelled, and
+/// a waiter on it is woken.
+#[test]
+fn a_scope_entered_without_its_lock_under_a_parent_being_cancelled_ends_cancelled() {
+    model(|| {
+        let parent = Scope::new(None, false);
+        let canceller = {
+            let parent = parent.clone();
+            thread::spawn(move || parent.cancel())
+        };
+        let child = Scope::enter_owned(Some(&parent));
+        let waits = wait_by_hand(&child);
+        assert!(waits <= 1, "waited {waits} times for one change");
+        canceller.join().unwrap();
+        assert_eq!(child.state(), CANCELLED, "the child follows its parent");
+        assert_eq!(effective(&[&parent, &child]), CANCELLED);
+        child.unlink();
+    });
+}
+
 // ---------------------------------------------------------------------------
 // 2. A shield toggled while the parent is cancelled.
 // ---------------------------------------------------------------------------

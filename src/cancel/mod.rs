@@ -302,7 +302,10 @@ where
         match this.phase {
             Phase::Idle => {
                 if let Some(node) = this.slot {
-                    enter_node(node, *this.timeout);
+                    let deadline = this
+                        .timeout
+                        .and_then(|timeout| clock::now().checked_add(timeout));
+                    Node::enter_owned(node, context::current(), deadline);
                 }
                 *this.phase = Phase::Entered;
             }

@@ -18,7 +18,11 @@
 //! 2. A node's `state` is written only while its own `inner` lock is held, and
 //!    the node's children are read under that same lock. So a child linked
 //!    after a parent's write sees the new value when it computes its own, and a
-//!    child linked before is in the list the writer pushes to.
+//!    child linked before is in the list the writer pushes to. The one
+//!    exception, `enter_owned`: a node nobody else refers to yet is set up
+//!    without its own lock, its state computed and stored under its parent's
+//!    lock just before it is inserted into the parent's list, which is the
+//!    only way anyone else can reach it.
 //! 3. No thread ever holds two node locks at once: updates walk the tree with
 //!    an explicit work list, one lock at a time, so they cannot deadlock, and
 //!    they never recurse, so 10,000-deep chains are fine.
@@ -113,6 +117,15 @@ impl Inner {
 
     fn own_deadline_passed(&self, now: u64) -> bool {
         self.deadline_nanos != NEVER && now >= self.deadline_nanos
+    }
+
+    /// Lowers the own deadline to `deadline` (never raises it).
+    fn lower_deadline(&mut self, deadline: Instant) {
+        let lowered = self
+            .deadline
+            .map_or(deadline, |current| current.min(deadline));
+        self.deadline = Some(lowered);
+        self.deadline_nanos = clock::to_nanos(lowered);
     }
 
     /// Records a cancellation; the first reason wins.
@@ -311,13 +324,42 @@ impl Node {
             inner.key_in_parent = key;
         }
         if let Some(deadline) = deadline {
-            let lowered = inner
-                .deadline
-                .map_or(deadline, |current| current.min(deadline));
-            inner.deadline = Some(lowered);
-            inner.deadline_nanos = clock::to_nanos(lowered);
+            inner.lower_deadline(deadline);
         }
         self.update_locked(inner);
+    }
+
+    /// `enter` for a scope's own node, which may have no other owner yet (no
+    /// handle was taken): then it is set up without its own lock, and no
+    /// waiter can be listening (invariant 2's exception). This is what makes
+    /// entering a scope cheap.
+    pub(crate) fn enter_owned(
+        this: &mut Arc<Node>,
+        parent: Option<Arc<Node>>,
+        deadline: Option<Instant>,
+    ) {
+        let Some(node) = Arc::get_mut(this) else {
+            return this.enter(parent.as_ref(), deadline);
+        };
+        let inner = node
+            .inner
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(deadline) = deadline {
+            inner.lower_deadline(deadline);
+        }
+        let Some(parent) = parent else {
+            node.state.store(inner.effective(), Ordering::Release);
+            return;
+        };
+        let mut siblings = parent.lock();
+        let entry = siblings.children.vacant_entry();
+        inner.key_in_parent = entry.key();
+        inner.parent = Some(Arc::clone(&parent));
+        // The parent's state cannot change while its lock is held; any later
+        // change finds this node in its list.
+        node.state.store(inner.effective(), Ordering::Release);
+        entry.insert(Arc::clone(this));
     }
 
     /// Removes this node from its parent's children (invariant 4). The state
