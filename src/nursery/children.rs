@@ -307,15 +307,18 @@ impl<C> Children<C> {
         batch
     }
 
-    /// Appends to `keys` every child not queued already, each marked queued:
-    /// the nursery's scope changed and they all get polled (nursery
-    /// invariant 5).
-    pub(crate) fn queue_all(&mut self, keys: &mut Vec<usize>) {
-        for (key, child) in self.slab.iter() {
-            if child.waker.mark_queued() {
-                keys.push(key);
-            }
-        }
+    /// One more than the highest key a child may have.
+    pub(crate) fn key_end(&self) -> usize {
+        self.slab.key_end()
+    }
+
+    /// Marks the child at `key` queued, for a poll right away (the nursery's
+    /// scope changed: nursery invariant 5); false if there is no child there
+    /// or it is queued already.
+    pub(crate) fn mark_queued(&mut self, key: usize) -> bool {
+        self.slab
+            .get_mut(key)
+            .is_some_and(|child| child.waker.mark_queued())
     }
 
     /// Admits new children (one table lock for all of them) and appends

@@ -143,13 +143,9 @@ impl<T> ChunkSlab<T> {
         }
     }
 
-    /// The occupied entries with their keys, in key order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
-        let entries = self.entries.iter().enumerate();
-        entries.filter_map(|(key, entry)| match entry {
-            Entry::Occupied(value) => Some((key, value)),
-            Entry::Vacant(_) => None,
-        })
+    /// One more than the highest key ever handed out.
+    pub(crate) fn key_end(&self) -> usize {
+        self.entries.len()
     }
 
     /// Removes the value at `key`, which must be occupied.

@@ -998,9 +998,15 @@ where
             // them if the scope changed (invariant 5).
             let mut batch = children.take_woken();
             if changed {
-                children.queue_all(&mut batch);
                 if body.is_some() && body_flag.mark_queued() {
                     batch.push(BODY);
+                }
+                // Every child in key order (a woken one is polled once: its
+                // entry in `batch` is stale by then, invariant 2 of children).
+                for key in 0..children.key_end() {
+                    if children.mark_queued(key) {
+                        outcomes.poll_child(children, key);
+                    }
                 }
             }
             for &key in &batch {
