@@ -194,7 +194,9 @@ impl Node {
         }
     }
 
-    /// The effective state (see the module docs).
+    /// The effective state (see the module docs). Inlined: every checkpoint
+    /// reads it (it would be a call across the crate boundary otherwise).
+    #[inline]
     pub(crate) fn state(&self) -> u64 {
         self.state.load(Ordering::Acquire)
     }
