@@ -125,9 +125,7 @@ impl Future for WaitCancelled {
     type Output = Result<Infallible, Cancelled>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let wait = &mut self.get_mut().wait;
-        wait.poll(context::current().as_ref(), None, cx)
-            .map(|_| Err(Cancelled))
+        self.get_mut().wait.poll_current(cx).map(|_| Err(Cancelled))
     }
 }
 
@@ -210,7 +208,7 @@ impl<F: Future> Future for Cancellable<F> {
             this.inner.set(None);
             return Poll::Ready(Ok(output));
         }
-        match this.wait.poll(context::current().as_ref(), None, cx) {
+        match this.wait.poll_current(cx) {
             Poll::Ready(_) => {
                 this.inner.set(None);
                 Poll::Ready(Err(Cancelled))

@@ -76,6 +76,13 @@ pub(crate) fn current() -> Option<Arc<Node>> {
     CURRENT.with(|current| current.node.borrow().clone())
 }
 
+/// Runs `f` on the current node (without cloning it) and whether the running
+/// task is re-polled after every change of its state (invariant 2). Like
+/// [`with_current`], `f` must not wake anything.
+pub(crate) fn peek<R>(f: impl FnOnce(Option<&Arc<Node>>, bool) -> R) -> R {
+    CURRENT.with(|current| f(current.node.borrow().as_ref(), current.covered.get()))
+}
+
 /// Whether the running task is re-polled after every change of `node`'s
 /// state by whoever polls it (invariant 2).
 pub(crate) fn covers(node: &Arc<Node>) -> bool {

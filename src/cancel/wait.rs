@@ -18,7 +18,7 @@ use std::time::Instant;
 use futures_lite::FutureExt;
 
 use super::tree::{Listener, Node};
-use crate::clock::{self, NEVER};
+use crate::clock::{self, CANCELLED, NEVER};
 use crate::context;
 
 /// Why a wait ended.
@@ -39,6 +39,24 @@ pub(crate) struct Wait {
 }
 
 impl Wait {
+    /// Polls until the current scope is cancelled (never, outside any
+    /// scope). In the common cases (the scope is cancelled; or nothing
+    /// applies to it and its nursery re-polls this task on any change) it
+    /// answers without taking a reference to the scope's node.
+    pub(crate) fn poll_current(&mut self, cx: &mut Context<'_>) -> Poll<Woke> {
+        if self.listener.is_none() && self.timer.is_none() {
+            let quick = context::peek(|node, covered| match node.map(|node| node.state()) {
+                Some(CANCELLED) => Some(Poll::Ready(Woke::Cancelled)),
+                Some(NEVER) if covered => Some(Poll::Pending),
+                _ => None,
+            });
+            if let Some(answer) = quick {
+                return answer;
+            }
+        }
+        self.poll(context::current().as_ref(), None, cx)
+    }
+
     /// Polls until `node` is cancelled or `target` passes. Without a node the
     /// wait is never cancelled; without either it never ends.
     pub(crate) fn poll(
