@@ -342,6 +342,25 @@ fn children_waiting_on_the_nursery_scope_wake_when_another_thread_cancels_it() {
 }
 
 #[test]
+fn a_sibling_cancelling_in_the_same_poll_wakes_a_child_that_just_started_waiting() {
+    // The waiting child relies on the nursery, which starts listening only at
+    // the end of the poll: the cancel comes before that, in the same poll.
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        n.spawn(async {
+            sleep_forever().await?;
+            Ok(())
+        });
+        let handle = n.cancel_scope();
+        n.spawn(async move {
+            handle.cancel();
+            Ok(())
+        });
+        Ok(())
+    }));
+    assert!(matches!(out, Ok(Some(()))), "{out:?}");
+}
+
+#[test]
 fn a_child_waiting_in_a_scope_of_its_own_still_wakes_on_that_scope() {
     // Only waits on the nursery's own scope are left to the nursery: a child's
     // inner scope, cancelled through its handle, wakes the child by itself.
