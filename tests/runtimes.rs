@@ -167,6 +167,32 @@ fn a_parallel_child_polled_during_the_nursery_poll_still_listens_for_the_cancel(
 }
 
 #[test]
+fn a_spawn_from_another_task_wakes_a_nursery_that_is_waiting() {
+    // The nursery's task is polled only when woken (a LocalExecutor task):
+    // a spawn made while the nursery waits, from another task, must wake it.
+    let executor = async_executor::LocalExecutor::new();
+    let (handle_tx, handle_rx) = futures::channel::oneshot::channel();
+    let (value_tx, value_rx) = futures::channel::oneshot::channel::<u32>();
+    let outside = executor.spawn(async move {
+        let n: Nursery<'_, Cancelled> = handle_rx.await.unwrap();
+        futures_lite::future::yield_now().await; // the nursery is waiting now
+        n.spawn(async move {
+            value_tx.send(7).unwrap();
+            Ok(())
+        });
+    });
+    let inside = executor.spawn(nursery(|n: Nursery<'_, Cancelled>| {
+        handle_tx.send(n.clone()).ok().unwrap();
+        async move { Ok(value_rx.await.unwrap()) }
+    }));
+    let out = block_on(executor.run(async move {
+        outside.await;
+        inside.await
+    }));
+    assert_eq!(out.unwrap(), Some(7));
+}
+
+#[test]
 fn dropping_a_nursery_cancels_its_parallel_children_without_blocking() {
     struct CountDrop(Arc<AtomicUsize>);
     impl Drop for CountDrop {

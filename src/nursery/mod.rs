@@ -62,6 +62,11 @@ pub(crate) struct Shared<C> {
     table: Arc<TaskTable>,
     wakeup: Arc<Wakeup>,
     incoming: Mutex<Incoming<C>>,
+    /// The nursery future is in a poll that will still drain `incoming`: a
+    /// spawn then need not wake it. Set at the start of each poll, cleared
+    /// under the `incoming` lock by the call that finds nothing more to admit
+    /// (so a spawn after that point wakes the nursery).
+    draining: AtomicBool,
 }
 
 /// New children per chunk of the incoming queue.
@@ -90,6 +95,7 @@ impl<C> Shared<C> {
             node: Node::new(None, false, Kind::Nursery(Arc::clone(&table))),
             table,
             wakeup,
+            draining: AtomicBool::new(false),
             incoming: Mutex::new(Incoming {
                 chunks: VecDeque::new(),
                 len: 0,
@@ -114,10 +120,12 @@ impl<C> Shared<C> {
                 return Err(SpawnError::Closed);
             }
             incoming.push((child, info));
-            incoming.len == 1
+            incoming.len == 1 && !self.draining.load(Ordering::Relaxed)
         };
         // Only the spawn that makes `incoming` non-empty wakes the poller: it
-        // drains the whole queue at once on the poll that wake causes.
+        // drains the whole queue at once on the poll that wake causes. A spawn
+        // during a poll that is still to drain it (the body's, most often)
+        // wakes nobody.
         if first {
             self.wakeup.waker.wake();
         }
@@ -172,7 +180,8 @@ impl<C> Shared<C> {
     /// Hands back a drained chunk (if any) and takes the next one to admit,
     /// unless `budget` children have been taken already in this poll (it is
     /// set, on the first call, to the number waiting then). `Err(true)`:
-    /// children are left waiting, and the nursery must poll again.
+    /// children are left waiting, and the nursery must poll again. Either
+    /// `Err` ends the draining (spawns wake the nursery again).
     fn next_chunk(
         &self,
         drained: Option<Vec<(C, TaskInfo)>>,
@@ -186,10 +195,15 @@ impl<C> Shared<C> {
             incoming.spare.push(chunk);
         }
         let left = budget.get_or_insert(incoming.len);
-        if *left == 0 {
+        if *left == 0 || incoming.len == 0 {
+            // Nothing more this poll: later spawns must wake the nursery.
+            self.draining.store(false, Ordering::Relaxed);
             return Err(incoming.len > 0);
         }
-        let chunk = incoming.chunks.pop_front().ok_or(false)?;
+        let chunk = incoming
+            .chunks
+            .pop_front()
+            .expect("`len` counts the children in `chunks`");
         if incoming.chunks.is_empty() && incoming.chunks.capacity() > 64 {
             // A burst of spawns is over: keep no list of 64 × its size.
             incoming.chunks.shrink_to(8);
@@ -981,6 +995,7 @@ where
         let node = &*shared.node;
         shared.wakeup.waker.register(cx.waker());
         let changed = node_changed(this.watch, &shared.node, cx);
+        shared.draining.store(true, Ordering::Relaxed);
 
         let mut body = this.body;
         let children = this.children;
@@ -1159,12 +1174,12 @@ mod tests {
             Ok(())
         }));
         let mut cx = Context::from_waker(&waker);
-        // Polled until it waits with the waker registered (the spawn woke
-        // it once).
+        // Polled until it waits with the waker registered. The body's spawn
+        // woke nobody: the poll it happened in admitted the child.
         assert!(second.as_mut().poll(&mut cx).is_pending());
         assert!(second.as_mut().poll(&mut cx).is_pending());
         let woken = outer.0.load(Ordering::Relaxed);
-        assert_eq!(woken, 1);
+        assert_eq!(woken, 0);
         kept.wake();
         assert_eq!(
             outer.0.load(Ordering::Relaxed),
