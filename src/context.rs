@@ -118,5 +118,5 @@ pub(crate) fn check() -> Result<(), Cancelled> {
 /// Runs `f` on the current node (without cloning it). `f` must not wake
 /// anything (waiting futures only register here).
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
-    CURRENT.with(|current| f(current.node.borrow().as_ref()))
+    peek(|node, _| f(node))
 }
