@@ -109,6 +109,12 @@ fn effective(chain: &[&Scope]) -> u64 {
 //    let `recompute_locked` skip the notify when nobody listened.
 // ---------------------------------------------------------------------------
 
+/// Cancels `scope` from a new loom thread.
+fn cancel_on_another_thread(scope: &Scope) -> thread::JoinHandle<()> {
+    let scope = scope.clone();
+    thread::spawn(move || scope.cancel())
+}
+
 /// The waiter protocol by hand, as tree.rs invariant 5 states it: check,
 /// listen, re-check, wait on the listener. Returns how often it had to wait.
 fn wait_by_hand(scope: &Scope) -> usize {
@@ -183,10 +189,7 @@ fn cancelling_the_parent_wakes_a_waiter_on_the_child() {
 fn a_scope_entered_without_its_lock_under_a_parent_being_cancelled_ends_cancelled() {
     model(|| {
         let parent = Scope::new(None, false);
-        let canceller = {
-            let parent = parent.clone();
-            thread::spawn(move || parent.cancel())
-        };
+        let canceller = cancel_on_another_thread(&parent);
         let child = Scope::enter_owned(Some(&parent));
         let waits = wait_by_hand(&child);
         assert!(waits <= 1, "waited {waits} times for one change");
@@ -206,10 +209,7 @@ fn shielding_while_the_parent_is_cancelled_ends_not_cancelled() {
     model(|| {
         let parent = Scope::new(None, false);
         let child = Scope::new(Some(&parent), false);
-        let canceller = {
-            let parent = parent.clone();
-            thread::spawn(move || parent.cancel())
-        };
+        let canceller = cancel_on_another_thread(&parent);
         child.set_shield(true);
         canceller.join().unwrap();
         assert_eq!(parent.state(), CANCELLED, "0 is CANCELLED");
@@ -226,10 +226,7 @@ fn unshielding_while_the_parent_is_cancelled_ends_cancelled_and_notifies() {
         let parent = Scope::new(None, false);
         let child = Scope::new(Some(&parent), true);
         let mut listener = child.listen();
-        let canceller = {
-            let parent = parent.clone();
-            thread::spawn(move || parent.cancel())
-        };
+        let canceller = cancel_on_another_thread(&parent);
         child.set_shield(false);
         canceller.join().unwrap();
         assert_eq!(effective(&[&parent, &child]), CANCELLED);
@@ -283,10 +280,7 @@ fn a_child_exiting_while_its_parent_is_cancelled_ends_unlinked_and_uncancelled()
     model(|| {
         let parent = Scope::new(None, false);
         let child = Scope::new(Some(&parent), false);
-        let canceller = {
-            let parent = parent.clone();
-            thread::spawn(move || parent.cancel())
-        };
+        let canceller = cancel_on_another_thread(&parent);
         child.unlink();
         canceller.join().unwrap();
         assert_eq!(parent.state(), CANCELLED, "0 is CANCELLED");
@@ -310,10 +304,7 @@ fn a_cancelled_child_exiting_while_its_parent_is_cancelled_keeps_its_own_state()
         let parent = Scope::new(None, false);
         let child = Scope::new(Some(&parent), false);
         let grandchild = Scope::new(Some(&child), false);
-        let canceller = {
-            let parent = parent.clone();
-            thread::spawn(move || parent.cancel())
-        };
+        let canceller = cancel_on_another_thread(&parent);
         let exiting = {
             let child = child.clone();
             thread::spawn(move || {
@@ -342,10 +333,7 @@ fn an_uncancelled_child_exiting_under_a_cancelled_parent_frees_its_subtree() {
         let parent = Scope::new(None, false);
         let child = Scope::new(Some(&parent), false);
         let grandchild = Scope::new(Some(&child), false);
-        let canceller = {
-            let parent = parent.clone();
-            thread::spawn(move || parent.cancel())
-        };
+        let canceller = cancel_on_another_thread(&parent);
         child.unlink();
         canceller.join().unwrap();
         assert_eq!(parent.children(), 0);
