@@ -18,7 +18,7 @@
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use hatchery::__loom::{CANCELLED, ChildSet, NEVER, Scope};
@@ -50,22 +50,37 @@ fn thread_name() -> String {
 /// A waker that unparks a loom thread. A std `Arc` on purpose: cloning and
 /// waking it are no loom operations, so nothing can be scheduled in between
 /// while the waker is used under another primitive's lock.
-struct Unpark(thread::Thread);
+///
+/// It also raises `woken` (a std atomic: no loom operation either), which
+/// `block_on` checks before parking: loom 0.7 forgets an unpark that arrives
+/// while its thread is runnable if that thread then blocks on a loom
+/// `Mutex` before parking (`Mutex::release_lock` resets the waiter to
+/// runnable without its saved unpark), which would show as a false deadlock.
+struct Unpark {
+    thread: thread::Thread,
+    woken: AtomicBool,
+}
 
 impl Wake for Unpark {
     fn wake(self: Arc<Self>) {
-        self.0.unpark();
+        self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
+        self.woken.store(true, Ordering::SeqCst);
+        self.thread.unpark();
     }
 }
 
 /// Polls `future` to completion on this loom thread, parking between polls
-/// (loom parks have no spurious wakeups); returns how often it was polled.
+/// until woken (loom parks have no spurious wakeups); returns how often it
+/// was polled.
 fn block_on<F: Future + Unpin>(mut future: F) -> (F::Output, usize) {
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let unpark = Arc::new(Unpark {
+        thread: thread::current(),
+        woken: AtomicBool::new(false),
+    });
+    let waker = Waker::from(Arc::clone(&unpark));
     let mut cx = Context::from_waker(&waker);
     let mut polls = 0;
     loop {
@@ -73,7 +88,9 @@ fn block_on<F: Future + Unpin>(mut future: F) -> (F::Output, usize) {
         if let Poll::Ready(output) = Pin::new(&mut future).poll(&mut cx) {
             return (output, polls);
         }
-        thread::park();
+        while !unpark.woken.swap(false, Ordering::SeqCst) {
+            thread::park();
+        }
     }
 }
 

@@ -18,7 +18,7 @@
 //! 4. The push that makes the ready queue non-empty wakes the nursery's
 //!    poller; later pushes need not, because the poller takes the whole queue
 //!    at once (under the same lock) on the poll that wake causes.
-//! 5. A child is polled with a waker borrowed from its `Arc<TaskWaker>`
+//! 5. A child is polled with a waker borrowed from an `Arc<TaskWaker>`
 //!    (`futures_task::waker_ref`): no reference count changes per poll. A
 //!    finished child's waker is reused for a later child only when nobody
 //!    else holds a clone of it (`Arc::strong_count == 1`), so a reused waker
@@ -31,6 +31,15 @@
 //!    `Wakeup` any more (`strong_count == 1 + wakers`: no handle of the old
 //!    nursery, no waker a task kept), and empties its ready queue first. So a
 //!    recycled waker can only ever wake the nursery that took it.
+//! 8. A child owns a waker only once it kept one. Until then it is polled
+//!    with the shared `probe`, set to its key for that poll, and its
+//!    `QUEUED` bit lives in `queued`. If the probe's strong count is 1 after
+//!    the poll (then an acquire fence: ordered after the release of every
+//!    clone), no clone can wake it later: a wake during the poll moves to
+//!    the bit, and the probe serves the next child. Otherwise the probe
+//!    becomes the child's own waker, with its key and bit, and a new probe
+//!    is taken. A child that only waits on its nursery's scope (covered,
+//!    nursery invariant 5) or only yields thus never costs a waker.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -215,6 +224,30 @@ impl TaskWaker {
         self.state.fetch_or(QUEUED, Ordering::AcqRel) & QUEUED == 0
     }
 
+    /// After a poll with the probe (invariant 8): `None` if a clone of it
+    /// is still held, else whether it was woken.
+    fn woken_if_unique(self: &Arc<Self>) -> Option<bool> {
+        // A loom operation, so that the models' threads may drop a clone
+        // right here, between the poll and the check (std's `Arc` is none).
+        #[cfg(hatchery_loom)]
+        let _ = self.state.load(Ordering::Relaxed);
+        // No `Weak` of a waker is ever made: the strong count says it all.
+        if Arc::strong_count(self) != 1 {
+            return None;
+        }
+        // Pairs with the release of the last clone's drop: every wake made
+        // through a clone is seen below.
+        #[cfg(not(hatchery_loom))]
+        {
+            crate::sync::atomic::fence(Ordering::Acquire);
+            Some(self.state.load(Ordering::Relaxed) & QUEUED != 0)
+        }
+        // Loom cannot see that pairing (std's `Arc` is no loom type); a
+        // read-modify-write reads the last wake regardless.
+        #[cfg(hatchery_loom)]
+        Some(self.state.swap(0, Ordering::Relaxed) & QUEUED != 0)
+    }
+
     /// Clears the queued bit; false means this queue entry was stale.
     pub(crate) fn take_queued(&self) -> bool {
         self.state.fetch_and(!QUEUED, Ordering::AcqRel) & QUEUED != 0
@@ -252,7 +285,41 @@ fn waker_for(spare: &mut Vec<Arc<TaskWaker>>, wakeup: &Arc<Wakeup>, key: usize) 
 
 struct Child<C> {
     future: C,
-    waker: Arc<TaskWaker>,
+    /// The waker the child kept, if it kept one (invariant 8).
+    waker: Option<Arc<TaskWaker>>,
+}
+
+/// The `QUEUED` bits of the children polled with the probe (invariant 8),
+/// one bit per key.
+#[derive(Default)]
+struct Bits {
+    words: Vec<u64>,
+}
+
+impl Bits {
+    fn set(&mut self, key: usize) -> bool {
+        let (word, bit) = (key / 64, 1 << (key % 64));
+        if word >= self.words.len() {
+            self.words.resize(word + 1, 0);
+        }
+        let before = self.words[word];
+        self.words[word] = before | bit;
+        before & bit == 0
+    }
+
+    /// Clears the bit; true if it was set.
+    fn take(&mut self, key: usize) -> bool {
+        let (word, bit) = (key / 64, 1 << (key % 64));
+        self.words.get_mut(word).is_some_and(|w| {
+            let before = *w;
+            *w = before & !bit;
+            before & bit != 0
+        })
+    }
+
+    fn clear(&mut self) {
+        self.words.clear();
+    }
 }
 
 /// How a polled child ended.
@@ -265,6 +332,10 @@ pub(crate) struct Children<C> {
     batch: Vec<usize>,
     /// Wakers of finished children, ready for reuse (invariant 5).
     spare: Vec<Arc<TaskWaker>>,
+    /// The waker children that own none are polled with (invariant 8).
+    probe: Option<Arc<TaskWaker>>,
+    /// Their `QUEUED` bits (invariant 8).
+    queued: Bits,
     /// Who the children are, readable by the report (invariant 6).
     table: Arc<TaskTable>,
     /// Children that finished without a failure since the last `recycle`;
@@ -283,6 +354,8 @@ impl<C> Children<C> {
             wakeup,
             batch: Vec::new(),
             spare,
+            probe: None,
+            queued: Bits::default(),
             table,
             finished: Vec::new(),
         }
@@ -316,9 +389,13 @@ impl<C> Children<C> {
     /// scope changed: nursery invariant 5); false if there is no child there
     /// or it is queued already.
     pub(crate) fn mark_queued(&mut self, key: usize) -> bool {
-        self.slab
-            .get_mut(key)
-            .is_some_and(|child| child.waker.mark_queued())
+        match self.slab.get_mut(key) {
+            None => false,
+            Some(Child {
+                waker: Some(waker), ..
+            }) => waker.mark_queued(),
+            Some(Child { waker: None, .. }) => self.queued.set(key),
+        }
     }
 
     /// Admits new children (one table lock for all of them) and appends
@@ -334,10 +411,12 @@ impl<C> Children<C> {
         self.finished.clear();
         let mut admit = self.table.admit();
         for (future, info) in new {
-            let key = self.slab.vacant_key();
-            let waker = waker_for(&mut self.spare, &self.wakeup, key);
+            let key = self.slab.insert(Child {
+                future,
+                waker: None,
+            });
             admit.insert(key, info);
-            self.slab.insert(Child { future, waker });
+            self.queued.set(key);
             keys.push(key);
         }
     }
@@ -360,11 +439,36 @@ impl<C> Children<C> {
         C: std::future::Future<Output = O> + Unpin,
     {
         let child = self.slab.get_mut(key)?;
-        if !child.waker.take_queued() {
-            return None;
-        }
         let future = Pin::new(&mut child.future);
-        let outcome = match catch_unwind(AssertUnwindSafe(|| poll_with(future, &child.waker))) {
+        let polled = match &child.waker {
+            Some(waker) => {
+                if !waker.take_queued() {
+                    return None;
+                }
+                catch_unwind(AssertUnwindSafe(|| poll_with(future, waker)))
+            }
+            None => {
+                if !self.queued.take(key) {
+                    return None;
+                }
+                let probe = self
+                    .probe
+                    .get_or_insert_with(|| waker_for(&mut self.spare, &self.wakeup, key));
+                probe.state.store(key << 1, Ordering::Relaxed);
+                let polled = catch_unwind(AssertUnwindSafe(|| poll_with(future, probe)));
+                match probe.woken_if_unique() {
+                    // Nobody kept it: a wake during the poll is the child's bit.
+                    Some(true) => {
+                        self.queued.set(key);
+                    }
+                    Some(false) => {}
+                    // Kept: it is the child's own waker from now on.
+                    None => child.waker = self.probe.take(),
+                }
+                polled
+            }
+        };
+        let outcome = match polled {
             Ok(Poll::Pending) => return None,
             Ok(Poll::Ready(output)) => Ok(output),
             Err(payload) => Err(payload),
@@ -372,8 +476,10 @@ impl<C> Children<C> {
         let child = self.slab.remove(key);
         // Kept for reuse, up to what the thread's pool would keep: a
         // million finished children need no list of a million wakers.
-        if Arc::strong_count(&child.waker) == 1 && self.spare.len() < MAX_SPARE {
-            self.spare.push(child.waker);
+        if let Some(waker) = child.waker {
+            if Arc::strong_count(&waker) == 1 && self.spare.len() < MAX_SPARE {
+                self.spare.push(waker);
+            }
         }
         self.finished.push(key);
         if self.finished.len() == FINISHED_BATCH {
@@ -403,6 +509,11 @@ impl<C> Children<C> {
     /// Keeps the spare wakers for this thread's next nurseries (the nursery
     /// is being dropped).
     pub(crate) fn give_back(&mut self) {
+        if let Some(probe) = self.probe.take() {
+            if Arc::strong_count(&probe) == 1 {
+                self.spare.push(probe);
+            }
+        }
         #[cfg(not(hatchery_loom))]
         if !self.spare.is_empty() {
             pool::give_back(Arc::clone(&self.wakeup), std::mem::take(&mut self.spare));
@@ -414,6 +525,7 @@ impl<C> Children<C> {
         // The table first: a child's `Drop` may panic.
         self.table.clear();
         self.slab.clear();
+        self.queued.clear();
         self.finished.clear();
     }
 }

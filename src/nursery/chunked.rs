@@ -113,7 +113,8 @@ impl<T> ChunkSlab<T> {
     }
 
     /// The key the next `insert` will use.
-    pub(crate) fn vacant_key(&self) -> usize {
+    #[cfg(test)]
+    fn vacant_key(&self) -> usize {
         self.next
     }
 

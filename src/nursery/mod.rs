@@ -1191,10 +1191,101 @@ mod tests {
     #[test]
     fn a_later_nursery_on_the_thread_reuses_the_spare_wakers() {
         // Once the kept waker is gone, the next nursery on this thread gets
-        // the first one's spare wakers (those of the three children that
-        // finished with no clone left; the body's was still held).
+        // the first one's spare wakers: the probe the three children that
+        // only yielded were polled with (they kept no waker of their own);
+        // the first child's was dropped, a clone of it being kept.
         drop(finish_a_nursery_keeping_a_waker());
         let (_wakeup, spare) = Wakeup::take();
-        assert_eq!(spare.len(), 3, "the three children that yielded");
+        assert_eq!(spare.len(), 1, "the probe");
+    }
+
+    /// A child that counts its polls and, if `keep`, stores its waker on
+    /// the first one; it finishes once `done` is set.
+    fn counted(
+        polls: &std::sync::atomic::AtomicUsize,
+        kept: Option<&Mutex<Option<std::task::Waker>>>,
+        done: &std::sync::atomic::AtomicBool,
+    ) -> impl Future<Output = Result<(), crate::Cancelled>> {
+        std::future::poll_fn(move |cx| {
+            if polls.fetch_add(1, Ordering::Relaxed) == 0 {
+                if let Some(kept) = kept {
+                    *kept.lock().unwrap() = Some(cx.waker().clone());
+                }
+            }
+            if done.load(Ordering::Relaxed) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    #[test]
+    fn a_kept_waker_wakes_its_own_child_and_no_other() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+        use crate::{CancelHandle, Cancelled, nursery};
+        // A keeps its waker; B and C never do (they are polled with the
+        // shared probe). C is spawned after A finished, into A's slot.
+        let [a, b, c] = [(); 3].map(|()| AtomicUsize::new(0));
+        let [a_done, b_done, c_done] = [(); 3].map(|()| AtomicBool::new(false));
+        let kept = Mutex::new(None);
+        let body_waker = Mutex::new(None::<std::task::Waker>);
+        let scope = Mutex::new(None::<CancelHandle>);
+        let spawn_c = AtomicBool::new(false);
+        let (a, b, c, kept, spawn_c) = (&a, &b, &c, &kept, &spawn_c);
+        let (a_done, b_done, c_done) = (&a_done, &b_done, &c_done);
+        let (body_waker, scope) = (&body_waker, &scope);
+        let outer = Arc::new(CountingWaker::default());
+        let waker = std::task::Waker::from(Arc::clone(&outer));
+        let mut cx = Context::from_waker(&waker);
+        let mut run = Box::pin(nursery(|n: Nursery<'_, Cancelled>| async move {
+            *scope.lock().unwrap() = Some(n.cancel_scope());
+            n.spawn(counted(a, Some(kept), a_done));
+            n.spawn(counted(b, None, b_done));
+            std::future::poll_fn(|cx| {
+                *body_waker.lock().unwrap() = Some(cx.waker().clone());
+                if spawn_c.swap(false, Ordering::Relaxed) {
+                    n.spawn(counted(c, None, c_done));
+                }
+                if b_done.load(Ordering::Relaxed) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            Ok(())
+        }));
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        let polls = || [a, b, c].map(|n| n.load(Ordering::Relaxed));
+        assert_eq!(polls(), [1, 1, 0]);
+
+        // A's waker reaches A, and only A.
+        kept.lock().unwrap().as_ref().unwrap().wake_by_ref();
+        assert_eq!(outer.0.load(Ordering::Relaxed), 1);
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls(), [2, 1, 0]);
+
+        // A finishes; C takes its slot. A's old waker then polls nobody.
+        a_done.store(true, Ordering::Relaxed);
+        kept.lock().unwrap().as_ref().unwrap().wake_by_ref();
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls(), [3, 1, 0]);
+        spawn_c.store(true, Ordering::Relaxed);
+        body_waker.lock().unwrap().as_ref().unwrap().wake_by_ref();
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls(), [3, 1, 1], "C admitted and polled once");
+        kept.lock().unwrap().take().unwrap().wake();
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls(), [3, 1, 1], "a stale waker polled a child");
+
+        // B and C have no waker of their own; the scope's cancel reaches
+        // them, and the body.
+        b_done.store(true, Ordering::Relaxed);
+        c_done.store(true, Ordering::Relaxed);
+        scope.lock().unwrap().take().unwrap().cancel();
+        assert!(matches!(run.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+        assert_eq!(polls(), [3, 2, 2]);
     }
 }
