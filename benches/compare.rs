@@ -15,7 +15,9 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use futures_lite::future::{block_on, yield_now};
 use hatchery::{CancelScope, Cancelled, Nursery, check_cancelled, move_on_after, nursery};
 
-const CHILDREN: usize = 10_000;
+mod common;
+
+use common::{CHILDREN, parallel_executor};
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn tokio_current_thread() -> tokio::runtime::Runtime {
@@ -23,20 +25,6 @@ fn tokio_current_thread() -> tokio::runtime::Runtime {
         .enable_time()
         .build()
         .expect("a tokio runtime")
-}
-
-/// An async-executor `Executor` run by 2 worker threads for the whole bench.
-fn parallel_executor() -> &'static async_executor::Executor<'static> {
-    static EXECUTOR: std::sync::OnceLock<&'static async_executor::Executor<'static>> =
-        std::sync::OnceLock::new();
-    EXECUTOR.get_or_init(|| {
-        let executor: &'static async_executor::Executor<'static> =
-            Box::leak(Box::new(async_executor::Executor::new()));
-        for _ in 0..2 {
-            std::thread::spawn(move || block_on(executor.run(std::future::pending::<()>())));
-        }
-        executor
-    })
 }
 
 fn spawn_join(c: &mut Criterion) {
@@ -57,18 +45,7 @@ fn spawn_join(c: &mut Criterion) {
     });
     group.bench_function("hatchery_parallel", |b| {
         let executor = parallel_executor();
-        b.iter(|| {
-            block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
-                for _ in 0..CHILDREN {
-                    n.spawn_on(executor, async {
-                        yield_now().await;
-                        Ok(())
-                    });
-                }
-                Ok(())
-            }))
-            .unwrap()
-        })
+        b.iter(|| common::hatchery_parallel_spawn_join(executor))
     });
     group.bench_function("futures_unordered", |b| {
         b.iter(|| {
@@ -118,16 +95,7 @@ fn spawn_join(c: &mut Criterion) {
     });
     group.bench_function("async_executor", |b| {
         let executor = async_executor::LocalExecutor::new();
-        b.iter(|| {
-            block_on(executor.run(async {
-                let tasks: Vec<_> = (0..CHILDREN)
-                    .map(|_| executor.spawn(async { yield_now().await }))
-                    .collect();
-                for task in tasks {
-                    task.await;
-                }
-            }))
-        })
+        b.iter(|| common::local_executor_spawn_join(&executor))
     });
     group.finish();
 }

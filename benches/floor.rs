@@ -11,41 +11,17 @@
 //! the cost of crossing threads that no library on top of this executor can
 //! avoid; `hatchery_parallel / executor_2_threads` is hatchery's own share.
 
+mod common;
+
+use common::{CHILDREN, parallel_executor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_lite::future::{block_on, yield_now};
-use hatchery::{Cancelled, Nursery, nursery};
-
-const CHILDREN: usize = 10_000;
-
-/// An async-executor `Executor` run by 2 worker threads for the whole bench
-/// (as in `benches/compare.rs`).
-fn parallel_executor() -> &'static async_executor::Executor<'static> {
-    static EXECUTOR: std::sync::OnceLock<&'static async_executor::Executor<'static>> =
-        std::sync::OnceLock::new();
-    EXECUTOR.get_or_init(|| {
-        let executor: &'static async_executor::Executor<'static> =
-            Box::leak(Box::new(async_executor::Executor::new()));
-        for _ in 0..2 {
-            std::thread::spawn(move || block_on(executor.run(std::future::pending::<()>())));
-        }
-        executor
-    })
-}
 
 fn floor(c: &mut Criterion) {
     let mut group = c.benchmark_group("spawn_join_floor");
     group.bench_function("local_executor", |b| {
         let executor = async_executor::LocalExecutor::new();
-        b.iter(|| {
-            block_on(executor.run(async {
-                let tasks: Vec<_> = (0..CHILDREN)
-                    .map(|_| executor.spawn(async { yield_now().await }))
-                    .collect();
-                for task in tasks {
-                    task.await;
-                }
-            }))
-        })
+        b.iter(|| common::local_executor_spawn_join(&executor))
     });
     group.bench_function("executor_2_threads", |b| {
         let executor = parallel_executor();
@@ -62,18 +38,7 @@ fn floor(c: &mut Criterion) {
     });
     group.bench_function("hatchery_parallel", |b| {
         let executor = parallel_executor();
-        b.iter(|| {
-            block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
-                for _ in 0..CHILDREN {
-                    n.spawn_on(executor, async {
-                        yield_now().await;
-                        Ok(())
-                    });
-                }
-                Ok(())
-            }))
-            .unwrap()
-        })
+        b.iter(|| common::hatchery_parallel_spawn_join(executor))
     });
     group.finish();
 }
