@@ -1,9 +1,15 @@
-//! A task that ignores cancellation: it awaits a timer that knows nothing
-//! about cancel scopes (any future from another crate can do this). Press
-//! Ctrl+C: the polite task cleans up, the stubborn one does not, the grace
-//! period (1 s here) runs out, and the report names the stubborn task and the
-//! line that spawned it; then the program exits with status 130. A second
-//! Ctrl+C within that second forces the shutdown at once.
+//! A task that cannot be cancelled: behind a shield with no deadline, it
+//! awaits a timer from another crate. Press Ctrl+C: the polite task cleans
+//! up, the stubborn one keeps waiting (the shield protects its await), the
+//! grace period (1 s here) runs out, and the report names the stubborn task,
+//! the line that spawned it and the shield that holds it; then the program
+//! exits with status 130. A second Ctrl+C within that second forces the
+//! shutdown at once.
+//!
+//! Without the shield the timer would simply be dropped on Ctrl+C: every
+//! await is a cancellation point. A shield meant for cleanup should carry a
+//! deadline (`CancelScope::new().shield(true).timeout(…)`), which this one
+//! lacks on purpose.
 //!
 //! ```text
 //! cargo run --example stuck
@@ -11,7 +17,7 @@
 
 use std::time::Duration;
 
-use hatchery::{Builder, Cancelled, Nursery, sleep};
+use hatchery::{Builder, CancelScope, Cancelled, Nursery, sleep};
 
 fn main() {
     Builder::new()
@@ -24,8 +30,14 @@ fn main() {
                 worked
             });
             n.spawn_named("stubborn", async {
-                println!("stubborn: waiting on a timer that ignores cancellation");
-                async_io::Timer::after(Duration::from_secs(3600)).await;
+                println!("stubborn: waiting, shielded, on a timer that ignores cancellation");
+                CancelScope::new()
+                    .shield(true)
+                    .run(async {
+                        async_io::Timer::after(Duration::from_secs(3600)).await;
+                        Ok::<_, Cancelled>(())
+                    })
+                    .await?;
                 println!("stubborn: done");
                 Ok(())
             });

@@ -10,10 +10,12 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 
 use crate::cancel::wait::Wait;
+use crate::clock;
 use crate::context;
 use crate::error::Cancelled;
 
@@ -73,6 +75,7 @@ impl Future for Checkpoint {
         } else {
             self.yielded = true;
             cx.waker().wake_by_ref();
+            context::park();
             Poll::Pending
         }
     }
@@ -125,7 +128,11 @@ impl Future for WaitCancelled {
     type Output = Result<Infallible, Cancelled>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.get_mut().wait.poll_current(cx).map(|_| Err(Cancelled))
+        let woke = self.get_mut().wait.poll_current(cx);
+        if woke.is_pending() {
+            context::park();
+        }
+        woke.map(|_| Err(Cancelled))
     }
 }
 
@@ -163,6 +170,66 @@ pub trait CancellableExt: Future + Sized {
         Cancellable {
             inner: Some(self),
             wait: Wait::default(),
+        }
+    }
+
+    /// Stops the future gracefully when the current scope is cancelled,
+    /// instead of dropping it: `stop` is called once on the pinned future
+    /// (hyper's `Connection::graceful_shutdown` is the model), and the
+    /// future is then driven to its end, shielded, for at most `grace`.
+    ///
+    /// Resolves to `Ok(output)` when the future finished (also after it was
+    /// asked to stop), or to `Err(Cancelled)` when it overran its grace
+    /// period and was dropped. In an already cancelled scope the future is
+    /// asked to stop before its first poll. A grace too large for
+    /// [`Instant`](std::time::Instant) means no limit.
+    ///
+    /// ```
+    /// use std::pin::Pin;
+    /// use std::task::{Context, Poll};
+    /// use std::time::Duration;
+    /// use hatchery::{move_on_after, CancellableExt, Cancelled};
+    ///
+    /// /// Serves until asked to stop, then finishes what it was doing.
+    /// struct Server { stopping: bool }
+    ///
+    /// impl Server {
+    ///     fn graceful_shutdown(mut self: Pin<&mut Self>) {
+    ///         self.stopping = true;
+    ///     }
+    /// }
+    ///
+    /// impl std::future::Future for Server {
+    ///     type Output = &'static str;
+    ///     fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<&'static str> {
+    ///         if self.stopping { Poll::Ready("drained") } else { Poll::Pending }
+    ///     }
+    /// }
+    ///
+    /// # futures::executor::block_on(async {
+    /// let out = move_on_after(Duration::from_millis(5), async {
+    ///     let server = Server { stopping: false };
+    ///     let how = server
+    ///         .cancel_gracefully(Duration::from_secs(10), Server::graceful_shutdown)
+    ///         .await?;
+    ///     assert_eq!(how, "drained");
+    ///     hatchery::checkpoint().await?; // the scope is still cancelled
+    ///     Ok::<_, Cancelled>(())
+    /// })
+    /// .await;
+    /// assert_eq!(out, Ok(None));
+    /// # });
+    /// ```
+    fn cancel_gracefully<S>(self, grace: Duration, stop: S) -> CancelGracefully<Self, S>
+    where
+        S: FnOnce(Pin<&mut Self>),
+    {
+        CancelGracefully {
+            inner: Some(self),
+            stop: Some(stop),
+            grace,
+            wait: Wait::default(),
+            deadline: None,
         }
     }
 }
@@ -213,7 +280,90 @@ impl<F: Future> Future for Cancellable<F> {
                 this.inner.set(None);
                 Poll::Ready(Err(Cancelled))
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                context::park();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`CancellableExt::cancel_gracefully`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hatchery::{CancelGracefully, CancellableExt};
+    /// let _: CancelGracefully<_, _> = async {}.cancel_gracefully(Duration::from_secs(1), |_| {});
+    /// ```
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct CancelGracefully<F, S> {
+        #[pin]
+        inner: Option<F>,
+        // `None` once the future was asked to stop.
+        stop: Option<S>,
+        grace: Duration,
+        wait: Wait,
+        // The end of the grace period, once asked to stop (`None` inside:
+        // no limit).
+        deadline: Option<Option<clock::Timer>>,
+    }
+}
+
+impl<F, S> fmt::Debug for CancelGracefully<F, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelGracefully")
+            .field("done", &self.inner.is_none())
+            .field("stopping", &self.stop.is_none())
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, S> Future for CancelGracefully<F, S>
+where
+    F: Future,
+    S: FnOnce(Pin<&mut F>),
+{
+    type Output = Result<F::Output, Cancelled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let Some(mut inner) = this.inner.as_mut().as_pin_mut() else {
+                panic!("hatchery: a CancelGracefully future was polled after it completed");
+            };
+            if this.stop.is_some() && context::check().is_err() {
+                if let Some(stop) = this.stop.take() {
+                    stop(inner.as_mut());
+                }
+                *this.deadline = Some(clock::now().checked_add(*this.grace).map(clock::timer_at));
+            }
+            if let Poll::Ready(output) = inner.poll(cx) {
+                this.inner.set(None);
+                return Poll::Ready(Ok(output));
+            }
+            match this.deadline {
+                // Asked to stop: shielded until the grace period is over.
+                Some(deadline) => {
+                    if let Some(timer) = deadline
+                        && Pin::new(timer).poll(cx).is_ready()
+                    {
+                        this.inner.set(None);
+                        return Poll::Ready(Err(Cancelled));
+                    }
+                    context::park();
+                    return Poll::Pending;
+                }
+                None => match this.wait.poll_current(cx) {
+                    // Cancelled meanwhile: ask it to stop now.
+                    Poll::Ready(_) => continue,
+                    Poll::Pending => {
+                        context::park();
+                        return Poll::Pending;
+                    }
+                },
+            }
         }
     }
 }

@@ -109,7 +109,7 @@ pub use cancel::{
     current_scope,
 };
 pub use checkpoint::{
-    Cancellable, CancellableExt, Checkpoint, WaitCancelled, cancelled, checkpoint,
+    CancelGracefully, Cancellable, CancellableExt, Checkpoint, WaitCancelled, cancelled, checkpoint,
 };
 pub use error::{CancelError, Cancelled, NurseryError, SpawnError, TaskFailure, TimedOut};
 pub use nursery::{LocalNursery, Nursery, Started, local_nursery, nursery};

@@ -16,6 +16,11 @@
 //!    never lost silently.
 //! 2. Dropping the join half drops the executor's task handle, which cancels
 //!    the task without waiting for it: `Drop` never blocks.
+//! 3. Cancellation is applied where the child runs: the remote half drops a
+//!    child that waits in a foreign future in its cancelled scope, on its
+//!    own thread (`cancel::foreign`), and reports it as `Cancelled`. The
+//!    join half is a hatchery await (`context::park`): the nursery never
+//!    drops it for that rule, only on a hard cancel.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -29,8 +34,10 @@ use std::task::{Context, Poll};
 use atomic_waker::AtomicWaker;
 use pin_project_lite::pin_project;
 
+use crate::cancel::foreign::ForeignWait;
 use crate::cancel::tree::Node;
 use crate::context;
+use crate::error::{CancelError, Cancelled};
 use crate::task::TaskInfo;
 
 /// A boxed task for an executor.
@@ -197,25 +204,47 @@ impl<O> Handoff<O> {
 
 pin_project! {
     /// A parallel child as its executor polls it: in the nursery's scope,
-    /// its panic caught.
+    /// its panic caught, dropped when it waits in a foreign future in the
+    /// cancelled scope (invariant 3).
     struct InScope<F> {
         scope: Option<Arc<Node>>,
+        foreign: ForeignWait,
         #[pin]
-        child: F,
+        child: Option<F>,
     }
 }
 
-impl<F: Future> Future for InScope<F> {
+impl<F, E> Future for InScope<F>
+where
+    F: Future<Output = Result<(), E>>,
+    E: CancelError,
+{
     type Output = Outcome<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let child = this.child;
-        match catch_unwind(AssertUnwindSafe(|| {
-            context::enter(this.scope, || child.poll(cx))
-        })) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(output)) => Poll::Ready(Outcome::Finished(output)),
+        let mut child = this.child;
+        let scope = this.scope;
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            let Some(future) = child.as_mut().as_pin_mut() else {
+                unreachable!("a parallel child is present until it finishes");
+            };
+            context::enter(scope, || context::track(None, || future.poll(cx)))
+        }));
+        match polled {
+            Ok((Poll::Pending, true)) => Poll::Pending,
+            Ok((Poll::Pending, false)) => {
+                let Some(node) = scope else {
+                    unreachable!("the node is back in the slot after the poll");
+                };
+                std::task::ready!(this.foreign.poll(node, cx));
+                // Its `Drop` runs here, on the thread where it ran.
+                match catch_unwind(AssertUnwindSafe(|| child.set(None))) {
+                    Ok(()) => Poll::Ready(Outcome::Finished(Err(E::from(Cancelled)))),
+                    Err(payload) => Poll::Ready(Outcome::Panicked(payload)),
+                }
+            }
+            Ok((Poll::Ready(output), _)) => Poll::Ready(Outcome::Finished(output)),
             Err(payload) => Poll::Ready(Outcome::Panicked(payload)),
         }
     }
@@ -241,7 +270,11 @@ pin_project! {
     }
 }
 
-impl<F: Future> Future for Remote<F> {
+impl<F, E> Future for Remote<F>
+where
+    F: Future<Output = Result<(), E>>,
+    E: CancelError,
+{
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -277,7 +310,10 @@ impl<O> Future for Join<'_, O> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O> {
         let this = self.get_mut();
         let outcome = match &mut this.how {
-            How::Task(task) => std::task::ready!(Pin::new(task).poll(cx)).unwrap_or(Outcome::Lost),
+            How::Task(task) => match Pin::new(task).poll(cx) {
+                Poll::Ready(outcome) => outcome.unwrap_or(Outcome::Lost),
+                Poll::Pending => return pending(),
+            },
             How::Handoff { handoff, .. } => {
                 handoff.waker.register(cx.waker());
                 let outcome = handoff
@@ -287,7 +323,7 @@ impl<O> Future for Join<'_, O> {
                     .take();
                 match outcome {
                     Some(outcome) => outcome,
-                    None => return Poll::Pending,
+                    None => return pending(),
                 }
             }
         };
@@ -304,8 +340,15 @@ impl<O> Future for Join<'_, O> {
     }
 }
 
+/// The join half waits for the remote half, which applies cancellation on
+/// its own thread (invariant 3): a hatchery await, never dropped for it.
+fn pending<O>() -> Poll<O> {
+    context::park();
+    Poll::Pending
+}
+
 /// Starts `child` on `spawner` in `scope`; returns the join half.
-pub(crate) fn spawn_parallel<'env, S, F>(
+pub(crate) fn spawn_parallel<'env, S, F, E>(
     spawner: &S,
     scope: Arc<Node>,
     child: F,
@@ -313,12 +356,13 @@ pub(crate) fn spawn_parallel<'env, S, F>(
 ) -> Join<'env, F::Output>
 where
     S: Spawn<'env> + ?Sized,
-    F: Future + Send + 'env,
-    F::Output: Send + 'env,
+    F: Future<Output = Result<(), E>> + Send + 'env,
+    E: CancelError + Send + 'env,
 {
     let inner = InScope {
         scope: Some(scope),
-        child,
+        foreign: ForeignWait::default(),
+        child: Some(child),
     };
     if let Some(executor) = spawner.__async_executor() {
         return Join {

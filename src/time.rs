@@ -119,11 +119,13 @@ impl Future for Sleep {
             Poll::Ready(Woke::Elapsed) if !this.yielded => {
                 this.yielded = true;
                 cx.waker().wake_by_ref();
+                context::park();
                 Poll::Pending
             }
             Poll::Ready(Woke::Elapsed) => Poll::Ready(Ok(())),
             Poll::Pending => {
                 this.yielded = true;
+                context::park();
                 Poll::Pending
             }
         }

@@ -423,7 +423,14 @@ fn probe() {
             let _ = hatchery::Builder::new().grace_period(Duration::MAX).run(
                 |n: Nursery<'_, Cancelled>| async move {
                     n.spawn_named("stubborn", async {
-                        async_io::Timer::after(Duration::from_secs(30)).await;
+                        // Shielded without a deadline: nothing can drop it.
+                        hatchery::CancelScope::new()
+                            .shield(true)
+                            .run(async {
+                                async_io::Timer::after(Duration::from_secs(30)).await;
+                                Ok::<_, Cancelled>(())
+                            })
+                            .await?;
                         Ok(())
                     });
                     println!("ready");

@@ -6,6 +6,7 @@
 //! atomic load per checkpoint) lives in `tree.rs`; waiting for cancellation in
 //! `wait.rs`.
 
+pub(crate) mod foreign;
 pub(crate) mod tree;
 pub(crate) mod wait;
 mod waiters;
@@ -25,6 +26,7 @@ use crate::context;
 use crate::error::{CancelError, Cancelled};
 use crate::report::Kind;
 use crate::task::TaskInfo;
+use foreign::ForeignWait;
 use tree::Node;
 use wait::Wait;
 
@@ -229,7 +231,8 @@ impl CancelScope {
             slot: Some(self.node),
             timeout: self.timeout,
             phase: Phase::Idle,
-            body,
+            foreign: ForeignWait::default(),
+            body: Some(body),
         }
     }
 }
@@ -244,8 +247,14 @@ enum Phase {
 pin_project! {
     /// A body running inside a [`CancelScope`]; see [`CancelScope::run`].
     ///
-    /// Dropping it before it completes drops the body at once (the hard
-    /// cancel); nothing keeps running.
+    /// When the scope is cancelled while the body waits in a future that is
+    /// not a hatchery checkpoint (a socket read, a channel, another crate's
+    /// timer), that future cannot see the cancellation: the scope drops the
+    /// body at once and treats it as having returned `Cancelled`. Inside a
+    /// shield that is not itself cancelled nothing is dropped.
+    ///
+    /// Dropping the scope future before it completes drops the body at once
+    /// (the hard cancel); nothing keeps running.
     ///
     /// ```
     /// use hatchery::{CancelScope, Cancelled};
@@ -258,8 +267,12 @@ pin_project! {
         slot: Option<Arc<Node>>,
         timeout: Option<Duration>,
         phase: Phase,
+        // How the scope waits while its body is parked in a foreign future.
+        foreign: ForeignWait,
+        // `None` once the body was dropped for waiting in a foreign future
+        // in the cancelled scope.
         #[pin]
-        body: F,
+        body: Option<F>,
     }
 
     impl<F> PinnedDrop for ScopeFuture<F> {
@@ -312,15 +325,29 @@ where
             Phase::Entered => {}
             Phase::Exited => panic!("hatchery: a ScopeFuture was polled after it completed"),
         }
-        let body = this.body;
-        let out = match context::enter(this.slot, || body.poll(cx)) {
+        let mut body = this.body;
+        let Some(future) = body.as_mut().as_pin_mut() else {
+            unreachable!("the body is present until the scope exits");
+        };
+        let (polled, parked) =
+            context::enter(this.slot, || context::track(None, || future.poll(cx)));
+        let Some(node) = this.slot else {
+            unreachable!("the node is back in the slot after the poll");
+        };
+        let out = match polled {
             Poll::Ready(out) => out,
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending if parked => {
+                context::park();
+                return Poll::Pending;
+            }
+            // Every await is a cancellation point (`foreign`).
+            Poll::Pending => {
+                std::task::ready!(this.foreign.poll(node, cx));
+                body.set(None);
+                Err(E::from(Cancelled))
+            }
         };
         *this.phase = Phase::Exited;
-        let Some(node) = this.slot else {
-            return Poll::Ready(out.map(Some));
-        };
         let out = match out {
             Ok(value) => Ok(Some(value)),
             Err(error) if error.is_cancelled() && node.exit_catches() => Ok(None),

@@ -31,6 +31,13 @@
 //!    every exit path and dropping a long chain never recurses.
 //! 5. `waiters` are notified after every state change, outside the lock;
 //!    waiters listen, re-check, then sleep, so no change is missed.
+//! 6. `unannounced` counts the state changes made (under the lock) whose
+//!    waiters have not all been notified yet. When it reads 0, every waiter
+//!    that listened before the current state was stored has been woken: a
+//!    task whose hatchery waits listen through a combinator has been told.
+//!    Only then may an owner conclude that a task which did not park at a
+//!    hatchery await is parked where the cancellation cannot reach it
+//!    (`cancel::foreign`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,7 +52,7 @@ use crate::clock::{self, CANCELLED, NEVER};
 use crate::error::Cancelled;
 use crate::live::{LISTENERS, SCOPES, Token};
 use crate::report::{Kind, NodeSnapshot};
-use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use crate::sync::{Arc, Mutex, MutexGuard};
 
 pub(crate) struct Node {
@@ -57,6 +64,8 @@ pub(crate) struct Node {
     /// take the waiters' lock (invariant 5 keeps holding through the fences
     /// in `listen` and `recompute_locked`).
     listened: AtomicBool,
+    /// State changes whose waiters are still being notified (invariant 6).
+    unannounced: AtomicUsize,
     /// What this node is, for the report.
     kind: Kind,
     _live: Token<SCOPES>,
@@ -152,6 +161,7 @@ impl Node {
             }),
             waiters: Waiters::default(),
             listened: AtomicBool::new(false),
+            unannounced: AtomicUsize::new(0),
             kind,
             _live: Token::new(),
         })
@@ -211,6 +221,11 @@ impl Node {
             node: Arc::clone(self),
             _live: Token::new(),
         }
+    }
+
+    /// Whether every waiter has been told of the current state (invariant 6).
+    pub(crate) fn announced(&self) -> bool {
+        self.unannounced.load(Ordering::Acquire) == 0
     }
 
     /// The checkpoint test: one atomic load on the fast path.
@@ -299,14 +314,19 @@ impl Node {
     /// the children for recomputation and wakes this node's waiters.
     fn recompute_locked(&self, inner: MutexGuard<'_, Inner>, work: &mut Vec<Arc<Node>>) {
         let new = inner.effective();
-        let old = self.state.swap(new, Ordering::AcqRel);
+        // Only written under this lock (invariant 2): stable while it is held.
+        let old = self.state.load(Ordering::Relaxed);
         if new != old {
+            // Invariant 6: counted before the new state can be seen.
+            self.unannounced.fetch_add(1, Ordering::Relaxed);
+            self.state.store(new, Ordering::Release);
             work.extend(inner.children.iter().map(|(_, child)| Arc::clone(child)));
             drop(inner);
             fence(Ordering::SeqCst);
             if self.listened.load(Ordering::Relaxed) {
                 self.waiters.notify();
             }
+            self.unannounced.fetch_sub(1, Ordering::Release);
         }
     }
 

@@ -6,9 +6,11 @@
 //! node's effective deadline. Listening before the re-check means no change can
 //! slip between the check and the sleep.
 //!
-//! A task that a nursery polls, waiting on that nursery's own scope, does not
-//! listen: the nursery listens once for all of them and polls them all again
-//! after every change (`context` invariant 2, nursery invariant 5).
+//! A task that a nursery polls, waiting on that nursery's own scope with the
+//! waker the nursery polls it with, does not listen: the nursery listens once
+//! for all of them and polls them all again after every change (`context`
+//! invariant 2, nursery invariant 5). A wait polled with another waker is
+//! inside a combinator that would not re-poll it: it listens.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,10 +47,12 @@ impl Wait {
     /// answers without taking a reference to the scope's node.
     pub(crate) fn poll_current(&mut self, cx: &mut Context<'_>) -> Poll<Woke> {
         if self.listener.is_none() && self.timer.is_none() {
-            let quick = context::peek(|node, covered| match node.map(|node| node.state()) {
-                Some(CANCELLED) => Some(Poll::Ready(Woke::Cancelled)),
-                Some(NEVER) if covered => Some(Poll::Pending),
-                _ => None,
+            let quick = context::peek(cx.waker(), |node, covered| {
+                match node.map(|node| node.state()) {
+                    Some(CANCELLED) => Some(Poll::Ready(Woke::Cancelled)),
+                    Some(NEVER) if covered => Some(Poll::Pending),
+                    _ => None,
+                }
             });
             if let Some(answer) = quick {
                 return answer;
@@ -77,7 +81,7 @@ impl Wait {
                 (None, _) => true,
                 // The task's poller re-polls it on every change of the node
                 // (context invariant 2): nothing to listen to.
-                (Some(node), _) if context::covers(node) => {
+                (Some(node), _) if context::covers(node, cx.waker()) => {
                     self.listener = None;
                     true
                 }

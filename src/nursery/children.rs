@@ -49,6 +49,7 @@ use std::task::{Context, Poll};
 use atomic_waker::AtomicWaker;
 use futures_task::{ArcWake, waker_ref};
 
+use crate::context;
 use crate::nursery::chunked::ChunkSlab;
 use crate::report::TaskTable;
 use crate::sync::atomic::{AtomicUsize, Ordering};
@@ -262,13 +263,17 @@ impl ArcWake for TaskWaker {
     }
 }
 
-/// Polls `future` with the waker of `flag` (borrowed: invariant 5).
+/// Polls `future` with the waker of `flag` (borrowed: invariant 5), as a
+/// task its nursery covers (`context` invariant 2); true if a hatchery await
+/// parked it (`context` invariant 3).
 pub(crate) fn poll_with<F: std::future::Future + ?Sized>(
     future: Pin<&mut F>,
     flag: &Arc<TaskWaker>,
-) -> Poll<F::Output> {
+) -> (Poll<F::Output>, bool) {
     let waker = waker_ref(flag);
-    future.poll(&mut Context::from_waker(&waker))
+    context::track(Some(&waker), || {
+        future.poll(&mut Context::from_waker(&waker))
+    })
 }
 
 /// A waker for `key`, queued for its first poll: a spare one if there is
@@ -324,6 +329,18 @@ impl Bits {
 
 /// How a polled child ended.
 pub(crate) type Outcome<O> = Result<O, Box<dyn Any + Send>>;
+
+/// What a poll of a child found.
+pub(crate) enum Polled<O> {
+    /// The child was not queued (a stale wake): it was not polled.
+    Idle,
+    /// It waits at a hatchery await.
+    Parked,
+    /// It waits in a future that cannot see cancellation (`cancel::foreign`).
+    Unparked,
+    /// It finished (it has left the set).
+    Done(Outcome<O>),
+}
 
 pub(crate) struct Children<C> {
     slab: ChunkSlab<Child<C>>,
@@ -434,22 +451,24 @@ impl<C> Children<C> {
     /// Returns its outcome once it finished (it is then removed). A failed
     /// child's identity comes from `failed`; a successful one's table entry
     /// goes at the next `recycle`.
-    pub(crate) fn poll<O>(&mut self, key: usize) -> Option<Outcome<O>>
+    pub(crate) fn poll<O>(&mut self, key: usize) -> Polled<O>
     where
         C: std::future::Future<Output = O> + Unpin,
     {
-        let child = self.slab.get_mut(key)?;
+        let Some(child) = self.slab.get_mut(key) else {
+            return Polled::Idle;
+        };
         let future = Pin::new(&mut child.future);
         let polled = match &child.waker {
             Some(waker) => {
                 if !waker.take_queued() {
-                    return None;
+                    return Polled::Idle;
                 }
                 catch_unwind(AssertUnwindSafe(|| poll_with(future, waker)))
             }
             None => {
                 if !self.queued.take(key) {
-                    return None;
+                    return Polled::Idle;
                 }
                 let probe = self
                     .probe
@@ -469,24 +488,50 @@ impl<C> Children<C> {
             }
         };
         let outcome = match polled {
-            Ok(Poll::Pending) => return None,
-            Ok(Poll::Ready(output)) => Ok(output),
+            Ok((Poll::Pending, true)) => return Polled::Parked,
+            Ok((Poll::Pending, false)) => return Polled::Unparked,
+            Ok((Poll::Ready(output), _)) => Ok(output),
             Err(payload) => Err(payload),
         };
         let child = self.slab.remove(key);
+        self.retire(key, child.waker);
+        // The child's `Drop` runs here; a panic in it is the child's.
+        match catch_unwind(AssertUnwindSafe(move || drop(child.future))) {
+            Ok(()) => Polled::Done(outcome),
+            Err(payload) => Polled::Done(Err(payload)),
+        }
+    }
+
+    /// Drops the child at `key` unfinished: it waits in a future that cannot
+    /// see its scope's cancellation (`cancel::foreign`). `Err` holds the
+    /// panic of its `Drop`.
+    pub(crate) fn drop_child(&mut self, key: usize) -> Result<(), Box<dyn Any + Send>> {
+        if self.slab.get_mut(key).is_none() {
+            return Ok(());
+        }
+        let child = self.slab.remove(key);
+        self.queued.take(key);
+        self.retire(key, child.waker);
+        catch_unwind(AssertUnwindSafe(move || drop(child.future)))
+    }
+
+    /// Keeps a gone child's waker for reuse and queues its table entry for
+    /// removal (invariant 6).
+    fn retire(&mut self, key: usize, waker: Option<Arc<TaskWaker>>) {
         // Kept for reuse, up to what the thread's pool would keep: a
         // million finished children need no list of a million wakers.
-        if let Some(waker) = child.waker {
+        if let Some(waker) = waker {
             if Arc::strong_count(&waker) == 1 && self.spare.len() < MAX_SPARE {
                 self.spare.push(waker);
             }
         }
-        self.finished.push(key);
-        if self.finished.len() == FINISHED_BATCH {
+        // Flushed before this key joins the list, not after: the caller
+        // may still need this child's entry (`failed`).
+        if self.finished.len() >= FINISHED_BATCH {
             self.table.remove_all(&self.finished);
             self.finished.clear();
         }
-        Some(outcome)
+        self.finished.push(key);
     }
 
     /// The identity of a child that just finished with a failure.

@@ -37,17 +37,20 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use pin_project_lite::pin_project;
 
+use crate::cancel::foreign::{Parked, Verdict, verdict};
 use crate::cancel::tree::{Listener, Node};
 use crate::cancel::{CancelHandle, CancelReason, enter_node};
+use crate::clock::{self, CANCELLED, NEVER};
 use crate::context;
 use crate::error::{CancelError, NurseryError, SpawnError, TaskFailure};
 use crate::report::{BlockingEntry, Kind, TaskTable};
 use crate::spawn::{Spawn, default_spawner, spawn_parallel};
 use crate::task::TaskInfo;
-use children::{BODY, Children, TaskWaker, Wakeup, poll_with};
+use children::{BODY, Children, Polled, TaskWaker, Wakeup, poll_with};
 pub use start::Started;
 use start::{Scoped, StartFuture};
 
@@ -801,7 +804,10 @@ macro_rules! handle_methods {
                     // Dropped before the closure returned: nobody waits for
                     // the thread any more (a thread cannot be stopped).
                     let mut abandon = AbandonOnDrop(Some(abandoned));
-                    let outcome = task.await;
+                    // Waited for, not dropped, on cancellation: the
+                    // closure is told through its handle (as trio's
+                    // `to_thread` waits for its thread).
+                    let outcome = Parked::new(task).await;
                     abandon.0 = None; // finished: nothing was abandoned
                     outcome.unwrap_or_else(|payload| resume_unwind(payload))
                 };
@@ -870,6 +876,8 @@ pin_project! {
         slot: Option<Arc<Node>>,
         // The nursery's own listener to its node (invariant 5).
         watch: Option<Listener>,
+        // Invariant 6.
+        foreign: Foreign,
         shared: Arc<Shared<C>>,
         children: Children<C>,
         failures: Vec<TaskFailure<E>>,
@@ -906,6 +914,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             body_flag,
             slot: Some(Arc::clone(&shared.node)),
             watch: None,
+            foreign: Foreign::default(),
             children,
             shared,
             failures: Vec::new(),
@@ -915,15 +924,62 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
     }
 }
 
-/// Records a task's error (invariant 3); a cancellation only sets
-/// `saw_cancelled`.
-/// Where the failures of a nursery's tasks are recorded (invariant 3).
+/// What the nursery keeps for its tasks that wait in futures that cannot see
+/// cancellation (invariant 6, `cancel::foreign`).
+#[derive(Default)]
+struct Foreign {
+    /// Some task was parked in such a future: the nursery keeps a timer at
+    /// its scope's effective deadline from then on.
+    seen: bool,
+    /// A verdict said "retry": poll every task again on the next poll.
+    retry: bool,
+    timer: Option<(Instant, clock::Timer)>,
+}
+
+impl Foreign {
+    /// Keeps the timer at `node`'s effective deadline while some task was
+    /// parked in a foreign future; when it fires, the expiry is recorded
+    /// (which wakes the nursery through its listener).
+    fn arm(&mut self, node: &Node, cx: &mut Context<'_>) {
+        if !self.seen {
+            return;
+        }
+        let at = match node.state() {
+            CANCELLED | NEVER => {
+                self.timer = None;
+                return;
+            }
+            deadline => clock::from_nanos(deadline),
+        };
+        let timer = match &mut self.timer {
+            Some((armed, timer)) => {
+                if *armed != at {
+                    timer.set_at(at);
+                    *armed = at;
+                }
+                timer
+            }
+            slot @ None => &mut slot.insert((at, clock::timer_at(at))).1,
+        };
+        if Pin::new(timer).poll(cx).is_ready() {
+            self.timer = None;
+            // Records the expiry: the listener fires, the nursery is polled
+            // again and every task with it.
+            let _ = node.check();
+            cx.waker().wake_by_ref();
+        }
+    }
+}
+
+/// Where the failures of a nursery's tasks are recorded (invariant 3), and
+/// what is done with tasks parked in foreign futures (invariant 6).
 struct Outcomes<'r, E> {
     node: &'r Node,
     failures: &'r mut Vec<TaskFailure<E>>,
     panic: &'r mut Option<Box<dyn Any + Send>>,
     /// Some task (body or child) unwound with a cancellation.
     saw_cancelled: &'r mut bool,
+    foreign: &'r mut Foreign,
 }
 
 impl<E: CancelError> Outcomes<'_, E> {
@@ -941,6 +997,25 @@ impl<E: CancelError> Outcomes<'_, E> {
         self.panic.get_or_insert(payload);
     }
 
+    /// A task returned `Pending` without parking at a hatchery await: true
+    /// if it must be dropped now, ending as if it returned `Cancelled`.
+    fn unparked(&mut self) -> bool {
+        match verdict(self.node) {
+            Verdict::Keep => {
+                self.foreign.seen = true;
+                false
+            }
+            Verdict::Retry => {
+                self.foreign.retry = true;
+                false
+            }
+            Verdict::Drop => {
+                *self.saw_cancelled = true;
+                true
+            }
+        }
+    }
+
     /// Polls the child at `key` (if it is queued) and records how it ended.
     fn poll_child<C>(&mut self, children: &mut Children<C>, key: usize)
     where
@@ -949,10 +1024,15 @@ impl<E: CancelError> Outcomes<'_, E> {
         match children.poll(key) {
             // A cancelled child is not a failure: no need for its identity
             // (its table entry goes with the batch, like a success's).
-            Some(Ok(Err(error))) if error.is_cancelled() => *self.saw_cancelled = true,
-            Some(Ok(Err(error))) => self.error(children.failed(key), error),
-            Some(Err(payload)) => self.panic(children.failed(key), payload),
-            Some(Ok(Ok(()))) | None => {}
+            Polled::Done(Ok(Err(error))) if error.is_cancelled() => *self.saw_cancelled = true,
+            Polled::Done(Ok(Err(error))) => self.error(children.failed(key), error),
+            Polled::Done(Err(payload)) => self.panic(children.failed(key), payload),
+            Polled::Unparked if self.unparked() => {
+                if let Err(payload) = children.drop_child(key) {
+                    self.panic(children.failed(key), payload);
+                }
+            }
+            Polled::Done(Ok(Ok(()))) | Polled::Unparked | Polled::Parked | Polled::Idle => {}
         }
     }
 }
@@ -994,7 +1074,8 @@ where
         let shared = &**this.shared;
         let node = &*shared.node;
         shared.wakeup.waker.register(cx.waker());
-        let changed = node_changed(this.watch, &shared.node, cx);
+        let changed =
+            node_changed(this.watch, &shared.node, cx) | std::mem::take(&mut this.foreign.retry);
         shared.draining.store(true, Ordering::Relaxed);
 
         let mut body = this.body;
@@ -1004,11 +1085,12 @@ where
             failures: this.failures,
             panic: this.panic,
             saw_cancelled: this.saw_cancelled,
+            foreign: this.foreign,
         };
         let body_flag = &*this.body_flag;
         let body_info = &*this.body_info;
         let body_output = &mut *this.body_output;
-        let (done, more) = context::enter_covered(this.slot, || {
+        let (done, more) = context::enter(this.slot, || {
             // The tasks woken since the last poll, the body among them; all of
             // them if the scope changed (invariant 5).
             let mut batch = children.take_woken();
@@ -1036,12 +1118,18 @@ where
                     continue;
                 }
                 match catch_unwind(AssertUnwindSafe(|| poll_with(future, body_flag))) {
-                    Ok(Poll::Pending) => continue,
-                    Ok(Poll::Ready(Ok(value))) => *body_output = Some(value),
-                    Ok(Poll::Ready(Err(error))) => outcomes.error(body_info.clone(), error),
+                    Ok((Poll::Pending, true)) => continue,
+                    Ok((Poll::Pending, false)) if !outcomes.unparked() => continue,
+                    // Dropped below, as if it returned `Cancelled`.
+                    Ok((Poll::Pending, false)) => {}
+                    Ok((Poll::Ready(Ok(value)), _)) => *body_output = Some(value),
+                    Ok((Poll::Ready(Err(error)), _)) => outcomes.error(body_info.clone(), error),
                     Err(payload) => outcomes.panic(body_info.clone(), payload),
                 }
-                body.set(None);
+                // The body's `Drop` runs here; a panic in it is the body's.
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| body.set(None))) {
+                    outcomes.panic(body_info.clone(), payload);
+                }
             }
             // Then the children spawned since (by the body just now, most
             // often), each polled once as it is admitted. Those spawned
@@ -1064,15 +1152,18 @@ where
             let done = body.is_none() && children.is_empty() && shared.try_close();
             (done, more)
         });
-        if more {
+        if more || this.foreign.retry {
             cx.waker().wake_by_ref();
         }
         if !done {
+            this.foreign.arm(node, cx);
+            context::park();
             return Poll::Pending;
         }
 
         *this.phase = Phase::Exited;
         *this.watch = None;
+        this.foreign.timer = None;
         // Like trio: a cancellation that some task unwound with, and that this
         // nursery's scope does not catch, propagates out of the nursery even
         // if the body itself returned a value.
@@ -1110,7 +1201,10 @@ mod tests {
         );
         assert!(!children.is_empty());
         assert_eq!(keys, [0]);
-        assert!(children.poll(0).is_some());
+        assert!(matches!(
+            children.poll(0),
+            children::Polled::Done(Ok(Ok(())))
+        ));
         assert!(children.is_empty());
     }
 

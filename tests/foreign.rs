@@ -1,0 +1,487 @@
+//! Every await is a cancellation point: a future from another crate, which
+//! cannot see a cancel scope, is dropped by its owner once the scope is
+//! cancelled (unless a shield protects it), while hatchery's own checkpoints
+//! get `Cancelled` and unwind with their cleanup.
+
+mod common;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hatchery::{
+    CancelScope, CancellableExt, Cancelled, Nursery, TimedOut, fail_after, move_on_after, nursery,
+    sleep, sleep_forever, testing,
+};
+
+/// Sets its flag when dropped: proof that a future was dropped.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A future that never consults hatchery: `inner`, with a drop flag.
+fn foreign<F: Future>(inner: F, dropped: &Arc<AtomicBool>) -> impl Future<Output = F::Output> {
+    let flag = DropFlag(Arc::clone(dropped));
+    async move {
+        let _flag = flag;
+        inner.await
+    }
+}
+
+fn flag() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}
+
+/// `fail_after(3 s)` around `inner`: the timeout, at 3 s of virtual time,
+/// with the inner future dropped.
+fn times_out_at_three_seconds<F: Future>(inner: impl FnOnce() -> F) {
+    let dropped = flag();
+    let future = foreign(inner(), &dropped);
+    let (out, took) = testing::run(async {
+        let start = hatchery::now();
+        let out: Result<_, io::Error> = fail_after(Duration::from_secs(3), async {
+            future.await;
+            Ok("finished")
+        })
+        .await;
+        (out, hatchery::now() - start)
+    });
+    let error = out.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+    assert!(error.get_ref().unwrap().is::<TimedOut>());
+    assert_eq!(took, Duration::from_secs(3));
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the inner future was dropped"
+    );
+}
+
+#[test]
+fn fail_after_drops_a_pending_future_at_its_deadline() {
+    times_out_at_three_seconds(std::future::pending::<()>);
+}
+
+#[test]
+fn fail_after_drops_a_timer_of_another_crate_at_its_deadline() {
+    times_out_at_three_seconds(|| async {
+        async_io::Timer::after(Duration::from_secs(3600)).await;
+    });
+}
+
+#[test]
+fn fail_after_drops_a_channel_receive_at_its_deadline() {
+    let (sender, receiver) = async_channel::bounded::<u32>(1);
+    times_out_at_three_seconds(move || async move {
+        let _ = receiver.recv().await;
+    });
+    drop(sender);
+}
+
+#[test]
+fn move_on_after_returns_none_and_drops_the_foreign_future() {
+    let dropped = flag();
+    let future = foreign(std::future::pending::<()>(), &dropped);
+    let (out, took) = testing::run(async {
+        let start = hatchery::now();
+        let out = move_on_after(Duration::from_secs(3), async {
+            future.await;
+            Ok::<_, Cancelled>("finished")
+        })
+        .await;
+        (out, hatchery::now() - start)
+    });
+    assert_eq!(out, Ok(None));
+    assert_eq!(took, Duration::from_secs(3));
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_scope_parked_in_a_foreign_future_notices_a_cancel_from_another_thread() {
+    let dropped = flag();
+    let future = foreign(std::future::pending::<()>(), &dropped);
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        handle.cancel();
+    });
+    let out = futures::executor::block_on(scope.run(async {
+        future.await;
+        Ok::<_, Cancelled>(())
+    }));
+    canceller.join().unwrap();
+    assert_eq!(out, Ok(None));
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_body_that_finishes_at_once_arms_no_timer_and_listens_to_nothing() {
+    testing::run(async {
+        let out = move_on_after(Duration::from_secs(3), async {
+            assert_eq!(testing::live().listeners, 0);
+            Ok::<_, Cancelled>(7)
+        })
+        .await;
+        assert_eq!(out, Ok(Some(7)));
+    });
+    let clock = testing::VirtualClock::new();
+    let next = clock.enter(|| {
+        let mut scope = Box::pin(move_on_after(Duration::from_secs(3), async {
+            hatchery::checkpoint().await?;
+            Ok::<_, Cancelled>(())
+        }));
+        let waker = futures::task::noop_waker();
+        // Parked at a checkpoint, not in a foreign future: no timer.
+        assert!(
+            scope
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        clock.next_deadline()
+    });
+    assert_eq!(next, None);
+}
+
+/// A tokio sleep of an hour and a tokio accept, each under a 30 ms
+/// deadline on the given tokio runtime.
+macro_rules! tokio_foreign_awaits {
+    ($name:ident, $runtime:path) => {
+        #[test]
+        fn $name() {
+            let dropped = flag();
+            let out: Result<(), io::Error> = $runtime(async {
+                fail_after(Duration::from_millis(30), async {
+                    foreign(tokio::time::sleep(Duration::from_secs(3600)), &dropped).await;
+                    Ok(())
+                })
+                .await
+            });
+            assert_eq!(out.unwrap_err().kind(), io::ErrorKind::TimedOut);
+            assert!(dropped.load(Ordering::SeqCst));
+
+            let dropped = flag();
+            let out = $runtime(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                move_on_after(Duration::from_millis(30), async {
+                    foreign(listener.accept(), &dropped).await?;
+                    Ok::<_, io::Error>(())
+                })
+                .await
+            });
+            assert_eq!(out.unwrap(), None);
+            assert!(dropped.load(Ordering::SeqCst));
+        }
+    };
+}
+
+tokio_foreign_awaits!(
+    tokio_sleep_and_accept_are_dropped_at_the_deadline_on_current_thread,
+    common::tokio_current_thread
+);
+tokio_foreign_awaits!(
+    tokio_sleep_and_accept_are_dropped_at_the_deadline_on_multi_thread,
+    common::tokio_multi_thread
+);
+
+#[test]
+fn a_parallel_child_parked_in_a_tokio_sleep_is_dropped_by_a_cancel_from_another_thread() {
+    let dropped = flag();
+    let parked = Arc::new(AtomicBool::new(false));
+    let (dropped2, parked2) = (Arc::clone(&dropped), Arc::clone(&parked));
+    let out = common::tokio_multi_thread(async move {
+        let handle = tokio::runtime::Handle::current();
+        nursery(|n: Nursery<'_, Cancelled>| async move {
+            let parked = Arc::clone(&parked2);
+            n.spawn_on(&handle, async move {
+                let sleep = tokio::time::sleep(Duration::from_secs(3600));
+                let sleep = foreign(sleep, &dropped2);
+                parked.store(true, Ordering::SeqCst);
+                sleep.await;
+                Ok(())
+            });
+            let scope = n.cancel_scope();
+            let parked = Arc::clone(&parked2);
+            // The cancel comes from a plain thread, not from a task.
+            tokio::task::spawn_blocking(move || {
+                while !parked.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                scope.cancel();
+            })
+            .await
+            .unwrap();
+            Ok(())
+        })
+        .await
+    });
+    // The body awaits the blocking task, a foreign future: dropped, and the
+    // nursery's scope catches that (`None`), unless that task had already
+    // finished when the cancel reached the body (`Some`).
+    assert!(matches!(out, Ok(None) | Ok(Some(()))), "{out:?}");
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+common::matrix! {
+    #[test]
+    fn a_cancel_drops_a_foreign_await_and_lets_a_sleeper_clean_up() {
+        let dropped = flag();
+        let log = Mutex::new(Vec::new());
+        let (log_ref, dropped_ref) = (&log, &dropped);
+        let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                foreign(std::future::pending::<()>(), dropped_ref).await;
+                log_ref.lock().unwrap().push("foreign finished");
+                Ok(())
+            });
+            n.spawn(async move {
+                let slept = sleep(Duration::from_secs(3600)).await;
+                log_ref.lock().unwrap().push("sleeper cleaned up");
+                slept
+            });
+            sleep(Duration::from_millis(10)).await?;
+            n.cancel_scope().cancel();
+            Ok(())
+        }));
+        assert_eq!(out.unwrap(), Some(()));
+        assert!(dropped.load(Ordering::SeqCst));
+        assert_eq!(*log.lock().unwrap(), ["sleeper cleaned up"]);
+    }
+
+    #[test]
+    fn the_nursery_body_parked_in_a_foreign_future_is_dropped_too() {
+        let dropped = flag();
+        let dropped_ref = &dropped;
+        let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            let scope = n.cancel_scope();
+            n.spawn(async move {
+                sleep(Duration::from_millis(10)).await?;
+                scope.cancel();
+                Ok(())
+            });
+            foreign(std::future::pending::<()>(), dropped_ref).await;
+            Ok("unreachable")
+        }));
+        assert_eq!(out.unwrap(), None, "caught by the nursery's own scope");
+        assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_shield_protects_a_foreign_await_and_its_value_is_delivered() {
+        let (sender, receiver) = async_channel::bounded::<u32>(1);
+        let unshielded_dropped = flag();
+        let got = Mutex::new(None);
+        let (got_ref, dropped_ref) = (&got, &unshielded_dropped);
+        let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                let value = CancelScope::new()
+                    .shield(true)
+                    .run(async { Ok::<_, Cancelled>(receiver.recv().await.unwrap()) })
+                    .await?;
+                *got_ref.lock().unwrap() = value;
+                Ok(())
+            });
+            n.spawn(async move {
+                foreign(std::future::pending::<()>(), dropped_ref).await;
+                Ok(())
+            });
+            n.spawn(async move {
+                // Cancelled; its cleanup sends what the shielded one awaits.
+                let slept = sleep(Duration::from_secs(3600)).await;
+                sender.try_send(42).unwrap();
+                slept
+            });
+            sleep(Duration::from_millis(10)).await?;
+            n.cancel_scope().cancel();
+            Ok(())
+        }));
+        assert_eq!(out.unwrap(), Some(()));
+        assert_eq!(*got.lock().unwrap(), Some(42));
+        assert!(unshielded_dropped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn cleanup_that_awaits_a_foreign_future_is_dropped_unless_shielded() {
+        let (sender, receiver) = async_channel::bounded::<&str>(2);
+        let dropped = flag();
+        let log = Mutex::new(Vec::new());
+        let (log_ref, dropped_ref, receiver) = (&log, &dropped, &receiver);
+        let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                let slept = sleep(Duration::from_secs(3600)).await;
+                assert_eq!(slept, Err(Cancelled));
+                // Unshielded cleanup: this await is a cancellation point.
+                foreign(receiver.recv(), dropped_ref).await.unwrap();
+                log_ref.lock().unwrap().push("unshielded cleanup finished");
+                slept
+            });
+            n.spawn(async move {
+                let slept = sleep(Duration::from_secs(3600)).await;
+                let message = CancelScope::new()
+                    .shield(true)
+                    .run(async { Ok::<_, Cancelled>(receiver.recv().await.unwrap()) })
+                    .await?;
+                log_ref.lock().unwrap().push(message.unwrap());
+                slept
+            });
+            sleep(Duration::from_millis(10)).await?;
+            n.cancel_scope().cancel();
+            // Sent once both children are in their cleanup.
+            CancelScope::new()
+                .shield(true)
+                .run(sleep(Duration::from_millis(10)))
+                .await?;
+            sender.try_send("shielded cleanup finished").unwrap();
+            Ok(())
+        }));
+        assert_eq!(out.unwrap(), Some(()));
+        assert!(dropped.load(Ordering::SeqCst));
+        assert_eq!(*log.lock().unwrap(), ["shielded cleanup finished"]);
+    }
+
+    #[test]
+    fn join_all_of_31_sleeps_inside_one_child_sees_the_cancel() {
+        let cleaned = AtomicBool::new(false);
+        let cleaned_ref = &cleaned;
+        let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                // More than 30: join_all switches to FuturesOrdered.
+                let all = futures::future::join_all((0..31).map(|_| sleep_forever())).await;
+                assert!(all.iter().all(|one| one.is_err()));
+                cleaned_ref.store(true, Ordering::SeqCst);
+                Err(Cancelled)
+            });
+            sleep(Duration::from_millis(20)).await?;
+            n.cancel_scope().cancel();
+            Ok(())
+        }));
+        assert_eq!(out.unwrap(), Some(()));
+        assert!(cleaned.load(Ordering::SeqCst), "the child was told, not dropped");
+    }
+
+    #[test]
+    fn futures_unordered_and_buffer_unordered_inside_one_child_see_the_cancel() {
+        use futures::StreamExt;
+        let cleaned = AtomicUsize::new(0);
+        let cleaned_ref = &cleaned;
+        let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                let mut sleeps: futures::stream::FuturesUnordered<_> =
+                    (0..4).map(|_| sleep(Duration::from_secs(3600))).collect();
+                let first = sleeps.next().await.unwrap();
+                cleaned_ref.fetch_add(1, Ordering::SeqCst);
+                first
+            });
+            n.spawn(async move {
+                let results: Vec<_> = futures::stream::iter(0..8)
+                    .map(|_| sleep(Duration::from_secs(3600)))
+                    .buffer_unordered(4)
+                    .collect()
+                    .await;
+                assert!(results.iter().all(|one| one.is_err()));
+                cleaned_ref.fetch_add(1, Ordering::SeqCst);
+                Err(Cancelled)
+            });
+            n.spawn(async move {
+                use futures_concurrency::future::Join;
+                let (a, b, c) = (sleep_forever(), sleep(Duration::from_secs(3600)), sleep_forever())
+                    .join()
+                    .await;
+                assert!(a.is_err() && b.is_err() && c.is_err());
+                cleaned_ref.fetch_add(1, Ordering::SeqCst);
+                Err(Cancelled)
+            });
+            sleep(Duration::from_millis(20)).await?;
+            n.cancel_scope().cancel();
+            Ok(())
+        }));
+        assert_eq!(out.unwrap(), Some(()));
+        assert_eq!(cleaned.load(Ordering::SeqCst), 3, "every child was told");
+    }
+}
+
+/// A future with a graceful stop: asked to stop, it finishes what it was
+/// doing (two more polls) and returns how it ended.
+struct Connection {
+    stopping: Option<u32>,
+    log: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl Connection {
+    fn graceful_shutdown(mut self: Pin<&mut Self>) {
+        self.log.lock().unwrap().push("asked to stop");
+        self.stopping = Some(2);
+    }
+}
+
+impl Future for Connection {
+    type Output = &'static str;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
+        match &mut self.stopping {
+            None => Poll::Pending,
+            Some(0) => Poll::Ready("finished the request in flight"),
+            Some(left) => {
+                *left -= 1;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[test]
+fn a_foreign_future_with_a_graceful_stop_is_asked_to_stop_and_driven_to_the_end() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let connection = Connection {
+        stopping: None,
+        log: Arc::clone(&log),
+    };
+    let out = testing::run(async {
+        let start = hatchery::now();
+        let out = move_on_after(Duration::from_secs(1), async {
+            let how = connection
+                .cancel_gracefully(Duration::from_secs(5), Connection::graceful_shutdown)
+                .await?;
+            Ok::<_, Cancelled>(how)
+        })
+        .await;
+        (out, hatchery::now() - start)
+    });
+    assert_eq!(
+        out,
+        (
+            Ok(Some("finished the request in flight")),
+            Duration::from_secs(1)
+        )
+    );
+    assert_eq!(*log.lock().unwrap(), ["asked to stop"]);
+}
+
+#[test]
+fn a_graceful_stop_that_overruns_its_grace_is_dropped() {
+    let dropped = flag();
+    let stubborn = foreign(std::future::pending::<()>(), &dropped);
+    let (out, took) = testing::run(async {
+        let start = hatchery::now();
+        let out = move_on_after(Duration::from_secs(1), async {
+            stubborn
+                .cancel_gracefully(Duration::from_secs(5), |_| {})
+                .await?;
+            Ok::<_, Cancelled>("unreachable")
+        })
+        .await;
+        (out, hatchery::now() - start)
+    });
+    assert_eq!(out, Ok(None));
+    assert_eq!(took, Duration::from_secs(6));
+    assert!(dropped.load(Ordering::SeqCst));
+}
