@@ -21,14 +21,16 @@
 //!    for changes itself (see `cancel::wait`). A wait polled with another
 //!    waker sits inside a combinator (`FuturesUnordered`, `join_all`, …)
 //!    that re-polls only what woke it: it listens.
-//! 3. `parked` is cleared when an owner (nursery, scope future, parallel or
-//!    starting child) starts polling a task (`track`) and set by every
-//!    hatchery await that returns `Pending`: a checkpoint, sleep or
+//! 3. `flags` are cleared when an owner (nursery, scope future, parallel or
+//!    starting child) starts polling a task (`track`). `PARKED` is set by
+//!    every hatchery await that returns `Pending`: a checkpoint, sleep or
 //!    `cancelled()` wait, `.cancellable()`, and a nested scope, nursery or
-//!    `start()` future. A task that returns `Pending` with it clear is parked
+//!    `start()` future. A task that returns `Pending` without it is parked
 //!    in a future that cannot see cancellation (the "every await is a
-//!    cancellation point" rule, `cancel::foreign`). The outer task's flag is
-//!    restored when `track` returns, so nested owners do not disturb it.
+//!    cancellation point" rule, `cancel::foreign`). `TOLD`, `SHIELDED` and
+//!    `REMOTE` say, for the report, that the task met `Cancelled`, waits
+//!    behind a shield, or runs on another thread. The outer task's flags are
+//!    restored when `track` returns, so nested owners do not disturb them.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -43,7 +45,52 @@ struct Current {
     /// Invariant 2.
     covering: Cell<usize>,
     /// Invariant 3.
-    parked: Cell<bool>,
+    flags: Cell<u8>,
+}
+
+/// What a task did in one poll (invariant 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Flags(u8);
+
+impl Flags {
+    const PARKED: u8 = 1;
+    const TOLD: u8 = 2;
+    const SHIELDED: u8 = 4;
+    const REMOTE: u8 = 8;
+
+    /// A hatchery await parked the task.
+    pub(crate) fn parked(self) -> bool {
+        self.0 & Self::PARKED != 0
+    }
+
+    /// The task met `Cancelled` (or waits on a scope that is being
+    /// cancelled).
+    pub(crate) fn told(self) -> bool {
+        self.0 & Self::TOLD != 0
+    }
+
+    /// The task waits behind a shield.
+    pub(crate) fn shielded(self) -> bool {
+        self.0 & Self::SHIELDED != 0
+    }
+
+    /// The task waits for a child that runs on another thread.
+    pub(crate) fn remote(self) -> bool {
+        self.0 & Self::REMOTE != 0
+    }
+
+    /// Whether the report has something to say about the task.
+    pub(crate) fn noteworthy(self) -> bool {
+        self.0 & (Self::TOLD | Self::SHIELDED | Self::REMOTE) != 0
+    }
+
+    pub(crate) fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub(crate) fn from_bits(bits: u8) -> Self {
+        Flags(bits)
+    }
 }
 
 thread_local! {
@@ -51,7 +98,7 @@ thread_local! {
         Current {
             node: RefCell::new(None),
             covering: Cell::new(0),
-            parked: Cell::new(false),
+            flags: Cell::new(0),
         }
     };
 }
@@ -76,38 +123,68 @@ pub(crate) fn enter<R>(slot: &mut Option<Arc<Node>>, f: impl FnOnce() -> R) -> R
     f()
 }
 
-/// Runs `f`, one poll of a task, and returns whether a hatchery await parked
-/// it (invariant 3). `waker` is the waker the task is polled with if its
+/// Runs `f`, one poll of a task, and returns what the task did
+/// (invariant 3). `waker` is the waker the task is polled with if its
 /// nursery covers its waits on the current node (invariant 2), else `None`.
 #[inline]
-pub(crate) fn track<R>(waker: Option<&Waker>, f: impl FnOnce() -> R) -> (R, bool) {
-    struct Restore(usize, bool);
+pub(crate) fn track<R>(waker: Option<&Waker>, f: impl FnOnce() -> R) -> (R, Flags) {
+    struct Restore(usize, u8);
     impl Drop for Restore {
         fn drop(&mut self) {
             CURRENT.with(|current| {
                 current.covering.set(self.0);
-                current.parked.set(self.1);
+                current.flags.set(self.1);
             });
         }
     }
     let covering = waker.map_or(0, |waker| waker.data() as usize);
-    let restore = CURRENT.with(|current| {
-        Restore(
-            current.covering.replace(covering),
-            current.parked.replace(false),
-        )
-    });
+    let restore = CURRENT
+        .with(|current| Restore(current.covering.replace(covering), current.flags.replace(0)));
     let out = f();
-    let parked = CURRENT.with(|current| current.parked.get());
+    let flags = CURRENT.with(|current| current.flags.get());
     drop(restore);
-    (out, parked)
+    (out, Flags(flags))
+}
+
+fn set(flag: u8) {
+    CURRENT.with(|current| current.flags.set(current.flags.get() | flag));
 }
 
 /// Records that a hatchery await returned `Pending` in the running task
 /// (invariant 3).
 #[inline]
 pub(crate) fn park() {
-    CURRENT.with(|current| current.parked.set(true));
+    set(Flags::PARKED);
+}
+
+/// Records that the running task met `Cancelled` (invariant 3).
+#[cold]
+pub(crate) fn tell() {
+    set(Flags::TOLD);
+}
+
+/// `park` for a hatchery await that waits on a child on another thread
+/// (noted for the report only once the running task's scope is cancelled).
+pub(crate) fn park_remote() {
+    let cancelled = with_current(|scope| scope.is_some_and(|scope| scope.state() == CANCELLED));
+    set(Flags::PARKED | if cancelled { Flags::REMOTE } else { 0 });
+}
+
+/// `park` for a nested scope or nursery future of `node`, waiting: when the
+/// running task's own scope is cancelled, also whether `node` shields the
+/// task from that, or passes it on (the task is told through it).
+pub(crate) fn park_in(node: &Node) {
+    let outer_cancelled =
+        with_current(|outer| outer.is_some_and(|outer| outer.state() == CANCELLED));
+    if !outer_cancelled {
+        return park();
+    }
+    set(Flags::PARKED
+        | if node.is_shielded() {
+            Flags::SHIELDED
+        } else {
+            Flags::TOLD
+        });
 }
 
 /// A reference to the current scope's node, if any.
@@ -146,13 +223,17 @@ pub(crate) fn check() -> Result<(), Cancelled> {
             .as_ref()
             .map_or(NEVER, |node| node.state())
     });
-    match state {
-        NEVER => Ok(()),
+    let checked = match state {
+        NEVER => return Ok(()),
         CANCELLED => Err(Cancelled),
         // A deadline applies: the full check may record an expiry and wake
         // waiters, so run it without the slot borrowed.
         _ => current().map_or(Ok(()), |node| node.check()),
+    };
+    if checked.is_err() {
+        tell();
     }
+    checked
 }
 
 /// Runs `f` on the current node (without cloning it). `f` must not wake

@@ -33,7 +33,7 @@ use crate::CancelHandle;
 use crate::cancel::CancelReason;
 use crate::cancel::tree::Node;
 use crate::clock;
-use crate::context::with_current;
+use crate::context::{Flags, with_current};
 use crate::nursery::chunked::ChunkVec;
 use crate::task::TaskInfo;
 
@@ -95,11 +95,17 @@ struct Registry {
     free: Option<u32>,
     /// The names of the named children, by key.
     names: HashMap<usize, Cow<'static, str>>,
+    /// What the nursery noted of each child since its scope was cancelled
+    /// (`context::Flags` bits), by key; grown only once something is noted.
+    notes: ChunkVec<u8>,
 }
 
 impl Registry {
     /// Forgets the child under `key`; its cohort, if it was the last one.
     fn release(&mut self, key: usize) -> Option<&'static Location<'static>> {
+        if let Some(note) = self.notes.get_mut(key) {
+            *note = 0;
+        }
         let cohort = std::mem::take(self.entries.get_mut(key)?).checked_sub(1)?;
         let entry = &mut self.cohorts[cohort as usize];
         entry.count -= 1;
@@ -179,25 +185,49 @@ impl TaskTable {
         }
     }
 
+    /// Records what the nursery noted of these children in a poll after its
+    /// scope was cancelled (`context::Flags` bits, added to earlier notes).
+    pub(crate) fn note(&self, notes: &[(usize, u8)]) {
+        if notes.is_empty() {
+            return;
+        }
+        let mut tasks = lock(&self.tasks);
+        for &(key, bits) in notes {
+            // A child that left the table since is not noted.
+            if tasks.entries.get(key).is_none_or(|&entry| entry == 0) {
+                continue;
+            }
+            while tasks.notes.len() <= key {
+                tasks.notes.push(0);
+            }
+            if let Some(note) = tasks.notes.get_mut(key) {
+                *note |= bits;
+            }
+        }
+    }
+
     /// Forgets every child (the nursery dropped them all).
     pub(crate) fn clear(&self) {
         let mut tasks = lock(&self.tasks);
+        tasks.notes.clear();
         tasks.entries.clear();
         tasks.cohorts.clear();
         tasks.free = None;
         tasks.names.clear();
     }
 
-    /// Calls `each` with the identity and admission time of every child, in
-    /// key order, under the table's lock (`each` must not call user code).
-    fn for_each(&self, mut each: impl FnMut(TaskInfo, Instant)) {
+    /// Calls `each` with the identity, admission time and notes of every
+    /// child, in key order, under the table's lock (`each` must not call
+    /// user code).
+    fn for_each(&self, mut each: impl FnMut(TaskInfo, Instant, Flags)) {
         let tasks = lock(&self.tasks);
         for (key, &entry) in tasks.entries.iter().enumerate() {
             if let Some(cohort) = entry.checked_sub(1) {
                 let cohort = &tasks.cohorts[cohort as usize];
                 let name = tasks.names.get(&key).cloned();
                 let since = self.epoch + Duration::from_millis(cohort.since.into());
-                each(TaskInfo::from_parts(name, cohort.site), since);
+                let note = Flags::from_bits(tasks.notes.get(key).copied().unwrap_or(0));
+                each(TaskInfo::from_parts(name, cohort.site), since, note);
             }
         }
     }
@@ -369,6 +399,7 @@ pub struct TaskState {
     info: TaskInfo,
     age: Duration,
     cleaning_up: bool,
+    note: Flags,
     path: String,
     abandoned: bool,
 }
@@ -433,6 +464,66 @@ impl TaskState {
     /// ```
     pub fn is_cleaning_up(&self) -> bool {
         self.cleaning_up
+    }
+
+    /// True if the task was told of its scope's cancellation: one of its
+    /// checkpoints returned `Cancelled` (or a scope or nursery it waits on
+    /// is cancelled too). A task that was told and still runs is cleaning
+    /// up; one that was not is behind a shield, runs elsewhere, or has not
+    /// been polled since the cancel (it blocks its thread).
+    ///
+    /// ```
+    /// # use hatchery::{nursery, CancelScope, sleep, Cancelled, Nursery, Report};
+    /// # use std::time::Duration;
+    /// # futures::executor::block_on(async {
+    /// # nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// n.spawn(async {
+    ///     let slept = sleep(Duration::from_secs(3600)).await; // told here
+    ///     // Its cleanup takes a while, behind a shield.
+    ///     CancelScope::new().shield(true).run(sleep(Duration::from_millis(50))).await?;
+    ///     slept
+    /// });
+    /// hatchery::checkpoint().await?;
+    /// n.cancel_scope().cancel();
+    /// // The nursery polls the child once more, which tells it.
+    /// CancelScope::new().shield(true).run(sleep(Duration::from_millis(10))).await?;
+    /// let report = Report::capture();
+    /// let task = &report.tasks()[0];
+    /// assert!(task.is_told());
+    /// assert!(task.is_shielded());
+    /// # Ok(())
+    /// # }).await.unwrap();
+    /// # });
+    /// ```
+    pub fn is_told(&self) -> bool {
+        self.note.told()
+    }
+
+    /// True if the task waits behind a shield since its scope was
+    /// cancelled: the cancellation does not reach that await.
+    ///
+    /// ```
+    /// # use hatchery::{nursery, CancelScope, sleep, Cancelled, Nursery, Report};
+    /// # use std::time::Duration;
+    /// # futures::executor::block_on(async {
+    /// # nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// n.spawn(async {
+    ///     CancelScope::new().shield(true).run(sleep(Duration::from_millis(50))).await?;
+    ///     Ok(())
+    /// });
+    /// hatchery::checkpoint().await?;
+    /// n.cancel_scope().cancel();
+    /// // The nursery polls the child once more, which tells it.
+    /// CancelScope::new().shield(true).run(sleep(Duration::from_millis(10))).await?;
+    /// let report = Report::capture();
+    /// let task = &report.tasks()[0];
+    /// assert!(task.is_shielded() && !task.is_told());
+    /// # Ok(())
+    /// # }).await.unwrap();
+    /// # });
+    /// ```
+    pub fn is_shielded(&self) -> bool {
+        self.note.shielded()
     }
 
     /// The nursery path of the task: the scopes and nurseries that enclose
@@ -689,6 +780,7 @@ impl Report {
                 info: record.info.clone(),
                 age: now.saturating_duration_since(record.since),
                 cleaning_up: false,
+                note: Flags::default(),
                 path: String::new(),
                 abandoned: record.abandoned.load(Ordering::Relaxed),
             });
@@ -738,12 +830,13 @@ impl Report {
                 tasks: Vec::new(),
             };
             if let Kind::Nursery(table) = &snapshot.kind {
-                table.for_each(|info, since| {
+                table.for_each(|info, since, note| {
                     item.tasks.push(self.tasks.len());
                     self.tasks.push(TaskState {
                         info,
                         age: now.saturating_duration_since(since),
                         cleaning_up: cancelled,
+                        note,
                         path: path.clone(),
                         abandoned: false,
                     });
@@ -829,10 +922,18 @@ impl Report {
             for (index, &task) in item.tasks.iter().enumerate() {
                 let last = index + 1 == item.tasks.len() && !item.has_children;
                 let task = &self.tasks[task];
-                let status = if task.cleaning_up {
-                    "cleaning up"
-                } else {
-                    "running"
+                let note = task.note;
+                let status = match (task.cleaning_up, note.told(), note.shielded()) {
+                    (false, _, _) => "running",
+                    (true, true, true) => "told to cancel, cleaning up behind a shield",
+                    (true, true, false) => "told to cancel, cleaning up",
+                    (true, false, true) => "behind a shield: the cancellation does not reach it",
+                    (true, false, false) if note.remote() => {
+                        "runs on another thread, where it is told"
+                    }
+                    (true, false, false) => {
+                        "not told yet: not polled since the cancel (does it block its thread?)"
+                    }
                 };
                 writeln!(
                     f,
@@ -932,7 +1033,7 @@ mod tests {
     /// and name.
     fn listed(table: &TaskTable) -> Vec<(&'static Location<'static>, Option<String>)> {
         let mut out = Vec::new();
-        table.for_each(|info, _| out.push((info.location(), info.name().map(String::from))));
+        table.for_each(|info, _, _| out.push((info.location(), info.name().map(String::from))));
         out
     }
 

@@ -232,8 +232,8 @@ where
             context::enter(scope, || context::track(None, || future.poll(cx)))
         }));
         match polled {
-            Ok((Poll::Pending, true)) => Poll::Pending,
-            Ok((Poll::Pending, false)) => {
+            Ok((Poll::Pending, flags)) if flags.parked() => Poll::Pending,
+            Ok((Poll::Pending, _)) => {
                 let Some(node) = scope else {
                     unreachable!("the node is back in the slot after the poll");
                 };
@@ -343,7 +343,7 @@ impl<O> Future for Join<'_, O> {
 /// The join half waits for the remote half, which applies cancellation on
 /// its own thread (invariant 3): a hatchery await, never dropped for it.
 fn pending<O>() -> Poll<O> {
-    context::park();
+    context::park_remote();
     Poll::Pending
 }
 

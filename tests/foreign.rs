@@ -348,6 +348,38 @@ common::matrix! {
     }
 
     #[test]
+    fn start_drops_a_foreign_await_before_and_after_started() {
+        let (before, after) = (flag(), flag());
+        let (before_ref, after_ref) = (&before, &after);
+        let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            // Cancelled while starting: the child is dropped, start() is
+            // cancelled, and the caller's scope catches it.
+            let caller = move_on_after(Duration::from_millis(10), async {
+                n.start(|_status: hatchery::Started<()>| async move {
+                    foreign(std::future::pending::<()>(), before_ref).await;
+                    Ok(())
+                })
+                .await
+            })
+            .await?;
+            assert_eq!(caller, None);
+            // Started, then parked in a foreign future: the nursery's cancel
+            // drops it.
+            n.start(|status: hatchery::Started<()>| async move {
+                status.started(());
+                foreign(std::future::pending::<()>(), after_ref).await;
+                Ok(())
+            })
+            .await?;
+            n.cancel_scope().cancel();
+            Ok(())
+        }));
+        assert_eq!(out.unwrap(), Some(()));
+        assert!(before.load(Ordering::SeqCst));
+        assert!(after.load(Ordering::SeqCst));
+    }
+
+    #[test]
     fn join_all_of_31_sleeps_inside_one_child_sees_the_cancel() {
         let cleaned = AtomicBool::new(false);
         let cleaned_ref = &cleaned;

@@ -107,3 +107,66 @@ fn a_deep_tree_is_reported_without_recursion() {
         text.1.len()
     );
 }
+
+#[test]
+fn after_a_cancel_the_report_says_who_was_told_and_who_is_shielded() {
+    use std::time::Duration;
+
+    use hatchery::{Builder, sleep};
+    let text = Builder::new()
+        .handle_signals(false)
+        .worker_threads(1)
+        .run(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn_named("told", async {
+                let slept = sleep_forever().await;
+                // Its cleanup takes a while, behind a shield.
+                CancelScope::new()
+                    .shield(true)
+                    .run(sleep(Duration::from_millis(100)))
+                    .await?;
+                slept.map(|never| match never {})
+            });
+            n.spawn_named("shielded", async {
+                CancelScope::new()
+                    .shield(true)
+                    .run(sleep(Duration::from_millis(100)))
+                    .await?;
+                Ok(())
+            });
+            n.spawn_parallel(async {
+                CancelScope::new()
+                    .shield(true)
+                    .run(sleep(Duration::from_millis(100)))
+                    .await?;
+                Ok(())
+            });
+            checkpoint().await?;
+            n.cancel_scope().cancel();
+            // The nursery polls its children once more, which tells them.
+            CancelScope::new()
+                .shield(true)
+                .run(sleep(Duration::from_millis(20)))
+                .await?;
+            Ok(Report::capture().to_string())
+        })
+        .unwrap()
+        .unwrap();
+    let line = |name: &str| {
+        text.lines()
+            .find(|line| line.contains(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        line("task `told`").ends_with("told to cancel, cleaning up behind a shield"),
+        "{text}"
+    );
+    assert!(
+        line("task `shielded`").ends_with("behind a shield: the cancellation does not reach it"),
+        "{text}"
+    );
+    assert!(
+        line("unnamed task").ends_with("runs on another thread, where it is told"),
+        "{text}"
+    );
+}

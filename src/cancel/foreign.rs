@@ -100,13 +100,13 @@ impl ForeignWait {
                 }
                 Verdict::Retry => {
                     cx.waker().wake_by_ref();
-                    context::park();
+                    context::park_in(node);
                     return Poll::Pending;
                 }
                 Verdict::Keep => {
                     let wait = self.wait.get_or_insert_with(Box::default);
                     if wait.poll(Some(node), None, cx).is_pending() {
-                        context::park();
+                        context::park_in(node);
                         return Poll::Pending;
                     }
                     // Cancelled (or expired) meanwhile: ask again.

@@ -329,15 +329,15 @@ where
         let Some(future) = body.as_mut().as_pin_mut() else {
             unreachable!("the body is present until the scope exits");
         };
-        let (polled, parked) =
+        let (polled, flags) =
             context::enter(this.slot, || context::track(None, || future.poll(cx)));
         let Some(node) = this.slot else {
             unreachable!("the node is back in the slot after the poll");
         };
         let out = match polled {
             Poll::Ready(out) => out,
-            Poll::Pending if parked => {
-                context::park();
+            Poll::Pending if flags.parked() => {
+                context::park_in(node);
                 return Poll::Pending;
             }
             // Every await is a cancellation point (`foreign`).

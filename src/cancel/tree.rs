@@ -223,6 +223,11 @@ impl Node {
         }
     }
 
+    /// Whether the scope is shielded.
+    pub(crate) fn is_shielded(&self) -> bool {
+        self.lock().shield
+    }
+
     /// Whether every waiter has been told of the current state (invariant 6).
     pub(crate) fn announced(&self) -> bool {
         self.unannounced.load(Ordering::Acquire) == 0

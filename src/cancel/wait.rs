@@ -55,6 +55,9 @@ impl Wait {
                 }
             });
             if let Some(answer) = quick {
+                if answer.is_ready() {
+                    context::tell();
+                }
                 return answer;
             }
         }
@@ -72,6 +75,7 @@ impl Wait {
         loop {
             if node.is_some_and(|node| node.check().is_err()) {
                 self.listener = None;
+                context::tell();
                 return Poll::Ready(Woke::Cancelled);
             }
             if target.is_some_and(|target| clock::now() >= target) {

@@ -49,7 +49,7 @@ use std::task::{Context, Poll};
 use atomic_waker::AtomicWaker;
 use futures_task::{ArcWake, waker_ref};
 
-use crate::context;
+use crate::context::{self, Flags};
 use crate::nursery::chunked::ChunkSlab;
 use crate::report::TaskTable;
 use crate::sync::atomic::{AtomicUsize, Ordering};
@@ -269,7 +269,7 @@ impl ArcWake for TaskWaker {
 pub(crate) fn poll_with<F: std::future::Future + ?Sized>(
     future: Pin<&mut F>,
     flag: &Arc<TaskWaker>,
-) -> (Poll<F::Output>, bool) {
+) -> (Poll<F::Output>, Flags) {
     let waker = waker_ref(flag);
     context::track(Some(&waker), || {
         future.poll(&mut Context::from_waker(&waker))
@@ -334,8 +334,8 @@ pub(crate) type Outcome<O> = Result<O, Box<dyn Any + Send>>;
 pub(crate) enum Polled<O> {
     /// The child was not queued (a stale wake): it was not polled.
     Idle,
-    /// It waits at a hatchery await.
-    Parked,
+    /// It waits at a hatchery await; what it did in this poll.
+    Parked(Flags),
     /// It waits in a future that cannot see cancellation (`cancel::foreign`).
     Unparked,
     /// It finished (it has left the set).
@@ -358,6 +358,10 @@ pub(crate) struct Children<C> {
     /// Children that finished without a failure since the last `recycle`;
     /// their table entries are removed in one go.
     finished: Vec<usize>,
+    /// What the report should know of children polled since the last
+    /// `recycle` in the cancelled scope (`context::Flags` bits), written to
+    /// the table in one go.
+    notes: Vec<(usize, u8)>,
 }
 
 impl<C> Children<C> {
@@ -375,7 +379,13 @@ impl<C> Children<C> {
             queued: Bits::default(),
             table,
             finished: Vec::new(),
+            notes: Vec::new(),
         }
+    }
+
+    /// Notes what a child polled in the cancelled scope did, for the report.
+    pub(crate) fn note(&mut self, key: usize, flags: Flags) {
+        self.notes.push((key, flags.bits()));
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -424,6 +434,8 @@ impl<C> Children<C> {
     ) {
         // Keys freed since the last recycle may be reused below: their old
         // entries go first.
+        self.table.note(&self.notes);
+        self.notes.clear();
         self.table.remove_all(&self.finished);
         self.finished.clear();
         let mut admit = self.table.admit();
@@ -443,6 +455,9 @@ impl<C> Children<C> {
     pub(crate) fn recycle(&mut self, mut batch: Vec<usize>) {
         batch.clear();
         self.batch = batch;
+        // Notes first: a noted child may have finished since.
+        self.table.note(&self.notes);
+        self.notes.clear();
         self.table.remove_all(&self.finished);
         self.finished.clear();
     }
@@ -488,8 +503,8 @@ impl<C> Children<C> {
             }
         };
         let outcome = match polled {
-            Ok((Poll::Pending, true)) => return Polled::Parked,
-            Ok((Poll::Pending, false)) => return Polled::Unparked,
+            Ok((Poll::Pending, flags)) if flags.parked() => return Polled::Parked(flags),
+            Ok((Poll::Pending, _)) => return Polled::Unparked,
             Ok((Poll::Ready(output), _)) => Ok(output),
             Err(payload) => Err(payload),
         };

@@ -63,8 +63,7 @@ impl<T> ChunkVec<T> {
         self.len += 1;
     }
 
-    #[cfg(test)]
-    fn get(&self, i: usize) -> Option<&T> {
+    pub(crate) fn get(&self, i: usize) -> Option<&T> {
         let (k, offset) = locate(i);
         self.chunks.get(k)?.get(offset)
     }

@@ -1032,7 +1032,10 @@ impl<E: CancelError> Outcomes<'_, E> {
                     self.panic(children.failed(key), payload);
                 }
             }
-            Polled::Done(Ok(Ok(()))) | Polled::Unparked | Polled::Parked | Polled::Idle => {}
+            Polled::Parked(flags) if flags.noteworthy() && self.node.state() == CANCELLED => {
+                children.note(key, flags);
+            }
+            Polled::Done(Ok(Ok(()))) | Polled::Unparked | Polled::Parked(_) | Polled::Idle => {}
         }
     }
 }
@@ -1118,10 +1121,10 @@ where
                     continue;
                 }
                 match catch_unwind(AssertUnwindSafe(|| poll_with(future, body_flag))) {
-                    Ok((Poll::Pending, true)) => continue,
-                    Ok((Poll::Pending, false)) if !outcomes.unparked() => continue,
+                    Ok((Poll::Pending, flags)) if flags.parked() => continue,
+                    Ok((Poll::Pending, _)) if !outcomes.unparked() => continue,
                     // Dropped below, as if it returned `Cancelled`.
-                    Ok((Poll::Pending, false)) => {}
+                    Ok((Poll::Pending, _)) => {}
                     Ok((Poll::Ready(Ok(value)), _)) => *body_output = Some(value),
                     Ok((Poll::Ready(Err(error)), _)) => outcomes.error(body_info.clone(), error),
                     Err(payload) => outcomes.panic(body_info.clone(), payload),
@@ -1157,7 +1160,7 @@ where
         }
         if !done {
             this.foreign.arm(node, cx);
-            context::park();
+            context::park_in(node);
             return Poll::Pending;
         }
 

@@ -26,6 +26,7 @@ use std::task::{Context, Poll};
 use atomic_waker::AtomicWaker;
 
 use super::Shared;
+use crate::cancel::foreign::ForeignWait;
 use crate::cancel::tree::Node;
 use crate::context;
 use crate::error::{CancelError, Cancelled};
@@ -156,6 +157,7 @@ impl<V> Started<V> {
 /// scope (now a child of the nursery's), or reports what it already did.
 pub(crate) struct Scoped<C, E> {
     node: Option<Arc<Node>>,
+    foreign: ForeignWait,
     state: ScopedState<C, E>,
 }
 
@@ -172,6 +174,7 @@ enum ScopedState<C, E> {
 impl<C, E> Future for Scoped<C, E>
 where
     C: Future<Output = Result<(), E>> + Unpin,
+    E: CancelError,
 {
     type Output = Result<(), E>;
 
@@ -179,7 +182,24 @@ where
         let this = self.get_mut();
         let output = match &mut this.state {
             ScopedState::Running(child) => {
-                std::task::ready!(context::enter(&mut this.node, || Pin::new(child).poll(cx)))
+                let (polled, flags) = context::enter(&mut this.node, || {
+                    context::track(None, || Pin::new(child).poll(cx))
+                });
+                match (polled, &this.node) {
+                    (Poll::Ready(output), _) => output,
+                    (Poll::Pending, Some(node)) if flags.parked() => {
+                        context::park_in(node);
+                        return Poll::Pending;
+                    }
+                    // Every await is a cancellation point (`cancel::foreign`).
+                    (Poll::Pending, Some(node)) => {
+                        std::task::ready!(this.foreign.poll(node, cx));
+                        // Its `Drop` runs here; a panic in it is the child's.
+                        this.state = ScopedState::Finished(None);
+                        Err(E::from(Cancelled))
+                    }
+                    (Poll::Pending, None) => unreachable!("the node is back after the poll"),
+                }
             }
             ScopedState::Finished(output) => output.take().unwrap_or(Ok(())),
             ScopedState::Panicked(payload) => {
@@ -216,6 +236,7 @@ enum Phase {
 pub(crate) struct StartFuture<C, V, E> {
     shared: Arc<Shared<C>>,
     child: Option<C>,
+    foreign: ForeignWait,
     /// The task scope, moved into the current-scope slot while polling.
     slot: Option<Arc<Node>>,
     state: Arc<StartState<V>>,
@@ -237,6 +258,7 @@ impl<C, V, E> StartFuture<C, V, E> {
         StartFuture {
             shared,
             child: Some(child),
+            foreign: ForeignWait::default(),
             slot: Some(Arc::clone(&state.task)),
             state,
             wrap,
@@ -294,13 +316,34 @@ where
         };
         this.state.waker.register(cx.waker());
         let polled = catch_unwind(AssertUnwindSafe(|| {
-            context::enter(&mut this.slot, || Pin::new(child).poll(cx))
+            context::enter(&mut this.slot, || {
+                context::track(None, || Pin::new(child).poll(cx))
+            })
         }));
         let value = this.state.lock().value.take();
+        let (polled, parked) = match polled {
+            Ok((polled, flags)) => (Ok(polled), flags.parked()),
+            Err(payload) => (Err(payload), false),
+        };
 
         let Some(value) = value else {
             return match polled {
-                Ok(Poll::Pending) => Poll::Pending,
+                Ok(Poll::Pending) if parked => {
+                    if let Some(node) = &this.slot {
+                        context::park_in(node);
+                    }
+                    Poll::Pending
+                }
+                // Every await is a cancellation point (`cancel::foreign`):
+                // the starting child is dropped; `start()` is cancelled.
+                Ok(Poll::Pending) => {
+                    let Some(node) = &this.slot else {
+                        unreachable!("the task scope is back after the poll");
+                    };
+                    std::task::ready!(this.foreign.poll(node, cx));
+                    this.abandon();
+                    Poll::Ready(Err(Cancelled.into()))
+                }
                 Err(payload) => {
                     this.abandon();
                     resume_unwind(payload)
@@ -343,7 +386,11 @@ where
         };
         // `started` already moved the task scope under the nursery's.
         let node = this.slot.take();
-        let scoped = (this.wrap)(Scoped { node, state });
+        let scoped = (this.wrap)(Scoped {
+            node,
+            foreign: ForeignWait::default(),
+            state,
+        });
         match this.shared.finish_start(Some((scoped, this.info.clone()))) {
             Ok(()) => Poll::Ready(Ok(value)),
             // The nursery future was dropped while the child was starting.
