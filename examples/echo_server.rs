@@ -12,6 +12,7 @@
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_io::Async;
 use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -66,7 +67,15 @@ async fn serve(stream: Async<TcpStream>, closed: &AtomicUsize) -> io::Result<()>
         let eof = match reader.fill_buf().cancellable().await {
             Ok(buffered) => buffered?.is_empty(),
             Err(Cancelled) => {
-                writer.write_all(b"server shutting down, bye\n").await?;
+                // In a cancelled scope every await is a cancellation point:
+                // the goodbye goes behind a shield, with a deadline of its
+                // own so that a client that stopped reading cannot hold the
+                // shutdown.
+                CancelScope::new()
+                    .shield(true)
+                    .timeout(Duration::from_secs(1))
+                    .run(writer.write_all(b"server shutting down, bye\n"))
+                    .await?;
                 closed.fetch_add(1, Ordering::Relaxed);
                 return Err(Cancelled.into());
             }
@@ -74,10 +83,11 @@ async fn serve(stream: Async<TcpStream>, closed: &AtomicUsize) -> io::Result<()>
         if eof {
             return Ok(()); // the client hung up
         }
-        // A message is in flight: finish it even during a shutdown (the grace
-        // period bounds how long that may take).
+        // A message is in flight: finish it even during a shutdown, within
+        // five seconds (and the grace period).
         CancelScope::new()
             .shield(true)
+            .timeout(Duration::from_secs(5))
             .run(async {
                 let mut line = String::new();
                 reader.read_line(&mut line).await?;

@@ -22,11 +22,34 @@
 //! down the tree when it happens, so checking it costs one atomic load however
 //! deep the scope.
 //!
-//! **Cancellation is level-triggered and cooperative** (`src/checkpoint.rs`,
-//! `src/time.rs`). In a cancelled scope every checkpoint ([`checkpoint`],
-//! [`sleep`], [`cancelled`], [`CancellableExt::cancellable`], …) returns
-//! `Err(`[`Cancelled`]`)`, every time, until the scope is left. Code unwinds with
-//! `?`, running its cleanup. A scope **catches** the cancellation when the body
+//! **Cancellation is level-triggered, and every await is a cancellation
+//! point** (`src/checkpoint.rs`, `src/time.rs`, `src/cancel/foreign.rs`). In a
+//! cancelled scope that is not shielded:
+//!
+//! * every hatchery checkpoint ([`checkpoint`], [`sleep`], [`cancelled`],
+//!   [`CancellableExt::cancellable`], a nested scope or nursery, …) returns
+//!   `Err(`[`Cancelled`]`)`, every time, until the scope is left: code unwinds
+//!   with `?`, running its cleanup;
+//! * any other await (a socket read, a channel, another crate's timer) cannot
+//!   see the cancellation, so its owner (the nursery, for its body and each
+//!   child; the scope future, for its body) drops it at once, as
+//!   `tokio::time::timeout` or `select!` would, and treats it as having
+//!   returned `Cancelled`. This is decided per poll: a task polled in the
+//!   cancelled scope that waits without having reached a hatchery await in
+//!   that poll is parked where the cancellation cannot reach it.
+//!
+//! So a shutdown never waits on a read nobody told. Wrap a foreign await in
+//! [`.cancellable()`](CancellableExt::cancellable) when you want
+//! `Err(Cancelled)` there instead of a drop (to run cleanup after it), in
+//! [`.cancel_gracefully()`](CancellableExt::cancel_gracefully) when it has a
+//! graceful stop of its own (hyper's connections do), and behind a shield
+//! with a deadline (`CancelScope::new().shield(true).timeout(d)`) when it must
+//! finish: cleanup that awaits (a flush, a goodbye, a commit) goes there, as
+//! in trio. Combinators inside a task (`join_all`, `FuturesUnordered`,
+//! `select`) are fine: the checkpoints inside them are woken and return
+//! `Cancelled`.
+//!
+//! A scope **catches** the cancellation when the body
 //! returns it, the scope was cancelled itself, and no cancelled scope outside
 //! it is visible (none, or behind a shield): a cancellation unwinds to the
 //! outermost cancelled scope that is not shielded off. Error types join in by
