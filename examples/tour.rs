@@ -18,6 +18,15 @@ fn say(start: Instant, what: impl std::fmt::Display) {
     println!("[{:>5} ms] {what}", start.elapsed().as_millis());
 }
 
+/// Says something when dropped.
+struct Bye(Instant, &'static str);
+
+impl Drop for Bye {
+    fn drop(&mut self) {
+        say(self.0, self.1);
+    }
+}
+
 fn main() {
     let t = Instant::now();
     block_on(async {
@@ -196,10 +205,27 @@ fn act_6_ctrl_c(t: Instant) {
                 say(t, "saver: cancelled by the signal; flushed its buffers");
                 result
             });
-            n.spawn_named("stubborn", async move {
-                // A future that knows nothing of cancel scopes: the report
-                // will name this task and this file's line that spawned it.
+            n.spawn_named("reader", async move {
+                // A future from another crate cannot see the cancellation:
+                // the nursery drops it there (and `_bye` runs).
+                let _bye = Bye(
+                    t,
+                    "reader: dropped at its foreign await, nobody waits on it",
+                );
                 async_io::Timer::after(Duration::from_secs(3600)).await;
+                Ok(())
+            });
+            n.spawn_named("stubborn", async move {
+                // Behind a shield without a deadline, nothing reaches it: the
+                // report will name this task and this file's line that
+                // spawned it (a cleanup shield should carry a deadline).
+                CancelScope::new()
+                    .shield(true)
+                    .run(async {
+                        async_io::Timer::after(Duration::from_secs(3600)).await;
+                        Ok::<_, Cancelled>(())
+                    })
+                    .await?;
                 Ok(())
             });
             sleep(Duration::from_millis(20)).await?;
