@@ -211,6 +211,64 @@ fn cancel_idle(c: &mut Criterion) {
     group.finish();
 }
 
+/// 10,000 children parked in a future that never consults hatchery (a
+/// foreign await); the time from the cancel until all are joined. hatchery
+/// drops them where they wait; tokio aborts them.
+fn cancel_foreign(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cancel_foreign");
+    group.bench_function("hatchery", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let scope = CancelScope::new();
+                let handle = scope.handle();
+                let cancelled_at = std::cell::Cell::new(None);
+                let at = &cancelled_at;
+                block_on(scope.run(nursery(|n: Nursery<'_, Cancelled>| async move {
+                    for _ in 0..CHILDREN {
+                        n.spawn(async {
+                            std::future::pending::<()>().await;
+                            Ok(())
+                        });
+                    }
+                    // Let every child park, then cancel.
+                    yield_now().await;
+                    yield_now().await;
+                    at.set(Some(Instant::now()));
+                    handle.cancel();
+                    hatchery::checkpoint().await?;
+                    Ok(())
+                })))
+                .unwrap_or(None);
+                total += cancelled_at.get().map_or(Duration::ZERO, |at| at.elapsed());
+            }
+            total
+        })
+    });
+    let runtime = tokio_current_thread();
+    group.bench_function("tokio_abort_all", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut set = tokio::task::JoinSet::new();
+                    for _ in 0..CHILDREN {
+                        set.spawn(std::future::pending::<()>());
+                    }
+                    tokio::task::yield_now().await;
+                    tokio::task::yield_now().await;
+                    let start = Instant::now();
+                    set.abort_all();
+                    while set.join_next().await.is_some() {}
+                    total += start.elapsed();
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+}
+
 /// Enters `depth` nested scopes and runs `body` inside the innermost.
 fn in_nested_scopes(depth: usize, body: impl FnOnce()) {
     fn nest<'a>(
@@ -359,6 +417,7 @@ criterion_group!(
     benches,
     spawn_join,
     cancel_idle,
+    cancel_foreign,
     checkpoint,
     timeout_scope,
     nested_tree,

@@ -44,6 +44,7 @@ rows = [
     ("spawn_join", "hatchery_parallel", ["async_executor"]),
     ("cancel_idle", "hatchery", ["tokio_token_joinset", "tokio_abort_all"]),
     ("cancel_idle", "hatchery_parallel", ["tokio_token_joinset", "tokio_abort_all"]),
+    ("cancel_foreign", "hatchery", ["tokio_abort_all"]),
     ("checkpoint", "hatchery_depth1", ["tokio_is_cancelled"]),
     ("checkpoint", "hatchery_depth1000", ["hatchery_depth1", "tokio_is_cancelled"]),
     ("timeout_scope", "hatchery_move_on_after", ["tokio_timeout", "async_io_timer"]),
