@@ -14,7 +14,12 @@
 //!   always does when an explicitly cancelled or expired scope is visible
 //!   (cancellation is level-triggered);
 //! * a task's future is dropped unfinished only when a nursery around it was
-//!   dropped early (everything cancelled otherwise ran to its end, its cleanup);
+//!   dropped early, or when it waited in a foreign await (a future that never
+//!   consults hatchery) while a cancellation was visible from its scope, at
+//!   the virtual instant that cancellation appeared (everything cancelled
+//!   otherwise ran to its end, its cleanup); a foreign await behind a shield
+//!   is never dropped, and one whose scope was cancelled earlier never
+//!   finishes;
 //! * a nursery's error holds exactly the errors its tasks returned; a panic
 //!   comes out of the nursery it was raised in exactly once, with its payload;
 //! * the program ends within a bound of polls, and never stalls with every
@@ -49,6 +54,8 @@ pub type Block = Rc<[Step]>;
 pub enum Step {
     Checkpoint,
     Sleep(u8),
+    /// A wait of that many ticks in a future that never consults hatchery.
+    Foreign(u8),
     Spawn(Block),
     Start {
         before: Block,
@@ -133,6 +140,7 @@ fn step(u: &mut Unstructured<'_>, depth: u32, budget: &mut u32) -> Step {
         11 => Step::Fail,
         12 => Step::Panic,
         13 if nested => Step::DropNursery(byte(u) % 24, block(u, depth + 1, budget)),
+        0 => Step::Foreign(byte(u) % 24),
         _ => Step::Checkpoint,
     }
 }
@@ -223,6 +231,8 @@ struct Task {
     ancestors: Vec<usize>,
     completed: Cell<bool>,
     panicked: Cell<bool>,
+    /// The scope and the instant of the foreign await it is in, if any.
+    foreign: Cell<Option<(usize, Instant)>>,
 }
 
 impl Task {
@@ -235,6 +245,7 @@ impl Task {
             ancestors,
             completed: Cell::new(false),
             panicked: Cell::new(false),
+            foreign: Cell::new(None),
         })
     }
 }
@@ -378,6 +389,41 @@ impl World {
         }
     }
 
+    /// A foreign await that began at `began` in scope `cur` finished now: no
+    /// cancellation may have been visible from it before now (its owner
+    /// would have dropped it then).
+    fn check_not_overdue(&mut self, cur: usize, began: Instant) {
+        let now = hatchery::now();
+        let mut visible_since = began;
+        let mut at = Some(cur);
+        while let Some(index) = at {
+            let scope = &self.scopes[index];
+            visible_since = visible_since.max(scope.shield_set_at);
+            if scope.unsure {
+                return;
+            }
+            let deadline = scope.deadline.map(|d| d.max(scope.deadline_set_at));
+            let causes = [scope.explicit_at, scope.failed_at, deadline];
+            if let Some(due) = causes.into_iter().flatten().min() {
+                let due = due.max(visible_since);
+                if due < now {
+                    self.violation(format!(
+                        "a foreign await in scope {cur} finished at {:?}, though a \
+                         cancellation was visible from it since {:?} (it should have been \
+                         dropped then)",
+                        now - began,
+                        due - began
+                    ));
+                    return;
+                }
+            }
+            if scope.shield {
+                break;
+            }
+            at = scope.parent;
+        }
+    }
+
     /// A task returned: record its error in its nursery.
     fn finish(&mut self, task: &Task, result: &Result<(), Fault>) {
         task.completed.set(true);
@@ -455,7 +501,12 @@ impl Drop for Alive {
         let task = &self.task;
         if !task.completed.get() && !task.panicked.get() {
             let dropped = task.ancestors.iter().any(|&n| world.nurseries[n].dropped);
-            if !dropped {
+            if let (false, Some((scope, began))) = (dropped, task.foreign.get()) {
+                // Dropped at a foreign await: only for a visible
+                // cancellation, and as soon as it appeared.
+                world.check(scope, true, "a foreign await that was dropped");
+                world.check_prompt(scope, began, "a foreign await that was dropped");
+            } else if !dropped {
                 world.violation(format!(
                     "a task of nursery {} was dropped before it finished, though no nursery \
                      around it was dropped early (its cleanup did not run)",
@@ -499,6 +550,13 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                     }
                     drop(world);
                     out?;
+                }
+                Step::Foreign(t) => {
+                    let began = hatchery::now();
+                    at.task.foreign.set(Some((at.scope, began)));
+                    ForeignTimer::new(began + ticks(*t)).await;
+                    at.task.foreign.set(None);
+                    w.borrow_mut().check_not_overdue(at.scope, began);
                 }
                 Step::Spawn(body) => spawn(&at, Rc::clone(body)),
                 Step::Start { before, after } => {
@@ -777,6 +835,73 @@ fn describe(payload: &(dyn Any + Send)) -> String {
     }
 }
 
+// ----------------------------------------------------------- foreign timer
+
+thread_local! {
+    /// The pending foreign timers: woken by the driver, not by hatchery.
+    static FOREIGN: RefCell<std::collections::BTreeMap<(Instant, u64), Waker>> =
+        RefCell::default();
+    static FOREIGN_IDS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A timer on the virtual clock that knows nothing of hatchery: it never
+/// parks its task at a hatchery await, so its owner drops it on a cancel.
+struct ForeignTimer {
+    at: Instant,
+    id: u64,
+}
+
+impl ForeignTimer {
+    fn new(at: Instant) -> Self {
+        let id = FOREIGN_IDS.with(|ids| {
+            ids.set(ids.get() + 1);
+            ids.get()
+        });
+        ForeignTimer { at, id }
+    }
+}
+
+impl Future for ForeignTimer {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let key = (self.at, self.id);
+        if hatchery::now() >= self.at {
+            FOREIGN.with(|timers| timers.borrow_mut().remove(&key));
+            return Poll::Ready(());
+        }
+        FOREIGN.with(|timers| timers.borrow_mut().insert(key, cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl Drop for ForeignTimer {
+    fn drop(&mut self) {
+        let key = (self.at, self.id);
+        FOREIGN.with(|timers| timers.borrow_mut().remove(&key));
+    }
+}
+
+/// The earliest foreign timer, if any.
+fn next_foreign() -> Option<Instant> {
+    FOREIGN.with(|timers| timers.borrow().keys().next().map(|&(at, _)| at))
+}
+
+/// Wakes the foreign timers that are due.
+fn wake_foreign() {
+    let now = hatchery::now();
+    let due: Vec<Waker> = FOREIGN.with(|timers| {
+        let mut timers = timers.borrow_mut();
+        let later = timers.split_off(&(now, u64::MAX));
+        std::mem::replace(&mut *timers, later)
+            .into_values()
+            .collect()
+    });
+    for waker in due {
+        waker.wake();
+    }
+}
+
 // ------------------------------------------------------------------ driver
 
 /// What a run did, for statistics.
@@ -885,8 +1010,15 @@ fn drive(clock: &VirtualClock, world: &W, program: &Block) -> Result<Stats, Stri
                 Poll::Pending => continue,
             }
         }
-        match clock.next_deadline() {
-            Some(at) => clock.advance_to(at),
+        let next = match (clock.next_deadline(), next_foreign()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
+            Some(at) => {
+                clock.advance_to(at);
+                wake_foreign();
+            }
             None => {
                 return Err(
                     "stalled: every task waits, no timer is pending, and nothing woke the \
