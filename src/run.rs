@@ -120,7 +120,13 @@ impl Builder {
     /// signal cancels the root scope; the second, or the grace period running
     /// out, forces the shutdown and prints the report of what was still
     /// running; the third exits at once (see [`signal`](crate::signal)). The
-    /// handlers are installed for the duration of the run only.
+    /// handlers are installed for the duration of the run only; when it
+    /// returns, each signal has the disposition it had before (or the one
+    /// the program installed meanwhile).
+    ///
+    /// One run owns the signals per process: a run started while another
+    /// one (or a [`SignalGuard`]) owns them installs nothing and is left
+    /// alone by signals, as with `handle_signals(false)`.
     ///
     /// ```
     /// use hatchery::{Builder, Cancelled, Nursery};
@@ -300,10 +306,10 @@ impl Builder {
             .or_else(|| std::thread::available_parallelism().ok())
             .map_or(1, NonZeroUsize::get);
         let stop = Stop::default();
-        let shutdown = Shutdown::new(None, self.grace_period);
+        let shutdown = Shutdown::new(self.grace_period);
         // Installed before the body closure is called: a signal from now on
         // cancels the root scope, even before the body starts.
-        let guard = if self.handle_signals {
+        let mut guard = if self.handle_signals {
             match SignalGuard::watch(Arc::clone(&shutdown)) {
                 Ok(guard) => Some(guard),
                 Err(error) => panic!(
@@ -320,7 +326,10 @@ impl Builder {
             body(n)
         });
         let root_scope = root_scope.expect("nursery() calls its body closure at once");
-        shutdown.set_scope(root_scope.clone());
+        match &mut guard {
+            Some(guard) => guard.attach(&root_scope),
+            None => shutdown.set_scope(root_scope.clone()),
+        }
         // Once the root scope is cancelled, the grace period starts; when it
         // runs out (or a second signal arrives), the shutdown is forced: the
         // report is printed and the root nursery is dropped (the hard cancel).
@@ -371,22 +380,36 @@ impl Builder {
             });
             out.unwrap_or_else(|| Err(NurseryError::from(Cancelled)))
         });
+        if let (true, Some(signal)) = (self.exit_on_signal, shutdown.signal()) {
+            // Exiting: the handlers stay until the process is gone, so that
+            // another signal meanwhile exits at once with the same status,
+            // rather than finding the default action back.
+            shutdown.arm_exit();
+            if let Some(guard) = guard {
+                guard.stop_for_exit();
+            }
+            exit_after(signal);
+        }
         // Invariant 1 of `signal`: a signal that arrived until now counts.
         drop(guard);
         match shutdown.signal() {
             None => result,
-            Some(signal) if self.exit_on_signal => {
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
-                let _ = std::io::stderr().flush();
-                std::process::exit(128 + signal)
-            }
+            Some(signal) if self.exit_on_signal => exit_after(signal),
             Some(signal) => Err(match result {
                 Err(error) => error.with_signal(signal),
                 Ok(_) => NurseryError::from(Cancelled).with_signal(signal),
             }),
         }
     }
+}
+
+/// Exits with 128 + the first signal's number, once stdout and stderr
+/// have taken what was written to them.
+fn exit_after(signal: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(128 + signal)
 }
 
 /// The executor of a [`Builder::run_scoped`] call: a [`Spawn`] whose tasks may

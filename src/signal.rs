@@ -12,33 +12,48 @@
 //!   So does a forced shutdown that has not finished two seconds later
 //!   (a wedged executor).
 //!
-//! The exit status is 130 after SIGINT and 143 after SIGTERM (128 + the
-//! signal number), whichever path the shutdown took.
+//! The exit status is 128 + the number of the *first* signal: 130 after
+//! SIGINT, 143 after SIGTERM, whichever path the shutdown took and whatever
+//! signals followed.
 //!
-//! # How, without `unsafe`
+//! # One owner per process
 //!
-//! The handlers come from `signal-hook`: in the handler itself only atomic
-//! stores, a one-byte `write` to a socket, and `_exit` happen (no lock, no
-//! allocation). A watcher thread reads that socket and does the rest (cancel,
-//! print, time the grace period) as ordinary code, so it works even when
-//! the executor is stuck.
+//! The signals have one owner at a time: the first `run` (or `SignalGuard`)
+//! that asks for them while nobody holds them. It installs hatchery's
+//! handler and starts a watcher thread (the handler has one socket to
+//! write to, which one watcher reads). A `run` or guard that starts while
+//! another one owns the signals installs nothing and is left alone by
+//! signals. When the owner finishes, the signals go back to what they were
+//! before it.
+//!
+//! # How
+//!
+//! The handler (`src/sigaction.rs`, the crate's only `unsafe` code) does
+//! only what is safe in a signal handler: it sends the owner's watcher a
+//! datagram naming the signal, and exits at once when an exit is armed. The
+//! watcher does the rest (cancel, print, time the grace period) as ordinary
+//! code, so it works even when the executor is stuck.
 //!
 //! # Invariants
 //!
-//! 1. The handlers of a guard are registered before it watches and removed
-//!    when it is dropped; bytes written before the removal are read before
-//!    the stop byte, so a signal that arrives just as a `run` returns is
-//!    still counted.
-//! 2. While no guard is active the process behaves as it did before the
-//!    first guard: a signal that was at its default action terminates the
-//!    process (emulated, since the handler stays installed), an ignored one
-//!    stays ignored (hatchery never installs a handler for it), and a
-//!    handler installed before is called as before (signal-hook chains to it).
-//! 3. The shutdown is forced at most once: the report prints once.
+//! 1. The owner's handler is installed before its watcher listens and
+//!    removed before it stops; a signal delivered before the removal is
+//!    read before the stop message (they travel through one socket, in
+//!    order), so a signal that arrives just as a `run` returns is still
+//!    counted. A `run` that is about to exit after a signal stops its
+//!    watcher the same way but leaves the handler installed, with the exit
+//!    armed: a signal in its last moments exits with the same status.
+//! 2. While no owner is active, each signal has the disposition it had
+//!    before: its default action, ignored (hatchery never installs a handler
+//!    for an ignored signal), or the program's handler; unless the program
+//!    installed a handler of its own meanwhile, which then stays in charge.
+//! 3. Each signal is credited to itself: the first one received decides the
+//!    reason and the exit status; the next ones escalate.
+//! 4. The shutdown is forced at most once: the report prints once.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use event_listener::Event;
@@ -52,11 +67,18 @@ pub(crate) const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 /// How long a forced shutdown may take before the process exits anyway.
 const WEDGED_AFTER: Duration = Duration::from_secs(2);
 
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The conventional name of a signal number.
 pub(crate) fn signal_name(signal: i32) -> &'static str {
     match signal {
-        2 => "SIGINT",
-        15 => "SIGTERM",
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
         _ => "signal",
     }
 }
@@ -70,23 +92,16 @@ pub(crate) struct Shutdown {
     signal: AtomicI32,
     forced: AtomicBool,
     event: Event,
-    /// Set once forced: the next signal exits from the handler, with the
-    /// status of the first signal (one flag per status: 130, 143).
-    exit_armed: [Arc<AtomicBool>; 2],
     grace: Mutex<Duration>,
 }
 
 impl Shutdown {
-    pub(crate) fn new(scope: Option<CancelHandle>, grace: Duration) -> Arc<Self> {
+    pub(crate) fn new(grace: Duration) -> Arc<Self> {
         Arc::new(Shutdown {
-            scope: Mutex::new(scope),
+            scope: Mutex::new(None),
             signal: AtomicI32::new(0),
             forced: AtomicBool::new(false),
             event: Event::new(),
-            exit_armed: [
-                Arc::new(AtomicBool::new(false)),
-                Arc::new(AtomicBool::new(false)),
-            ],
             grace: Mutex::new(grace),
         })
     }
@@ -101,7 +116,7 @@ impl Shutdown {
 
     /// Sets the scope to cancel; cancels it at once if a signal came first.
     pub(crate) fn set_scope(&self, scope: CancelHandle) {
-        let mut slot = self.scope.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = lock(&self.scope);
         if let Some(signal) = self.signal() {
             scope.node.cancel(CancelReason::Signal(signal));
         }
@@ -109,26 +124,29 @@ impl Shutdown {
     }
 
     fn scope(&self) -> Option<CancelHandle> {
-        self.scope.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.scope).clone()
     }
 
     fn grace(&self) -> Duration {
-        *self.grace.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.grace)
     }
 
-    /// Arms the handlers' exit, with the status of the first signal.
-    fn arm_exit(&self) {
-        let index = usize::from(self.signal() == Some(15));
-        self.exit_armed[index].store(true, Ordering::SeqCst);
+    /// Arms the handler's exit, with the status of the first signal: the
+    /// next signal exits the process at once.
+    pub(crate) fn arm_exit(&self) {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal() {
+            crate::sigaction::arm_exit(128 + signal);
+        }
     }
 
-    /// The first signal: cancel the scope, then say so once. Returns false if
-    /// a signal had already been recorded.
+    /// The first signal: cancel the scope, then say so once. Returns false
+    /// if a signal had already been recorded.
     fn interrupt(&self, signal: i32) -> bool {
         {
             // Under the scope lock, so that `set_scope` either sees the
             // signal or is seen here.
-            let scope = self.scope.lock().unwrap_or_else(|p| p.into_inner());
+            let scope = lock(&self.scope);
             if self
                 .signal
                 .compare_exchange(0, signal, Ordering::AcqRel, Ordering::Acquire)
@@ -155,15 +173,13 @@ impl Shutdown {
         true
     }
 
-    /// Forces the shutdown (invariant 3): prints the report once and wakes
+    /// Forces the shutdown (invariant 4): prints the report once and wakes
     /// whoever drops what is left.
     pub(crate) fn force(&self, why: &str) {
         if self.forced.swap(true, Ordering::AcqRel) {
             return;
         }
-        if self.signal().is_some() {
-            self.arm_exit();
-        }
+        self.arm_exit();
         if let Some(scope) = self.scope() {
             let report = Report::of(&scope);
             let _ = write!(
@@ -200,7 +216,8 @@ impl Shutdown {
 /// The first signal cancels the scope; the second, or the grace period
 /// running out, prints the report and completes [`forced`](Self::forced) —
 /// race your root future against it to drop what is left; the third exits
-/// the process. Dropping the guard removes its handlers.
+/// the process. Dropping the guard puts back the dispositions the signals
+/// had before it.
 ///
 /// # Examples
 ///
@@ -229,13 +246,15 @@ impl Shutdown {
 pub struct SignalGuard {
     shutdown: Arc<Shutdown>,
     #[cfg(unix)]
-    watcher: Option<imp::Watcher>,
+    role: imp::Role,
 }
 
 impl std::fmt::Debug for SignalGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignalGuard")
-            .field("signal", &self.shutdown.signal())
+        let mut f = f.debug_struct("SignalGuard");
+        #[cfg(unix)]
+        f.field("owns_signals", &matches!(self.role, imp::Role::Owner(_)));
+        f.field("signal", &self.shutdown.signal())
             .field("forced", &self.shutdown.is_forced())
             .finish_non_exhaustive()
     }
@@ -244,7 +263,8 @@ impl std::fmt::Debug for SignalGuard {
 impl SignalGuard {
     /// Installs the handlers; from now on SIGINT and SIGTERM cancel `scope`.
     /// The grace period is 10 s unless set with
-    /// [`grace_period`](Self::grace_period).
+    /// [`grace_period`](Self::grace_period). If a `run` or another guard
+    /// owns the signals already, this guard installs nothing.
     ///
     /// # Errors
     ///
@@ -257,23 +277,33 @@ impl SignalGuard {
     /// assert_eq!(guard.interrupted(), None);
     /// ```
     pub fn install(scope: &CancelHandle) -> io::Result<SignalGuard> {
-        let shutdown = Shutdown::new(Some(scope.clone()), DEFAULT_GRACE_PERIOD);
-        SignalGuard::watch(shutdown)
+        let mut guard = SignalGuard::watch(Shutdown::new(DEFAULT_GRACE_PERIOD))?;
+        guard.attach(scope);
+        Ok(guard)
     }
 
+    /// Takes the signals for `shutdown`, unless someone owns them. The
+    /// scope comes later, with [`attach`](Self::attach).
     pub(crate) fn watch(shutdown: Arc<Shutdown>) -> io::Result<SignalGuard> {
+        Ok(SignalGuard {
+            #[cfg(unix)]
+            role: imp::Role::start(Arc::clone(&shutdown))?,
+            shutdown,
+        })
+    }
+
+    /// Stops watching once every signal received so far is handled (its
+    /// lines queued), but leaves the handlers installed, and the exit
+    /// armed: for a process about to exit, which must not fall back to the
+    /// default action in its last moments.
+    pub(crate) fn stop_for_exit(self) {
         #[cfg(unix)]
-        {
-            let watcher = imp::Watcher::start(Arc::clone(&shutdown))?;
-            Ok(SignalGuard {
-                shutdown,
-                watcher: Some(watcher),
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(SignalGuard { shutdown })
-        }
+        self.role.stop_for_exit();
+    }
+
+    /// Sets the scope the signals cancel.
+    pub(crate) fn attach(&mut self, scope: &CancelHandle) {
+        self.shutdown.set_scope(scope.clone());
     }
 
     /// Sets how long the graceful shutdown may take before it is forced.
@@ -287,15 +317,13 @@ impl SignalGuard {
     /// # drop(guard);
     /// ```
     pub fn grace_period(self, grace: Duration) -> Self {
-        *self
-            .shutdown
-            .grace
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = grace;
+        *lock(&self.shutdown.grace) = grace;
         self
     }
 
     /// The first signal received (2 for SIGINT, 15 for SIGTERM), if any.
+    /// Always `None` for a guard installed while someone else owned the
+    /// signals.
     ///
     /// ```
     /// let scope = hatchery::CancelScope::new();
@@ -306,8 +334,8 @@ impl SignalGuard {
         self.shutdown.signal()
     }
 
-    /// The conventional exit status after the signal received: 128 + its
-    /// number (130 for SIGINT, 143 for SIGTERM); `None` if none arrived.
+    /// The conventional exit status after the first signal received: 128 +
+    /// its number (130 for SIGINT, 143 for SIGTERM); `None` if none arrived.
     ///
     /// ```
     /// let scope = hatchery::CancelScope::new();
@@ -335,209 +363,135 @@ impl SignalGuard {
     }
 }
 
-impl Drop for SignalGuard {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        if let Some(watcher) = self.watcher.take() {
-            watcher.stop();
-        }
-    }
-}
-
 #[cfg(unix)]
 mod imp {
-    use std::io::{self, Read, Write};
-    use std::os::unix::net::UnixStream;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::io;
+    use std::os::unix::net::UnixDatagram;
     use std::sync::{Arc, Mutex};
     use std::thread::JoinHandle;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
-    use signal_hook::SigId;
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    use signal_hook::{flag, low_level};
+    use std::io::Write;
 
-    use super::{Shutdown, WEDGED_AFTER, signal_name};
+    use super::{SIGINT, SIGTERM, Shutdown, WEDGED_AFTER, lock, signal_name};
+    use crate::sigaction::{self, Installed, STOP};
 
-    /// The byte the guard writes to stop its watcher (the handlers write `X`).
-    const STOP: u8 = b'S';
-
-    /// What the process-wide state remembers across guards (invariant 2).
-    struct Global {
-        /// Guards currently installed.
-        active: usize,
-        /// Per signal: `None` if it was ignored before the first guard (it is
-        /// left alone), else the flag that makes the idle handler emulate the
-        /// default action (`None` inside: a handler existed, it is chained).
-        watched: Vec<(i32, Option<Option<Arc<AtomicBool>>>)>,
+    /// Who owns the signals now (the module's "one owner per process").
+    struct Owner {
+        shutdown: Option<Arc<Shutdown>>,
+        /// Tags the owner's datagrams: a late one of an earlier owner is
+        /// not counted by the next (never 0: the handler's "nobody").
+        generation: u8,
     }
 
-    static GLOBAL: Mutex<Option<Global>> = Mutex::new(None);
+    static OWNER: Mutex<Owner> = Mutex::new(Owner {
+        shutdown: None,
+        generation: 0,
+    });
 
-    /// How a signal was disposed of before hatchery touched it, read from
-    /// `/proc/self/status` (Linux); elsewhere it is assumed to be default.
-    #[derive(PartialEq)]
-    enum Before {
-        Default,
-        Ignored,
-        Caught,
+    pub(super) enum Role {
+        /// Dropping it gives the signals back.
+        Owner(Owned),
+        /// Someone else owns the signals.
+        Bystander,
     }
 
-    fn disposition(signal: i32) -> Before {
-        let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-            return Before::Default;
-        };
-        let mask = |field: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(field))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-                .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
-        };
-        if mask("SigIgn:") {
-            Before::Ignored
-        } else if mask("SigCgt:") {
-            Before::Caught
-        } else {
-            Before::Default
-        }
-    }
-
-    /// Registers the process-wide idle behaviour once; returns the signals
-    /// a guard watches (those not ignored before the first guard).
-    fn watched() -> io::Result<Vec<i32>> {
-        let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
-        let global = match &mut *global {
-            Some(global) => global,
-            none => {
-                let mut watched = Vec::new();
-                for signal in [SIGINT, SIGTERM] {
-                    let entry = match disposition(signal) {
-                        Before::Ignored => None,
-                        Before::Caught => Some(None),
-                        Before::Default => {
-                            let idle = Arc::new(AtomicBool::new(true));
-                            flag::register_conditional_default(signal, Arc::clone(&idle))?;
-                            Some(Some(idle))
-                        }
-                    };
-                    watched.push((signal, entry));
-                }
-                none.insert(Global { active: 0, watched })
+    impl Role {
+        pub(super) fn start(shutdown: Arc<Shutdown>) -> io::Result<Role> {
+            let mut owner = lock(&OWNER);
+            if owner.shutdown.is_some() {
+                return Ok(Role::Bystander);
             }
-        };
-        Ok(global
-            .watched
-            .iter()
-            .filter(|(_, entry)| entry.is_some())
-            .map(|(signal, _)| *signal)
-            .collect())
-    }
+            owner.generation = owner.generation.checked_add(1).unwrap_or(1);
+            let watcher = Watcher::start(Arc::clone(&shutdown), owner.generation)?;
+            owner.shutdown = Some(shutdown);
+            Ok(Role::Owner(Owned(Some(watcher))))
+        }
 
-    /// Counts a guard in: the idle behaviour is off while any is active.
-    fn enter() {
-        let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(global) = &mut *global {
-            global.active += 1;
-            for (_, entry) in &global.watched {
-                if let Some(Some(idle)) = entry {
-                    idle.store(false, Ordering::SeqCst);
+        pub(super) fn stop_for_exit(self) {
+            if let Role::Owner(mut owned) = self {
+                if let Some(watcher) = &mut owned.0 {
+                    watcher.keep_handlers = true;
                 }
             }
         }
     }
 
-    /// Counts a guard out; the last one restores the idle behaviour.
-    fn leave() {
-        let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(global) = &mut *global {
-            global.active -= 1;
-            if global.active == 0 {
-                for (_, entry) in &global.watched {
-                    if let Some(Some(idle)) = entry {
-                        idle.store(true, Ordering::SeqCst);
-                    }
-                }
-            }
+    /// The owner's watcher; dropping it gives the signals back.
+    pub(super) struct Owned(Option<Watcher>);
+
+    impl Drop for Owned {
+        fn drop(&mut self) {
+            // Held while the watcher stops: a run starting meanwhile waits,
+            // then owns the signals, rather than leaving them to one that is
+            // leaving.
+            let mut owner = lock(&OWNER);
+            drop(self.0.take());
+            owner.shutdown = None;
         }
     }
 
-    pub(super) struct Watcher {
-        ids: Vec<SigId>,
-        /// Counted in by `enter` (undone by `unregister`).
-        entered: bool,
-        stop: UnixStream,
+    struct Watcher {
+        generation: u8,
+        installed: Vec<Installed>,
+        /// Leave the handlers (and the armed exit) when stopping.
+        keep_handlers: bool,
         thread: Option<JoinHandle<()>>,
     }
 
     impl Watcher {
-        pub(super) fn start(shutdown: Arc<Shutdown>) -> io::Result<Watcher> {
-            let (mut reader, writer) = UnixStream::pair()?;
-            let last = Arc::new(AtomicUsize::new(0));
+        fn start(shutdown: Arc<Shutdown>, generation: u8) -> io::Result<Watcher> {
+            let channel = sigaction::channel()?;
+            // Listening before the handlers exist: no signal falls in a gap.
+            sigaction::listen(generation);
+            // From here on, an early return drops the watcher, which undoes
+            // what was done so far.
             let mut watcher = Watcher {
-                ids: Vec::new(),
-                entered: false,
-                stop: writer.try_clone()?,
+                generation,
+                installed: Vec::new(),
+                keep_handlers: false,
                 thread: None,
             };
-            for signal in watched()? {
-                // Order matters: the exit checks run before anything else.
-                // Both statuses are registered; only the first signal's is
-                // armed, so a third signal exits with the first one's status.
-                for (code, armed) in [
-                    (130, &shutdown.exit_armed[0]),
-                    (143, &shutdown.exit_armed[1]),
-                ] {
-                    let armed = Arc::clone(armed);
-                    watcher
-                        .ids
-                        .push(flag::register_conditional_shutdown(signal, code, armed)?);
-                }
-                let value = usize::try_from(signal).unwrap_or(0);
-                watcher
-                    .ids
-                    .push(flag::register_usize(signal, Arc::clone(&last), value)?);
-                watcher
-                    .ids
-                    .push(low_level::pipe::register(signal, writer.try_clone()?)?);
+            for signal in [SIGINT, SIGTERM] {
+                watcher.installed.extend(sigaction::install(signal)?);
             }
-            // Only now that the handlers exist is the idle behaviour turned
-            // off: no gap in which a signal does nothing (invariant 2).
-            enter();
-            watcher.entered = true;
             let thread = std::thread::Builder::new()
                 .name("hatchery-signals".into())
-                .spawn(move || watch(&mut reader, &last, &shutdown))?;
+                .spawn(move || watch(channel, generation, &shutdown))?;
             watcher.thread = Some(thread);
             Ok(watcher)
-        }
-
-        pub(super) fn stop(mut self) {
-            self.unregister();
-            // Invariant 1: every signal byte is ahead of this one.
-            let _ = self.stop.write_all(&[STOP]);
-            if let Some(thread) = self.thread.take() {
-                let _ = thread.join();
-            }
-        }
-
-        fn unregister(&mut self) {
-            // The idle behaviour first, then the handlers: no gap.
-            if std::mem::take(&mut self.entered) {
-                leave();
-            }
-            for id in self.ids.drain(..) {
-                low_level::unregister(id);
-            }
         }
     }
 
     impl Drop for Watcher {
         fn drop(&mut self) {
-            // Start failed half-way, or `stop` was not called: still clean up.
-            self.unregister();
-            if self.thread.is_some() {
-                let _ = self.stop.write_all(&[STOP]);
+            if self.keep_handlers {
+                self.installed.drain(..).for_each(Installed::keep);
+            } else {
+                // Invariant 1: the handlers go first, so every datagram they
+                // sent is ahead of the stop message.
+                self.installed.clear();
+                sigaction::stop_listening();
+                sigaction::disarm_exit();
+            }
+            let Some(thread) = self.thread.take() else {
+                return;
+            };
+            loop {
+                match sigaction::send([STOP, self.generation]) {
+                    Ok(()) => {
+                        let _ = thread.join();
+                        return;
+                    }
+                    // The watcher drains the socket: room comes.
+                    Err(error)
+                        if error.kind() == io::ErrorKind::WouldBlock && !thread.is_finished() =>
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    // It ended, or cannot be told to: it is not waited for.
+                    Err(_) => return,
+                }
             }
         }
     }
@@ -548,55 +502,58 @@ mod imp {
         Forced(Instant),
     }
 
-    fn watch(reader: &mut UnixStream, last: &AtomicUsize, shutdown: &Shutdown) {
+    fn watch(channel: &UnixDatagram, generation: u8, shutdown: &Shutdown) {
         let mut phase = Phase::Waiting;
-        let mut received = 0u32;
-        let mut buffer = [0u8; 64];
+        let mut first = None;
         loop {
             let timeout = match phase {
                 Phase::Waiting => None,
                 Phase::Graceful(at) | Phase::Forced(at) => Some(
                     at.saturating_duration_since(Instant::now())
-                        .max(std::time::Duration::from_millis(1)),
+                        .max(Duration::from_millis(1)),
                 ),
             };
-            if reader.set_read_timeout(timeout).is_err() {
+            if channel.set_read_timeout(timeout).is_err() {
                 return;
             }
-            match reader.read(&mut buffer) {
-                Ok(0) => return,
-                Ok(n) => {
-                    for &byte in &buffer[..n] {
-                        if byte == STOP {
-                            return;
+            let mut message = [0u8; 2];
+            match channel.recv(&mut message) {
+                Ok(2) if message[1] == generation => {
+                    let signal = i32::from(message[0]);
+                    if message[0] == STOP {
+                        return;
+                    }
+                    if signal != SIGINT && signal != SIGTERM {
+                        continue;
+                    }
+                    // Invariant 3: the datagram names its own signal.
+                    if first.is_none() {
+                        first = Some(signal);
+                        if !shutdown.interrupt(signal) || shutdown.is_forced() {
+                            // Forced already: this was the second step.
+                            phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
+                            continue;
                         }
-                        received += 1;
-                        let signal = i32::try_from(last.load(Ordering::SeqCst)).unwrap_or(2);
-                        match received {
-                            1 => {
-                                if !shutdown.interrupt(signal) || shutdown.is_forced() {
-                                    // Forced already: this was the second step.
-                                    received = 2;
-                                    phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
-                                    continue;
-                                }
-                                // An unbounded grace period never times out.
-                                phase = match Instant::now().checked_add(shutdown.grace()) {
-                                    Some(at) => Phase::Graceful(at),
-                                    None => Phase::Waiting,
-                                };
-                            }
-                            2 => {
-                                let why = format!("received {} again", signal_name(signal));
-                                shutdown.force(&why);
-                                phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
-                            }
-                            // The handler exits on the third; in case it
-                            // raced with arming, exit here.
-                            _ => exit(shutdown),
+                        // An unbounded grace period never times out.
+                        phase = match Instant::now().checked_add(shutdown.grace()) {
+                            Some(at) => Phase::Graceful(at),
+                            None => Phase::Waiting,
+                        };
+                        continue;
+                    }
+                    match phase {
+                        Phase::Waiting | Phase::Graceful(_) => {
+                            let why = format!("received {} again", signal_name(signal));
+                            shutdown.force(&why);
+                            phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
                         }
+                        // The handler exits on the next one once the exit is
+                        // armed; in case it raced with arming, exit here.
+                        Phase::Forced(_) => exit(shutdown),
                     }
                 }
+                // An earlier owner's, or not a message of the handler's.
+                Ok(_) => {}
                 Err(error)
                     if matches!(
                         error.kind(),
@@ -612,7 +569,8 @@ mod imp {
                         Phase::Forced(_) => {
                             let _ = writeln!(
                                 io::stderr(),
-                                "hatchery: the forced shutdown did not finish within {WEDGED_AFTER:?}; exiting"
+                                "hatchery: the forced shutdown did not finish within \
+                                 {WEDGED_AFTER:?}; exiting"
                             );
                             exit(shutdown);
                         }
@@ -625,7 +583,7 @@ mod imp {
     }
 
     fn exit(shutdown: &Shutdown) -> ! {
-        // No flush: a wedged thread may hold the stdout lock.
-        low_level::exit(128 + shutdown.signal().unwrap_or(2))
+        // No flush of stdout: a wedged thread may hold its lock.
+        sigaction::exit_now(128 + shutdown.signal().unwrap_or(SIGINT))
     }
 }

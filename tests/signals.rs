@@ -12,6 +12,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,6 @@ struct Proc {
     stdout: Vec<String>,
     stderr: std::thread::JoinHandle<String>,
 }
-
 fn example(name: &str) -> PathBuf {
     // `cargo test` builds the examples next to the test binaries' directory.
     let exe = std::env::current_exe().expect("current_exe");
@@ -365,15 +366,61 @@ fn run_probe(mode: &str) -> Proc {
     spawn(command)
 }
 
-/// The child side of the probes; does nothing in a normal test run.
+/// Whether this process catches `signal` (its bit in SigCgt), on Linux.
+fn caught(signal: i32) -> Option<bool> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let mask = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))?;
+    let mask = u64::from_str_radix(mask.trim(), 16).ok()?;
+    Some(mask & (1 << (signal - 1)) != 0)
+}
+
+static PROGRAM_SIGINTS: AtomicUsize = AtomicUsize::new(0);
+static PROGRAM_SIGTERMS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count_sigint(_: libc::c_int) {
+    PROGRAM_SIGINTS.fetch_add(1, Ordering::SeqCst);
+}
+
+extern "C" fn count_sigterm(_: libc::c_int) {
+    PROGRAM_SIGTERMS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The program's own `sigaction`, as a program that knows nothing of
+/// hatchery would call it.
+fn set_disposition(signal: libc::c_int, handler: libc::sighandler_t) {
+    // SAFETY: a zeroed sigaction is a valid value (empty mask, no flags); the
+    // handler is SIG_IGN, SIG_DFL or an `extern "C" fn(c_int)` that only
+    // touches an atomic.
+    let ok = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(signal, &action, std::ptr::null_mut()) == 0
+    };
+    assert!(ok, "sigaction({signal}) failed");
+}
+
+fn disposition(signal: libc::c_int) -> libc::sighandler_t {
+    // SAFETY: a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(signal, std::ptr::null(), &mut old), 0);
+        old.sa_sigaction
+    }
+}
+
 #[test]
 fn probe() {
     use hatchery::{Cancelled, Nursery, run, sleep};
+    use signal_hook::consts::{SIGINT, SIGTERM};
 
     let Ok(mode) = std::env::var("HATCHERY_PROBE") else {
         return;
     };
-    let raise = || signal_hook::low_level::raise(signal_hook::consts::SIGINT).unwrap();
+    let raise_signal = |signal| signal_hook::low_level::raise(signal).unwrap();
+    let raise = || raise_signal(SIGINT);
     match mode.as_str() {
         // A signal before the body has been polled even once.
         "startup" => {
@@ -431,6 +478,63 @@ fn probe() {
                 },
             );
             println!("run returned (should have exited)");
+        }
+        // After run returns, no handler of hatchery's is installed, and a
+        // handler the program installs then is in charge.
+        "neighbour_after" => {
+            println!("before: SIGINT caught={:?}", caught(SIGINT));
+            let out = run(|_n: Nursery<'_, Cancelled>| async move { Ok(5) });
+            println!("run returned {out:?}");
+            println!(
+                "after: SIGINT caught={:?} SIGTERM caught={:?}",
+                caught(SIGINT),
+                caught(SIGTERM)
+            );
+            // signal-hook's registry: what tokio::signal installs too.
+            let seen = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(SIGINT, Arc::clone(&seen)).unwrap();
+            raise();
+            println!(
+                "after: the program's handler saw SIGINT={}",
+                seen.load(Ordering::SeqCst)
+            );
+        }
+        // Handlers the program installs while run owns the signals stay in
+        // charge after it returns.
+        "neighbour_during" => {
+            let seen = Arc::new(AtomicBool::new(false));
+            let seen_in_run = Arc::clone(&seen);
+            let out = run(|_n: Nursery<'_, Cancelled>| async move {
+                signal_hook::flag::register(SIGINT, seen_in_run).unwrap();
+                set_disposition(SIGTERM, count_sigterm as *const () as libc::sighandler_t);
+                Ok(())
+            });
+            println!("run returned {out:?}");
+            raise();
+            raise_signal(SIGTERM);
+            println!(
+                "after: signal-hook handler saw SIGINT={} sigaction handler counted {} SIGTERM",
+                seen.load(Ordering::SeqCst),
+                PROGRAM_SIGTERMS.load(Ordering::SeqCst)
+            );
+        }
+        // The dispositions the program had before run are back after it.
+        "neighbour_before" => {
+            set_disposition(SIGINT, count_sigint as *const () as libc::sighandler_t);
+            set_disposition(SIGTERM, libc::SIG_IGN);
+            let out = run(|_n: Nursery<'_, Cancelled>| async move { Ok(()) });
+            println!("run returned {out:?}");
+            println!(
+                "after: SIGINT handler is the program's={} SIGTERM ignored={}",
+                disposition(SIGINT) == count_sigint as *const () as libc::sighandler_t,
+                disposition(SIGTERM) == libc::SIG_IGN
+            );
+            raise();
+            raise_signal(SIGTERM);
+            println!(
+                "after: the program's handler counted {} SIGINT",
+                PROGRAM_SIGINTS.load(Ordering::SeqCst)
+            );
         }
         other => panic!("unknown probe {other}"),
     }
@@ -504,4 +608,63 @@ fn an_unbounded_grace_period_still_escalates_on_the_second_signal() {
     );
     assert!(stderr.contains("received SIGINT again"), "stderr: {stderr}");
     assert!(stderr.contains("task `stubborn`"), "stderr: {stderr}");
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn no_handler_of_hatcherys_is_left_installed_after_run() {
+    let (status, stdout, stderr) = run_probe("neighbour_after").finish();
+    assert_eq!(
+        count(&stdout, "before: SIGINT caught=Some(false)"),
+        1,
+        "started with SIGINT at its default: {stdout:?}"
+    );
+    assert_eq!(
+        count(
+            &stdout,
+            "after: SIGINT caught=Some(false) SIGTERM caught=Some(false)"
+        ),
+        1,
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        count(&stdout, "after: the program's handler saw SIGINT=true"),
+        1,
+        "{status:?}\nstdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert!(status.success(), "{status:?}\nstderr: {stderr}");
+}
+
+#[test]
+fn handlers_installed_during_run_stay_in_charge_after_it() {
+    let (status, stdout, stderr) = run_probe("neighbour_during").finish();
+    assert_eq!(
+        count(
+            &stdout,
+            "after: signal-hook handler saw SIGINT=true sigaction handler counted 1 SIGTERM"
+        ),
+        1,
+        "{status:?}\nstdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert!(status.success(), "{status:?}\nstderr: {stderr}");
+    assert!(!stderr.contains(SHUTDOWN_LINE), "stderr: {stderr}");
+}
+
+#[test]
+fn the_programs_dispositions_are_back_after_run() {
+    let (status, stdout, stderr) = run_probe("neighbour_before").finish();
+    assert_eq!(
+        count(
+            &stdout,
+            "after: SIGINT handler is the program's=true SIGTERM ignored=true"
+        ),
+        1,
+        "{status:?}\nstdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        count(&stdout, "after: the program's handler counted 1 SIGINT"),
+        1,
+        "{status:?}\nstdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert!(status.success(), "{status:?}\nstderr: {stderr}");
 }
