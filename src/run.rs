@@ -12,6 +12,9 @@
 //!    resumed out of the root nursery.
 //! 2. `run` does not nest on one thread: an inner `run` would block a thread
 //!    the outer one needs.
+//! 3. One `run` owns the signals in a process; a `run` started while
+//!    another one is active (on another thread: inside `spawn_blocking`,
+//!    say) defers to it (see `signal`).
 
 use std::cell::Cell;
 use std::fmt;
@@ -41,6 +44,12 @@ thread_local! {
 ///
 /// Inside, [`Nursery::spawn_parallel`] runs children on the worker threads;
 /// [`sleep`](crate::sleep), deadlines and async-io's I/O work everywhere.
+///
+/// SIGINT and SIGTERM shut the run down (see [`Builder::handle_signals`]).
+/// A `run` started while another one is active in the process (inside
+/// [`Nursery::spawn_blocking`], say) leaves the signals to that one: it is
+/// cancelled when the outer run is interrupted, and returns as a run
+/// without signal handling would, leaving the exit to the outer run.
 ///
 /// # Panics
 ///
@@ -124,9 +133,15 @@ impl Builder {
     /// returns, each signal has the disposition it had before (or the one
     /// the program installed meanwhile).
     ///
-    /// One run owns the signals per process: a run started while another
-    /// one (or a [`SignalGuard`]) owns them installs nothing and is left
-    /// alone by signals, as with `handle_signals(false)`.
+    /// One run owns the signals per process. A run started while another
+    /// one (or a [`SignalGuard`]) owns them — a `run` inside
+    /// [`Nursery::spawn_blocking`], or on a thread of its own — defers to
+    /// it: it installs nothing, its root scope is cancelled when the owner
+    /// receives its first signal, and it neither escalates nor exits the
+    /// process; it returns as with `handle_signals(false)`, and the owner's
+    /// shutdown decides how the process ends. If the owner returns first,
+    /// the signals go back to their previous disposition: the deferred run
+    /// does not take them over.
     ///
     /// ```
     /// use hatchery::{Builder, Cancelled, Nursery};

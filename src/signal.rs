@@ -20,11 +20,13 @@
 //!
 //! The signals have one owner at a time: the first `run` (or `SignalGuard`)
 //! that asks for them while nobody holds them. It installs hatchery's
-//! handler and starts a watcher thread (the handler has one socket to
-//! write to, which one watcher reads). A `run` or guard that starts while
-//! another one owns the signals installs nothing and is left alone by
-//! signals. When the owner finishes, the signals go back to what they were
-//! before it.
+//! handler and starts a watcher thread. A `run` or guard that starts while
+//! another one owns the signals (a `run` inside `spawn_blocking`, say)
+//! *defers* to it: it installs nothing, its scope is cancelled (with the
+//! signal as the reason) when the owner's is, and it never escalates or
+//! exits the process on its own: the owner's shutdown applies. When the
+//! owner finishes, the signals go back to what they were before it, even
+//! if runs that deferred to it are still going (they do not take over).
 //!
 //! # How
 //!
@@ -57,6 +59,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use event_listener::Event;
+use slab::Slab;
 
 use crate::cancel::{CancelHandle, CancelReason};
 use crate::report::Report;
@@ -88,6 +91,8 @@ pub(crate) struct Shutdown {
     /// The scope a signal cancels; `None` until `run` has built its root
     /// (a signal before then is applied when the scope is set).
     scope: Mutex<Option<CancelHandle>>,
+    /// The scopes of the runs and guards that deferred to this owner.
+    deferred: Mutex<Slab<CancelHandle>>,
     /// The first signal received (0: none).
     signal: AtomicI32,
     forced: AtomicBool,
@@ -99,6 +104,7 @@ impl Shutdown {
     pub(crate) fn new(grace: Duration) -> Arc<Self> {
         Arc::new(Shutdown {
             scope: Mutex::new(None),
+            deferred: Mutex::new(Slab::new()),
             signal: AtomicI32::new(0),
             forced: AtomicBool::new(false),
             event: Event::new(),
@@ -123,6 +129,22 @@ impl Shutdown {
         *slot = Some(scope);
     }
 
+    /// Adds the scope of a run or guard that defers to this owner; cancels
+    /// it at once if a signal came first. Returns its key for `undefer`.
+    fn defer(&self, scope: CancelHandle) -> usize {
+        let mut deferred = lock(&self.deferred);
+        // Checked under the lock that `interrupt` takes after recording the
+        // signal: either the signal is seen here, or the scope is seen there.
+        if let Some(signal) = self.signal() {
+            scope.node.cancel(CancelReason::Signal(signal));
+        }
+        deferred.insert(scope)
+    }
+
+    fn undefer(&self, key: usize) {
+        lock(&self.deferred).try_remove(key);
+    }
+
     fn scope(&self) -> Option<CancelHandle> {
         lock(&self.scope).clone()
     }
@@ -140,7 +162,7 @@ impl Shutdown {
         }
     }
 
-    /// The first signal: cancel the scope, then say so once. Returns false
+    /// The first signal: cancel the scopes, then say so once. Returns false
     /// if a signal had already been recorded.
     fn interrupt(&self, signal: i32) -> bool {
         {
@@ -157,6 +179,9 @@ impl Shutdown {
             if let Some(scope) = &*scope {
                 scope.node.cancel(CancelReason::Signal(signal));
             }
+        }
+        for (_, scope) in lock(&self.deferred).iter() {
+            scope.node.cancel(CancelReason::Signal(signal));
         }
         if self.is_forced() {
             // The shutdown was forced already (its grace period ran out
@@ -219,6 +244,13 @@ impl Shutdown {
 /// the process. Dropping the guard puts back the dispositions the signals
 /// had before it.
 ///
+/// A guard installed while a [`run`](crate::run) or another guard owns the
+/// signals defers to it (see the [module docs](self#one-owner-per-process)):
+/// its scope is cancelled when the owner's is, while
+/// [`interrupted`](Self::interrupted) stays `None` and
+/// [`forced`](Self::forced) never completes: the owner escalates, and
+/// decides how the process exits.
+///
 /// # Examples
 ///
 /// ```
@@ -264,7 +296,8 @@ impl SignalGuard {
     /// Installs the handlers; from now on SIGINT and SIGTERM cancel `scope`.
     /// The grace period is 10 s unless set with
     /// [`grace_period`](Self::grace_period). If a `run` or another guard
-    /// owns the signals already, this guard installs nothing.
+    /// owns the signals already, the guard defers to it instead (see the
+    /// type's docs).
     ///
     /// # Errors
     ///
@@ -282,7 +315,7 @@ impl SignalGuard {
         Ok(guard)
     }
 
-    /// Takes the signals for `shutdown`, unless someone owns them. The
+    /// Takes the signals for `shutdown`, or defers to their owner. The
     /// scope comes later, with [`attach`](Self::attach).
     pub(crate) fn watch(shutdown: Arc<Shutdown>) -> io::Result<SignalGuard> {
         Ok(SignalGuard {
@@ -304,6 +337,10 @@ impl SignalGuard {
     /// Sets the scope the signals cancel.
     pub(crate) fn attach(&mut self, scope: &CancelHandle) {
         self.shutdown.set_scope(scope.clone());
+        #[cfg(unix)]
+        if let imp::Role::Deferred(deferral) = &mut self.role {
+            deferral.attach(scope);
+        }
     }
 
     /// Sets how long the graceful shutdown may take before it is forced.
@@ -322,8 +359,7 @@ impl SignalGuard {
     }
 
     /// The first signal received (2 for SIGINT, 15 for SIGTERM), if any.
-    /// Always `None` for a guard installed while someone else owned the
-    /// signals.
+    /// Always `None` for a guard that deferred to another owner.
     ///
     /// ```
     /// let scope = hatchery::CancelScope::new();
@@ -374,6 +410,7 @@ mod imp {
     use std::io::Write;
 
     use super::{SIGINT, SIGTERM, Shutdown, WEDGED_AFTER, lock, signal_name};
+    use crate::cancel::CancelHandle;
     use crate::sigaction::{self, Installed, STOP};
 
     /// Who owns the signals now (the module's "one owner per process").
@@ -392,15 +429,17 @@ mod imp {
     pub(super) enum Role {
         /// Dropping it gives the signals back.
         Owner(Owned),
-        /// Someone else owns the signals.
-        Bystander,
+        Deferred(Deferral),
     }
 
     impl Role {
         pub(super) fn start(shutdown: Arc<Shutdown>) -> io::Result<Role> {
             let mut owner = lock(&OWNER);
-            if owner.shutdown.is_some() {
-                return Ok(Role::Bystander);
+            if let Some(active) = &owner.shutdown {
+                return Ok(Role::Deferred(Deferral {
+                    owner: Arc::clone(active),
+                    key: None,
+                }));
             }
             owner.generation = owner.generation.checked_add(1).unwrap_or(1);
             let watcher = Watcher::start(Arc::clone(&shutdown), owner.generation)?;
@@ -423,11 +462,34 @@ mod imp {
     impl Drop for Owned {
         fn drop(&mut self) {
             // Held while the watcher stops: a run starting meanwhile waits,
-            // then owns the signals, rather than leaving them to one that is
+            // then owns the signals, rather than deferring to one that is
             // leaving.
             let mut owner = lock(&OWNER);
             drop(self.0.take());
             owner.shutdown = None;
+        }
+    }
+
+    /// A run or guard that defers to the owner: its scope is cancelled with
+    /// the owner's.
+    pub(super) struct Deferral {
+        owner: Arc<Shutdown>,
+        key: Option<usize>,
+    }
+
+    impl Deferral {
+        pub(super) fn attach(&mut self, scope: &CancelHandle) {
+            if let Some(key) = self.key.replace(self.owner.defer(scope.clone())) {
+                self.owner.undefer(key);
+            }
+        }
+    }
+
+    impl Drop for Deferral {
+        fn drop(&mut self) {
+            if let Some(key) = self.key.take() {
+                self.owner.undefer(key);
+            }
         }
     }
 

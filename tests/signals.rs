@@ -413,7 +413,7 @@ fn disposition(signal: libc::c_int) -> libc::sighandler_t {
 
 #[test]
 fn probe() {
-    use hatchery::{Cancelled, Nursery, run, sleep};
+    use hatchery::{CancelScope, Cancelled, Nursery, run, sleep};
     use signal_hook::consts::{SIGINT, SIGTERM};
 
     let Ok(mode) = std::env::var("HATCHERY_PROBE") else {
@@ -535,6 +535,36 @@ fn probe() {
                 "after: the program's handler counted {} SIGINT",
                 PROGRAM_SIGINTS.load(Ordering::SeqCst)
             );
+        }
+        // A run inside spawn_blocking of another: the outer one owns the
+        // signals; the inner one is cancelled with it and does not exit.
+        "nested" => {
+            let _ = run(|n: Nursery<'_, Cancelled>| async move {
+                n.spawn(async {
+                    let slept = sleep(Duration::from_secs(3600)).await;
+                    println!("outer: cancelled, cleaning up");
+                    CancelScope::new()
+                        .shield(true)
+                        .run(async {
+                            sleep(Duration::from_millis(300)).await?;
+                            println!("outer: shielded cleanup done");
+                            Ok::<_, Cancelled>(())
+                        })
+                        .await?;
+                    slept
+                });
+                n.spawn_blocking(|_cancel| {
+                    let out = run(|_m: Nursery<'_, Cancelled>| async move {
+                        println!("inner: running");
+                        sleep(Duration::from_secs(3600)).await?;
+                        Ok(())
+                    });
+                    println!("inner: returned {out:?}");
+                    Ok(())
+                });
+                Ok(())
+            });
+            println!("run returned (should have exited)");
         }
         other => panic!("unknown probe {other}"),
     }
@@ -667,4 +697,31 @@ fn the_programs_dispositions_are_back_after_run() {
         "{status:?}\nstdout: {stdout:?}\nstderr: {stderr}"
     );
     assert!(status.success(), "{status:?}\nstderr: {stderr}");
+}
+
+#[test]
+fn a_run_inside_spawn_blocking_defers_to_the_outer_runs_shutdown() {
+    let mut proc = run_probe("nested");
+    proc.expect_line("inner: running");
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        count(&stdout, "outer: shielded cleanup done"),
+        1,
+        "the inner run exited in the middle of the outer one's cleanup: \
+         stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    // The inner run was cancelled by the outer one's signal, and returned.
+    assert_eq!(count(&stdout, "inner: returned Ok(None)"), 1, "{stdout:?}");
+    // One shutdown line: only the owner of the signals speaks.
+    assert_eq!(count_lines(&stderr, SHUTDOWN_LINE), 1, "stderr: {stderr}");
+}
+
+fn count_lines(text: &str, needle: &str) -> usize {
+    text.lines().filter(|line| line.contains(needle)).count()
 }
