@@ -189,9 +189,13 @@ impl Shutdown {
             self.arm_exit();
             return true;
         }
+        let again = match signal {
+            SIGINT => "press Ctrl+C again to force".to_owned(),
+            other => format!("send {} again to force", signal_name(other)),
+        };
         let _ = writeln!(
             io::stderr(),
-            "hatchery: received {}, shutting down gracefully (up to {:?}); press Ctrl+C again to force",
+            "hatchery: received {}, shutting down gracefully (up to {:?}); {again}",
             signal_name(signal),
             self.grace(),
         );
@@ -589,7 +593,7 @@ mod imp {
                         continue;
                     }
                     // Invariant 3: the datagram names its own signal.
-                    if first.is_none() {
+                    let Some(first) = first else {
                         first = Some(signal);
                         if !shutdown.interrupt(signal) || shutdown.is_forced() {
                             // Forced already: this was the second step.
@@ -602,10 +606,18 @@ mod imp {
                             None => Phase::Waiting,
                         };
                         continue;
-                    }
+                    };
                     match phase {
                         Phase::Waiting | Phase::Graceful(_) => {
-                            let why = format!("received {} again", signal_name(signal));
+                            let why = if signal == first {
+                                format!("received {} again", signal_name(signal))
+                            } else {
+                                format!(
+                                    "received {} after {}",
+                                    signal_name(signal),
+                                    signal_name(first)
+                                )
+                            };
                             shutdown.force(&why);
                             phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
                         }

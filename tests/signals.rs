@@ -183,7 +183,13 @@ fn shleepy_exits_143_on_sigterm() {
     let (status, stdout, stderr) = proc.finish();
     assert_eq!(status.code(), Some(143), "stderr: {stderr}");
     assert_eq!(count(&stdout, "cleaned up"), 2, "{stdout:?}");
-    assert!(stderr.contains("SIGTERM"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("received SIGTERM, shutting down gracefully"),
+        "stderr: {stderr}"
+    );
+    // Nobody pressed Ctrl+C: the line says how to force this shutdown.
+    assert!(!stderr.contains("Ctrl+C"), "stderr: {stderr}");
+    assert!(stderr.contains("send SIGTERM again"), "stderr: {stderr}");
 }
 
 #[test]
@@ -566,6 +572,16 @@ fn probe() {
             });
             println!("run returned (should have exited)");
         }
+        // SIGINT and SIGTERM back to back: each is credited to itself.
+        "int_then_term" => {
+            let _ = run(|_n: Nursery<'_, Cancelled>| async move {
+                raise();
+                raise_signal(SIGTERM);
+                sleep(Duration::from_secs(30)).await?;
+                Ok(())
+            });
+            println!("run returned (should have exited)");
+        }
         other => panic!("unknown probe {other}"),
     }
 }
@@ -724,4 +740,29 @@ fn a_run_inside_spawn_blocking_defers_to_the_outer_runs_shutdown() {
 
 fn count_lines(text: &str, needle: &str) -> usize {
     text.lines().filter(|line| line.contains(needle)).count()
+}
+
+#[test]
+fn sigint_then_sigterm_is_credited_to_sigint() {
+    let (status, stdout, stderr) = run_probe("int_then_term").finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("received SIGINT, shutting down gracefully"),
+        "stderr: {stderr}"
+    );
+    // The second signal escalated, under its own name.
+    assert!(
+        stderr.contains("received SIGTERM after SIGINT"),
+        "stderr: {stderr}"
+    );
+    // The root scope's reason, in the report, names the first one.
+    assert!(
+        stderr.contains("[cancelled: the process received SIGINT (signal 2)]"),
+        "stderr: {stderr}"
+    );
 }
