@@ -30,7 +30,7 @@ use futures_lite::FutureExt;
 use crate::clock;
 use crate::error::{CancelError, Cancelled, NurseryError};
 use crate::nursery::{Nursery, nursery};
-use crate::signal::{DEFAULT_GRACE_PERIOD, Shutdown, SignalGuard};
+use crate::signal::{DEFAULT_GRACE_PERIOD, STDERR_PATIENCE, Shutdown, SignalGuard, flush_stderr};
 use crate::spawn::{BoxTask, SharedSpawner, Spawn, TaskGuard, with_default};
 
 thread_local! {
@@ -407,6 +407,9 @@ impl Builder {
         }
         // Invariant 1 of `signal`: a signal that arrived until now counts.
         drop(guard);
+        // The report and the shutdown line are out before the program goes
+        // on, unless nobody reads stderr (then they wait no longer).
+        let _ = flush_stderr(STDERR_PATIENCE);
         match shutdown.signal() {
             None => result,
             Some(signal) if self.exit_on_signal => exit_after(signal),
@@ -418,12 +421,14 @@ impl Builder {
     }
 }
 
-/// Exits with 128 + the first signal's number, once stdout and stderr
-/// have taken what was written to them.
+/// Exits with 128 + the first signal's number, once stdout and (for a
+/// bounded time) stderr have taken what was written to them.
 fn exit_after(signal: i32) -> ! {
     use std::io::Write;
+    let _ = flush_stderr(STDERR_PATIENCE);
+    // stderr is unbuffered (and its lock may be held by hatchery's writer,
+    // stuck on a full pipe): only stdout is flushed.
     let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
     std::process::exit(128 + signal)
 }
 

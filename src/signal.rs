@@ -34,7 +34,9 @@
 //! only what is safe in a signal handler: it sends the owner's watcher a
 //! datagram naming the signal, and exits at once when an exit is armed. The
 //! watcher does the rest (cancel, print, time the grace period) as ordinary
-//! code, so it works even when the executor is stuck.
+//! code, so it works even when the executor is stuck. What it prints goes
+//! to a writer thread of its own: a stderr nobody reads (a full pipe)
+//! blocks that thread, never the escalation, the exit or `run`'s return.
 //!
 //! # Invariants
 //!
@@ -52,10 +54,14 @@
 //! 3. Each signal is credited to itself: the first one received decides the
 //!    reason and the exit status; the next ones escalate.
 //! 4. The shutdown is forced at most once: the report prints once.
+//! 5. Nothing on the escalation path waits for stderr: lines are queued for
+//!    the writer thread, and whoever waits for that thread (an exit, `run`
+//!    returning) waits a second at most (`STDERR_PATIENCE`).
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use event_listener::Event;
@@ -69,6 +75,11 @@ pub(crate) const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
 /// How long a forced shutdown may take before the process exits anyway.
 const WEDGED_AFTER: Duration = Duration::from_secs(2);
+
+/// How long an exit, or `run` returning, waits for stderr to take the lines
+/// hatchery has queued for it (invariant 5). A stderr that someone reads
+/// takes them in microseconds; one that nobody reads never will.
+pub(crate) const STDERR_PATIENCE: Duration = Duration::from_secs(1);
 
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
@@ -193,12 +204,11 @@ impl Shutdown {
             SIGINT => "press Ctrl+C again to force".to_owned(),
             other => format!("send {} again to force", signal_name(other)),
         };
-        let _ = writeln!(
-            io::stderr(),
-            "hatchery: received {}, shutting down gracefully (up to {:?}); {again}",
+        say(format!(
+            "hatchery: received {}, shutting down gracefully (up to {:?}); {again}\n",
             signal_name(signal),
             self.grace(),
-        );
+        ));
         true
     }
 
@@ -211,10 +221,7 @@ impl Shutdown {
         self.arm_exit();
         if let Some(scope) = self.scope() {
             let report = Report::of(&scope);
-            let _ = write!(
-                io::stderr(),
-                "hatchery: {why}; forcing the shutdown. {report}"
-            );
+            say(format!("hatchery: {why}; forcing the shutdown. {report}"));
         }
         self.event.notify(usize::MAX);
     }
@@ -238,6 +245,67 @@ impl Shutdown {
     }
 }
 
+/// Lines waiting for stderr, and whether a writer thread is taking them.
+struct StderrQueue {
+    lines: VecDeque<String>,
+    writing: bool,
+}
+
+static STDERR: Mutex<StderrQueue> = Mutex::new(StderrQueue {
+    lines: VecDeque::new(),
+    writing: false,
+});
+/// Notified when the writer has written every queued line.
+static STDERR_DRAINED: Condvar = Condvar::new();
+
+/// Queues `text` for stderr (invariant 5); never blocks on stderr itself.
+pub(crate) fn say(text: String) {
+    let mut queue = lock(&STDERR);
+    queue.lines.push_back(text);
+    if queue.writing {
+        return;
+    }
+    queue.writing = true;
+    drop(queue);
+    let writer = std::thread::Builder::new()
+        .name("hatchery-stderr".into())
+        .spawn(write_queued);
+    if writer.is_err() {
+        // No thread to spare: writing here may block, which beats losing
+        // the report.
+        write_queued();
+    }
+}
+
+/// Writes queued lines until none is left. A blocked stderr blocks only
+/// this thread, which nobody joins.
+fn write_queued() {
+    loop {
+        let line = {
+            let mut queue = lock(&STDERR);
+            match queue.lines.pop_front() {
+                Some(line) => line,
+                None => {
+                    queue.writing = false;
+                    STDERR_DRAINED.notify_all();
+                    return;
+                }
+            }
+        };
+        let _ = io::stderr().write_all(line.as_bytes());
+    }
+}
+
+/// Waits until stderr has taken every queued line, or `patience` ran out.
+/// Returns whether it took them all.
+pub(crate) fn flush_stderr(patience: Duration) -> bool {
+    let queue = lock(&STDERR);
+    let (queue, _) = STDERR_DRAINED
+        .wait_timeout_while(queue, patience, |queue| queue.writing)
+        .unwrap_or_else(|p| p.into_inner());
+    !queue.writing
+}
+
 /// Maps SIGINT and SIGTERM onto a cancel scope of yours, with the same
 /// escalation as [`run`](crate::run) (see the [module docs](self)): for
 /// programs that keep their own runtime (a `#[tokio::main]`, say).
@@ -246,7 +314,8 @@ impl Shutdown {
 /// running out, prints the report and completes [`forced`](Self::forced) —
 /// race your root future against it to drop what is left; the third exits
 /// the process. Dropping the guard puts back the dispositions the signals
-/// had before it.
+/// had before it, and waits (a second at most) for stderr to take the
+/// lines hatchery printed: drop it before you exit.
 ///
 /// A guard installed while a [`run`](crate::run) or another guard owns the
 /// signals defers to it (see the [module docs](self#one-owner-per-process)):
@@ -272,7 +341,9 @@ impl Shutdown {
 /// }));
 /// // Ctrl+C cancels `scope`; a second Ctrl+C drops `work`.
 /// let out = async { Some(work.await) }.or(async { guard.forced().await; None }).await;
-/// if let Some(code) = guard.exit_code() {
+/// let code = guard.exit_code();
+/// drop(guard);
+/// if let Some(code) = code {
 ///     std::process::exit(code); // 130 after SIGINT, 143 after SIGTERM
 /// }
 /// # assert!(out.is_some());
@@ -411,9 +482,10 @@ mod imp {
     use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
-    use std::io::Write;
-
-    use super::{SIGINT, SIGTERM, Shutdown, WEDGED_AFTER, lock, signal_name};
+    use super::{
+        SIGINT, SIGTERM, STDERR_PATIENCE, Shutdown, WEDGED_AFTER, flush_stderr, lock, say,
+        signal_name,
+    };
     use crate::cancel::CancelHandle;
     use crate::sigaction::{self, Installed, STOP};
 
@@ -468,9 +540,19 @@ mod imp {
             // Held while the watcher stops: a run starting meanwhile waits,
             // then owns the signals, rather than deferring to one that is
             // leaving.
-            let mut owner = lock(&OWNER);
-            drop(self.0.take());
-            owner.shutdown = None;
+            let exiting = {
+                let mut owner = lock(&OWNER);
+                let watcher = self.0.take();
+                let exiting = watcher.as_ref().is_some_and(|w| w.keep_handlers);
+                drop(watcher);
+                owner.shutdown = None;
+                exiting
+            };
+            // The watcher's last lines are out before the program goes on,
+            // unless nobody reads stderr. (An exit waits for them itself.)
+            if !exiting {
+                let _ = flush_stderr(STDERR_PATIENCE);
+            }
         }
     }
 
@@ -641,11 +723,11 @@ mod imp {
                             phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
                         }
                         Phase::Forced(_) => {
-                            let _ = writeln!(
-                                io::stderr(),
+                            say(format!(
                                 "hatchery: the forced shutdown did not finish within \
-                                 {WEDGED_AFTER:?}; exiting"
-                            );
+                                 {WEDGED_AFTER:?}; exiting\n"
+                            ));
+                            let _ = flush_stderr(STDERR_PATIENCE);
                             exit(shutdown);
                         }
                     }

@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -25,8 +25,16 @@ struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
     stdout: Vec<String>,
-    stderr: std::thread::JoinHandle<String>,
+    stderr: Stderr,
 }
+
+enum Stderr {
+    Read(std::thread::JoinHandle<String>),
+    /// Kept open and never read: once the pipe is full, every write to the
+    /// child's stderr blocks.
+    Unread(#[allow(dead_code)] ChildStderr),
+}
+
 fn example(name: &str) -> PathBuf {
     // `cargo test` builds the examples next to the test binaries' directory.
     let exe = std::env::current_exe().expect("current_exe");
@@ -60,7 +68,11 @@ fn command(program: PathBuf) -> Command {
     }
 }
 
-fn spawn(mut command: Command) -> Proc {
+fn spawn(command: Command) -> Proc {
+    spawn_reading_stderr(command, true)
+}
+
+fn spawn_reading_stderr(mut command: Command, read_stderr: bool) -> Proc {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -68,7 +80,7 @@ fn spawn(mut command: Command) -> Proc {
         .spawn()
         .expect("spawn the child process");
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
+    let stderr = child.stderr.take().expect("piped stderr");
     let (send, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -78,11 +90,16 @@ fn spawn(mut command: Command) -> Proc {
             }
         }
     });
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let stderr = if read_stderr {
+        let mut stderr = stderr;
+        Stderr::Read(std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        }))
+    } else {
+        Stderr::Unread(stderr)
+    };
     Proc {
         child,
         lines,
@@ -143,7 +160,10 @@ impl Proc {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.stdout.push(line);
         }
-        let stderr = self.stderr.join().expect("stderr reader");
+        let stderr = match self.stderr {
+            Stderr::Read(reader) => reader.join().expect("stderr reader"),
+            Stderr::Unread(_) => "(not read)".to_owned(),
+        };
         (status, self.stdout, stderr)
     }
 }
@@ -364,12 +384,16 @@ fn echo_server_finishes_the_message_in_flight_then_closes() {
 // Probes: this test binary, re-run with HATCHERY_PROBE set, is the child.
 
 fn run_probe(mode: &str) -> Proc {
+    spawn(probe_command(mode))
+}
+
+fn probe_command(mode: &str) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
     let mut command = command(exe);
     command
         .args(["--exact", "probe", "--nocapture", "--test-threads=1"])
         .env("HATCHERY_PROBE", mode);
-    spawn(command)
+    command
 }
 
 /// Whether this process catches `signal` (its bit in SigCgt), on Linux.
@@ -417,9 +441,36 @@ fn disposition(signal: libc::c_int) -> libc::sighandler_t {
     }
 }
 
+/// Fills the stderr pipe: writes without blocking until the pipe is full,
+/// then puts stderr back in blocking mode, so that the next write to it
+/// blocks until someone reads (nobody will).
+fn fill_stderr() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    let fd = std::io::stderr().as_raw_fd();
+    // SAFETY: fcntl on our own stderr descriptor, reading then setting its
+    // status flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    assert!(flags >= 0, "fcntl(F_GETFL)");
+    assert!(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } >= 0);
+    let chunk = [b'.'; 4096];
+    let mut filled = 0usize;
+    loop {
+        match std::io::stderr().write(&chunk) {
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(error) => panic!("writing to stderr: {error}"),
+        }
+    }
+    assert!(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } >= 0);
+    println!("stderr is full after {filled} bytes");
+}
+
+/// The child side of the probes; does nothing in a normal test run.
 #[test]
 fn probe() {
-    use hatchery::{CancelScope, Cancelled, Nursery, run, sleep};
+    use hatchery::{Builder, CancelScope, Cancelled, Nursery, run, sleep};
     use signal_hook::consts::{SIGINT, SIGTERM};
 
     let Ok(mode) = std::env::var("HATCHERY_PROBE") else {
@@ -580,6 +631,29 @@ fn probe() {
                 sleep(Duration::from_secs(30)).await?;
                 Ok(())
             });
+            println!("run returned (should have exited)");
+        }
+        // Nobody reads stderr: hatchery's lines must not hold the shutdown.
+        "stderr_blocked" => {
+            fill_stderr();
+            let _ = Builder::new().grace_period(Duration::from_secs(3600)).run(
+                |n: Nursery<'_, Cancelled>| async move {
+                    n.spawn(async {
+                        let slept = sleep(Duration::from_secs(3600)).await;
+                        println!("polite: cancelled");
+                        slept
+                    });
+                    n.spawn_named("stubborn", async {
+                        CancelScope::new()
+                            .shield(true)
+                            .run(sleep(Duration::from_secs(3600)))
+                            .await?;
+                        Ok(())
+                    });
+                    println!("ready");
+                    Ok(())
+                },
+            );
             println!("run returned (should have exited)");
         }
         other => panic!("unknown probe {other}"),
@@ -765,4 +839,18 @@ fn sigint_then_sigterm_is_credited_to_sigint() {
         stderr.contains("[cancelled: the process received SIGINT (signal 2)]"),
         "stderr: {stderr}"
     );
+}
+
+#[test]
+fn a_stderr_nobody_reads_does_not_hold_the_shutdown() {
+    let mut proc = spawn_reading_stderr(probe_command("stderr_blocked"), false);
+    proc.expect_line("stderr is full");
+    proc.expect_line("ready");
+    proc.kill("INT");
+    proc.expect_line("polite: cancelled");
+    // The stubborn task holds a shield for an hour: force it.
+    proc.kill("INT");
+    let (status, stdout, _) = proc.finish();
+    assert_eq!(status.code(), Some(130), "{status:?}\nstdout: {stdout:?}");
+    assert_eq!(count(&stdout, "run returned"), 0, "{stdout:?}");
 }
