@@ -593,6 +593,30 @@ fn probe() {
                 PROGRAM_SIGINTS.load(Ordering::SeqCst)
             );
         }
+        // A parallel child that never yields, and a signal: the run exits
+        // once its grace period is over, without that worker.
+        "spinner" => {
+            let _ = Builder::new()
+                .grace_period(Duration::from_millis(100))
+                .worker_threads(1)
+                .run(|n: Nursery<'_, Cancelled>| async move {
+                    let spinning = Arc::new(AtomicBool::new(false));
+                    let started = Arc::clone(&spinning);
+                    n.spawn_parallel(async move {
+                        started.store(true, Ordering::SeqCst);
+                        loop {
+                            std::hint::spin_loop();
+                        }
+                    });
+                    while !spinning.load(Ordering::SeqCst) {
+                        sleep(Duration::from_millis(1)).await?;
+                    }
+                    println!("spinning");
+                    sleep(Duration::from_secs(3600)).await?;
+                    Ok(())
+                });
+            println!("run returned (should have exited)");
+        }
         // A run inside spawn_blocking of another: the outer one owns the
         // signals; the inner one is cancelled with it and does not exit.
         "nested" => {
@@ -787,6 +811,28 @@ fn the_programs_dispositions_are_back_after_run() {
         "{status:?}\nstdout: {stdout:?}\nstderr: {stderr}"
     );
     assert!(status.success(), "{status:?}\nstderr: {stderr}");
+}
+
+#[test]
+fn a_worker_that_never_yields_is_abandoned_when_the_grace_period_ends() {
+    let mut proc = run_probe("spinner");
+    proc.expect_line("spinning");
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    // The run exited by itself, not through the wedged-executor exit.
+    assert!(
+        !stderr.contains("did not finish within"),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("1 worker thread abandoned") && stderr.contains("hatchery-worker-0"),
+        "stderr: {stderr}"
+    );
 }
 
 #[test]
