@@ -7,27 +7,39 @@
 //!
 //! # Invariants
 //!
-//! 1. The worker threads are scoped: `run` never returns (or unwinds) before
-//!    they have stopped, and they stop on every exit path, including a panic
-//!    resumed out of the root nursery.
+//! 1. The worker threads are told to stop on every exit path, including a
+//!    panic resumed out of the root nursery, and `run` waits for them
+//!    before it returns or unwinds, with one exception: once the root
+//!    scope was cancelled, a worker still inside a poll when the grace
+//!    period is over (a parallel child that never awaits) is *abandoned*.
+//!    `run`'s workers are plain threads; that one ends with the process,
+//!    and stderr names it. `run_scoped`'s workers are scoped threads whose
+//!    tasks may borrow from the caller: it cannot abandon them, and says on
+//!    stderr that it is waiting for them.
 //! 2. `run` does not nest on one thread: an inner `run` would block a thread
 //!    the outer one needs.
+//! 3. One `run` owns the signals in a process; a `run` started while
+//!    another one is active (on another thread: inside `spawn_blocking`,
+//!    say) defers to it (see `signal`).
 
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use event_listener::Event;
 use futures_lite::FutureExt;
 
+use crate::cancel::CancelHandle;
 use crate::clock;
 use crate::error::{CancelError, Cancelled, NurseryError};
 use crate::nursery::{Nursery, nursery};
-use crate::signal::{DEFAULT_GRACE_PERIOD, Shutdown, SignalGuard};
+use crate::signal::{
+    DEFAULT_GRACE_PERIOD, STDERR_PATIENCE, Shutdown, SignalGuard, flush_stderr, say,
+};
 use crate::spawn::{BoxTask, SharedSpawner, Spawn, TaskGuard, with_default};
 
 thread_local! {
@@ -42,11 +54,23 @@ thread_local! {
 /// Inside, [`Nursery::spawn_parallel`] runs children on the worker threads;
 /// [`sleep`](crate::sleep), deadlines and async-io's I/O work everywhere.
 ///
+/// SIGINT and SIGTERM shut the run down (see [`Builder::handle_signals`]).
+/// A `run` started while another one is active in the process (inside
+/// [`Nursery::spawn_blocking`], say) leaves the signals to that one: it is
+/// cancelled when the outer run is interrupted, and returns as a run
+/// without signal handling would, leaving the exit to the outer run.
+///
+/// Once the root scope is cancelled, `run` returns within its grace period
+/// (plus the time a forced shutdown takes), even if a parallel child never
+/// awaits and so never gives its worker thread back: that worker is
+/// abandoned (named on stderr) and ends with the process.
+///
 /// # Panics
 ///
-/// If called from inside another `run` (on the same thread): open a
-/// [`nursery`] instead. A panic of a task is resumed here, after every other
-/// task finished and the worker threads stopped.
+/// If called from inside another `run` on the same thread (its body, or a
+/// parallel child): open a [`nursery`] instead. A panic of a task is
+/// resumed here, after every other task finished and the worker threads
+/// stopped.
 ///
 /// # Examples
 ///
@@ -120,7 +144,19 @@ impl Builder {
     /// signal cancels the root scope; the second, or the grace period running
     /// out, forces the shutdown and prints the report of what was still
     /// running; the third exits at once (see [`signal`](crate::signal)). The
-    /// handlers are installed for the duration of the run only.
+    /// handlers are installed for the duration of the run only; when it
+    /// returns, each signal has the disposition it had before (or the one
+    /// the program installed meanwhile).
+    ///
+    /// One run owns the signals per process. A run started while another
+    /// one (or a [`SignalGuard`]) owns them — a `run` inside
+    /// [`Nursery::spawn_blocking`], or on a thread of its own — defers to
+    /// it: it installs nothing, its root scope is cancelled when the owner
+    /// receives its first signal, and it neither escalates nor exits the
+    /// process; it returns as with `handle_signals(false)`, and the owner's
+    /// shutdown decides how the process ends. If the owner returns first,
+    /// the signals go back to their previous disposition: the deferred run
+    /// does not take them over.
     ///
     /// ```
     /// use hatchery::{Builder, Cancelled, Nursery};
@@ -159,7 +195,10 @@ impl Builder {
     /// How long the root nursery may take to finish once its scope is
     /// cancelled (default 10 s). When the budget runs out, the run hard-cancels:
     /// whatever is still running is dropped, and `run` returns a cancellation
-    /// error.
+    /// error. A worker thread still busy with a parallel child that never
+    /// awaits is abandoned then (see [`run`]); under
+    /// [`run_scoped`](Self::run_scoped), whose children may borrow, the run
+    /// waits for it instead.
     ///
     /// ```
     /// use std::time::Duration;
@@ -227,9 +266,32 @@ impl Builder {
         E: CancelError + Send + 'a,
         T: 'a,
     {
-        let executor = Arc::new(async_executor::Executor::new());
+        refuse_nesting();
+        let root = start_root(self.handle_signals, self.grace_period, body);
+        let executor: Arc<async_executor::Executor<'static>> =
+            Arc::new(async_executor::Executor::new());
         let spawner: SharedSpawner = executor.clone();
-        self.run_on(executor, Some(spawner), body)
+        let crew = Arc::new(Crew::default());
+        for index in 0..self.threads() {
+            let (executor, crew_ref, spawner) = (
+                Arc::clone(&executor),
+                Arc::clone(&crew),
+                Arc::clone(&spawner),
+            );
+            crew.hire(index);
+            // Not scoped: a worker stuck in a child that never awaits must
+            // not keep `run` from returning (invariant 1). Its tasks are
+            // 'static: abandoned, it still borrows nothing from the caller.
+            let worker = std::thread::Builder::new()
+                .name(worker_name(index))
+                .spawn(move || work(&executor, &crew_ref, index, Some(spawner)));
+            if let Err(error) = worker {
+                crew.leave(index);
+                crew.stop();
+                panic!("hatchery::run(): could not start worker thread {index}: {error}");
+            }
+        }
+        self.drive(root, &crew, true, Some(spawner))
     }
 
     /// Like [`run`](Self::run), and the body also gets the run's executor as
@@ -240,6 +302,12 @@ impl Builder {
     ///
     /// Inside a scoped run, [`Nursery::spawn_parallel`] has no default
     /// executor (it needs `'static` children); use `spawn_on(&executor, …)`.
+    ///
+    /// Because children may borrow, a scoped run always waits for its worker
+    /// threads, even past the grace period: one busy with a child that never
+    /// awaits holds `run_scoped` until that child returns (stderr says the
+    /// run is waiting for it). Only a signal can end that wait, by exiting
+    /// the process.
     ///
     /// ```
     /// use std::sync::atomic::{AtomicU64, Ordering};
@@ -269,100 +337,72 @@ impl Builder {
         E: CancelError + Send + 'env,
         T: 'env,
     {
+        refuse_nesting();
         let executor = Arc::new(async_executor::Executor::new());
         let scoped = ScopedExecutor {
             executor: Arc::clone(&executor),
         };
-        self.run_on(executor, None, |n| body(n, scoped))
+        let root = start_root(self.handle_signals, self.grace_period, |n| body(n, scoped));
+        let crew = Crew::default();
+        std::thread::scope(|scope| {
+            for index in 0..self.threads() {
+                let (executor, crew) = (&executor, &crew);
+                crew.hire(index);
+                let worker = std::thread::Builder::new()
+                    .name(worker_name(index))
+                    .spawn_scoped(scope, move || work(executor, crew, index, None));
+                if let Err(error) = worker {
+                    crew.leave(index);
+                    crew.stop();
+                    panic!("hatchery::run(): could not start worker thread {index}: {error}");
+                }
+            }
+            self.drive(root, &crew, false, None)
+        })
     }
 
-    #[track_caller]
-    fn run_on<'a, 'env, E, T, F, Fut>(
+    fn threads(&self) -> usize {
+        self.worker_threads
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get)
+    }
+
+    /// Runs the root nursery on this thread while `crew` runs parallel
+    /// children; stops the crew (invariant 1), then returns or exits.
+    fn drive<R, T, E>(
         self,
-        executor: Arc<async_executor::Executor<'env>>,
+        root: Root<R>,
+        crew: &Crew,
+        can_abandon: bool,
         default_spawner: Option<SharedSpawner>,
-        body: F,
     ) -> Result<Option<T>, NurseryError<E>>
     where
-        F: FnOnce(Nursery<'a, E>) -> Fut,
-        Fut: Future<Output = Result<T, E>> + 'a,
-        E: CancelError + Send + 'a,
-        T: 'a,
+        R: Future<Output = Result<Option<T>, NurseryError<E>>>,
     {
-        if IN_RUN.get() {
-            panic!(
-                "hatchery::run() was called inside another hatchery::run() on the same thread; \
-                 open a nursery() instead (the outer run already provides the executor)"
-            );
-        }
-        let threads = self
-            .worker_threads
-            .or_else(|| std::thread::available_parallelism().ok())
-            .map_or(1, NonZeroUsize::get);
-        let stop = Stop::default();
-        let shutdown = Shutdown::new(None, self.grace_period);
-        // Installed before the body closure is called: a signal from now on
-        // cancels the root scope, even before the body starts.
-        let guard = if self.handle_signals {
-            match SignalGuard::watch(Arc::clone(&shutdown)) {
-                Ok(guard) => Some(guard),
-                Err(error) => panic!(
-                    "hatchery::run(): could not install the SIGINT/SIGTERM handlers: {error} \
-                     (use Builder::handle_signals(false) to run without them)"
-                ),
-            }
-        } else {
-            None
-        };
-        let mut root_scope = None;
-        let root = nursery(|n: Nursery<'a, E>| {
-            root_scope = Some(n.cancel_scope());
-            body(n)
-        });
-        let root_scope = root_scope.expect("nursery() calls its body closure at once");
-        shutdown.set_scope(root_scope.clone());
-        // Once the root scope is cancelled, the grace period starts; when it
-        // runs out (or a second signal arrives), the shutdown is forced: the
-        // report is printed and the root nursery is dropped (the hard cancel).
-        let grace_period = self.grace_period;
-        let forced = {
-            let shutdown = Arc::clone(&shutdown);
-            async move {
-                let out_of_grace = async {
-                    root_scope.cancelled().await;
-                    match clock::now().checked_add(grace_period) {
-                        Some(at) => clock::timer_at(at).await,
-                        None => std::future::pending().await,
-                    }
-                    shutdown.force("the grace period ran out");
-                };
-                out_of_grace.or(shutdown.forced()).await;
-                Err(NurseryError::from(Cancelled))
-            }
-        };
+        let Root {
+            future: root,
+            shutdown,
+            guard,
+            scope: root_scope,
+            cancelled_at,
+        } = root;
         let with_spawner = |f: &mut dyn FnMut()| match &default_spawner {
             Some(spawner) => with_default(spawner.clone(), f),
             None => f(),
         };
 
-        let result = std::thread::scope(|scope| {
-            for index in 0..threads {
-                let (executor, stop, with_spawner) = (&executor, &stop, &with_spawner);
-                let worker = std::thread::Builder::new()
-                    .name(format!("hatchery-worker-{index}"))
-                    .spawn_scoped(scope, move || {
-                        let _in_run = InRun::enter();
-                        with_spawner(&mut || async_io::block_on(executor.run(stop.wait())));
-                    });
-                if let Err(error) = worker {
-                    stop.set();
-                    panic!("hatchery::run(): could not start worker thread {index}: {error}");
-                }
-            }
+        let result = {
             // Invariant 1: stop the workers however the root nursery ends.
-            let _stop_workers = StopOnDrop(&stop);
+            let _stop_workers = StopWorkers {
+                crew,
+                can_abandon,
+                shutdown: &shutdown,
+                root_scope: &root_scope,
+                cancelled_at: &cancelled_at,
+                grace_period: self.grace_period,
+            };
             let _in_run = InRun::enter();
-            let mut root = Some(root.or(forced));
+            let mut root = Some(root);
             let mut out = None;
             with_spawner(&mut || {
                 if let Some(root) = root.take() {
@@ -370,23 +410,42 @@ impl Builder {
                 }
             });
             out.unwrap_or_else(|| Err(NurseryError::from(Cancelled)))
-        });
+        };
+        if let (true, Some(signal)) = (self.exit_on_signal, shutdown.signal()) {
+            // Exiting: the handlers stay until the process is gone, so that
+            // another signal meanwhile exits at once with the same status,
+            // rather than finding the default action back.
+            shutdown.arm_exit();
+            if let Some(guard) = guard {
+                guard.stop_for_exit();
+            }
+            exit_after(signal);
+        }
         // Invariant 1 of `signal`: a signal that arrived until now counts.
         drop(guard);
+        // The report and the shutdown line are out before the program goes
+        // on, unless nobody reads stderr (then they wait no longer).
+        let _ = flush_stderr(STDERR_PATIENCE);
         match shutdown.signal() {
             None => result,
-            Some(signal) if self.exit_on_signal => {
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
-                let _ = std::io::stderr().flush();
-                std::process::exit(128 + signal)
-            }
+            Some(signal) if self.exit_on_signal => exit_after(signal),
             Some(signal) => Err(match result {
                 Err(error) => error.with_signal(signal),
                 Ok(_) => NurseryError::from(Cancelled).with_signal(signal),
             }),
         }
     }
+}
+
+/// Exits with 128 + the first signal's number, once stdout and (for a
+/// bounded time) stderr have taken what was written to them.
+fn exit_after(signal: i32) -> ! {
+    use std::io::Write;
+    let _ = flush_stderr(STDERR_PATIENCE);
+    // stderr is unbuffered (and its lock may be held by hatchery's writer,
+    // stuck on a full pipe): only stdout is flushed.
+    let _ = std::io::stdout().flush();
+    std::process::exit(128 + signal)
 }
 
 /// The executor of a [`Builder::run_scoped`] call: a [`Spawn`] whose tasks may
@@ -423,6 +482,123 @@ impl<'env> Spawn<'env> for ScopedExecutor<'env> {
     }
 }
 
+/// A root nursery, built and watched, before it is driven.
+struct Root<R> {
+    /// The root nursery, raced against the forced shutdown.
+    future: R,
+    shutdown: Arc<Shutdown>,
+    guard: Option<SignalGuard>,
+    scope: CancelHandle,
+    /// When the root scope was seen cancelled: the grace period started.
+    cancelled_at: Arc<Mutex<Option<Instant>>>,
+}
+
+/// Builds the root nursery (its location is the caller's, through
+/// `#[track_caller]`), with the signals and the grace period around it.
+#[track_caller]
+fn start_root<'a, E, T, F, Fut>(
+    handle_signals: bool,
+    grace_period: Duration,
+    body: F,
+) -> Root<impl Future<Output = Result<Option<T>, NurseryError<E>>> + 'a>
+where
+    F: FnOnce(Nursery<'a, E>) -> Fut,
+    Fut: Future<Output = Result<T, E>> + 'a,
+    E: CancelError + Send + 'a,
+    T: 'a,
+{
+    let shutdown = Shutdown::new(grace_period);
+    // Installed before the body closure is called: a signal from now on
+    // cancels the root scope, even before the body starts.
+    let mut guard = if handle_signals {
+        match SignalGuard::watch(Arc::clone(&shutdown)) {
+            Ok(guard) => Some(guard),
+            Err(error) => panic!(
+                "hatchery::run(): could not install the SIGINT/SIGTERM handlers: {error} \
+                 (use Builder::handle_signals(false) to run without them)"
+            ),
+        }
+    } else {
+        None
+    };
+    let slot = std::rc::Rc::new(Cell::new(None));
+    let root = nursery({
+        let slot = std::rc::Rc::clone(&slot);
+        move |n: Nursery<'a, E>| {
+            slot.set(Some(n.cancel_scope()));
+            body(n)
+        }
+    });
+    let root_scope = slot
+        .take()
+        .expect("nursery() calls its body closure at once");
+    match &mut guard {
+        Some(guard) => guard.attach(&root_scope),
+        None => shutdown.set_scope(root_scope.clone()),
+    }
+    // Once the root scope is cancelled, the grace period starts; when it
+    // runs out (or a second signal arrives), the shutdown is forced: the
+    // report is printed and the root nursery is dropped (the hard cancel).
+    let cancelled_at = Arc::new(Mutex::new(None));
+    let forced = {
+        let (shutdown, root_scope, cancelled_at) = (
+            Arc::clone(&shutdown),
+            root_scope.clone(),
+            Arc::clone(&cancelled_at),
+        );
+        async move {
+            let out_of_grace = async {
+                root_scope.cancelled().await;
+                *cancelled_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                match clock::now().checked_add(grace_period) {
+                    Some(at) => clock::timer_at(at).await,
+                    None => std::future::pending().await,
+                }
+                shutdown.force("the grace period ran out");
+            };
+            out_of_grace.or(shutdown.forced()).await;
+            Err(NurseryError::from(Cancelled))
+        }
+    };
+    Root {
+        future: root.or(forced),
+        shutdown,
+        guard,
+        scope: root_scope,
+        cancelled_at,
+    }
+}
+
+#[track_caller]
+fn refuse_nesting() {
+    if IN_RUN.get() {
+        panic!(
+            "hatchery::run() was called inside another hatchery::run() on the same thread; \
+             open a nursery() instead (the outer run already provides the executor)"
+        );
+    }
+}
+
+fn worker_name(index: usize) -> String {
+    format!("hatchery-worker-{index}")
+}
+
+/// A worker thread: runs the executor until the crew is told to stop.
+fn work<'env>(
+    executor: &async_executor::Executor<'env>,
+    crew: &Crew,
+    index: usize,
+    spawner: Option<SharedSpawner>,
+) {
+    let _leave = Leave(crew, index);
+    let _in_run = InRun::enter();
+    let run = || async_io::block_on(executor.run(crew.stopped()));
+    match spawner {
+        Some(spawner) => with_default(spawner, run),
+        None => run(),
+    }
+}
+
 /// Marks the current thread as running inside `run` (invariant 2).
 struct InRun(bool);
 
@@ -438,20 +614,40 @@ impl Drop for InRun {
     }
 }
 
-/// Tells the worker threads to leave `Executor::run`.
+/// The worker threads of a run: tells them to leave `Executor::run`, and
+/// knows which ones have not left yet.
 #[derive(Default)]
-struct Stop {
+struct Crew {
     stopped: AtomicBool,
     event: Event,
+    /// The indices of the workers still running.
+    working: Mutex<Vec<usize>>,
+    left: Condvar,
 }
 
-impl Stop {
-    fn set(&self) {
+impl Crew {
+    /// Counts a worker in, before its thread starts.
+    fn hire(&self, index: usize) {
+        self.working
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(index);
+    }
+
+    fn leave(&self, index: usize) {
+        self.working
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&worker| worker != index);
+        self.left.notify_all();
+    }
+
+    fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.event.notify(usize::MAX);
     }
 
-    async fn wait(&self) {
+    async fn stopped(&self) {
         loop {
             if self.stopped.load(Ordering::Acquire) {
                 return;
@@ -463,12 +659,208 @@ impl Stop {
             listener.await;
         }
     }
+
+    /// Waits until every worker has left, or until `until`; returns those
+    /// still working.
+    fn wait(&self, until: Option<Instant>) -> Vec<usize> {
+        let mut working = self.working.lock().unwrap_or_else(|p| p.into_inner());
+        while !working.is_empty() {
+            working = match until {
+                None => self.left.wait(working).unwrap_or_else(|p| p.into_inner()),
+                Some(until) => {
+                    let Some(left) = until.checked_duration_since(Instant::now()) else {
+                        break;
+                    };
+                    match self.left.wait_timeout(working, left) {
+                        Ok((guard, _)) => guard,
+                        Err(poisoned) => poisoned.into_inner().0,
+                    }
+                }
+            };
+        }
+        working.clone()
+    }
 }
 
-struct StopOnDrop<'s>(&'s Stop);
+/// Counts a worker out when its thread ends, however it ends.
+struct Leave<'c>(&'c Crew, usize);
 
-impl Drop for StopOnDrop<'_> {
+impl Drop for Leave<'_> {
     fn drop(&mut self) {
-        self.0.set();
+        self.0.leave(self.1);
+    }
+}
+
+/// How long a worker has, after a forced shutdown, to come back from the
+/// poll it is in. One that is between two polls stops in microseconds; one
+/// still busy this long after the hard cancel is inside a child that does
+/// not await.
+const WORKERS_STOP_WITHIN: Duration = Duration::from_millis(100);
+
+/// Stops the crew when the root nursery ends, and waits for it (invariant 1).
+struct StopWorkers<'r> {
+    crew: &'r Crew,
+    can_abandon: bool,
+    shutdown: &'r Shutdown,
+    root_scope: &'r CancelHandle,
+    cancelled_at: &'r Mutex<Option<Instant>>,
+    grace_period: Duration,
+}
+
+impl StopWorkers<'_> {
+    /// Until when the workers are waited for before they are abandoned.
+    fn patience(&self) -> Option<Instant> {
+        let now = Instant::now();
+        if self.shutdown.is_forced() {
+            return Some(now + WORKERS_STOP_WITHIN);
+        }
+        if !self.root_scope.is_cancelled() {
+            // Every child ran to its end: the workers are idle.
+            return None;
+        }
+        // What is left of the grace period (an unbounded one waits).
+        self.cancelled_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(now)
+            .checked_add(self.grace_period)
+            .map(|until| until.max(now + WORKERS_STOP_WITHIN))
+    }
+}
+
+impl Drop for StopWorkers<'_> {
+    fn drop(&mut self) {
+        self.crew.stop();
+        let stuck = self.crew.wait(self.patience());
+        if stuck.is_empty() {
+            return;
+        }
+        let names = stuck
+            .iter()
+            .map(|&index| worker_name(index))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let count = match stuck.len() {
+            1 => "1 worker thread".to_owned(),
+            n => format!("{n} worker threads"),
+        };
+        if self.can_abandon {
+            say(format!(
+                "hatchery: {count} abandoned ({names}): still inside a parallel child that \
+                 does not await, after the grace period; it ends with the process\n"
+            ));
+        } else {
+            say(format!(
+                "hatchery: waiting for {count} ({names}) still inside a parallel child that \
+                 does not await: run_scoped must join it, since its children may borrow from \
+                 the caller\n"
+            ));
+            let _ = self.crew.wait(None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::time::sleep;
+
+    /// Spawns a parallel child that spins until `spinning` is cleared,
+    /// never yielding, and returns once it is spinning.
+    async fn spin_until_cleared<E: CancelError + Send + 'static>(
+        n: &Nursery<'_, E>,
+        spinning: Arc<AtomicBool>,
+    ) -> Result<(), Cancelled> {
+        let started = Arc::new(AtomicBool::new(false));
+        let started_in_child = Arc::clone(&started);
+        n.spawn_parallel(async move {
+            started_in_child.store(true, Ordering::SeqCst);
+            while spinning.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+            Ok(())
+        });
+        while !started.load(Ordering::SeqCst) {
+            sleep(Duration::from_millis(1)).await?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_worker_that_never_yields_does_not_hold_run_past_its_grace_period() {
+        let spinning = Arc::new(AtomicBool::new(true));
+        let (send, returned) = mpsc::channel();
+        let flag = Arc::clone(&spinning);
+        std::thread::spawn(move || {
+            let out = Builder::new()
+                .handle_signals(false)
+                .worker_threads(1)
+                .grace_period(Duration::from_millis(100))
+                .run(|n: Nursery<'_, Cancelled>| async move {
+                    spin_until_cleared(&n, flag).await?;
+                    n.cancel_scope().cancel();
+                    Ok(())
+                });
+            let _ = send.send(out.map_or_else(|error| error.is_cancelled(), |out| out.is_none()));
+        });
+        // Far longer than the 100 ms grace period; the worker spins forever.
+        let out = returned.recv_timeout(Duration::from_secs(10));
+        spinning.store(false, Ordering::SeqCst);
+        // Returned, and says the root was cancelled (caught, or forced).
+        assert_eq!(
+            out,
+            Ok(true),
+            "run should return once its grace period is over, abandoning the spinning worker"
+        );
+    }
+
+    #[test]
+    fn run_scoped_waits_for_a_worker_whose_child_borrows() {
+        let spinning = AtomicBool::new(true);
+        let finished = AtomicBool::new(false);
+        let (spinning_ref, finished_ref) = (&spinning, &finished);
+        std::thread::scope(|threads| {
+            let out = Builder::new()
+                .handle_signals(false)
+                .worker_threads(1)
+                .grace_period(Duration::from_millis(50))
+                .run_scoped(
+                    |n: Nursery<'_, Cancelled>, executor: ScopedExecutor<'_>| async move {
+                        let started = Arc::new(AtomicBool::new(false));
+                        let started_in_child = Arc::clone(&started);
+                        n.spawn_on(&executor, async move {
+                            started_in_child.store(true, Ordering::SeqCst);
+                            while spinning_ref.load(Ordering::SeqCst) {
+                                std::hint::spin_loop();
+                            }
+                            finished_ref.store(true, Ordering::SeqCst);
+                            Ok(())
+                        });
+                        while !started.load(Ordering::SeqCst) {
+                            sleep(Duration::from_millis(1)).await?;
+                        }
+                        n.cancel_scope().cancel();
+                        // The child borrows `spinning` and `finished`: the
+                        // run must wait for it, however long it takes.
+                        threads.spawn(|| {
+                            std::thread::sleep(Duration::from_millis(300));
+                            spinning_ref.store(false, Ordering::SeqCst);
+                        });
+                        Ok(())
+                    },
+                );
+            assert!(
+                out.as_ref()
+                    .map_or_else(|e| e.is_cancelled(), Option::is_none),
+                "{out:?}"
+            );
+            assert!(
+                finished.load(Ordering::SeqCst),
+                "run_scoped returned while a worker still ran a child that borrows"
+            );
+        });
     }
 }

@@ -12,36 +12,60 @@
 //!   So does a forced shutdown that has not finished two seconds later
 //!   (a wedged executor).
 //!
-//! The exit status is 130 after SIGINT and 143 after SIGTERM (128 + the
-//! signal number), whichever path the shutdown took.
+//! The exit status is 128 + the number of the *first* signal: 130 after
+//! SIGINT, 143 after SIGTERM, whichever path the shutdown took and whatever
+//! signals followed.
 //!
-//! # How, without `unsafe`
+//! # One owner per process
 //!
-//! The handlers come from `signal-hook`: in the handler itself only atomic
-//! stores, a one-byte `write` to a socket, and `_exit` happen (no lock, no
-//! allocation). A watcher thread reads that socket and does the rest (cancel,
-//! print, time the grace period) as ordinary code, so it works even when
-//! the executor is stuck.
+//! The signals have one owner at a time: the first `run` (or `SignalGuard`)
+//! that asks for them while nobody holds them. It installs hatchery's
+//! handler and starts a watcher thread. A `run` or guard that starts while
+//! another one owns the signals (a `run` inside `spawn_blocking`, say)
+//! *defers* to it: it installs nothing, its scope is cancelled (with the
+//! signal as the reason) when the owner's is, and it never escalates or
+//! exits the process on its own: the owner's shutdown applies. When the
+//! owner finishes, the signals go back to what they were before it, even
+//! if runs that deferred to it are still going (they do not take over).
+//!
+//! # How
+//!
+//! The handler (`src/sigaction.rs`, the crate's only `unsafe` code) does
+//! only what is safe in a signal handler: it sends the owner's watcher a
+//! datagram naming the signal, and exits at once when an exit is armed. The
+//! watcher does the rest (cancel, print, time the grace period) as ordinary
+//! code, so it works even when the executor is stuck. What it prints goes
+//! to a writer thread of its own: a stderr nobody reads (a full pipe)
+//! blocks that thread, never the escalation, the exit or `run`'s return.
 //!
 //! # Invariants
 //!
-//! 1. The handlers of a guard are registered before it watches and removed
-//!    when it is dropped; bytes written before the removal are read before
-//!    the stop byte, so a signal that arrives just as a `run` returns is
-//!    still counted.
-//! 2. While no guard is active the process behaves as it did before the
-//!    first guard: a signal that was at its default action terminates the
-//!    process (emulated, since the handler stays installed), an ignored one
-//!    stays ignored (hatchery never installs a handler for it), and a
-//!    handler installed before is called as before (signal-hook chains to it).
-//! 3. The shutdown is forced at most once: the report prints once.
+//! 1. The owner's handler is installed before its watcher listens and
+//!    removed before it stops; a signal delivered before the removal is
+//!    read before the stop message (they travel through one socket, in
+//!    order), so a signal that arrives just as a `run` returns is still
+//!    counted. A `run` that is about to exit after a signal stops its
+//!    watcher the same way but leaves the handler installed, with the exit
+//!    armed: a signal in its last moments exits with the same status.
+//! 2. While no owner is active, each signal has the disposition it had
+//!    before: its default action, ignored (hatchery never installs a handler
+//!    for an ignored signal), or the program's handler; unless the program
+//!    installed a handler of its own meanwhile, which then stays in charge.
+//! 3. Each signal is credited to itself: the first one received decides the
+//!    reason and the exit status; the next ones escalate.
+//! 4. The shutdown is forced at most once: the report prints once.
+//! 5. Nothing on the escalation path waits for stderr: lines are queued for
+//!    the writer thread, and whoever waits for that thread (an exit, `run`
+//!    returning) waits a second at most (`STDERR_PATIENCE`).
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use event_listener::Event;
+use slab::Slab;
 
 use crate::cancel::{CancelHandle, CancelReason};
 use crate::report::Report;
@@ -52,11 +76,23 @@ pub(crate) const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 /// How long a forced shutdown may take before the process exits anyway.
 const WEDGED_AFTER: Duration = Duration::from_secs(2);
 
+/// How long an exit, or `run` returning, waits for stderr to take the lines
+/// hatchery has queued for it (invariant 5). A stderr that someone reads
+/// takes them in microseconds; one that nobody reads never will.
+pub(crate) const STDERR_PATIENCE: Duration = Duration::from_secs(1);
+
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The conventional name of a signal number.
 pub(crate) fn signal_name(signal: i32) -> &'static str {
     match signal {
-        2 => "SIGINT",
-        15 => "SIGTERM",
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
         _ => "signal",
     }
 }
@@ -66,27 +102,23 @@ pub(crate) struct Shutdown {
     /// The scope a signal cancels; `None` until `run` has built its root
     /// (a signal before then is applied when the scope is set).
     scope: Mutex<Option<CancelHandle>>,
+    /// The scopes of the runs and guards that deferred to this owner.
+    deferred: Mutex<Slab<CancelHandle>>,
     /// The first signal received (0: none).
     signal: AtomicI32,
     forced: AtomicBool,
     event: Event,
-    /// Set once forced: the next signal exits from the handler, with the
-    /// status of the first signal (one flag per status: 130, 143).
-    exit_armed: [Arc<AtomicBool>; 2],
     grace: Mutex<Duration>,
 }
 
 impl Shutdown {
-    pub(crate) fn new(scope: Option<CancelHandle>, grace: Duration) -> Arc<Self> {
+    pub(crate) fn new(grace: Duration) -> Arc<Self> {
         Arc::new(Shutdown {
-            scope: Mutex::new(scope),
+            scope: Mutex::new(None),
+            deferred: Mutex::new(Slab::new()),
             signal: AtomicI32::new(0),
             forced: AtomicBool::new(false),
             event: Event::new(),
-            exit_armed: [
-                Arc::new(AtomicBool::new(false)),
-                Arc::new(AtomicBool::new(false)),
-            ],
             grace: Mutex::new(grace),
         })
     }
@@ -101,34 +133,53 @@ impl Shutdown {
 
     /// Sets the scope to cancel; cancels it at once if a signal came first.
     pub(crate) fn set_scope(&self, scope: CancelHandle) {
-        let mut slot = self.scope.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = lock(&self.scope);
         if let Some(signal) = self.signal() {
             scope.node.cancel(CancelReason::Signal(signal));
         }
         *slot = Some(scope);
     }
 
+    /// Adds the scope of a run or guard that defers to this owner; cancels
+    /// it at once if a signal came first. Returns its key for `undefer`.
+    fn defer(&self, scope: CancelHandle) -> usize {
+        let mut deferred = lock(&self.deferred);
+        // Checked under the lock that `interrupt` takes after recording the
+        // signal: either the signal is seen here, or the scope is seen there.
+        if let Some(signal) = self.signal() {
+            scope.node.cancel(CancelReason::Signal(signal));
+        }
+        deferred.insert(scope)
+    }
+
+    fn undefer(&self, key: usize) {
+        lock(&self.deferred).try_remove(key);
+    }
+
     fn scope(&self) -> Option<CancelHandle> {
-        self.scope.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.scope).clone()
     }
 
     fn grace(&self) -> Duration {
-        *self.grace.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.grace)
     }
 
-    /// Arms the handlers' exit, with the status of the first signal.
-    fn arm_exit(&self) {
-        let index = usize::from(self.signal() == Some(15));
-        self.exit_armed[index].store(true, Ordering::SeqCst);
+    /// Arms the handler's exit, with the status of the first signal: the
+    /// next signal exits the process at once.
+    pub(crate) fn arm_exit(&self) {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal() {
+            crate::sigaction::arm_exit(128 + signal);
+        }
     }
 
-    /// The first signal: cancel the scope, then say so once. Returns false if
-    /// a signal had already been recorded.
+    /// The first signal: cancel the scopes, then say so once. Returns false
+    /// if a signal had already been recorded.
     fn interrupt(&self, signal: i32) -> bool {
         {
             // Under the scope lock, so that `set_scope` either sees the
             // signal or is seen here.
-            let scope = self.scope.lock().unwrap_or_else(|p| p.into_inner());
+            let scope = lock(&self.scope);
             if self
                 .signal
                 .compare_exchange(0, signal, Ordering::AcqRel, Ordering::Acquire)
@@ -140,36 +191,37 @@ impl Shutdown {
                 scope.node.cancel(CancelReason::Signal(signal));
             }
         }
+        for (_, scope) in lock(&self.deferred).iter() {
+            scope.node.cancel(CancelReason::Signal(signal));
+        }
         if self.is_forced() {
             // The shutdown was forced already (its grace period ran out
             // before any signal): this signal escalates, the next one exits.
             self.arm_exit();
             return true;
         }
-        let _ = writeln!(
-            io::stderr(),
-            "hatchery: received {}, shutting down gracefully (up to {:?}); press Ctrl+C again to force",
+        let again = match signal {
+            SIGINT => "press Ctrl+C again to force".to_owned(),
+            other => format!("send {} again to force", signal_name(other)),
+        };
+        say(format!(
+            "hatchery: received {}, shutting down gracefully (up to {:?}); {again}\n",
             signal_name(signal),
             self.grace(),
-        );
+        ));
         true
     }
 
-    /// Forces the shutdown (invariant 3): prints the report once and wakes
+    /// Forces the shutdown (invariant 4): prints the report once and wakes
     /// whoever drops what is left.
     pub(crate) fn force(&self, why: &str) {
         if self.forced.swap(true, Ordering::AcqRel) {
             return;
         }
-        if self.signal().is_some() {
-            self.arm_exit();
-        }
+        self.arm_exit();
         if let Some(scope) = self.scope() {
             let report = Report::of(&scope);
-            let _ = write!(
-                io::stderr(),
-                "hatchery: {why}; forcing the shutdown. {report}"
-            );
+            say(format!("hatchery: {why}; forcing the shutdown. {report}"));
         }
         self.event.notify(usize::MAX);
     }
@@ -193,6 +245,67 @@ impl Shutdown {
     }
 }
 
+/// Lines waiting for stderr, and whether a writer thread is taking them.
+struct StderrQueue {
+    lines: VecDeque<String>,
+    writing: bool,
+}
+
+static STDERR: Mutex<StderrQueue> = Mutex::new(StderrQueue {
+    lines: VecDeque::new(),
+    writing: false,
+});
+/// Notified when the writer has written every queued line.
+static STDERR_DRAINED: Condvar = Condvar::new();
+
+/// Queues `text` for stderr (invariant 5); never blocks on stderr itself.
+pub(crate) fn say(text: String) {
+    let mut queue = lock(&STDERR);
+    queue.lines.push_back(text);
+    if queue.writing {
+        return;
+    }
+    queue.writing = true;
+    drop(queue);
+    let writer = std::thread::Builder::new()
+        .name("hatchery-stderr".into())
+        .spawn(write_queued);
+    if writer.is_err() {
+        // No thread to spare: writing here may block, which beats losing
+        // the report.
+        write_queued();
+    }
+}
+
+/// Writes queued lines until none is left. A blocked stderr blocks only
+/// this thread, which nobody joins.
+fn write_queued() {
+    loop {
+        let line = {
+            let mut queue = lock(&STDERR);
+            match queue.lines.pop_front() {
+                Some(line) => line,
+                None => {
+                    queue.writing = false;
+                    STDERR_DRAINED.notify_all();
+                    return;
+                }
+            }
+        };
+        let _ = io::stderr().write_all(line.as_bytes());
+    }
+}
+
+/// Waits until stderr has taken every queued line, or `patience` ran out.
+/// Returns whether it took them all.
+pub(crate) fn flush_stderr(patience: Duration) -> bool {
+    let queue = lock(&STDERR);
+    let (queue, _) = STDERR_DRAINED
+        .wait_timeout_while(queue, patience, |queue| queue.writing)
+        .unwrap_or_else(|p| p.into_inner());
+    !queue.writing
+}
+
 /// Maps SIGINT and SIGTERM onto a cancel scope of yours, with the same
 /// escalation as [`run`](crate::run) (see the [module docs](self)): for
 /// programs that keep their own runtime (a `#[tokio::main]`, say).
@@ -200,7 +313,16 @@ impl Shutdown {
 /// The first signal cancels the scope; the second, or the grace period
 /// running out, prints the report and completes [`forced`](Self::forced) —
 /// race your root future against it to drop what is left; the third exits
-/// the process. Dropping the guard removes its handlers.
+/// the process. Dropping the guard puts back the dispositions the signals
+/// had before it, and waits (a second at most) for stderr to take the
+/// lines hatchery printed: drop it before you exit.
+///
+/// A guard installed while a [`run`](crate::run) or another guard owns the
+/// signals defers to it (see the [module docs](self#one-owner-per-process)):
+/// its scope is cancelled when the owner's is, while
+/// [`interrupted`](Self::interrupted) stays `None` and
+/// [`forced`](Self::forced) never completes: the owner escalates, and
+/// decides how the process exits.
 ///
 /// # Examples
 ///
@@ -219,7 +341,9 @@ impl Shutdown {
 /// }));
 /// // Ctrl+C cancels `scope`; a second Ctrl+C drops `work`.
 /// let out = async { Some(work.await) }.or(async { guard.forced().await; None }).await;
-/// if let Some(code) = guard.exit_code() {
+/// let code = guard.exit_code();
+/// drop(guard);
+/// if let Some(code) = code {
 ///     std::process::exit(code); // 130 after SIGINT, 143 after SIGTERM
 /// }
 /// # assert!(out.is_some());
@@ -229,13 +353,15 @@ impl Shutdown {
 pub struct SignalGuard {
     shutdown: Arc<Shutdown>,
     #[cfg(unix)]
-    watcher: Option<imp::Watcher>,
+    role: imp::Role,
 }
 
 impl std::fmt::Debug for SignalGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignalGuard")
-            .field("signal", &self.shutdown.signal())
+        let mut f = f.debug_struct("SignalGuard");
+        #[cfg(unix)]
+        f.field("owns_signals", &matches!(self.role, imp::Role::Owner(_)));
+        f.field("signal", &self.shutdown.signal())
             .field("forced", &self.shutdown.is_forced())
             .finish_non_exhaustive()
     }
@@ -244,7 +370,9 @@ impl std::fmt::Debug for SignalGuard {
 impl SignalGuard {
     /// Installs the handlers; from now on SIGINT and SIGTERM cancel `scope`.
     /// The grace period is 10 s unless set with
-    /// [`grace_period`](Self::grace_period).
+    /// [`grace_period`](Self::grace_period). If a `run` or another guard
+    /// owns the signals already, the guard defers to it instead (see the
+    /// type's docs).
     ///
     /// # Errors
     ///
@@ -257,22 +385,36 @@ impl SignalGuard {
     /// assert_eq!(guard.interrupted(), None);
     /// ```
     pub fn install(scope: &CancelHandle) -> io::Result<SignalGuard> {
-        let shutdown = Shutdown::new(Some(scope.clone()), DEFAULT_GRACE_PERIOD);
-        SignalGuard::watch(shutdown)
+        let mut guard = SignalGuard::watch(Shutdown::new(DEFAULT_GRACE_PERIOD))?;
+        guard.attach(scope);
+        Ok(guard)
     }
 
+    /// Takes the signals for `shutdown`, or defers to their owner. The
+    /// scope comes later, with [`attach`](Self::attach).
     pub(crate) fn watch(shutdown: Arc<Shutdown>) -> io::Result<SignalGuard> {
+        Ok(SignalGuard {
+            #[cfg(unix)]
+            role: imp::Role::start(Arc::clone(&shutdown))?,
+            shutdown,
+        })
+    }
+
+    /// Stops watching once every signal received so far is handled (its
+    /// lines queued), but leaves the handlers installed, and the exit
+    /// armed: for a process about to exit, which must not fall back to the
+    /// default action in its last moments.
+    pub(crate) fn stop_for_exit(self) {
         #[cfg(unix)]
-        {
-            let watcher = imp::Watcher::start(Arc::clone(&shutdown))?;
-            Ok(SignalGuard {
-                shutdown,
-                watcher: Some(watcher),
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(SignalGuard { shutdown })
+        self.role.stop_for_exit();
+    }
+
+    /// Sets the scope the signals cancel.
+    pub(crate) fn attach(&mut self, scope: &CancelHandle) {
+        self.shutdown.set_scope(scope.clone());
+        #[cfg(unix)]
+        if let imp::Role::Deferred(deferral) = &mut self.role {
+            deferral.attach(scope);
         }
     }
 
@@ -287,15 +429,12 @@ impl SignalGuard {
     /// # drop(guard);
     /// ```
     pub fn grace_period(self, grace: Duration) -> Self {
-        *self
-            .shutdown
-            .grace
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = grace;
+        *lock(&self.shutdown.grace) = grace;
         self
     }
 
     /// The first signal received (2 for SIGINT, 15 for SIGTERM), if any.
+    /// Always `None` for a guard that deferred to another owner.
     ///
     /// ```
     /// let scope = hatchery::CancelScope::new();
@@ -306,8 +445,8 @@ impl SignalGuard {
         self.shutdown.signal()
     }
 
-    /// The conventional exit status after the signal received: 128 + its
-    /// number (130 for SIGINT, 143 for SIGTERM); `None` if none arrived.
+    /// The conventional exit status after the first signal received: 128 +
+    /// its number (130 for SIGINT, 143 for SIGTERM); `None` if none arrived.
     ///
     /// ```
     /// let scope = hatchery::CancelScope::new();
@@ -335,209 +474,172 @@ impl SignalGuard {
     }
 }
 
-impl Drop for SignalGuard {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        if let Some(watcher) = self.watcher.take() {
-            watcher.stop();
-        }
-    }
-}
-
 #[cfg(unix)]
 mod imp {
-    use std::io::{self, Read, Write};
-    use std::os::unix::net::UnixStream;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::io;
+    use std::os::unix::net::UnixDatagram;
     use std::sync::{Arc, Mutex};
     use std::thread::JoinHandle;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
-    use signal_hook::SigId;
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    use signal_hook::{flag, low_level};
+    use super::{
+        SIGINT, SIGTERM, STDERR_PATIENCE, Shutdown, WEDGED_AFTER, flush_stderr, lock, say,
+        signal_name,
+    };
+    use crate::cancel::CancelHandle;
+    use crate::sigaction::{self, Installed, STOP};
 
-    use super::{Shutdown, WEDGED_AFTER, signal_name};
-
-    /// The byte the guard writes to stop its watcher (the handlers write `X`).
-    const STOP: u8 = b'S';
-
-    /// What the process-wide state remembers across guards (invariant 2).
-    struct Global {
-        /// Guards currently installed.
-        active: usize,
-        /// Per signal: `None` if it was ignored before the first guard (it is
-        /// left alone), else the flag that makes the idle handler emulate the
-        /// default action (`None` inside: a handler existed, it is chained).
-        watched: Vec<(i32, Option<Option<Arc<AtomicBool>>>)>,
+    /// Who owns the signals now (the module's "one owner per process").
+    struct Owner {
+        shutdown: Option<Arc<Shutdown>>,
+        /// Tags the owner's datagrams: a late one of an earlier owner is
+        /// not counted by the next (never 0: the handler's "nobody").
+        generation: u8,
     }
 
-    static GLOBAL: Mutex<Option<Global>> = Mutex::new(None);
+    static OWNER: Mutex<Owner> = Mutex::new(Owner {
+        shutdown: None,
+        generation: 0,
+    });
 
-    /// How a signal was disposed of before hatchery touched it, read from
-    /// `/proc/self/status` (Linux); elsewhere it is assumed to be default.
-    #[derive(PartialEq)]
-    enum Before {
-        Default,
-        Ignored,
-        Caught,
+    pub(super) enum Role {
+        /// Dropping it gives the signals back.
+        Owner(Owned),
+        Deferred(Deferral),
     }
 
-    fn disposition(signal: i32) -> Before {
-        let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-            return Before::Default;
-        };
-        let mask = |field: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(field))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-                .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
-        };
-        if mask("SigIgn:") {
-            Before::Ignored
-        } else if mask("SigCgt:") {
-            Before::Caught
-        } else {
-            Before::Default
-        }
-    }
-
-    /// Registers the process-wide idle behaviour once; returns the signals
-    /// a guard watches (those not ignored before the first guard).
-    fn watched() -> io::Result<Vec<i32>> {
-        let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
-        let global = match &mut *global {
-            Some(global) => global,
-            none => {
-                let mut watched = Vec::new();
-                for signal in [SIGINT, SIGTERM] {
-                    let entry = match disposition(signal) {
-                        Before::Ignored => None,
-                        Before::Caught => Some(None),
-                        Before::Default => {
-                            let idle = Arc::new(AtomicBool::new(true));
-                            flag::register_conditional_default(signal, Arc::clone(&idle))?;
-                            Some(Some(idle))
-                        }
-                    };
-                    watched.push((signal, entry));
-                }
-                none.insert(Global { active: 0, watched })
+    impl Role {
+        pub(super) fn start(shutdown: Arc<Shutdown>) -> io::Result<Role> {
+            let mut owner = lock(&OWNER);
+            if let Some(active) = &owner.shutdown {
+                return Ok(Role::Deferred(Deferral {
+                    owner: Arc::clone(active),
+                    key: None,
+                }));
             }
-        };
-        Ok(global
-            .watched
-            .iter()
-            .filter(|(_, entry)| entry.is_some())
-            .map(|(signal, _)| *signal)
-            .collect())
-    }
+            owner.generation = owner.generation.checked_add(1).unwrap_or(1);
+            let watcher = Watcher::start(Arc::clone(&shutdown), owner.generation)?;
+            owner.shutdown = Some(shutdown);
+            Ok(Role::Owner(Owned(Some(watcher))))
+        }
 
-    /// Counts a guard in: the idle behaviour is off while any is active.
-    fn enter() {
-        let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(global) = &mut *global {
-            global.active += 1;
-            for (_, entry) in &global.watched {
-                if let Some(Some(idle)) = entry {
-                    idle.store(false, Ordering::SeqCst);
+        pub(super) fn stop_for_exit(self) {
+            if let Role::Owner(mut owned) = self {
+                if let Some(watcher) = &mut owned.0 {
+                    watcher.keep_handlers = true;
                 }
             }
         }
     }
 
-    /// Counts a guard out; the last one restores the idle behaviour.
-    fn leave() {
-        let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(global) = &mut *global {
-            global.active -= 1;
-            if global.active == 0 {
-                for (_, entry) in &global.watched {
-                    if let Some(Some(idle)) = entry {
-                        idle.store(true, Ordering::SeqCst);
-                    }
-                }
+    /// The owner's watcher; dropping it gives the signals back.
+    pub(super) struct Owned(Option<Watcher>);
+
+    impl Drop for Owned {
+        fn drop(&mut self) {
+            // Held while the watcher stops: a run starting meanwhile waits,
+            // then owns the signals, rather than deferring to one that is
+            // leaving.
+            let exiting = {
+                let mut owner = lock(&OWNER);
+                let watcher = self.0.take();
+                let exiting = watcher.as_ref().is_some_and(|w| w.keep_handlers);
+                drop(watcher);
+                owner.shutdown = None;
+                exiting
+            };
+            // The watcher's last lines are out before the program goes on,
+            // unless nobody reads stderr. (An exit waits for them itself.)
+            if !exiting {
+                let _ = flush_stderr(STDERR_PATIENCE);
             }
         }
     }
 
-    pub(super) struct Watcher {
-        ids: Vec<SigId>,
-        /// Counted in by `enter` (undone by `unregister`).
-        entered: bool,
-        stop: UnixStream,
+    /// A run or guard that defers to the owner: its scope is cancelled with
+    /// the owner's.
+    pub(super) struct Deferral {
+        owner: Arc<Shutdown>,
+        key: Option<usize>,
+    }
+
+    impl Deferral {
+        pub(super) fn attach(&mut self, scope: &CancelHandle) {
+            if let Some(key) = self.key.replace(self.owner.defer(scope.clone())) {
+                self.owner.undefer(key);
+            }
+        }
+    }
+
+    impl Drop for Deferral {
+        fn drop(&mut self) {
+            if let Some(key) = self.key.take() {
+                self.owner.undefer(key);
+            }
+        }
+    }
+
+    struct Watcher {
+        generation: u8,
+        installed: Vec<Installed>,
+        /// Leave the handlers (and the armed exit) when stopping.
+        keep_handlers: bool,
         thread: Option<JoinHandle<()>>,
     }
 
     impl Watcher {
-        pub(super) fn start(shutdown: Arc<Shutdown>) -> io::Result<Watcher> {
-            let (mut reader, writer) = UnixStream::pair()?;
-            let last = Arc::new(AtomicUsize::new(0));
+        fn start(shutdown: Arc<Shutdown>, generation: u8) -> io::Result<Watcher> {
+            let channel = sigaction::channel()?;
+            // Listening before the handlers exist: no signal falls in a gap.
+            sigaction::listen(generation);
+            // From here on, an early return drops the watcher, which undoes
+            // what was done so far.
             let mut watcher = Watcher {
-                ids: Vec::new(),
-                entered: false,
-                stop: writer.try_clone()?,
+                generation,
+                installed: Vec::new(),
+                keep_handlers: false,
                 thread: None,
             };
-            for signal in watched()? {
-                // Order matters: the exit checks run before anything else.
-                // Both statuses are registered; only the first signal's is
-                // armed, so a third signal exits with the first one's status.
-                for (code, armed) in [
-                    (130, &shutdown.exit_armed[0]),
-                    (143, &shutdown.exit_armed[1]),
-                ] {
-                    let armed = Arc::clone(armed);
-                    watcher
-                        .ids
-                        .push(flag::register_conditional_shutdown(signal, code, armed)?);
-                }
-                let value = usize::try_from(signal).unwrap_or(0);
-                watcher
-                    .ids
-                    .push(flag::register_usize(signal, Arc::clone(&last), value)?);
-                watcher
-                    .ids
-                    .push(low_level::pipe::register(signal, writer.try_clone()?)?);
+            for signal in [SIGINT, SIGTERM] {
+                watcher.installed.extend(sigaction::install(signal)?);
             }
-            // Only now that the handlers exist is the idle behaviour turned
-            // off: no gap in which a signal does nothing (invariant 2).
-            enter();
-            watcher.entered = true;
             let thread = std::thread::Builder::new()
                 .name("hatchery-signals".into())
-                .spawn(move || watch(&mut reader, &last, &shutdown))?;
+                .spawn(move || watch(channel, generation, &shutdown))?;
             watcher.thread = Some(thread);
             Ok(watcher)
-        }
-
-        pub(super) fn stop(mut self) {
-            self.unregister();
-            // Invariant 1: every signal byte is ahead of this one.
-            let _ = self.stop.write_all(&[STOP]);
-            if let Some(thread) = self.thread.take() {
-                let _ = thread.join();
-            }
-        }
-
-        fn unregister(&mut self) {
-            // The idle behaviour first, then the handlers: no gap.
-            if std::mem::take(&mut self.entered) {
-                leave();
-            }
-            for id in self.ids.drain(..) {
-                low_level::unregister(id);
-            }
         }
     }
 
     impl Drop for Watcher {
         fn drop(&mut self) {
-            // Start failed half-way, or `stop` was not called: still clean up.
-            self.unregister();
-            if self.thread.is_some() {
-                let _ = self.stop.write_all(&[STOP]);
+            if self.keep_handlers {
+                self.installed.drain(..).for_each(Installed::keep);
+            } else {
+                // Invariant 1: the handlers go first, so every datagram they
+                // sent is ahead of the stop message.
+                self.installed.clear();
+                sigaction::stop_listening();
+                sigaction::disarm_exit();
+            }
+            let Some(thread) = self.thread.take() else {
+                return;
+            };
+            loop {
+                match sigaction::send([STOP, self.generation]) {
+                    Ok(()) => {
+                        let _ = thread.join();
+                        return;
+                    }
+                    // The watcher drains the socket: room comes.
+                    Err(error)
+                        if error.kind() == io::ErrorKind::WouldBlock && !thread.is_finished() =>
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    // It ended, or cannot be told to: it is not waited for.
+                    Err(_) => return,
+                }
             }
         }
     }
@@ -548,55 +650,66 @@ mod imp {
         Forced(Instant),
     }
 
-    fn watch(reader: &mut UnixStream, last: &AtomicUsize, shutdown: &Shutdown) {
+    fn watch(channel: &UnixDatagram, generation: u8, shutdown: &Shutdown) {
         let mut phase = Phase::Waiting;
-        let mut received = 0u32;
-        let mut buffer = [0u8; 64];
+        let mut first = None;
         loop {
             let timeout = match phase {
                 Phase::Waiting => None,
                 Phase::Graceful(at) | Phase::Forced(at) => Some(
                     at.saturating_duration_since(Instant::now())
-                        .max(std::time::Duration::from_millis(1)),
+                        .max(Duration::from_millis(1)),
                 ),
             };
-            if reader.set_read_timeout(timeout).is_err() {
+            if channel.set_read_timeout(timeout).is_err() {
                 return;
             }
-            match reader.read(&mut buffer) {
-                Ok(0) => return,
-                Ok(n) => {
-                    for &byte in &buffer[..n] {
-                        if byte == STOP {
-                            return;
+            let mut message = [0u8; 2];
+            match channel.recv(&mut message) {
+                Ok(2) if message[1] == generation => {
+                    let signal = i32::from(message[0]);
+                    if message[0] == STOP {
+                        return;
+                    }
+                    if signal != SIGINT && signal != SIGTERM {
+                        continue;
+                    }
+                    // Invariant 3: the datagram names its own signal.
+                    let Some(first) = first else {
+                        first = Some(signal);
+                        if !shutdown.interrupt(signal) || shutdown.is_forced() {
+                            // Forced already: this was the second step.
+                            phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
+                            continue;
                         }
-                        received += 1;
-                        let signal = i32::try_from(last.load(Ordering::SeqCst)).unwrap_or(2);
-                        match received {
-                            1 => {
-                                if !shutdown.interrupt(signal) || shutdown.is_forced() {
-                                    // Forced already: this was the second step.
-                                    received = 2;
-                                    phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
-                                    continue;
-                                }
-                                // An unbounded grace period never times out.
-                                phase = match Instant::now().checked_add(shutdown.grace()) {
-                                    Some(at) => Phase::Graceful(at),
-                                    None => Phase::Waiting,
-                                };
-                            }
-                            2 => {
-                                let why = format!("received {} again", signal_name(signal));
-                                shutdown.force(&why);
-                                phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
-                            }
-                            // The handler exits on the third; in case it
-                            // raced with arming, exit here.
-                            _ => exit(shutdown),
+                        // An unbounded grace period never times out.
+                        phase = match Instant::now().checked_add(shutdown.grace()) {
+                            Some(at) => Phase::Graceful(at),
+                            None => Phase::Waiting,
+                        };
+                        continue;
+                    };
+                    match phase {
+                        Phase::Waiting | Phase::Graceful(_) => {
+                            let why = if signal == first {
+                                format!("received {} again", signal_name(signal))
+                            } else {
+                                format!(
+                                    "received {} after {}",
+                                    signal_name(signal),
+                                    signal_name(first)
+                                )
+                            };
+                            shutdown.force(&why);
+                            phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
                         }
+                        // The handler exits on the next one once the exit is
+                        // armed; in case it raced with arming, exit here.
+                        Phase::Forced(_) => exit(shutdown),
                     }
                 }
+                // An earlier owner's, or not a message of the handler's.
+                Ok(_) => {}
                 Err(error)
                     if matches!(
                         error.kind(),
@@ -610,10 +723,11 @@ mod imp {
                             phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
                         }
                         Phase::Forced(_) => {
-                            let _ = writeln!(
-                                io::stderr(),
-                                "hatchery: the forced shutdown did not finish within {WEDGED_AFTER:?}; exiting"
-                            );
+                            say(format!(
+                                "hatchery: the forced shutdown did not finish within \
+                                 {WEDGED_AFTER:?}; exiting\n"
+                            ));
+                            let _ = flush_stderr(STDERR_PATIENCE);
                             exit(shutdown);
                         }
                     }
@@ -625,7 +739,7 @@ mod imp {
     }
 
     fn exit(shutdown: &Shutdown) -> ! {
-        // No flush: a wedged thread may hold the stdout lock.
-        low_level::exit(128 + shutdown.signal().unwrap_or(2))
+        // No flush of stdout: a wedged thread may hold its lock.
+        sigaction::exit_now(128 + shutdown.signal().unwrap_or(SIGINT))
     }
 }

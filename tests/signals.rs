@@ -11,7 +11,9 @@
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +25,14 @@ struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
     stdout: Vec<String>,
-    stderr: std::thread::JoinHandle<String>,
+    stderr: Stderr,
+}
+
+enum Stderr {
+    Read(std::thread::JoinHandle<String>),
+    /// Kept open and never read: once the pipe is full, every write to the
+    /// child's stderr blocks.
+    Unread(#[allow(dead_code)] ChildStderr),
 }
 
 fn example(name: &str) -> PathBuf {
@@ -59,7 +68,11 @@ fn command(program: PathBuf) -> Command {
     }
 }
 
-fn spawn(mut command: Command) -> Proc {
+fn spawn(command: Command) -> Proc {
+    spawn_reading_stderr(command, true)
+}
+
+fn spawn_reading_stderr(mut command: Command, read_stderr: bool) -> Proc {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -67,7 +80,7 @@ fn spawn(mut command: Command) -> Proc {
         .spawn()
         .expect("spawn the child process");
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
+    let stderr = child.stderr.take().expect("piped stderr");
     let (send, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -77,11 +90,16 @@ fn spawn(mut command: Command) -> Proc {
             }
         }
     });
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let stderr = if read_stderr {
+        let mut stderr = stderr;
+        Stderr::Read(std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        }))
+    } else {
+        Stderr::Unread(stderr)
+    };
     Proc {
         child,
         lines,
@@ -142,7 +160,10 @@ impl Proc {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.stdout.push(line);
         }
-        let stderr = self.stderr.join().expect("stderr reader");
+        let stderr = match self.stderr {
+            Stderr::Read(reader) => reader.join().expect("stderr reader"),
+            Stderr::Unread(_) => "(not read)".to_owned(),
+        };
         (status, self.stdout, stderr)
     }
 }
@@ -182,7 +203,13 @@ fn shleepy_exits_143_on_sigterm() {
     let (status, stdout, stderr) = proc.finish();
     assert_eq!(status.code(), Some(143), "stderr: {stderr}");
     assert_eq!(count(&stdout, "cleaned up"), 2, "{stdout:?}");
-    assert!(stderr.contains("SIGTERM"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("received SIGTERM, shutting down gracefully"),
+        "stderr: {stderr}"
+    );
+    // Nobody pressed Ctrl+C: the line says how to force this shutdown.
+    assert!(!stderr.contains("Ctrl+C"), "stderr: {stderr}");
+    assert!(stderr.contains("send SIGTERM again"), "stderr: {stderr}");
 }
 
 #[test]
@@ -357,23 +384,100 @@ fn echo_server_finishes_the_message_in_flight_then_closes() {
 // Probes: this test binary, re-run with HATCHERY_PROBE set, is the child.
 
 fn run_probe(mode: &str) -> Proc {
+    spawn(probe_command(mode))
+}
+
+fn probe_command(mode: &str) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
     let mut command = command(exe);
     command
         .args(["--exact", "probe", "--nocapture", "--test-threads=1"])
         .env("HATCHERY_PROBE", mode);
-    spawn(command)
+    command
+}
+
+/// Whether this process catches `signal` (its bit in SigCgt), on Linux.
+fn caught(signal: i32) -> Option<bool> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let mask = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))?;
+    let mask = u64::from_str_radix(mask.trim(), 16).ok()?;
+    Some(mask & (1 << (signal - 1)) != 0)
+}
+
+static PROGRAM_SIGINTS: AtomicUsize = AtomicUsize::new(0);
+static PROGRAM_SIGTERMS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count_sigint(_: libc::c_int) {
+    PROGRAM_SIGINTS.fetch_add(1, Ordering::SeqCst);
+}
+
+extern "C" fn count_sigterm(_: libc::c_int) {
+    PROGRAM_SIGTERMS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The program's own `sigaction`, as a program that knows nothing of
+/// hatchery would call it.
+fn set_disposition(signal: libc::c_int, handler: libc::sighandler_t) {
+    // SAFETY: a zeroed sigaction is a valid value (empty mask, no flags); the
+    // handler is SIG_IGN, SIG_DFL or an `extern "C" fn(c_int)` that only
+    // touches an atomic.
+    let ok = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(signal, &action, std::ptr::null_mut()) == 0
+    };
+    assert!(ok, "sigaction({signal}) failed");
+}
+
+fn disposition(signal: libc::c_int) -> libc::sighandler_t {
+    // SAFETY: a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(signal, std::ptr::null(), &mut old), 0);
+        old.sa_sigaction
+    }
+}
+
+/// Fills the stderr pipe: writes without blocking until the pipe is full,
+/// then puts stderr back in blocking mode, so that the next write to it
+/// blocks until someone reads (nobody will).
+fn fill_stderr() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    let fd = std::io::stderr().as_raw_fd();
+    // SAFETY: fcntl on our own stderr descriptor, reading then setting its
+    // status flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    assert!(flags >= 0, "fcntl(F_GETFL)");
+    assert!(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } >= 0);
+    let chunk = [b'.'; 4096];
+    let mut filled = 0usize;
+    loop {
+        match std::io::stderr().write(&chunk) {
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(error) => panic!("writing to stderr: {error}"),
+        }
+    }
+    assert!(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } >= 0);
+    println!("stderr is full after {filled} bytes");
 }
 
 /// The child side of the probes; does nothing in a normal test run.
 #[test]
 fn probe() {
-    use hatchery::{Cancelled, Nursery, run, sleep};
+    use hatchery::{Builder, CancelScope, Cancelled, Nursery, run, sleep};
+    use signal_hook::consts::{SIGINT, SIGTERM};
 
     let Ok(mode) = std::env::var("HATCHERY_PROBE") else {
         return;
     };
-    let raise = || signal_hook::low_level::raise(signal_hook::consts::SIGINT).unwrap();
+    let raise_signal = |signal| signal_hook::low_level::raise(signal).unwrap();
+    let raise = || raise_signal(SIGINT);
     match mode.as_str() {
         // A signal before the body has been polled even once.
         "startup" => {
@@ -430,6 +534,150 @@ fn probe() {
                                 async_io::Timer::after(Duration::from_secs(30)).await;
                                 Ok::<_, Cancelled>(())
                             })
+                            .await?;
+                        Ok(())
+                    });
+                    println!("ready");
+                    Ok(())
+                },
+            );
+            println!("run returned (should have exited)");
+        }
+        // After run returns, no handler of hatchery's is installed, and a
+        // handler the program installs then is in charge.
+        "neighbour_after" => {
+            println!("before: SIGINT caught={:?}", caught(SIGINT));
+            let out = run(|_n: Nursery<'_, Cancelled>| async move { Ok(5) });
+            println!("run returned {out:?}");
+            println!(
+                "after: SIGINT caught={:?} SIGTERM caught={:?}",
+                caught(SIGINT),
+                caught(SIGTERM)
+            );
+            // signal-hook's registry: what tokio::signal installs too.
+            let seen = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(SIGINT, Arc::clone(&seen)).unwrap();
+            raise();
+            println!(
+                "after: the program's handler saw SIGINT={}",
+                seen.load(Ordering::SeqCst)
+            );
+        }
+        // Handlers the program installs while run owns the signals stay in
+        // charge after it returns.
+        "neighbour_during" => {
+            let seen = Arc::new(AtomicBool::new(false));
+            let seen_in_run = Arc::clone(&seen);
+            let out = run(|_n: Nursery<'_, Cancelled>| async move {
+                signal_hook::flag::register(SIGINT, seen_in_run).unwrap();
+                set_disposition(SIGTERM, count_sigterm as *const () as libc::sighandler_t);
+                Ok(())
+            });
+            println!("run returned {out:?}");
+            raise();
+            raise_signal(SIGTERM);
+            println!(
+                "after: signal-hook handler saw SIGINT={} sigaction handler counted {} SIGTERM",
+                seen.load(Ordering::SeqCst),
+                PROGRAM_SIGTERMS.load(Ordering::SeqCst)
+            );
+        }
+        // The dispositions the program had before run are back after it.
+        "neighbour_before" => {
+            set_disposition(SIGINT, count_sigint as *const () as libc::sighandler_t);
+            set_disposition(SIGTERM, libc::SIG_IGN);
+            let out = run(|_n: Nursery<'_, Cancelled>| async move { Ok(()) });
+            println!("run returned {out:?}");
+            println!(
+                "after: SIGINT handler is the program's={} SIGTERM ignored={}",
+                disposition(SIGINT) == count_sigint as *const () as libc::sighandler_t,
+                disposition(SIGTERM) == libc::SIG_IGN
+            );
+            raise();
+            raise_signal(SIGTERM);
+            println!(
+                "after: the program's handler counted {} SIGINT",
+                PROGRAM_SIGINTS.load(Ordering::SeqCst)
+            );
+        }
+        // A parallel child that never yields, and a signal: the run exits
+        // once its grace period is over, without that worker.
+        "spinner" => {
+            let _ = Builder::new()
+                .grace_period(Duration::from_millis(100))
+                .worker_threads(1)
+                .run(|n: Nursery<'_, Cancelled>| async move {
+                    let spinning = Arc::new(AtomicBool::new(false));
+                    let started = Arc::clone(&spinning);
+                    n.spawn_parallel(async move {
+                        started.store(true, Ordering::SeqCst);
+                        loop {
+                            std::hint::spin_loop();
+                        }
+                    });
+                    while !spinning.load(Ordering::SeqCst) {
+                        sleep(Duration::from_millis(1)).await?;
+                    }
+                    println!("spinning");
+                    sleep(Duration::from_secs(3600)).await?;
+                    Ok(())
+                });
+            println!("run returned (should have exited)");
+        }
+        // A run inside spawn_blocking of another: the outer one owns the
+        // signals; the inner one is cancelled with it and does not exit.
+        "nested" => {
+            let _ = run(|n: Nursery<'_, Cancelled>| async move {
+                n.spawn(async {
+                    let slept = sleep(Duration::from_secs(3600)).await;
+                    println!("outer: cancelled, cleaning up");
+                    CancelScope::new()
+                        .shield(true)
+                        .run(async {
+                            sleep(Duration::from_millis(300)).await?;
+                            println!("outer: shielded cleanup done");
+                            Ok::<_, Cancelled>(())
+                        })
+                        .await?;
+                    slept
+                });
+                n.spawn_blocking(|_cancel| {
+                    let out = run(|_m: Nursery<'_, Cancelled>| async move {
+                        println!("inner: running");
+                        sleep(Duration::from_secs(3600)).await?;
+                        Ok(())
+                    });
+                    println!("inner: returned {out:?}");
+                    Ok(())
+                });
+                Ok(())
+            });
+            println!("run returned (should have exited)");
+        }
+        // SIGINT and SIGTERM back to back: each is credited to itself.
+        "int_then_term" => {
+            let _ = run(|_n: Nursery<'_, Cancelled>| async move {
+                raise();
+                raise_signal(SIGTERM);
+                sleep(Duration::from_secs(30)).await?;
+                Ok(())
+            });
+            println!("run returned (should have exited)");
+        }
+        // Nobody reads stderr: hatchery's lines must not hold the shutdown.
+        "stderr_blocked" => {
+            fill_stderr();
+            let _ = Builder::new().grace_period(Duration::from_secs(3600)).run(
+                |n: Nursery<'_, Cancelled>| async move {
+                    n.spawn(async {
+                        let slept = sleep(Duration::from_secs(3600)).await;
+                        println!("polite: cancelled");
+                        slept
+                    });
+                    n.spawn_named("stubborn", async {
+                        CancelScope::new()
+                            .shield(true)
+                            .run(sleep(Duration::from_secs(3600)))
                             .await?;
                         Ok(())
                     });
@@ -511,4 +759,151 @@ fn an_unbounded_grace_period_still_escalates_on_the_second_signal() {
     );
     assert!(stderr.contains("received SIGINT again"), "stderr: {stderr}");
     assert!(stderr.contains("task `stubborn`"), "stderr: {stderr}");
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn no_handler_of_hatcherys_is_left_installed_after_run() {
+    let (status, stdout, stderr) = run_probe("neighbour_after").finish();
+    assert_eq!(
+        count(&stdout, "before: SIGINT caught=Some(false)"),
+        1,
+        "started with SIGINT at its default: {stdout:?}"
+    );
+    assert_eq!(
+        count(
+            &stdout,
+            "after: SIGINT caught=Some(false) SIGTERM caught=Some(false)"
+        ),
+        1,
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        count(&stdout, "after: the program's handler saw SIGINT=true"),
+        1,
+        "{status:?}\nstdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert!(status.success(), "{status:?}\nstderr: {stderr}");
+}
+
+#[test]
+fn handlers_installed_during_run_stay_in_charge_after_it() {
+    let (status, stdout, stderr) = run_probe("neighbour_during").finish();
+    assert_eq!(
+        count(
+            &stdout,
+            "after: signal-hook handler saw SIGINT=true sigaction handler counted 1 SIGTERM"
+        ),
+        1,
+        "{status:?}\nstdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert!(status.success(), "{status:?}\nstderr: {stderr}");
+    assert!(!stderr.contains(SHUTDOWN_LINE), "stderr: {stderr}");
+}
+
+#[test]
+fn the_programs_dispositions_are_back_after_run() {
+    let (status, stdout, stderr) = run_probe("neighbour_before").finish();
+    assert_eq!(
+        count(
+            &stdout,
+            "after: SIGINT handler is the program's=true SIGTERM ignored=true"
+        ),
+        1,
+        "{status:?}\nstdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        count(&stdout, "after: the program's handler counted 1 SIGINT"),
+        1,
+        "{status:?}\nstdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert!(status.success(), "{status:?}\nstderr: {stderr}");
+}
+
+#[test]
+fn a_worker_that_never_yields_is_abandoned_when_the_grace_period_ends() {
+    let mut proc = run_probe("spinner");
+    proc.expect_line("spinning");
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    // The run exited by itself, not through the wedged-executor exit.
+    assert!(
+        !stderr.contains("did not finish within"),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("1 worker thread abandoned") && stderr.contains("hatchery-worker-0"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn a_run_inside_spawn_blocking_defers_to_the_outer_runs_shutdown() {
+    let mut proc = run_probe("nested");
+    proc.expect_line("inner: running");
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        count(&stdout, "outer: shielded cleanup done"),
+        1,
+        "the inner run exited in the middle of the outer one's cleanup: \
+         stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    // The inner run was cancelled by the outer one's signal, and returned.
+    assert_eq!(count(&stdout, "inner: returned Ok(None)"), 1, "{stdout:?}");
+    // One shutdown line: only the owner of the signals speaks.
+    assert_eq!(count_lines(&stderr, SHUTDOWN_LINE), 1, "stderr: {stderr}");
+}
+
+fn count_lines(text: &str, needle: &str) -> usize {
+    text.lines().filter(|line| line.contains(needle)).count()
+}
+
+#[test]
+fn sigint_then_sigterm_is_credited_to_sigint() {
+    let (status, stdout, stderr) = run_probe("int_then_term").finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("received SIGINT, shutting down gracefully"),
+        "stderr: {stderr}"
+    );
+    // The second signal escalated, under its own name.
+    assert!(
+        stderr.contains("received SIGTERM after SIGINT"),
+        "stderr: {stderr}"
+    );
+    // The root scope's reason, in the report, names the first one.
+    assert!(
+        stderr.contains("[cancelled: the process received SIGINT (signal 2)]"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn a_stderr_nobody_reads_does_not_hold_the_shutdown() {
+    let mut proc = spawn_reading_stderr(probe_command("stderr_blocked"), false);
+    proc.expect_line("stderr is full");
+    proc.expect_line("ready");
+    proc.kill("INT");
+    proc.expect_line("polite: cancelled");
+    // The stubborn task holds a shield for an hour: force it.
+    proc.kill("INT");
+    let (status, stdout, _) = proc.finish();
+    assert_eq!(status.code(), Some(130), "{status:?}\nstdout: {stdout:?}");
+    assert_eq!(count(&stdout, "run returned"), 0, "{stdout:?}");
 }
