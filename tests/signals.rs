@@ -522,6 +522,29 @@ fn probe() {
             println!("interrupted={:?} display={error}", error.interrupted());
             std::process::exit(7);
         }
+        // Children parked in foreign awaits (an accept, another crate's
+        // timer) under an unbounded grace period: SIGINT drops them.
+        "foreign" => {
+            let _ = hatchery::Builder::new().grace_period(Duration::MAX).run(
+                |n: Nursery<'_, std::io::Error>| async move {
+                    let listener =
+                        async_io::Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0))?;
+                    n.spawn_named("acceptor", async move {
+                        let _bye = Bye("acceptor: dropped");
+                        listener.accept().await?;
+                        Ok(())
+                    });
+                    n.spawn_named("timer", async {
+                        let _bye = Bye("timer: dropped");
+                        async_io::Timer::after(Duration::from_secs(3600)).await;
+                        Ok(())
+                    });
+                    println!("ready");
+                    Ok(())
+                },
+            );
+            println!("run returned (should have exited)");
+        }
         // An unbounded grace period: the second signal still forces.
         "maxgrace" => {
             let _ = hatchery::Builder::new().grace_period(Duration::MAX).run(
@@ -742,6 +765,34 @@ fn without_exit_on_signal_run_returns_the_interruption() {
         1,
         "{stdout:?}"
     );
+}
+
+/// Prints when dropped.
+struct Bye(&'static str);
+
+impl Drop for Bye {
+    fn drop(&mut self) {
+        println!("{}", self.0);
+    }
+}
+
+#[test]
+fn sigint_drops_children_parked_in_foreign_awaits_without_waiting_for_the_grace_period() {
+    let mut proc = run_probe("foreign");
+    proc.expect_line("ready");
+    proc.kill("INT");
+    // The grace period is unbounded: had the shutdown waited for these
+    // children, the process would not exit at all.
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(count(&stdout, "acceptor: dropped"), 1, "{stdout:?}");
+    assert_eq!(count(&stdout, "timer: dropped"), 1, "{stdout:?}");
+    assert!(!stderr.contains("forcing the shutdown"), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "stderr: {stderr}");
 }
 
 #[test]
