@@ -146,6 +146,33 @@ pub(crate) fn track<R>(waker: Option<&Waker>, f: impl FnOnce() -> R) -> (R, Flag
     (out, Flags(flags))
 }
 
+/// What `begin` replaced, for `end` to put back.
+pub(crate) struct Saved {
+    covering: usize,
+    flags: u8,
+}
+
+/// `track` in two halves, for an owner that catches the task's panics
+/// itself (the nursery): call `end` after the poll, also when it panicked,
+/// with what `begin` returned. No drop guard on the hot path.
+#[inline]
+pub(crate) fn begin(waker: &Waker) -> Saved {
+    let covering = waker.data() as usize;
+    CURRENT.with(|current| Saved {
+        covering: current.covering.replace(covering),
+        flags: current.flags.replace(0),
+    })
+}
+
+/// Ends what `begin` began; returns what the task did.
+#[inline]
+pub(crate) fn end(saved: Saved) -> Flags {
+    CURRENT.with(|current| {
+        current.covering.set(saved.covering);
+        Flags(current.flags.replace(saved.flags))
+    })
+}
+
 fn set(flag: u8) {
     CURRENT.with(|current| current.flags.set(current.flags.get() | flag));
 }
@@ -223,11 +250,21 @@ pub(crate) fn check() -> Result<(), Cancelled> {
             .as_ref()
             .map_or(NEVER, |node| node.state())
     });
+    if state == NEVER {
+        return Ok(());
+    }
+    check_slow(state)
+}
+
+/// `check` when a deadline applies or the scope is cancelled: out of line,
+/// so that the common path stays a load and a compare.
+#[cold]
+#[inline(never)]
+fn check_slow(state: u64) -> Result<(), Cancelled> {
     let checked = match state {
-        NEVER => return Ok(()),
         CANCELLED => Err(Cancelled),
-        // A deadline applies: the full check may record an expiry and wake
-        // waiters, so run it without the slot borrowed.
+        // The full check may record an expiry and wake waiters, so run it
+        // without the slot borrowed.
         _ => current().map_or(Ok(()), |node| node.check()),
     };
     if checked.is_err() {

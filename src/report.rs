@@ -103,7 +103,10 @@ struct Registry {
 impl Registry {
     /// Forgets the child under `key`; its cohort, if it was the last one.
     fn release(&mut self, key: usize) -> Option<&'static Location<'static>> {
-        if let Some(note) = self.notes.get_mut(key) {
+        // Notes exist only once the nursery's scope was cancelled.
+        if key < self.notes.len()
+            && let Some(note) = self.notes.get_mut(key)
+        {
             *note = 0;
         }
         let cohort = std::mem::take(self.entries.get_mut(key)?).checked_sub(1)?;

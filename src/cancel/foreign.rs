@@ -53,7 +53,16 @@ pub(crate) enum Verdict {
 /// The verdict for a task of `node` (see the module docs). An expired
 /// deadline is recorded first, so that the expiry is announced like any
 /// cancel.
+#[inline]
 pub(crate) fn verdict(node: &Node) -> Verdict {
+    if node.state() == NEVER {
+        return Verdict::Keep;
+    }
+    verdict_slow(node)
+}
+
+#[cold]
+fn verdict_slow(node: &Node) -> Verdict {
     match node.state() {
         NEVER => return Verdict::Keep,
         CANCELLED => {}

@@ -264,16 +264,19 @@ impl ArcWake for TaskWaker {
 }
 
 /// Polls `future` with the waker of `flag` (borrowed: invariant 5), as a
-/// task its nursery covers (`context` invariant 2); true if a hatchery await
-/// parked it (`context` invariant 3).
+/// task its nursery covers (`context` invariant 2), catching a panic;
+/// returns what the task did (`context` invariant 3).
+#[inline]
 pub(crate) fn poll_with<F: std::future::Future + ?Sized>(
     future: Pin<&mut F>,
     flag: &Arc<TaskWaker>,
-) -> (Poll<F::Output>, Flags) {
+) -> (Result<Poll<F::Output>, Box<dyn Any + Send>>, Flags) {
     let waker = waker_ref(flag);
-    context::track(Some(&waker), || {
+    let saved = context::begin(&waker);
+    let polled = catch_unwind(AssertUnwindSafe(|| {
         future.poll(&mut Context::from_waker(&waker))
-    })
+    }));
+    (polled, context::end(saved))
 }
 
 /// A waker for `key`, queued for its first poll: a spare one if there is
@@ -466,6 +469,7 @@ impl<C> Children<C> {
     /// Returns its outcome once it finished (it is then removed). A failed
     /// child's identity comes from `failed`; a successful one's table entry
     /// goes at the next `recycle`.
+    #[inline]
     pub(crate) fn poll<O>(&mut self, key: usize) -> Polled<O>
     where
         C: std::future::Future<Output = O> + Unpin,
@@ -479,7 +483,7 @@ impl<C> Children<C> {
                 if !waker.take_queued() {
                     return Polled::Idle;
                 }
-                catch_unwind(AssertUnwindSafe(|| poll_with(future, waker)))
+                poll_with(future, waker)
             }
             None => {
                 if !self.queued.take(key) {
@@ -489,7 +493,7 @@ impl<C> Children<C> {
                     .probe
                     .get_or_insert_with(|| waker_for(&mut self.spare, &self.wakeup, key));
                 probe.state.store(key << 1, Ordering::Relaxed);
-                let polled = catch_unwind(AssertUnwindSafe(|| poll_with(future, probe)));
+                let polled = poll_with(future, probe);
                 match probe.woken_if_unique() {
                     // Nobody kept it: a wake during the poll is the child's bit.
                     Some(true) => {
@@ -503,10 +507,10 @@ impl<C> Children<C> {
             }
         };
         let outcome = match polled {
-            Ok((Poll::Pending, flags)) if flags.parked() => return Polled::Parked(flags),
-            Ok((Poll::Pending, _)) => return Polled::Unparked,
-            Ok((Poll::Ready(output), _)) => Ok(output),
-            Err(payload) => Err(payload),
+            (Ok(Poll::Pending), flags) if flags.parked() => return Polled::Parked(flags),
+            (Ok(Poll::Pending), _) => return Polled::Unparked,
+            (Ok(Poll::Ready(output)), _) => Ok(output),
+            (Err(payload), _) => Err(payload),
         };
         let child = self.slab.remove(key);
         self.retire(key, child.waker);
@@ -532,6 +536,7 @@ impl<C> Children<C> {
 
     /// Keeps a gone child's waker for reuse and queues its table entry for
     /// removal (invariant 6).
+    #[inline]
     fn retire(&mut self, key: usize, waker: Option<Arc<TaskWaker>>) {
         // Kept for reuse, up to what the thread's pool would keep: a
         // million finished children need no list of a million wakers.

@@ -1120,14 +1120,14 @@ where
                 if !body_flag.take_queued() {
                     continue;
                 }
-                match catch_unwind(AssertUnwindSafe(|| poll_with(future, body_flag))) {
-                    Ok((Poll::Pending, flags)) if flags.parked() => continue,
-                    Ok((Poll::Pending, _)) if !outcomes.unparked() => continue,
+                match poll_with(future, body_flag) {
+                    (Ok(Poll::Pending), flags) if flags.parked() => continue,
+                    (Ok(Poll::Pending), _) if !outcomes.unparked() => continue,
                     // Dropped below, as if it returned `Cancelled`.
-                    Ok((Poll::Pending, _)) => {}
-                    Ok((Poll::Ready(Ok(value)), _)) => *body_output = Some(value),
-                    Ok((Poll::Ready(Err(error)), _)) => outcomes.error(body_info.clone(), error),
-                    Err(payload) => outcomes.panic(body_info.clone(), payload),
+                    (Ok(Poll::Pending), _) => {}
+                    (Ok(Poll::Ready(Ok(value))), _) => *body_output = Some(value),
+                    (Ok(Poll::Ready(Err(error))), _) => outcomes.error(body_info.clone(), error),
+                    (Err(payload), _) => outcomes.panic(body_info.clone(), payload),
                 }
                 // The body's `Drop` runs here; a panic in it is the body's.
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(|| body.set(None))) {
