@@ -270,7 +270,7 @@ impl ArcWake for TaskWaker {
 pub(crate) fn poll_with<F: std::future::Future + ?Sized>(
     future: Pin<&mut F>,
     flag: &Arc<TaskWaker>,
-) -> (Result<Poll<F::Output>, Box<dyn Any + Send>>, Flags) {
+) -> (Outcome<Poll<F::Output>>, Flags) {
     let waker = waker_ref(flag);
     let saved = context::begin(&waker);
     let polled = catch_unwind(AssertUnwindSafe(|| {
