@@ -268,3 +268,71 @@ fn a_nursery_error_of_any_type_carries_an_outer_cancellation_through_a_box() {
     assert!(matches!(out, Ok(None)), "the outer scope catches: {out:?}");
 }
 }
+
+/// Issue 15, item 7: the failed child's identity is still known when its
+/// completion is the one that flushes a batch of finished children.
+#[cfg(feature = "test-util")]
+#[test]
+fn the_1024th_child_to_finish_may_fail_among_1100() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let finished = AtomicUsize::new(0);
+    let finished = &finished;
+    // Under virtual time every sleep ends in the same poll of the nursery.
+    let out = hatchery::testing::run(nursery(|n: Nursery<'_, io::Error>| async move {
+        for _ in 0..1100 {
+            n.spawn_named("worker", async move {
+                hatchery::sleep(std::time::Duration::from_millis(20)).await?;
+                // The first 1,023 to wake finish; the next one fails.
+                match finished.fetch_add(1, Ordering::SeqCst) + 1 {
+                    ..1024 => Ok(()),
+                    1024 => Err(io::Error::other("the 1024th")),
+                    _ => Ok(sleep_forever().await.map(|never| match never {})?),
+                }
+            });
+        }
+        Ok(())
+    }));
+    let error = out.unwrap_err();
+    assert_eq!(error.failures().len(), 1, "{error}");
+    assert_eq!(error.failures()[0].task.name(), Some("worker"));
+    assert_eq!(error.failures()[0].error.to_string(), "the 1024th");
+}
+
+/// Issue 15, item 8: a child's `Drop` that panics is that child's panic:
+/// the siblings are cancelled and clean up, then the panic resumes.
+#[test]
+fn a_panicking_drop_of_a_finished_child_is_its_panic_and_siblings_clean_up() {
+    struct PanicsOnDrop;
+    impl std::future::Future for PanicsOnDrop {
+        type Output = Result<(), Cancelled>;
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("drop of a finished child");
+        }
+    }
+    let cleaned = std::sync::atomic::AtomicBool::new(false);
+    let cleaned = &cleaned;
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                let slept = sleep_forever().await;
+                cleaned.store(true, std::sync::atomic::Ordering::SeqCst);
+                slept?;
+                Ok(())
+            });
+            checkpoint().await?;
+            n.spawn(PanicsOnDrop);
+            Ok(())
+        }))
+    }));
+    let payload = out.unwrap_err();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"drop of a finished child"));
+    assert!(cleaned.load(std::sync::atomic::Ordering::SeqCst));
+}
