@@ -333,6 +333,9 @@ fn a_panicking_drop_of_a_finished_child_is_its_panic_and_siblings_clean_up() {
         }))
     }));
     let payload = out.unwrap_err();
-    assert_eq!(payload.downcast_ref::<&str>(), Some(&"drop of a finished child"));
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"drop of a finished child")
+    );
     assert!(cleaned.load(std::sync::atomic::Ordering::SeqCst));
 }

@@ -355,7 +355,8 @@ common::matrix! {
             // Cancelled while starting: the child is dropped, start() is
             // cancelled, and the caller's scope catches it.
             let caller = move_on_after(Duration::from_millis(10), async {
-                n.start(|_status: hatchery::Started<()>| async move {
+                n.start(|status: hatchery::Started<()>| async move {
+                    let _status = status; // kept, never called
                     foreign(std::future::pending::<()>(), before_ref).await;
                     Ok(())
                 })

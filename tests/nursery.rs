@@ -383,4 +383,24 @@ fn a_child_waiting_in_a_scope_of_its_own_still_wakes_on_that_scope() {
     }));
     assert!(out.is_ok());
 }
+
+/// Issue 15, item 2 (anyio `test_empty_taskgroup_contains_yield_point`):
+/// leaving a nursery is a schedule point, even an empty one.
+#[test]
+fn leaving_an_empty_nursery_lets_a_sibling_in_the_outer_nursery_run() {
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let ran = &ran;
+    block_on(nursery(|outer: Nursery<'_, Cancelled>| async move {
+        for _ in 0..2 {
+            outer.spawn(async move {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            });
+        }
+        nursery(|_inner: Nursery<'_, Cancelled>| async { Ok(()) }).await?;
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+        Ok(())
+    }))
+    .unwrap();
+}
 }

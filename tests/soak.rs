@@ -681,8 +681,13 @@ fn populate<'s>(
                     let starting = cx.within(at);
                     let handle = n.clone();
                     n.spawn(async move {
-                        let start =
-                            handle.start(move |_: Started<()>| leaf(starting, Role::Forever));
+                        let start = handle.start(move |status: Started<()>| {
+                            let leaf = leaf(starting, Role::Forever);
+                            async move {
+                                let _never_called = status;
+                                leaf.await
+                            }
+                        });
                         let out = move_on_at(at, start).await?;
                         assert_eq!(out, None, "a start() whose child never started returned");
                         Ok(())

@@ -58,7 +58,8 @@ fn start_returns_the_started_value_and_the_nursery_then_waits_for_the_child() {
 fn an_error_before_started_comes_out_of_start_unwrapped() {
     let out = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
         let result = n
-            .start(|_status: Started<()>| async {
+            .start(|status: Started<()>| async move {
+                let _status = status; // never called: the child fails first
                 checkpoint().await?;
                 Err(io::Error::new(io::ErrorKind::AddrInUse, "port taken"))
             })
@@ -275,11 +276,12 @@ fn started_from_a_sibling_wakes_start() {
 fn from_the_started_call_on_the_callers_cancellation_no_longer_applies() {
     let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
         let caller = CancelScope::new();
-        caller.handle().cancel();
+        let caller_handle = caller.handle();
         let started = caller
             .run(n.start(|status: Started<()>| async move {
                 status.started(());
                 // Same poll: already in the (uncancelled) nursery's scope.
+                caller_handle.cancel();
                 sleep(Duration::from_millis(5)).await?;
                 Ok(())
             }))
@@ -291,5 +293,132 @@ fn from_the_started_call_on_the_callers_cancellation_no_longer_applies() {
         matches!(out, Ok(Some(()))),
         "no cancellation may escape: {out:?}"
     );
+}
+
+/// Issue 15, item 1 (trio `test_nursery_start`): `started` in a caller that
+/// is already cancelled moves nothing; the child stays under `start()`.
+#[test]
+fn started_in_a_cancelled_caller_leaves_the_child_under_start() {
+    let log = Log::default();
+    let log = &log;
+    let out = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+        // It finishes without a checkpoint: start() returns the value.
+        let caller = CancelScope::new();
+        caller.handle().cancel();
+        let value = caller
+            .run(async {
+                n.start(|status: Started<&str>| async move {
+                    status.started("value");
+                    log.lock().unwrap().push("stayed and finished");
+                    Ok(())
+                })
+                .await
+            })
+            .await?;
+        assert_eq!(value, Some("value"));
+        // It meets a checkpoint after started(): Cancelled, caught by the
+        // caller's scope, never by the nursery.
+        let caller = CancelScope::new();
+        caller.handle().cancel();
+        let value = caller
+            .run(async {
+                n.start(|status: Started<&str>| async move {
+                    status.started("value");
+                    let slept = sleep_forever().await;
+                    log.lock().unwrap().push("stayed and was cancelled");
+                    slept?;
+                    Ok(())
+                })
+                .await
+            })
+            .await?;
+        assert_eq!(value, None, "the caller's scope caught it");
+        // An error after started() comes out of start(), not the nursery.
+        let caller = CancelScope::new();
+        caller.handle().cancel();
+        let error = caller
+            .run(async {
+                n.start(|status: Started<()>| async move {
+                    status.started(());
+                    Err(io::Error::other("after started"))
+                })
+                .await
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "after started");
+        // Cancelling the caller after the move leaves the child alone.
+        let caller = CancelScope::new();
+        let handle = caller.handle();
+        caller
+            .run(async {
+                n.start(|status: Started<()>| async move {
+                    status.started(());
+                    sleep(Duration::from_millis(10)).await?;
+                    log.lock().unwrap().push("moved and finished");
+                    Ok(())
+                })
+                .await?;
+                handle.cancel();
+                Ok::<_, io::Error>(())
+            })
+            .await?;
+        Ok(())
+    }));
+    assert!(matches!(out, Ok(Some(()))), "{out:?}");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["stayed and finished", "stayed and was cancelled", "moved and finished"]
+    );
+}
+
+/// Issue 15, item 11: a `Started` dropped without `started` ends `start()`
+/// at once, with a panic that says so, instead of waiting forever.
+#[test]
+fn dropping_started_without_calling_it_fails_start_at_once() {
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.start(|status: Started<()>| async move {
+                drop(status);
+                sleep_forever().await?;
+                Ok(())
+            })
+            .await?;
+            Ok(())
+        }))
+    }));
+    let payload = out.unwrap_err();
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("dropped its Started handle without calling started()"),
+        "{message}"
+    );
+}
+
+/// Issue 15, item 15: `try_start` on a closed nursery returns an error and
+/// never calls the child.
+#[test]
+fn try_start_on_a_closed_nursery_is_an_error_not_a_panic() {
+    let kept = std::sync::Arc::new(Mutex::new(None));
+    let keeper = std::sync::Arc::clone(&kept);
+    block_on(nursery(move |n: Nursery<'static, Cancelled>| {
+        *keeper.lock().unwrap() = Some(n.clone());
+        async { Ok(()) }
+    }))
+    .unwrap();
+    let n = kept.lock().unwrap().take().unwrap();
+    let called = std::cell::Cell::new(false);
+    let out = n.try_start(|status: Started<()>| {
+        called.set(true);
+        async move {
+            status.started(());
+            Ok(())
+        }
+    });
+    assert_eq!(out.err(), Some(hatchery::SpawnError::Closed));
+    assert!(!called.get());
 }
 }

@@ -18,9 +18,19 @@
 //! 5. The nursery listens to its own node from its first poll on, before it
 //!    polls any task, and when that listener fires (any change of the node's
 //!    state) it polls the body and every child again. So its tasks, polled
-//!    with `context::enter_covered`, wait on the nursery's scope without
-//!    listening themselves: a million sleeping children cost one listener, and
-//!    a cancel wakes them with one pass over the child set.
+//!    with their own waker as the covering one (`context` invariant 2), wait
+//!    on the nursery's scope without listening themselves: a million
+//!    sleeping children cost one listener, and a cancel wakes them with one
+//!    pass over the child set.
+//! 6. Every await is a cancellation point (`cancel::foreign`): a task (body
+//!    or inline child) that returns `Pending` without parking at a hatchery
+//!    await, in the nursery's cancelled scope, is dropped right there and
+//!    counts as having returned `Cancelled`. Once any task parked in such a
+//!    future, the nursery keeps a timer at its scope's effective deadline,
+//!    so that the expiry reaches it too.
+//! 7. Leaving a nursery is a schedule point, as in trio and anyio: a nursery
+//!    that never returned `Pending` yields once before it closes, so that a
+//!    sibling spawned just before into an outer nursery gets to run.
 
 mod children;
 pub(crate) mod chunked;
@@ -620,6 +630,72 @@ macro_rules! handle_methods {
                 )
             }
 
+            /// Like [`start`](Self::start), but returns
+            /// [`SpawnError::Closed`] instead of panicking if the nursery has
+            /// already closed (`child` is then not called). The nursery stays
+            /// open for the returned future until it completes or is dropped.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::{", $example_nursery, ", Cancelled, SpawnError, Started, ", stringify!($handle), "};")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            ///     let port = n
+            ///         .try_start(|status: Started<u16>| async move {
+            ///             status.started(8080);
+            ///             Ok(())
+            ///         })
+            ///         .expect("the nursery is open")
+            ///         .await?;
+            ///     assert_eq!(port, 8080);
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            ///
+            /// // A handle kept past the nursery's end:
+            /// let kept = std::rc::Rc::new(std::cell::RefCell::new(None));
+            /// let keeper = kept.clone();
+            #[doc = concat!($example_nursery, "(move |n: ", stringify!($handle), "<'static, Cancelled>| {")]
+            ///     *keeper.borrow_mut() = Some(n.clone());
+            ///     async { Ok(()) }
+            /// })
+            /// .await
+            /// .unwrap();
+            /// // The nursery has closed: no child is started, nothing panics.
+            /// let n = kept.borrow_mut().take().unwrap();
+            /// let out = n.try_start(|status: Started<()>| async move {
+            ///     status.started(());
+            ///     Ok(())
+            /// });
+            /// assert_eq!(out.err(), Some(SpawnError::Closed));
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn try_start<V, F, Fut>(
+                &self,
+                child: F,
+            ) -> Result<impl Future<Output = Result<V, E>> + use<'a, E, V, F, Fut>, SpawnError>
+            where
+                F: FnOnce(Started<V>) -> Fut,
+                Fut: Future<Output = Result<(), E>> + $($bound)* 'a,
+                V: 'a,
+            {
+                self.shared.begin_start()?;
+                let (status, state) = Started::new(Arc::clone(&self.shared.node));
+                let info = TaskInfo::new(None);
+                let boxed: $child<'a, E> = Box::pin(crate::task::instrument(child(status), &info));
+                Ok(StartFuture::new(
+                    Arc::clone(&self.shared),
+                    boxed,
+                    state,
+                    |scoped: Scoped<$child<'a, E>, E>| -> $child<'a, E> { Box::pin(scoped) },
+                    info,
+                )
+                .registered())
+            }
+
             /// Spawns a child on `spawner` (an executor) instead of polling it
             /// inline, so that it runs in parallel with its siblings. It
             /// obeys the same rules as an inline child: it sees the
@@ -882,6 +958,8 @@ pin_project! {
         children: Children<C>,
         failures: Vec<TaskFailure<E>>,
         panic: Option<Box<dyn Any + Send>>,
+        // The nursery returned `Pending` at least once (invariant 7).
+        yielded: bool,
         phase: Phase,
     }
 
@@ -919,6 +997,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             shared,
             failures: Vec::new(),
             panic: None,
+            yielded: false,
             phase: Phase::Idle,
         }
     }
@@ -1093,6 +1172,7 @@ where
         let body_flag = &*this.body_flag;
         let body_info = &*this.body_info;
         let body_output = &mut *this.body_output;
+        let yielded = *this.yielded;
         let (done, more) = context::enter(this.slot, || {
             // The tasks woken since the last poll, the body among them; all of
             // them if the scope changed (invariant 5).
@@ -1152,13 +1232,16 @@ where
                 }
             };
             children.recycle(batch);
-            let done = body.is_none() && children.is_empty() && shared.try_close();
-            (done, more)
+            // Invariant 7: the nursery closes only once it has yielded.
+            let done = body.is_none() && children.is_empty() && yielded && shared.try_close();
+            let finished = body.is_none() && children.is_empty();
+            (done, more || (finished && !yielded))
         });
         if more || this.foreign.retry {
             cx.waker().wake_by_ref();
         }
         if !done {
+            *this.yielded = true;
             this.foreign.arm(node, cx);
             context::park_in(node);
             return Poll::Pending;

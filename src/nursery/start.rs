@@ -14,6 +14,13 @@
 //! 2. Anything the child does after `started` (finishing, failing, panicking,
 //!    even within the same poll) belongs to the nursery; anything before belongs
 //!    to the caller of `start()`.
+//! 3. As in trio, `started` moves nothing when the caller's scope is already
+//!    cancelled at that moment: the child stays under `start()`, which waits
+//!    for it to finish and returns the value (or the child's error, or
+//!    `Cancelled`). A child never moves into a place where no cancelled
+//!    scope would catch the `Cancelled` it may be unwinding with.
+//! 4. A `Started` handle dropped without `started` ends the `start()` at
+//!    once, with a panic that says so (the caller would wait forever).
 
 use std::any::Any;
 use std::fmt;
@@ -67,6 +74,8 @@ use crate::task::TaskInfo;
 /// ```
 pub struct Started<V> {
     state: Arc<StartState<V>>,
+    /// `started` was called (invariant 4).
+    called: bool,
 }
 
 /// What a `Started` handle shares with its `start()` future.
@@ -84,6 +93,10 @@ struct Slot<V> {
     value: Option<V>,
     /// The `start()` future is gone; `started` must not move the task scope.
     abandoned: bool,
+    /// `started` found the caller cancelled: the child stays (invariant 3).
+    stays: bool,
+    /// The handle was dropped without `started` (invariant 4).
+    dropped: bool,
 }
 
 impl<V> StartState<V> {
@@ -106,6 +119,8 @@ impl<V> Started<V> {
             slot: Mutex::new(Slot {
                 value: None,
                 abandoned: false,
+                stays: false,
+                dropped: false,
             }),
             waker: AtomicWaker::new(),
             task: Node::new(None, false, Kind::Starting),
@@ -114,6 +129,7 @@ impl<V> Started<V> {
         (
             Started {
                 state: Arc::clone(&state),
+                called: false,
             },
             state,
         )
@@ -122,6 +138,11 @@ impl<V> Started<V> {
     /// Reports the child as started: `start()` returns `value`, and the child
     /// now belongs to the nursery. From this call on, the child is inside the
     /// nursery's cancel scope, no longer the caller's.
+    ///
+    /// As in trio, if the caller of `start()` is already cancelled at this
+    /// moment, the child does not move: it stays under `start()`, which
+    /// returns `value` once the child finishes (or the child's error, or
+    /// `Cancelled` if it meets a checkpoint first).
     ///
     /// ```
     /// use hatchery::{nursery, Cancelled, Nursery, Started};
@@ -137,19 +158,36 @@ impl<V> Started<V> {
     /// .unwrap();
     /// # });
     /// ```
-    pub fn started(self, value: V) {
+    pub fn started(mut self, value: V) {
+        self.called = true;
         let state = &self.state;
         {
             let mut slot = state.lock();
             if slot.abandoned {
                 return; // nobody waits for the value any more
             }
-            // Invariant 2: move into the nursery's scope before anything else
-            // the child does, as trio does.
-            state.task.reparent(&state.nursery);
+            if state.task.is_cancelled() {
+                // Invariant 3: the child stays where a cancelled scope is.
+                slot.stays = true;
+            } else {
+                // Invariant 2: move into the nursery's scope before anything
+                // else the child does, as trio does.
+                state.task.reparent(&state.nursery);
+            }
             slot.value = Some(value);
         }
         state.waker.wake();
+    }
+}
+
+impl<V> Drop for Started<V> {
+    fn drop(&mut self) {
+        if self.called {
+            return;
+        }
+        // Invariant 4.
+        self.state.lock().dropped = true;
+        self.state.waker.wake();
     }
 }
 
@@ -237,6 +275,10 @@ pub(crate) struct StartFuture<C, V, E> {
     shared: Arc<Shared<C>>,
     child: Option<C>,
     foreign: ForeignWait,
+    /// The value of a child that stays under `start()` (invariant 3).
+    kept: Option<V>,
+    /// `begin_start` was already called (by `try_start`).
+    registered: bool,
     /// The task scope, moved into the current-scope slot while polling.
     slot: Option<Arc<Node>>,
     state: Arc<StartState<V>>,
@@ -259,6 +301,8 @@ impl<C, V, E> StartFuture<C, V, E> {
             shared,
             child: Some(child),
             foreign: ForeignWait::default(),
+            kept: None,
+            registered: false,
             slot: Some(Arc::clone(&state.task)),
             state,
             wrap,
@@ -279,9 +323,17 @@ impl<C, V, E> StartFuture<C, V, E> {
     }
 }
 
+impl<C, V, E> StartFuture<C, V, E> {
+    /// `try_start`: the nursery was found open and now waits for this start.
+    pub(crate) fn registered(mut self) -> Self {
+        self.registered = true;
+        self
+    }
+}
+
 impl<C, V, E> Drop for StartFuture<C, V, E> {
     fn drop(&mut self) {
-        if self.phase == Phase::Starting {
+        if self.phase == Phase::Starting || (self.phase == Phase::Idle && self.registered) {
             self.abandon();
         }
     }
@@ -298,10 +350,13 @@ where
         let this = self.get_mut();
         match this.phase {
             Phase::Idle => {
-                if let Err(error) = this.shared.begin_start() {
+                if !this.registered
+                    && let Err(error) = this.shared.begin_start()
+                {
                     this.phase = Phase::Done;
                     panic!(
-                        "hatchery: start() called at {}: {error}",
+                        "hatchery: start() called at {}: {error} (use try_start to handle \
+                         this without panicking)",
                         this.info.location()
                     );
                 }
@@ -320,11 +375,33 @@ where
                 context::track(None, || Pin::new(child).poll(cx))
             })
         }));
-        let value = this.state.lock().value.take();
+        let (value, dropped) = {
+            let mut slot = this.state.lock();
+            match slot.value.take() {
+                // Invariant 3: the child stays under `start()`.
+                Some(value) if slot.stays => {
+                    this.kept = Some(value);
+                    (None, false)
+                }
+                value => (value, slot.dropped),
+            }
+        };
         let (polled, parked) = match polled {
             Ok((polled, flags)) => (Ok(polled), flags.parked()),
             Err(payload) => (Err(payload), false),
         };
+        // Invariant 4; a child that ended in this poll (its handle dropped
+        // with it) is reported as it ended instead.
+        if dropped && value.is_none() && this.kept.is_none() && matches!(polled, Ok(Poll::Pending))
+        {
+            this.abandon();
+            panic!(
+                "hatchery: the child passed to start() ({}) dropped its Started handle without \
+                 calling started(); start() would wait forever. Call `status.started(value)` \
+                 once the child is ready, or use spawn() if nobody needs to wait for it",
+                this.info
+            );
+        }
 
         let Some(value) = value else {
             return match polled {
@@ -355,6 +432,10 @@ where
                 Ok(Poll::Ready(Ok(()))) => {
                     let cancelled = this.state.task.is_cancelled();
                     this.abandon();
+                    if let Some(value) = this.kept.take() {
+                        // It stayed, and finished without a checkpoint.
+                        return Poll::Ready(Ok(value));
+                    }
                     if cancelled {
                         return Poll::Ready(Err(Cancelled.into()));
                     }

@@ -679,8 +679,18 @@ async fn start(at: &At<'_>, before: Block, after: Block) -> Result<(), Fault> {
             let world = Rc::clone(&starting.world);
             let out = async {
                 exec(starting.clone(), before).await?;
-                task.attached.set(true);
+                // As in trio, a child whose caller is cancelled when it
+                // calls `started` stays under `start()`.
+                let stays = hatchery::check_cancelled().is_err();
+                starting
+                    .world
+                    .borrow_mut()
+                    .check(starting.scope, stays, "started()");
                 status.started(());
+                if stays {
+                    return exec(starting, after).await;
+                }
+                task.attached.set(true);
                 let running = At {
                     scope: nursery_scope,
                     ..starting
