@@ -95,7 +95,7 @@ impl Error for Cancelled {}
 /// assert!(matches!(out, Ok(None)));
 /// # });
 /// ```
-pub trait CancelError: From<Cancelled> {
+pub trait CancelError: From<Cancelled> + fmt::Debug {
     /// Whether this error is (or wraps) a [`Cancelled`].
     ///
     /// ```
@@ -104,6 +104,33 @@ pub trait CancelError: From<Cancelled> {
     /// assert!(!std::io::Error::other("boom").is_cancelled());
     /// ```
     fn is_cancelled(&self) -> bool;
+
+    /// For an error that holds several (a [`NurseryError`]): whether it
+    /// carries a cancellation *besides* real failures. A scope that catches
+    /// that cancellation records it ([`cancelled_caught`](crate::CancelHandle::cancelled_caught))
+    /// and removes it with [`drop_cancelled`](Self::drop_cancelled), as trio
+    /// splits an exception group, while the failures go on. The default:
+    /// `false`.
+    ///
+    /// ```
+    /// use hatchery::{CancelError, Cancelled, NurseryError};
+    /// assert!(!NurseryError::<std::io::Error>::from(Cancelled).holds_cancelled());
+    /// ```
+    fn holds_cancelled(&self) -> bool {
+        false
+    }
+
+    /// Removes the cancellation that [`holds_cancelled`](Self::holds_cancelled)
+    /// reported (the scope that caught it is calling). The default does
+    /// nothing.
+    ///
+    /// ```
+    /// use hatchery::{CancelError, Cancelled};
+    /// let mut error = Cancelled;
+    /// error.drop_cancelled(); // nothing to split off a lone cancellation
+    /// assert!(error.is_cancelled());
+    /// ```
+    fn drop_cancelled(&mut self) {}
 }
 
 impl CancelError for Cancelled {
@@ -235,6 +262,12 @@ pub struct TaskFailure<E> {
 /// errors raised while children cleaned up after the first failure are all here,
 /// each with the [`TaskInfo`] of the task that raised it. [`Cancelled`] is never
 /// listed as a failure.
+///
+/// A panic is not an error: when a task panics, the nursery (after every task
+/// finished) resumes that panic with its original payload, so that callers can
+/// downcast it, and this value is never built. The errors the nursery had
+/// recorded by then, and any later panic, would be lost with the unwinding:
+/// each is written to stderr first, with the task that raised it.
 ///
 /// Convert it into your own error type with `?`: it implements [`Error`] (so
 /// boxed errors take it), `std::io::Error: From<NurseryError<std::io::Error>>`
@@ -428,9 +461,17 @@ impl<E> From<Cancelled> for NurseryError<E> {
     }
 }
 
-impl<E> CancelError for NurseryError<E> {
+impl<E: fmt::Debug> CancelError for NurseryError<E> {
     fn is_cancelled(&self) -> bool {
         NurseryError::is_cancelled(self)
+    }
+
+    fn holds_cancelled(&self) -> bool {
+        self.cancelled && !self.failures.is_empty()
+    }
+
+    fn drop_cancelled(&mut self) {
+        self.cancelled = false;
     }
 }
 

@@ -278,3 +278,60 @@ fn a_wait_polled_in_one_scope_then_another_is_woken_by_the_second() {
     });
 }
 }
+
+/// Issue 15, item 4: a cancel reason carries the user's text, shown by
+/// `reason()` and in the report; the first reason recorded still wins.
+#[test]
+fn a_cancel_reason_carries_text_into_the_report() {
+    use hatchery::{CancelReason, Report};
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    let text = futures::executor::block_on(scope.run(async {
+        handle.cancel_with_reason("the configuration was reloaded");
+        handle.cancel(); // too late: the first reason wins
+        let report = Report::of(&handle).to_string();
+        hatchery::checkpoint().await?;
+        Ok::<_, Cancelled>(report)
+    }));
+    assert_eq!(text, Ok(None));
+    assert_eq!(
+        handle.reason(),
+        Some(CancelReason::Message(
+            "the configuration was reloaded".into()
+        ))
+    );
+    let report = Report::of(&handle).to_string();
+    assert!(
+        report.contains("[cancelled: the configuration was reloaded]"),
+        "{report}"
+    );
+}
+
+/// Issue 15, item 6 (trio splits the group): a scope that catches the
+/// cancellation part of failures records `cancelled_caught`, and the real
+/// failure goes on.
+#[test]
+fn a_scope_catches_the_cancellation_among_failures_and_lets_the_failure_go_on() {
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    let canceller = handle.clone();
+    let out = futures::executor::block_on(scope.run(async {
+        hatchery::nursery(|n: hatchery::Nursery<'_, std::io::Error>| async move {
+            n.spawn(async {
+                let _ = hatchery::sleep_forever().await;
+                Err(std::io::Error::other("the cleanup failed"))
+            });
+            hatchery::checkpoint().await?;
+            canceller.cancel();
+            hatchery::sleep_forever().await?;
+            Ok(())
+        })
+        .await?;
+        Ok::<_, hatchery::NurseryError<std::io::Error>>(())
+    }));
+    let error = out.unwrap_err();
+    assert_eq!(error.failures().len(), 1);
+    assert_eq!(error.failures()[0].error.to_string(), "the cleanup failed");
+    assert!(!error.is_cancelled());
+    assert!(handle.cancelled_caught());
+}

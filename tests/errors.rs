@@ -339,3 +339,43 @@ fn a_panicking_drop_of_a_finished_child_is_its_panic_and_siblings_clean_up() {
     );
     assert!(cleaned.load(std::sync::atomic::Ordering::SeqCst));
 }
+
+/// Issue 15, item 14: a resumed panic keeps its payload, and the errors the
+/// nursery recorded are written to stderr first (a child process, to read
+/// its stderr).
+#[test]
+fn a_resumed_panic_does_not_hide_the_other_failures() {
+    if std::env::var_os("HATCHERY_PANIC_PROBE").is_some() {
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            futures::executor::block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+                n.spawn_named("failer", async { Err(io::Error::other("disk full")) });
+                n.spawn_named("panicker", async {
+                    let _ = checkpoint().await; // the failure is recorded first
+                    panic!("the payload");
+                });
+                Ok(())
+            }))
+        }));
+        let payload = out.unwrap_err();
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"the payload"));
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "a_resumed_panic_does_not_hide_the_other_failures",
+            "--nocapture",
+        ])
+        .env("HATCHERY_PANIC_PROBE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    assert!(
+        stderr.contains("task `failer` spawned at tests/errors.rs:")
+            && stderr.contains("failed while its nursery resumes a panic")
+            && stderr.contains("disk full"),
+        "stderr: {stderr}"
+    );
+}

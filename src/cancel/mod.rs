@@ -11,6 +11,7 @@ pub(crate) mod tree;
 pub(crate) mod wait;
 mod waiters;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::panic::Location;
@@ -54,6 +55,8 @@ pub enum CancelReason {
     TaskFailed(TaskInfo),
     /// The process received this signal (e.g. 2 for SIGINT).
     Signal(i32),
+    /// [`CancelHandle::cancel_with_reason`] was called with this text.
+    Message(Cow<'static, str>),
 }
 
 impl fmt::Display for CancelReason {
@@ -62,6 +65,7 @@ impl fmt::Display for CancelReason {
             CancelReason::Explicit => f.write_str("cancel() was called"),
             CancelReason::Deadline => f.write_str("its deadline passed"),
             CancelReason::TaskFailed(task) => write!(f, "a sibling failed: {task}"),
+            CancelReason::Message(text) => f.write_str(text),
             CancelReason::Signal(signal) => write!(
                 f,
                 "the process received {} (signal {signal})",
@@ -351,7 +355,14 @@ where
         let out = match out {
             Ok(value) => Ok(Some(value)),
             Err(error) if error.is_cancelled() && node.exit_catches() => Ok(None),
-            Err(error) => Err(error),
+            // Failures with a cancellation among them: this scope catches
+            // the cancellation, the failures go on (trio splits the group).
+            Err(mut error) => {
+                if error.holds_cancelled() && node.exit_catches() {
+                    error.drop_cancelled();
+                }
+                Err(error)
+            }
         };
         node.unlink();
         Poll::Ready(out)
@@ -433,6 +444,26 @@ impl CancelHandle {
     /// ```
     pub fn cancel(&self) {
         self.node.cancel(CancelReason::Explicit);
+    }
+
+    /// Cancels the scope, recording why (trio's `cancel(reason=…)`): the
+    /// text is what [`reason`](Self::reason) and the shutdown report show.
+    /// Like [`cancel`](Self::cancel), the first reason recorded wins.
+    ///
+    /// ```
+    /// use hatchery::{CancelReason, CancelScope};
+    ///
+    /// let handle = CancelScope::new().handle();
+    /// handle.cancel_with_reason("the configuration was reloaded");
+    /// handle.cancel_with_reason("too late: the first reason wins");
+    /// assert_eq!(
+    ///     handle.reason(),
+    ///     Some(CancelReason::Message("the configuration was reloaded".into()))
+    /// );
+    /// assert_eq!(handle.reason().unwrap().to_string(), "the configuration was reloaded");
+    /// ```
+    pub fn cancel_with_reason(&self, reason: impl Into<Cow<'static, str>>) {
+        self.node.cancel(CancelReason::Message(reason.into()));
     }
 
     /// Whether this scope was cancelled: `cancel()` was called, or its own

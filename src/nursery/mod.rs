@@ -1072,8 +1072,16 @@ impl<E: CancelError> Outcomes<'_, E> {
     }
 
     fn panic(&mut self, task: TaskInfo, payload: Box<dyn Any + Send>) {
+        if self.panic.is_some() {
+            // Only the first payload is resumed; this one is not lost.
+            eprintln!(
+                "hatchery: {task} panicked too, while its nursery was failing: {}",
+                panic_message(&*payload)
+            );
+            return;
+        }
         self.node.cancel(CancelReason::TaskFailed(task));
-        self.panic.get_or_insert(payload);
+        *self.panic = Some(payload);
     }
 
     /// A task returned `Pending` without parking at a hatchery await: true
@@ -1116,6 +1124,17 @@ impl<E: CancelError> Outcomes<'_, E> {
             }
             Polled::Done(Ok(Ok(()))) | Polled::Unparked | Polled::Parked(_) | Polled::Idle => {}
         }
+    }
+}
+
+/// The text of a panic payload, when it has one.
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "(a payload that is not text)"
     }
 }
 
@@ -1256,6 +1275,14 @@ where
         let uncaught = *this.saw_cancelled && !node.exit_catches();
         node.unlink();
         if let Some(payload) = this.panic.take() {
+            // The panic is resumed with its own payload (callers downcast
+            // it); the other failures would be lost with the unwinding.
+            for failure in this.failures.iter() {
+                eprintln!(
+                    "hatchery: {} failed while its nursery resumes a panic: {:?}",
+                    failure.task, failure.error
+                );
+            }
             resume_unwind(payload);
         }
         let failures = std::mem::take(this.failures);
