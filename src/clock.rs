@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 pub(crate) const CANCELLED: u64 = 0;
 /// State value of a scope with no effective deadline.
 pub(crate) const NEVER: u64 = u64::MAX;
+/// State value of a deadline too far away to encode (about 584 years after
+/// the epoch): whoever meets it compares the instants themselves
+/// (`Node::deadline_passed`). Nothing is clamped to a wrong instant.
+pub(crate) const FAR: u64 = NEVER - 1;
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -36,10 +40,11 @@ pub(crate) fn now() -> Instant {
     Instant::now()
 }
 
-/// Encodes an instant; instants before the epoch all map to 1 (long past).
+/// Encodes an instant; instants before the epoch all map to 1 (long past),
+/// instants past the encodable range to `FAR`.
 pub(crate) fn to_nanos(instant: Instant) -> u64 {
     match instant.checked_duration_since(*EPOCH) {
-        Some(elapsed) => elapsed.as_nanos().clamp(1, u128::from(NEVER - 1)) as u64,
+        Some(elapsed) => elapsed.as_nanos().clamp(1, u128::from(FAR)) as u64,
         None => 1,
     }
 }
@@ -49,8 +54,11 @@ pub(crate) fn from_nanos(nanos: u64) -> Instant {
     *EPOCH + Duration::from_nanos(nanos)
 }
 
+/// The current time, encoded; never `FAR` (so that comparing it with an
+/// encoded deadline never says a far deadline has passed: `FAR` is compared
+/// as instants).
 pub(crate) fn now_nanos() -> u64 {
-    to_nanos(now())
+    to_nanos(now()).min(FAR - 1)
 }
 
 /// A timer that fires at `instant` of this thread's clock.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::cancel::wait::{Wait, Woke};
 use crate::cancel::{CancelScope, ScopeFuture};
 use crate::checkpoint::{WaitCancelled, cancelled};
-use crate::clock::{self, CANCELLED, NEVER};
+use crate::clock::{self, CANCELLED};
 use crate::context;
 use crate::error::{CancelError, Cancelled, TimedOut};
 
@@ -183,11 +183,11 @@ pub fn now() -> Instant {
 /// # });
 /// ```
 pub fn current_effective_deadline() -> Option<Instant> {
-    context::with_current(|node| match node.map_or(NEVER, |node| node.state()) {
-        NEVER => None,
+    let node = context::current()?;
+    match node.state() {
         CANCELLED => Some(clock::from_nanos(0)),
-        nanos => Some(clock::from_nanos(nanos)),
-    })
+        state => node.deadline_instant(state),
+    }
 }
 
 /// Runs `body` in a scope whose deadline is `timeout` after it is entered;

@@ -246,3 +246,83 @@ fn nothing_is_left_alive_after_cancelled_and_failed_nurseries() {
     assert_eq!(during.listeners - before.listeners, 1, "{during:?}");
     assert_eq!(testing::live(), before);
 }
+
+/// Issue 15, item 5: a deadline that expires is an event at that instant
+/// (trio cancels the scope before any task of that batch runs): a task woken
+/// in the same instant cannot undo it by moving the deadline later.
+#[test]
+fn a_deadline_that_expired_stays_expired_for_a_task_woken_in_the_same_instant() {
+    let _serial = one_at_a_time();
+    let (out, took, cancel_called) = testing::run(async {
+        let start = now();
+        let scope = CancelScope::new().deadline(start + 10 * SEC);
+        let handle = scope.handle();
+        let mover = handle.clone();
+        let out = Mutex::new(None);
+        let out_ref = &out;
+        nursery(|n: Nursery<'_, Cancelled>| async move {
+            // Outside the scope, woken at the same instant as its deadline.
+            n.spawn(async move {
+                hatchery::sleep_until(start + 10 * SEC).await?;
+                mover.set_deadline(start + HOUR);
+                Ok(())
+            });
+            n.spawn(async move {
+                let ended = scope.run(sleep_forever()).await;
+                *out_ref.lock().unwrap() = Some((ended.map(|_| ()), now() - start));
+                Ok(())
+            });
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let (ended, took) = out.into_inner().unwrap().unwrap();
+        (ended, took, handle.cancel_called())
+    });
+    assert_eq!(out, Ok(()), "the scope caught its own deadline");
+    assert_eq!(took, 10 * SEC);
+    assert!(cancel_called);
+}
+
+/// Issue 15, item 5: a scope that has exited never becomes `cancel_called`
+/// when its old deadline passes.
+#[test]
+fn an_exited_scope_is_never_cancelled_by_its_old_deadline() {
+    let _serial = one_at_a_time();
+    let (called, cancelled) = testing::run(async {
+        let scope = CancelScope::new().timeout(10 * SEC);
+        let handle = scope.handle();
+        scope.run(async { Ok::<_, Cancelled>(()) }).await.unwrap();
+        sleep(20 * SEC).await.unwrap();
+        (handle.cancel_called(), handle.is_cancelled())
+    });
+    assert!(!called);
+    assert!(!cancelled);
+}
+
+/// Issue 15, item 5: no deadline is clamped: 600 years into virtual time
+/// (past what the encoding of deadlines reaches), deadlines still expire
+/// exactly when they should, neither before nor never.
+#[test]
+fn deadlines_past_five_hundred_years_of_virtual_time_are_exact() {
+    let _serial = one_at_a_time();
+    let clock = VirtualClock::new();
+    clock.advance(Duration::from_secs(600 * 365 * 86_400));
+    let out = clock.run(async {
+        let start = now();
+        let finished = move_on_after(3 * SEC, async {
+            sleep(SEC).await?;
+            Ok::<_, Cancelled>(now() - start)
+        })
+        .await;
+        let start = now();
+        let cut = move_on_after(SEC, async {
+            assert_eq!(current_effective_deadline(), Some(start + SEC));
+            sleep(3 * SEC).await?;
+            Ok::<_, Cancelled>(())
+        })
+        .await;
+        (finished, cut, now() - start)
+    });
+    assert_eq!(out, (Ok(Some(SEC)), Ok(None), SEC));
+}

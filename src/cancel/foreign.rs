@@ -68,7 +68,7 @@ fn verdict_slow(node: &Node) -> Verdict {
         CANCELLED => {}
         deadline => {
             let now = clock::now_nanos();
-            if now < deadline {
+            if !node.deadline_passed(deadline, now) {
                 return Verdict::Keep;
             }
             node.record_expired(now);

@@ -284,7 +284,7 @@ pin_project! {
             let this = this.project();
             if *this.phase == Phase::Entered {
                 if let Some(node) = this.slot {
-                    node.unlink();
+                    node.exit();
                 }
             }
         }
@@ -364,7 +364,7 @@ where
                 Err(error)
             }
         };
-        node.unlink();
+        node.exit();
         Poll::Ready(out)
     }
 }

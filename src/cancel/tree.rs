@@ -7,6 +7,8 @@
 //!
 //! * `CANCELLED` (0): the scope is effectively cancelled;
 //! * `NEVER` (`u64::MAX`): no deadline applies and nothing is cancelled;
+//! * `FAR` (`u64::MAX - 1`): the earliest deadline that applies is too far
+//!   away to encode; it is compared as an instant (`deadline_passed`);
 //! * anything else: the earliest deadline (see `clock`) that applies.
 //!
 //! # Invariants
@@ -48,7 +50,7 @@ use slab::Slab;
 
 use super::CancelReason;
 use super::waiters::Waiters;
-use crate::clock::{self, CANCELLED, NEVER};
+use crate::clock::{self, CANCELLED, FAR, NEVER};
 use crate::error::Cancelled;
 use crate::live::{LISTENERS, SCOPES, Token};
 use crate::report::{Kind, NodeSnapshot};
@@ -110,12 +112,18 @@ pub(crate) struct Inner {
     deadline_nanos: u64,
     pub(crate) shield: bool,
     pub(crate) cancelled_caught: bool,
+    /// The scope has exited: its deadline no longer counts (trio: a scope
+    /// never becomes `cancel_called` after it exited).
+    exited: bool,
 }
 
 impl Inner {
     fn effective(&self) -> u64 {
         if self.cancel_called {
             return CANCELLED;
+        }
+        if self.exited {
+            return NEVER;
         }
         let inherited = match (&self.parent, self.shield) {
             (Some(parent), false) => parent.state.load(Ordering::Acquire),
@@ -125,7 +133,14 @@ impl Inner {
     }
 
     fn own_deadline_passed(&self, now: u64) -> bool {
-        self.deadline_nanos != NEVER && now >= self.deadline_nanos
+        match self.deadline_nanos {
+            _ if self.exited => false,
+            NEVER => false,
+            FAR => self
+                .deadline
+                .is_some_and(|deadline| clock::now() >= deadline),
+            deadline => now >= deadline,
+        }
     }
 
     /// Lowers the own deadline to `deadline` (never raises it).
@@ -158,6 +173,7 @@ impl Node {
                 deadline_nanos: deadline.map_or(NEVER, clock::to_nanos),
                 shield,
                 cancelled_caught: false,
+                exited: false,
             }),
             waiters: Waiters::default(),
             listened: AtomicBool::new(false),
@@ -191,6 +207,7 @@ impl Node {
             effectively_cancelled: match state {
                 CANCELLED => true,
                 NEVER => false,
+                FAR => false, // too far away to have passed: no walk under this lock
                 deadline => clock::now_nanos() >= deadline,
             },
             reason: inner.reason.clone(),
@@ -246,15 +263,57 @@ impl Node {
     #[cold]
     fn check_deadline(&self, deadline: u64) -> Result<(), Cancelled> {
         let now = clock::now_nanos();
-        if now < deadline {
+        if !self.deadline_passed(deadline, now) {
             return Ok(());
         }
         self.record_expired(now);
         match self.state() {
             CANCELLED => Err(Cancelled),
-            deadline if now >= deadline => Err(Cancelled),
+            state if self.deadline_passed(state, now) => Err(Cancelled),
             // Someone moved the deadline later in the meantime.
             _ => Ok(()),
+        }
+    }
+
+    /// Whether the effective deadline `state` (read from this node) has
+    /// passed at `now` (see `clock::now_nanos`).
+    pub(crate) fn deadline_passed(&self, state: u64, now: u64) -> bool {
+        match state {
+            CANCELLED => true,
+            NEVER => false,
+            FAR => self
+                .deadline_instant(FAR)
+                .is_some_and(|deadline| clock::now() >= deadline),
+            deadline => now >= deadline,
+        }
+    }
+
+    /// The instant of the effective deadline `state` (read from this node);
+    /// `None` without one. For `FAR`, the scopes from here up to the first
+    /// shield are asked for their own deadlines, one lock at a time.
+    pub(crate) fn deadline_instant(&self, state: u64) -> Option<Instant> {
+        match state {
+            NEVER => None,
+            FAR => {
+                let mut earliest: Option<Instant> = None;
+                let mut next: Option<Arc<Node>> = None;
+                loop {
+                    let node = next.as_deref().unwrap_or(self);
+                    let inner = node.lock();
+                    if let Some(deadline) = inner.deadline.filter(|_| !inner.exited) {
+                        earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+                    }
+                    match (&inner.parent, inner.shield) {
+                        (Some(parent), false) => {
+                            let parent = Arc::clone(parent);
+                            drop(inner);
+                            next = Some(parent);
+                        }
+                        _ => return earliest,
+                    }
+                }
+            }
+            nanos => Some(clock::from_nanos(nanos)),
         }
     }
 
@@ -297,6 +356,12 @@ impl Node {
 
     pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
         let mut inner = self.lock();
+        // A deadline that has passed is an event at that instant, as in
+        // trio: it cancelled the scope, whether or not a checkpoint saw it
+        // yet, and moving it later does not undo that.
+        if !inner.cancel_called && inner.own_deadline_passed(clock::now_nanos()) {
+            inner.mark_cancelled(CancelReason::Deadline);
+        }
         inner.deadline = deadline;
         inner.deadline_nanos = deadline.map_or(NEVER, clock::to_nanos);
         self.update_locked(inner);
@@ -402,6 +467,16 @@ impl Node {
         parent.lock().children.try_remove(key);
     }
 
+    /// The scope exits: unlinked (invariant 4), and from now on its own
+    /// deadline no longer counts, so that it never becomes cancelled after
+    /// it exited.
+    pub(crate) fn exit(&self) {
+        let mut inner = self.lock();
+        inner.exited = true;
+        self.update_locked(inner);
+        self.unlink();
+    }
+
     /// Moves this node under a new parent (used when a starting task is handed
     /// to its nursery) and recomputes the subtree.
     pub(crate) fn reparent(self: &Arc<Self>, parent: &Arc<Node>) {
@@ -421,11 +496,14 @@ impl Node {
             return false;
         }
         let outer_visible = match (&inner.parent, inner.shield) {
-            (Some(parent), false) => match parent.state() {
-                CANCELLED => true,
-                NEVER => false,
-                deadline => now >= deadline,
-            },
+            (Some(parent), false) => {
+                let parent = Arc::clone(parent);
+                // One lock at a time (invariant 3): a far deadline walks.
+                drop(inner);
+                let visible = parent.deadline_passed(parent.state(), now);
+                inner = self.lock();
+                visible
+            }
             _ => false,
         };
         if outer_visible {

@@ -96,8 +96,7 @@ impl Wait {
                 self.listener = Some(node.listen());
                 continue; // re-check now that no change can be missed
             }
-            let state = node.map_or(NEVER, |node| node.state());
-            let scope_deadline = (state != NEVER).then(|| clock::from_nanos(state));
+            let scope_deadline = node.and_then(|node| node.deadline_instant(node.state()));
             let wake_at = match (target, scope_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

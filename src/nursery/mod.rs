@@ -967,7 +967,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
             // Unlink first: a child's `Drop` may panic below.
-            this.shared.node.unlink();
+            this.shared.node.exit();
             // The hard cancel (invariant 4): nothing can be spawned any more,
             // and every child and the body are dropped right here.
             drop(this.shared.close());
@@ -1273,7 +1273,7 @@ where
         // nursery's scope does not catch, propagates out of the nursery even
         // if the body itself returned a value.
         let uncaught = *this.saw_cancelled && !node.exit_catches();
-        node.unlink();
+        node.exit();
         if let Some(payload) = this.panic.take() {
             // The panic is resumed with its own payload (callers downcast
             // it); the other failures would be lost with the unwinding.

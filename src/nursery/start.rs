@@ -243,13 +243,13 @@ where
             ScopedState::Panicked(payload) => {
                 let payload = payload.take();
                 if let Some(node) = &this.node {
-                    node.unlink();
+                    node.exit();
                 }
                 resume_unwind(payload.unwrap_or_else(|| Box::new("started child panicked")));
             }
         };
         if let Some(node) = &this.node {
-            node.unlink();
+            node.exit();
         }
         Poll::Ready(output)
     }
@@ -258,7 +258,7 @@ where
 impl<C, E> Drop for Scoped<C, E> {
     fn drop(&mut self) {
         if let Some(node) = &self.node {
-            node.unlink();
+            node.exit();
         }
     }
 }
@@ -317,7 +317,7 @@ impl<C, V, E> StartFuture<C, V, E> {
         self.phase = Phase::Done;
         self.child = None;
         self.state.lock().abandoned = true;
-        self.state.task.unlink();
+        self.state.task.exit();
         // Only fails when handing a child over; there is none here.
         let _ = self.shared.finish_start(None);
     }

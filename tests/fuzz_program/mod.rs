@@ -197,9 +197,6 @@ struct MScope {
     /// `cancel()` was called on it.
     explicit: bool,
     deadline: Option<Instant>,
-    /// A deadline that had passed was moved: the expiry may or may not have
-    /// been recorded (it is sticky once a checkpoint saw it).
-    unsure: bool,
     /// A task of this nursery failed: it cancels itself (asynchronously).
     failed: bool,
     /// When `cancel()` was called, a task failed, the deadline was last
@@ -315,7 +312,6 @@ impl World {
             shield,
             explicit: false,
             deadline,
-            unsure: false,
             failed: false,
             explicit_at: None,
             failed_at: None,
@@ -333,7 +329,7 @@ impl World {
         while let Some(index) = at {
             let scope = &self.scopes[index];
             definite |= scope.explicit || scope.deadline.is_some_and(|d| d <= now);
-            maybe |= scope.failed || scope.unsure;
+            maybe |= scope.failed;
             if scope.shield {
                 break;
             }
@@ -363,9 +359,6 @@ impl World {
         while let Some(index) = at {
             let scope = &self.scopes[index];
             visible_since = visible_since.max(scope.shield_set_at);
-            if scope.unsure {
-                return;
-            }
             let deadline = scope.deadline.map(|d| d.max(scope.deadline_set_at));
             for time in [scope.explicit_at, scope.failed_at, deadline]
                 .into_iter()
@@ -399,9 +392,6 @@ impl World {
         while let Some(index) = at {
             let scope = &self.scopes[index];
             visible_since = visible_since.max(scope.shield_set_at);
-            if scope.unsure {
-                return;
-            }
             let deadline = scope.deadline.map(|d| d.max(scope.deadline_set_at));
             let causes = [scope.explicit_at, scope.failed_at, deadline];
             if let Some(due) = causes.into_iter().flatten().min() {
@@ -600,8 +590,12 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                     };
                     let now = hatchery::now();
                     let scope = &mut world.scopes[index];
-                    if scope.deadline.is_some_and(|d| d <= now) {
-                        scope.unsure = true;
+                    // As in trio, an expiry is an event at its instant: moving
+                    // a deadline that has passed leaves the scope cancelled.
+                    if let Some(expired) = scope.deadline.filter(|&d| d <= now) {
+                        scope.explicit = true;
+                        let at = expired.max(scope.deadline_set_at);
+                        scope.explicit_at = Some(scope.explicit_at.map_or(at, |e| e.min(at)));
                     }
                     scope.deadline = to.map(|t| now + ticks(t));
                     scope.deadline_set_at = now;
