@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures_lite::future::{block_on, yield_now};
-use hatchery::{CancelScope, Cancelled, Nursery, check_cancelled, move_on_after, nursery};
+use hatchery::{
+    CancelScope, Cancelled, Nursery, check_cancelled, typed::move_on_after, typed::nursery,
+};
 
 mod common;
 
@@ -112,20 +114,22 @@ fn cancel_idle(c: &mut Criterion) {
                 let handle = scope.handle();
                 let cancelled_at = std::cell::Cell::new(None);
                 let at = &cancelled_at;
-                block_on(scope.run(nursery(|n: Nursery<'_, Cancelled>| async move {
-                    for _ in 0..CHILDREN {
-                        n.spawn(async {
-                            hatchery::sleep_forever().await?;
-                            Ok(())
-                        });
-                    }
-                    // Let every child park, then cancel.
-                    yield_now().await;
-                    yield_now().await;
-                    at.set(Some(Instant::now()));
-                    handle.cancel();
-                    Ok(())
-                })))
+                block_on(
+                    scope.run_typed(nursery(|n: Nursery<'_, Cancelled>| async move {
+                        for _ in 0..CHILDREN {
+                            n.spawn(async {
+                                hatchery::sleep_forever().await?;
+                                Ok(())
+                            });
+                        }
+                        // Let every child park, then cancel.
+                        yield_now().await;
+                        yield_now().await;
+                        at.set(Some(Instant::now()));
+                        handle.cancel();
+                        Ok(())
+                    })),
+                )
                 .unwrap_or(None);
                 total += cancelled_at.get().map_or(Duration::ZERO, |at| at.elapsed());
             }
@@ -142,23 +146,25 @@ fn cancel_idle(c: &mut Criterion) {
                 let parked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let cancelled_at = std::cell::Cell::new(None);
                 let at = &cancelled_at;
-                block_on(scope.run(nursery(|n: Nursery<'_, Cancelled>| async move {
-                    for _ in 0..CHILDREN {
-                        let parked = parked.clone();
-                        n.spawn_on(executor, async move {
-                            parked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            hatchery::sleep_forever().await?;
-                            Ok(())
-                        });
-                    }
-                    // Wait until every child is parked on a worker, then cancel.
-                    while parked.load(std::sync::atomic::Ordering::Relaxed) < CHILDREN {
-                        yield_now().await;
-                    }
-                    at.set(Some(Instant::now()));
-                    handle.cancel();
-                    Ok(())
-                })))
+                block_on(
+                    scope.run_typed(nursery(|n: Nursery<'_, Cancelled>| async move {
+                        for _ in 0..CHILDREN {
+                            let parked = parked.clone();
+                            n.spawn_on(executor, async move {
+                                parked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                hatchery::sleep_forever().await?;
+                                Ok(())
+                            });
+                        }
+                        // Wait until every child is parked on a worker, then cancel.
+                        while parked.load(std::sync::atomic::Ordering::Relaxed) < CHILDREN {
+                            yield_now().await;
+                        }
+                        at.set(Some(Instant::now()));
+                        handle.cancel();
+                        Ok(())
+                    })),
+                )
                 .unwrap_or(None);
                 total += cancelled_at.get().map_or(Duration::ZERO, |at| at.elapsed());
             }
@@ -224,21 +230,23 @@ fn cancel_foreign(c: &mut Criterion) {
                 let handle = scope.handle();
                 let cancelled_at = std::cell::Cell::new(None);
                 let at = &cancelled_at;
-                block_on(scope.run(nursery(|n: Nursery<'_, Cancelled>| async move {
-                    for _ in 0..CHILDREN {
-                        n.spawn(async {
-                            std::future::pending::<()>().await;
-                            Ok(())
-                        });
-                    }
-                    // Let every child park, then cancel.
-                    yield_now().await;
-                    yield_now().await;
-                    at.set(Some(Instant::now()));
-                    handle.cancel();
-                    hatchery::checkpoint().await?;
-                    Ok(())
-                })))
+                block_on(
+                    scope.run_typed(nursery(|n: Nursery<'_, Cancelled>| async move {
+                        for _ in 0..CHILDREN {
+                            n.spawn(async {
+                                std::future::pending::<()>().await;
+                                Ok(())
+                            });
+                        }
+                        // Let every child park, then cancel.
+                        yield_now().await;
+                        yield_now().await;
+                        at.set(Some(Instant::now()));
+                        handle.cancel();
+                        hatchery::checkpoint().await?;
+                        Ok(())
+                    })),
+                )
                 .unwrap_or(None);
                 total += cancelled_at.get().map_or(Duration::ZERO, |at| at.elapsed());
             }
@@ -280,7 +288,7 @@ fn in_nested_scopes(depth: usize, body: impl FnOnce()) {
                 body();
                 return Ok(());
             }
-            CancelScope::new().run(nest(depth - 1, body)).await?;
+            CancelScope::new().run_typed(nest(depth - 1, body)).await?;
             Ok(())
         })
     }

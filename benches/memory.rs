@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures_lite::future::block_on;
-use hatchery::{Cancelled, Nursery, nursery};
+use hatchery::{Cancelled, Nursery, typed::nursery};
 
 struct Counting;
 

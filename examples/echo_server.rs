@@ -9,14 +9,13 @@
 //! nc 127.0.0.1 7000                           # type lines, they come back
 //! ```
 
-use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_io::Async;
 use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use hatchery::{CancelScope, CancellableExt, Cancelled, Nursery, nursery, run};
+use hatchery::{CancelScope, CancellableExt, Cancelled, nursery, run};
 
 fn main() {
     let port: u16 = match std::env::args().nth(1) {
@@ -29,10 +28,10 @@ fn main() {
     let served = AtomicUsize::new(0);
     let closed = AtomicUsize::new(0);
     let (served, closed) = (&served, &closed);
-    let out = run(|_root: Nursery<'_, io::Error>| async move {
+    let out = run(|_root| async move {
         let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], port))?;
         println!("listening on {}", listener.get_ref().local_addr()?);
-        let result = nursery(|n: Nursery<'_, io::Error>| async move {
+        let result = nursery(|n| async move {
             loop {
                 // Accepting is where a shutdown stops the server.
                 let Ok(accepted) = listener.accept().cancellable().await else {
@@ -59,7 +58,7 @@ fn main() {
     out.expect("the server failed");
 }
 
-async fn serve(stream: Async<TcpStream>, closed: &AtomicUsize) -> io::Result<()> {
+async fn serve(stream: Async<TcpStream>, closed: &AtomicUsize) -> hatchery::Result<()> {
     let mut reader = BufReader::new(&stream);
     let mut writer = &stream;
     loop {
@@ -74,7 +73,7 @@ async fn serve(stream: Async<TcpStream>, closed: &AtomicUsize) -> io::Result<()>
                 CancelScope::new()
                     .shield(true)
                     .timeout(Duration::from_secs(1))
-                    .run(writer.write_all(b"server shutting down, bye\n"))
+                    .run(async { Ok(writer.write_all(b"server shutting down, bye\n").await?) })
                     .await?;
                 closed.fetch_add(1, Ordering::Relaxed);
                 return Err(Cancelled.into());
@@ -92,7 +91,7 @@ async fn serve(stream: Async<TcpStream>, closed: &AtomicUsize) -> io::Result<()>
                 let mut line = String::new();
                 reader.read_line(&mut line).await?;
                 writer.write_all(line.as_bytes()).await?;
-                Ok::<_, io::Error>(())
+                Ok(())
             })
             .await?;
     }

@@ -43,7 +43,7 @@ fn count_primes(range: std::ops::Range<u64>) -> Result<u64, hatchery::Cancelled>
     Ok(count)
 }
 
-async fn echo_server(n: Nursery<'_, io::Error>, status: Started<SocketAddr>) -> io::Result<()> {
+async fn echo_server(n: Nursery<'_>, status: Started<SocketAddr>) -> hatchery::Result<()> {
     let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0))?;
     status.started(listener.get_ref().local_addr()?);
     loop {
@@ -78,7 +78,7 @@ fn main() {
     let echoes = Arc::new(AtomicU64::new(0));
     let (primes_out, echoes_out) = (primes.clone(), echoes.clone());
 
-    let out = run(|n: Nursery<'_, io::Error>| async move {
+    let out = run(|n| async move {
         fail_after(Duration::from_secs(10), async {
             // CPU-bound: chunks counted on the worker threads.
             let chunk = LIMIT / CHUNKS;
@@ -97,11 +97,11 @@ fn main() {
             }
 
             // I/O-bound: an echo server and its clients, in a nursery of their own.
-            nursery(|io: Nursery<'_, io::Error>| async move {
+            nursery(|io| async move {
                 let server = io.clone();
                 let addr = io.start(|status| echo_server(server, status)).await?;
                 println!("echo server listening on {addr}");
-                nursery(|clients: Nursery<'_, io::Error>| async move {
+                nursery(|clients| async move {
                     for id in 0..CLIENTS {
                         let echoes = echoes.clone();
                         clients.spawn(async move {

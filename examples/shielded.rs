@@ -9,10 +9,10 @@
 
 use std::time::Duration;
 
-use hatchery::{CancelScope, Cancelled, Nursery, checkpoint, run, sleep};
+use hatchery::{CancelScope, checkpoint, run, sleep};
 
 fn main() {
-    run(|n: Nursery<'_, Cancelled>| async move {
+    run(|n| async move {
         for i in 1..=3 {
             n.spawn_named(format!("writer {i}"), async move {
                 for record in 1.. {
@@ -20,13 +20,13 @@ fn main() {
                     // A cancel from outside cannot cut the write short.
                     CancelScope::new()
                         .shield(true)
-                        .run(sleep(Duration::from_secs(2)))
+                        .run(async { Ok(sleep(Duration::from_secs(2)).await?) })
                         .await?;
                     println!("writer {i}: record {record} done");
                     // Between records, the cancellation gets through.
                     if let Err(cancelled) = checkpoint().await {
                         println!("writer {i}: stopping after record {record}");
-                        return Err(cancelled);
+                        return Err(cancelled.into());
                     }
                 }
                 Ok(())
@@ -37,7 +37,7 @@ fn main() {
                 if waited.is_err() {
                     println!("waiter {i}: cancelled");
                 }
-                waited
+                Ok(waited?)
             });
         }
         Ok(())

@@ -8,10 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use hatchery::{Cancelled, Nursery, run, sleep};
+use hatchery::{Cancelled, run, sleep};
 
 fn main() {
-    let out = run(|n: Nursery<'_, Cancelled>| async move {
+    let out = run(|n| async move {
         for (name, secs) in [("shleepy", 5), ("shleepier", 10)] {
             n.spawn_named(name, async move {
                 let start = Instant::now();
@@ -26,7 +26,7 @@ fn main() {
                         start.elapsed().as_secs_f64()
                     ),
                 }
-                slept
+                Ok(slept?)
             });
         }
         Ok(())

@@ -17,17 +17,17 @@
 
 use std::time::Duration;
 
-use hatchery::{Builder, CancelScope, Cancelled, Nursery, sleep};
+use hatchery::{Builder, CancelScope, sleep};
 
 fn main() {
     Builder::new()
         .grace_period(Duration::from_secs(1))
-        .run(|n: Nursery<'_, Cancelled>| async move {
+        .run(|n| async move {
             n.spawn_named("polite", async {
                 println!("polite: working");
                 let worked = sleep(Duration::from_secs(3600)).await;
                 println!("polite: cancelled, cleaned up");
-                worked
+                Ok(worked?)
             });
             n.spawn_named("stubborn", async {
                 println!("stubborn: waiting, shielded, on a timer that ignores cancellation");
@@ -35,7 +35,7 @@ fn main() {
                     .shield(true)
                     .run(async {
                         async_io::Timer::after(Duration::from_secs(3600)).await;
-                        Ok::<_, Cancelled>(())
+                        Ok(())
                     })
                     .await?;
                 println!("stubborn: done");

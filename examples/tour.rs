@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
 use hatchery::{
-    Builder, CancelScope, Cancelled, Nursery, Started, fail_after, move_on_after, nursery, sleep,
+    Builder, CancelScope, Started, TimedOut, fail_after, move_on_after, nursery, sleep,
     sleep_forever,
 };
 
@@ -44,7 +44,7 @@ async fn act_1_nurseries(t: Instant) {
     println!("\n== Act 1: a nursery waits for all of its children ==");
     let names = ["small", "medium", "large"];
     let names = &names; // children may borrow from this frame
-    nursery(|n: Nursery<'_, Cancelled>| async move {
+    nursery(|n| async move {
         for (i, name) in names.iter().enumerate() {
             n.spawn(async move {
                 sleep(Duration::from_millis(30 * (i as u64 + 1))).await?;
@@ -63,7 +63,7 @@ async fn act_1_nurseries(t: Instant) {
 async fn act_2_deadlines(t: Instant) {
     println!("\n== Act 2: deadlines cancel a whole tree, and the scope catches it ==");
     let out = move_on_after(Duration::from_millis(100), async {
-        nursery(|n: Nursery<'_, Cancelled>| async move {
+        nursery(|n| async move {
             for i in 1..=2 {
                 n.spawn(async move {
                     let result = sleep(Duration::from_secs(3600)).await;
@@ -71,14 +71,14 @@ async fn act_2_deadlines(t: Instant) {
                         t,
                         format!("worker {i}: cancelled ({result:?}), cleaning up"),
                     );
-                    result
+                    Ok(result?)
                 });
             }
             sleep_forever().await?;
             Ok(())
         })
         .await?;
-        Ok::<_, Cancelled>("finished")
+        Ok("finished")
     })
     .await;
     say(
@@ -86,7 +86,7 @@ async fn act_2_deadlines(t: Instant) {
         format!("move_on_after(100 ms) returned {out:?}: it caught its own deadline"),
     );
 
-    let timed_out: Result<(), io::Error> = fail_after(Duration::from_millis(20), async {
+    let timed_out = fail_after(Duration::from_millis(20), async {
         sleep(Duration::from_secs(3600)).await?;
         Ok(())
     })
@@ -95,8 +95,8 @@ async fn act_2_deadlines(t: Instant) {
         say(
             t,
             format!(
-                "fail_after(20 ms) returned an error of kind {:?}: {error}",
-                error.kind()
+                "fail_after(20 ms) returned an error (a timeout: {}): {error}",
+                error.downcast_ref::<TimedOut>().is_some()
             ),
         );
     }
@@ -115,10 +115,10 @@ async fn act_3_shields(t: Instant) {
                 .run(async {
                     sleep(Duration::from_millis(50)).await?; // would fail without the shield
                     say(t, "...flushed 3 buffered records");
-                    Ok::<_, Cancelled>(())
+                    Ok(())
                 })
                 .await?;
-            result.map(|never| match never {})
+            Ok(result.map(|never| match never {})?)
         })
         .await;
     say(
@@ -133,7 +133,7 @@ async fn act_3_shields(t: Instant) {
 
 async fn act_4_start(t: Instant) {
     println!("\n== Act 4: start() waits until a child says it is ready ==");
-    nursery(|n: Nursery<'_, Cancelled>| async move {
+    nursery(|n| async move {
         let port = n
             .start(|status: Started<u16>| async move {
                 sleep(Duration::from_millis(20)).await?; // binding a socket, say
@@ -160,7 +160,7 @@ async fn act_4_start(t: Instant) {
 
 async fn act_5_errors(t: Instant) {
     println!("\n== Act 5: a failing child cancels its siblings; every error is reported ==");
-    let result = nursery(|n: Nursery<'_, io::Error>| async move {
+    let result = nursery(|n| async move {
         n.spawn_named("uploader", async move {
             let result = sleep(Duration::from_secs(3600)).await;
             say(
@@ -173,10 +173,7 @@ async fn act_5_errors(t: Instant) {
         n.spawn_named("config-loader", async move {
             sleep(Duration::from_millis(20)).await?;
             say(t, "config-loader: failing");
-            Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "config.toml not found",
-            ))
+            Err(io::Error::new(io::ErrorKind::NotFound, "config.toml not found").into())
         });
         sleep_forever().await?;
         Ok(())
@@ -199,11 +196,11 @@ fn act_6_ctrl_c(t: Instant) {
     let out = Builder::new()
         .grace_period(Duration::from_millis(300))
         .exit_on_signal(false) // so the tour can go on; a program would exit 130
-        .run(|n: Nursery<'_, Cancelled>| async move {
+        .run(|n| async move {
             n.spawn_named("saver", async move {
                 let result = sleep(Duration::from_secs(3600)).await;
                 say(t, "saver: cancelled by the signal; flushed its buffers");
-                result
+                Ok(result?)
             });
             n.spawn_named("reader", async move {
                 // A future from another crate cannot see the cancellation:
@@ -223,7 +220,7 @@ fn act_6_ctrl_c(t: Instant) {
                     .shield(true)
                     .run(async {
                         async_io::Timer::after(Duration::from_secs(3600)).await;
-                        Ok::<_, Cancelled>(())
+                        Ok(())
                     })
                     .await?;
                 Ok(())

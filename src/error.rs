@@ -6,7 +6,7 @@
 //! normal way a task unwinds out of a cancelled scope, and the scope that caused
 //! it is the one that catches it.
 
-use std::error::Error;
+use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 
@@ -33,10 +33,10 @@ use crate::task::TaskInfo;
 ///         checkpoint().await?; // fails again, and unwinds
 ///         unreachable!("a cancelled scope never gets past a checkpoint");
 ///         #[allow(unreachable_code)]
-///         Ok::<(), Cancelled>(())
+///         Ok(())
 ///     })
 ///     .await;
-/// assert_eq!(caught, Ok(None)); // the scope caught its own cancellation
+/// assert!(matches!(caught, Ok(None))); // the scope caught its own cancellation
 /// # });
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -50,7 +50,7 @@ impl fmt::Display for Cancelled {
     }
 }
 
-impl Error for Cancelled {}
+impl StdError for Cancelled {}
 
 /// An error type that can carry a [`Cancelled`].
 ///
@@ -58,7 +58,7 @@ impl Error for Cancelled {}
 /// cancelled" apart from a real failure. Implement this for your own error type
 /// (usually with a variant holding `Cancelled`) to use it in scopes and
 /// nurseries. It is implemented for [`Cancelled`], `std::io::Error`,
-/// `Box<dyn Error + Send + Sync>`, `Box<dyn Error>` and [`NurseryError`].
+/// `Box<dyn StdError + Send + Sync>`, `Box<dyn StdError>` and [`NurseryError`].
 ///
 /// # Examples
 ///
@@ -87,7 +87,7 @@ impl Error for Cancelled {}
 /// let scope = CancelScope::new();
 /// scope.handle().cancel();
 /// let out = scope
-///     .run(async {
+///     .run_typed(async {
 ///         checkpoint().await?;
 ///         Err::<(), _>(AppError::Parse("never reached".into()))
 ///     })
@@ -143,7 +143,7 @@ impl CancelError for Cancelled {
 /// that wraps one. Walks `io::Error`'s payload (its `source()` skips it) and
 /// every other error's `source()` chain; a pure-cancellation `NurseryError`
 /// reports `Cancelled` as its source, so nursery errors of any `E` are seen.
-fn dyn_is_cancelled(error: &(dyn Error + 'static)) -> bool {
+fn dyn_is_cancelled(error: &(dyn StdError + 'static)) -> bool {
     let mut next = Some(error);
     // Bounded, in case a hand-written `source()` chain loops.
     for _ in 0..64 {
@@ -154,7 +154,7 @@ fn dyn_is_cancelled(error: &(dyn Error + 'static)) -> bool {
         next = match error.downcast_ref::<io::Error>() {
             Some(io_error) => io_error
                 .get_ref()
-                .map(|inner| inner as &(dyn Error + 'static)),
+                .map(|inner| inner as &(dyn StdError + 'static)),
             None => error.source(),
         };
     }
@@ -177,13 +177,13 @@ impl CancelError for io::Error {
     }
 }
 
-impl CancelError for Box<dyn Error + Send + Sync> {
+impl CancelError for Box<dyn StdError + Send + Sync> {
     fn is_cancelled(&self) -> bool {
         dyn_is_cancelled(self.as_ref())
     }
 }
 
-impl CancelError for Box<dyn Error> {
+impl CancelError for Box<dyn StdError> {
     fn is_cancelled(&self) -> bool {
         dyn_is_cancelled(self.as_ref())
     }
@@ -199,7 +199,7 @@ impl CancelError for Box<dyn Error> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use hatchery::{fail_after, sleep};
+/// use hatchery::{sleep, typed::fail_after};
 ///
 /// # futures::executor::block_on(async {
 /// let out: Result<(), std::io::Error> = fail_after(Duration::from_millis(5), async {
@@ -219,7 +219,7 @@ impl fmt::Display for TimedOut {
     }
 }
 
-impl Error for TimedOut {}
+impl StdError for TimedOut {}
 
 impl From<TimedOut> for io::Error {
     fn from(timed_out: TimedOut) -> Self {
@@ -232,7 +232,7 @@ impl From<TimedOut> for io::Error {
 /// # Examples
 ///
 /// ```
-/// use hatchery::{nursery, Nursery};
+/// use hatchery::{typed::nursery, Nursery};
 ///
 /// # futures::executor::block_on(async {
 /// let err = nursery(|n: Nursery<'_, std::io::Error>| async move {
@@ -269,7 +269,7 @@ pub struct TaskFailure<E> {
 /// recorded by then, and any later panic, would be lost with the unwinding:
 /// each is written to stderr first, with the task that raised it.
 ///
-/// Convert it into your own error type with `?`: it implements [`Error`] (so
+/// Convert it into your own error type with `?`: it implements [`std::error::Error`] (so
 /// boxed errors take it), `std::io::Error: From<NurseryError<std::io::Error>>`
 /// (a single failure comes out as itself) and
 /// `Cancelled: From<NurseryError<Cancelled>>`.
@@ -277,7 +277,7 @@ pub struct TaskFailure<E> {
 /// # Examples
 ///
 /// ```
-/// use hatchery::{nursery, Nursery};
+/// use hatchery::{typed::nursery, Nursery};
 ///
 /// # futures::executor::block_on(async {
 /// let err = nursery(|n: Nursery<'_, std::io::Error>| async move {
@@ -294,7 +294,7 @@ pub struct TaskFailure<E> {
 /// # });
 /// ```
 #[derive(Debug)]
-pub struct NurseryError<E> {
+pub struct NurseryError<E = Error> {
     failures: Vec<TaskFailure<E>>,
     cancelled: bool,
     signal: Option<i32>,
@@ -321,7 +321,7 @@ impl<E> NurseryError<E> {
     /// down by one. The conventional exit status is 128 + that number.
     ///
     /// ```
-    /// use hatchery::{nursery, Nursery};
+    /// use hatchery::{typed::nursery, Nursery};
     /// # futures::executor::block_on(async {
     /// let err = nursery(|_n: Nursery<'_, std::io::Error>| async move {
     ///     Err::<(), _>(std::io::Error::other("no signal here"))
@@ -338,7 +338,7 @@ impl<E> NurseryError<E> {
     /// Every failure, in the order the nursery saw them.
     ///
     /// ```
-    /// # use hatchery::{nursery, Nursery};
+    /// # use hatchery::{typed::nursery, Nursery};
     /// # futures::executor::block_on(async {
     /// let err = nursery(|_n: Nursery<'_, std::io::Error>| async move {
     ///     Err::<(), _>(std::io::Error::other("body failed"))
@@ -355,7 +355,7 @@ impl<E> NurseryError<E> {
     /// Takes the failures out.
     ///
     /// ```
-    /// # use hatchery::{nursery, Nursery};
+    /// # use hatchery::{typed::nursery, Nursery};
     /// # futures::executor::block_on(async {
     /// let err = nursery(|n: Nursery<'_, std::io::Error>| async move {
     ///     n.spawn(async { Err(std::io::ErrorKind::NotFound.into()) });
@@ -375,7 +375,7 @@ impl<E> NurseryError<E> {
     /// The errors alone, without the task that raised each.
     ///
     /// ```
-    /// # use hatchery::{nursery, Nursery};
+    /// # use hatchery::{typed::nursery, Nursery};
     /// # futures::executor::block_on(async {
     /// let err = nursery(|n: Nursery<'_, std::io::Error>| async move {
     ///     n.spawn(async { Err(std::io::Error::other("one")) });
@@ -394,13 +394,13 @@ impl<E> NurseryError<E> {
     /// no task failed, the nursery was unwound by an enclosing cancelled scope.
     ///
     /// ```
-    /// use hatchery::{nursery, CancelScope, Nursery, NurseryError, Cancelled, sleep_forever};
+    /// use hatchery::{typed::nursery, CancelScope, Nursery, NurseryError, Cancelled, sleep_forever};
     ///
     /// # futures::executor::block_on(async {
     /// let scope = CancelScope::new();
     /// scope.handle().cancel();
     /// scope
-    ///     .run(async {
+    ///     .run_typed(async {
     ///         let inner = nursery(|_n: Nursery<'_, Cancelled>| async move {
     ///             sleep_forever().await?;
     ///             Ok(())
@@ -444,12 +444,12 @@ impl<E: fmt::Display> fmt::Display for NurseryError<E> {
 }
 
 /// Only `Debug + Display` is asked of `E` (not `Error`), so that a
-/// `NurseryError<Box<dyn Error + Send + Sync>>` is itself an error and `?`
+/// `NurseryError<Box<dyn StdError + Send + Sync>>` is itself an error and `?`
 /// boxes it.
-impl<E: fmt::Debug + fmt::Display> Error for NurseryError<E> {
+impl<E: fmt::Debug + fmt::Display> StdError for NurseryError<E> {
     /// `Cancelled` when this is a pure cancellation, so that code holding a
     /// boxed `NurseryError` (of any `E`) can still tell it is one.
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
         static CANCELLED: Cancelled = Cancelled;
         self.is_cancelled().then_some(&CANCELLED as _)
     }
@@ -500,6 +500,194 @@ impl From<NurseryError<io::Error>> for io::Error {
     }
 }
 
+/// The error of hatchery's untyped API ([`nursery`](crate::nursery),
+/// [`run`](crate::run)): any error, boxed, or a cancellation. With it, closures
+/// need no type annotation, and `?` works on any [`std::error::Error`], on
+/// [`Cancelled`], [`TimedOut`] and on the [`NurseryError`] of a nested nursery.
+///
+/// Like `anyhow::Error`, it does not implement [`std::error::Error`] itself
+/// (that would conflict with converting from every error); it derefs to the
+/// boxed error, converts into `Box<dyn StdError + Send + Sync>`, and says whether
+/// it is a cancellation ([`CancelError::is_cancelled`]) however deep the
+/// `Cancelled` sits in its chain of sources. For your own error type, use the
+/// typed API ([`typed`](crate::typed)).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{fail_after, nursery, sleep, CancelError};
+///
+/// # futures::executor::block_on(async {
+/// let out = nursery(|n| async move {
+///     n.spawn(async {
+///         let number: u32 = "42".parse()?; // any std error converts
+///         assert_eq!(number, 42);
+///         Ok(())
+///     });
+///     // A timeout is an error too; a cancellation unwinds with `?`.
+///     fail_after(Duration::from_millis(10), async {
+///         sleep(Duration::from_secs(3600)).await?;
+///         Ok(())
+///     })
+///     .await?;
+///     Ok(())
+/// })
+/// .await;
+/// let error = out.unwrap_err();
+/// let failures = error.downcast_ref::<hatchery::NurseryError>().unwrap().failures();
+/// assert!(failures[0].error.downcast_ref::<hatchery::TimedOut>().is_some());
+/// assert!(!failures[0].error.is_cancelled());
+/// # });
+/// ```
+pub struct Error {
+    inner: Box<dyn StdError + Send + Sync + 'static>,
+}
+
+impl Error {
+    /// Wraps an error.
+    ///
+    /// ```
+    /// let error = hatchery::Error::new(std::io::Error::other("disk full"));
+    /// assert_eq!(error.to_string(), "disk full");
+    /// ```
+    pub fn new(error: impl StdError + Send + Sync + 'static) -> Self {
+        Error {
+            inner: Box::new(error),
+        }
+    }
+
+    /// An error that is just a message.
+    ///
+    /// ```
+    /// let error = hatchery::Error::msg("the handshake was not `OK MPD`");
+    /// assert_eq!(error.to_string(), "the handshake was not `OK MPD`");
+    /// ```
+    pub fn msg(message: impl fmt::Display + fmt::Debug + Send + Sync + 'static) -> Self {
+        /// A message as an error.
+        struct Message<M>(M);
+        impl<M: fmt::Debug> fmt::Debug for Message<M> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
+        impl<M: fmt::Display> fmt::Display for Message<M> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+        impl<M: fmt::Debug + fmt::Display> StdError for Message<M> {}
+        Error::new(Message(message))
+    }
+
+    /// The wrapped error, if it is a `T`.
+    ///
+    /// ```
+    /// use hatchery::{Cancelled, Error};
+    /// let error = Error::from(Cancelled);
+    /// assert!(error.downcast_ref::<Cancelled>().is_some());
+    /// ```
+    pub fn downcast_ref<T: StdError + 'static>(&self) -> Option<&T> {
+        self.inner.downcast_ref()
+    }
+
+    /// The wrapped error as a `T`, or the error back.
+    ///
+    /// ```
+    /// use hatchery::Error;
+    /// let error = Error::from(std::io::Error::other("gone"));
+    /// let io_error: std::io::Error = error.downcast().unwrap();
+    /// assert_eq!(io_error.to_string(), "gone");
+    /// ```
+    pub fn downcast<T: StdError + 'static>(self) -> Result<T, Self> {
+        match self.inner.downcast() {
+            Ok(error) => Ok(*error),
+            Err(inner) => Err(Error { inner }),
+        }
+    }
+
+    /// The boxed error.
+    ///
+    /// ```
+    /// let boxed = hatchery::Error::msg("boom").into_inner();
+    /// assert_eq!(boxed.to_string(), "boom");
+    /// ```
+    pub fn into_inner(self) -> Box<dyn StdError + Send + Sync + 'static> {
+        self.inner
+    }
+}
+
+impl<E: StdError + Send + Sync + 'static> From<E> for Error {
+    fn from(error: E) -> Self {
+        Error::new(error)
+    }
+}
+
+impl std::ops::Deref for Error {
+    type Target = dyn StdError + Send + Sync + 'static;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.inner
+    }
+}
+
+impl AsRef<dyn StdError + Send + Sync + 'static> for Error {
+    fn as_ref(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.inner
+    }
+}
+
+impl From<Error> for Box<dyn StdError + Send + Sync + 'static> {
+    fn from(error: Error) -> Self {
+        error.inner
+    }
+}
+
+impl From<Error> for Box<dyn StdError + 'static> {
+    fn from(error: Error) -> Self {
+        error.inner
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl CancelError for Error {
+    fn is_cancelled(&self) -> bool {
+        dyn_is_cancelled(self.inner.as_ref())
+    }
+
+    fn holds_cancelled(&self) -> bool {
+        self.downcast_ref::<NurseryError<Error>>()
+            .is_some_and(CancelError::holds_cancelled)
+    }
+
+    fn drop_cancelled(&mut self) {
+        if let Some(error) = self.inner.downcast_mut::<NurseryError<Error>>() {
+            error.drop_cancelled();
+        }
+    }
+}
+
+/// `Result<T, hatchery::Error>`, for the bodies of the untyped API.
+///
+/// ```
+/// async fn fetch() -> hatchery::Result<u32> {
+///     Ok("7".parse()?)
+/// }
+/// assert_eq!(futures::executor::block_on(fetch()).unwrap(), 7);
+/// ```
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Why a task could not be spawned.
 ///
 /// # Examples
@@ -509,7 +697,7 @@ impl From<NurseryError<io::Error>> for io::Error {
 ///
 /// # futures::executor::block_on(async {
 /// let mut escaped = None;
-/// nursery(|n: Nursery<'_, Cancelled>| {
+/// nursery(|n| {
 ///     escaped = Some(n.clone());
 ///     async { Ok(()) }
 /// })
@@ -547,4 +735,4 @@ impl fmt::Display for SpawnError {
     }
 }
 
-impl Error for SpawnError {}
+impl StdError for SpawnError {}

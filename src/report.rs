@@ -331,7 +331,7 @@ impl Drop for BlockingEntry {
 /// use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
 ///
 /// # futures::executor::block_on(async {
-/// nursery(|n: Nursery<'_, Cancelled>| async move {
+/// nursery(|n| async move {
 ///     n.spawn_named("sleeper", async { sleep_forever().await?; Ok(()) });
 ///     hatchery::checkpoint().await?; // let the child start
 ///     let report = Report::capture();
@@ -382,7 +382,7 @@ const PATH_MAX: usize = 12;
 /// use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
 ///
 /// # futures::executor::block_on(async {
-/// nursery(|n: Nursery<'_, Cancelled>| async move {
+/// nursery(|n| async move {
 ///     n.spawn(async { sleep_forever().await?; Ok(()) });
 ///     hatchery::checkpoint().await?;
 ///     let report = Report::capture();
@@ -413,7 +413,7 @@ impl TaskState {
     /// ```
     /// # use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
     /// # futures::executor::block_on(async {
-    /// # nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// # nursery(|n| async move {
     /// n.spawn_named("db", async { sleep_forever().await?; Ok(()) });
     /// hatchery::checkpoint().await?;
     /// assert_eq!(Report::capture().tasks()[0].info().name(), Some("db"));
@@ -432,7 +432,7 @@ impl TaskState {
     /// ```
     /// # use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
     /// # futures::executor::block_on(async {
-    /// # nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// # nursery(|n| async move {
     /// n.spawn(async { sleep_forever().await?; Ok(()) });
     /// hatchery::sleep(std::time::Duration::from_millis(20)).await?;
     /// assert!(Report::capture().tasks()[0].age() >= std::time::Duration::from_millis(5));
@@ -452,10 +452,10 @@ impl TaskState {
     /// # use hatchery::{nursery, CancelScope, sleep, Cancelled, Nursery, Report};
     /// # use std::time::Duration;
     /// # futures::executor::block_on(async {
-    /// # nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// # nursery(|n| async move {
     /// n.spawn(async {
     ///     // A cleanup that takes a while, behind a shield.
-    ///     CancelScope::new().shield(true).run(sleep(Duration::from_millis(50))).await?;
+    ///     CancelScope::new().shield(true).run_typed(sleep(Duration::from_millis(50))).await?;
     ///     Ok(())
     /// });
     /// hatchery::checkpoint().await?;
@@ -479,17 +479,17 @@ impl TaskState {
     /// # use hatchery::{nursery, CancelScope, sleep, Cancelled, Nursery, Report};
     /// # use std::time::Duration;
     /// # futures::executor::block_on(async {
-    /// # nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// # nursery(|n| async move {
     /// n.spawn(async {
     ///     let slept = sleep(Duration::from_secs(3600)).await; // told here
     ///     // Its cleanup takes a while, behind a shield.
-    ///     CancelScope::new().shield(true).run(sleep(Duration::from_millis(50))).await?;
-    ///     slept
+    ///     CancelScope::new().shield(true).run_typed(sleep(Duration::from_millis(50))).await?;
+    ///     Ok(slept?)
     /// });
     /// hatchery::checkpoint().await?;
     /// n.cancel_scope().cancel();
     /// // The nursery polls the child once more, which tells it.
-    /// CancelScope::new().shield(true).run(sleep(Duration::from_millis(10))).await?;
+    /// CancelScope::new().shield(true).run_typed(sleep(Duration::from_millis(10))).await?;
     /// let report = Report::capture();
     /// let task = &report.tasks()[0];
     /// assert!(task.is_told());
@@ -509,15 +509,15 @@ impl TaskState {
     /// # use hatchery::{nursery, CancelScope, sleep, Cancelled, Nursery, Report};
     /// # use std::time::Duration;
     /// # futures::executor::block_on(async {
-    /// # nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// # nursery(|n| async move {
     /// n.spawn(async {
-    ///     CancelScope::new().shield(true).run(sleep(Duration::from_millis(50))).await?;
+    ///     CancelScope::new().shield(true).run_typed(sleep(Duration::from_millis(50))).await?;
     ///     Ok(())
     /// });
     /// hatchery::checkpoint().await?;
     /// n.cancel_scope().cancel();
     /// // The nursery polls the child once more, which tells it.
-    /// CancelScope::new().shield(true).run(sleep(Duration::from_millis(10))).await?;
+    /// CancelScope::new().shield(true).run_typed(sleep(Duration::from_millis(10))).await?;
     /// let report = Report::capture();
     /// let task = &report.tasks()[0];
     /// assert!(task.is_shielded() && !task.is_told());
@@ -535,7 +535,7 @@ impl TaskState {
     /// ```
     /// # use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
     /// # futures::executor::block_on(async {
-    /// # nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// # nursery(|n| async move {
     /// n.spawn(async { sleep_forever().await?; Ok(()) });
     /// hatchery::checkpoint().await?;
     /// let path = Report::capture().tasks()[0].path().to_owned();
@@ -568,7 +568,7 @@ impl TaskState {
 /// use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
 ///
 /// # futures::executor::block_on(async {
-/// nursery(|n: Nursery<'_, Cancelled>| async move {
+/// nursery(|n| async move {
 ///     n.spawn(async { sleep_forever().await?; Ok(()) });
 ///     hatchery::checkpoint().await?;
 ///     n.cancel_scope().cancel();
@@ -602,7 +602,7 @@ impl ScopeState {
     /// ```
     /// # use hatchery::{nursery, Cancelled, Nursery, Report};
     /// # futures::executor::block_on(async {
-    /// # nursery(|_n: Nursery<'_, Cancelled>| async move {
+    /// # nursery(|_n| async move {
     /// assert!(Report::capture().scopes()[0].is_nursery());
     /// # Ok(())
     /// # }).await.unwrap();
@@ -617,7 +617,7 @@ impl ScopeState {
     /// ```
     /// # use hatchery::{nursery, Cancelled, Nursery, Report};
     /// # futures::executor::block_on(async {
-    /// # nursery(|_n: Nursery<'_, Cancelled>| async move {
+    /// # nursery(|_n| async move {
     /// let scopes = Report::capture();
     /// assert_eq!(scopes.scopes()[0].location().unwrap().file(), file!());
     /// # Ok(())
@@ -634,7 +634,7 @@ impl ScopeState {
     /// ```
     /// # use hatchery::{nursery, Cancelled, Nursery, Report};
     /// # futures::executor::block_on(async {
-    /// # nursery(|_n: Nursery<'_, Cancelled>| async move {
+    /// # nursery(|_n| async move {
     /// assert!(!Report::capture().scopes()[0].is_cancelled());
     /// # Ok(())
     /// # }).await.unwrap();
@@ -649,7 +649,7 @@ impl ScopeState {
     /// ```
     /// # use hatchery::{nursery, Cancelled, Nursery, Report};
     /// # futures::executor::block_on(async {
-    /// # nursery(|_n: Nursery<'_, Cancelled>| async move {
+    /// # nursery(|_n| async move {
     /// assert_eq!(Report::capture().scopes()[0].cancel_reason(), None);
     /// # Ok(())
     /// # }).await.unwrap();
@@ -669,7 +669,7 @@ impl ScopeState {
     ///     .shield(true)
     ///     .run(async {
     ///         assert!(Report::capture().scopes()[0].is_shielded());
-    ///         Ok::<_, hatchery::Cancelled>(())
+    ///         Ok(())
     ///     })
     ///     .await
     ///     .unwrap();
@@ -687,7 +687,7 @@ impl ScopeState {
     /// # futures::executor::block_on(async {
     /// move_on_after(Duration::from_secs(60), async {
     ///     assert!(Report::capture().scopes()[0].deadline().is_some());
-    ///     Ok::<_, hatchery::Cancelled>(())
+    ///     Ok(())
     /// })
     /// .await
     /// .unwrap();
@@ -702,7 +702,7 @@ impl ScopeState {
     /// ```
     /// # use hatchery::{nursery, Cancelled, Nursery, Report};
     /// # futures::executor::block_on(async {
-    /// # nursery(|_n: Nursery<'_, Cancelled>| async move {
+    /// # nursery(|_n| async move {
     /// assert!(Report::capture().scopes()[0].path().starts_with("nursery at "));
     /// # Ok(())
     /// # }).await.unwrap();
@@ -722,7 +722,7 @@ impl Report {
     /// ```
     /// use hatchery::{run, Cancelled, Nursery, Report};
     ///
-    /// run(|n: Nursery<'_, Cancelled>| async move {
+    /// run(|n| async move {
     ///     n.spawn_named("worker", async { hatchery::sleep_forever().await?; Ok(()) });
     ///     hatchery::checkpoint().await?; // the nursery admits (polls) its new child
     ///     // E.g. behind a debug endpoint:
@@ -751,7 +751,7 @@ impl Report {
     /// use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
     ///
     /// # futures::executor::block_on(async {
-    /// nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// nursery(|n| async move {
     ///     n.spawn_named("idle", async { sleep_forever().await?; Ok(()) });
     ///     hatchery::checkpoint().await?;
     ///     let report = Report::of(&n.cancel_scope());

@@ -25,6 +25,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -35,8 +36,8 @@ use futures_lite::FutureExt;
 
 use crate::cancel::CancelHandle;
 use crate::clock;
-use crate::error::{CancelError, Cancelled, NurseryError};
-use crate::nursery::{Nursery, nursery};
+use crate::error::{CancelError, Cancelled, Error, NurseryError};
+use crate::nursery::{Nursery, typed_nursery};
 use crate::signal::{
     DEFAULT_GRACE_PERIOD, STDERR_PATIENCE, Shutdown, SignalGuard, flush_stderr, say,
 };
@@ -68,7 +69,7 @@ thread_local! {
 /// # Panics
 ///
 /// If called from inside another `run` on the same thread (its body, or a
-/// parallel child): open a [`nursery`] instead. A panic of a task is
+/// parallel child): open a [`nursery`](crate::nursery) instead. A panic of a task is
 /// resumed here, after every other task finished and the worker threads
 /// stopped.
 ///
@@ -78,7 +79,7 @@ thread_local! {
 /// use std::time::Duration;
 /// use hatchery::{run, sleep, Cancelled, Nursery};
 ///
-/// let out = run(|n: Nursery<'_, Cancelled>| async move {
+/// let out = run(|n| async move {
 ///     for i in 0..4u64 {
 ///         n.spawn_parallel(async move {
 ///             sleep(Duration::from_millis(10 * i)).await?;
@@ -90,14 +91,36 @@ thread_local! {
 /// assert_eq!(out.unwrap(), Some(42));
 /// ```
 #[track_caller]
-pub fn run<'a, E, T, F, Fut>(body: F) -> Result<Option<T>, NurseryError<E>>
+pub fn run<'a, T, F, Fut>(body: F) -> Result<Option<T>, NurseryError<Error>>
+where
+    F: FnOnce(Nursery<'a, Error>) -> Fut,
+    Fut: Future<Output = Result<T, Error>> + 'a,
+    T: 'a,
+{
+    Builder::new().run(body)
+}
+
+/// [`run`](crate::run) with an error type of your choosing; see
+/// [`typed`](crate::typed) and [`Builder::error_type`].
+///
+/// ```
+/// use hatchery::{typed, Cancelled, Nursery};
+///
+/// let out = typed::run(|n: Nursery<'_, Cancelled>| async move {
+///     n.spawn_parallel(async { Ok(()) });
+///     Ok("done")
+/// });
+/// assert_eq!(out.unwrap(), Some("done"));
+/// ```
+#[track_caller]
+pub fn typed_run<'a, E, T, F, Fut>(body: F) -> Result<Option<T>, NurseryError<E>>
 where
     F: FnOnce(Nursery<'a, E>) -> Fut,
     Fut: Future<Output = Result<T, E>> + 'a,
     E: CancelError + Send + 'a,
     T: 'a,
 {
-    Builder::new().run(body)
+    Builder::new().error_type::<E>().run(body)
 }
 
 /// Configures [`run`].
@@ -107,15 +130,41 @@ where
 ///
 /// let out = Builder::new()
 ///     .worker_threads(1)
-///     .run(|_n: Nursery<'_, Cancelled>| async { Ok(7) });
+///     .run(|_n| async { Ok(7) });
 /// assert_eq!(out.unwrap(), Some(7));
 /// ```
-#[derive(Debug, Clone)]
-pub struct Builder {
+pub struct Builder<E = Error> {
     worker_threads: Option<NonZeroUsize>,
     grace_period: Duration,
     handle_signals: bool,
     exit_on_signal: bool,
+    /// The error type of the root's tasks ([`Error`] unless
+    /// [`error_type`](Builder::error_type) chose another).
+    error: PhantomData<fn() -> E>,
+}
+
+impl<E> fmt::Debug for Builder<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("worker_threads", &self.worker_threads)
+            .field("grace_period", &self.grace_period)
+            .field("handle_signals", &self.handle_signals)
+            .field("exit_on_signal", &self.exit_on_signal)
+            .field("error", &std::any::type_name::<E>())
+            .finish()
+    }
+}
+
+impl<E> Clone for Builder<E> {
+    fn clone(&self) -> Self {
+        Builder {
+            worker_threads: self.worker_threads,
+            grace_period: self.grace_period,
+            handle_signals: self.handle_signals,
+            exit_on_signal: self.exit_on_signal,
+            error: PhantomData,
+        }
+    }
 }
 
 impl Default for Builder {
@@ -137,6 +186,35 @@ impl Builder {
             grace_period: DEFAULT_GRACE_PERIOD,
             handle_signals: true,
             exit_on_signal: true,
+            error: PhantomData,
+        }
+    }
+}
+
+impl<E> Builder<E> {
+    /// Makes the root's tasks return `E`, an error type of your choosing,
+    /// instead of [`Error`] (see [`typed`](crate::typed)). Name `E` here or on
+    /// the handle (`|n: Nursery<'_, E>|`).
+    ///
+    /// ```
+    /// use hatchery::{Builder, Nursery};
+    ///
+    /// let out = Builder::new()
+    ///     .error_type::<std::io::Error>()
+    ///     .worker_threads(1)
+    ///     .run(|n| async move {
+    ///         n.spawn(async { Err(std::io::Error::other("no such file")) });
+    ///         Ok(())
+    ///     });
+    /// assert_eq!(out.unwrap_err().failures()[0].error.to_string(), "no such file");
+    /// ```
+    pub fn error_type<E2>(self) -> Builder<E2> {
+        Builder {
+            worker_threads: self.worker_threads,
+            grace_period: self.grace_period,
+            handle_signals: self.handle_signals,
+            exit_on_signal: self.exit_on_signal,
+            error: PhantomData,
         }
     }
 
@@ -162,7 +240,7 @@ impl Builder {
     /// use hatchery::{Builder, Cancelled, Nursery};
     /// let out = Builder::new()
     ///     .handle_signals(false) // e.g. a library's helper run, not a program's root
-    ///     .run(|_n: Nursery<'_, Cancelled>| async { Ok(1) });
+    ///     .run(|_n| async { Ok(1) });
     /// assert_eq!(out.unwrap(), Some(1));
     /// ```
     pub fn handle_signals(mut self, handle: bool) -> Self {
@@ -181,7 +259,7 @@ impl Builder {
     /// use hatchery::{Builder, Cancelled, Nursery};
     /// let out = Builder::new()
     ///     .exit_on_signal(false)
-    ///     .run(|_n: Nursery<'_, Cancelled>| async { Ok(()) });
+    ///     .run(|_n| async { Ok(()) });
     /// match out {
     ///     Err(error) if error.interrupted().is_some() => std::process::exit(3),
     ///     other => assert!(other.is_ok()),
@@ -206,10 +284,10 @@ impl Builder {
     ///
     /// let out = Builder::new()
     ///     .grace_period(Duration::from_millis(20))
-    ///     .run(|n: Nursery<'_, Cancelled>| async move {
+    ///     .run(|n| async move {
     ///         n.spawn(async {
     ///             // Ignores cancellation for an hour, behind a shield.
-    ///             CancelScope::new().shield(true).run(sleep(Duration::from_secs(3600))).await?;
+    ///             CancelScope::new().shield(true).run_typed(sleep(Duration::from_secs(3600))).await?;
     ///             Ok(())
     ///         });
     ///         n.cancel_scope().cancel();
@@ -252,14 +330,14 @@ impl Builder {
     /// use hatchery::{Builder, Cancelled, Nursery};
     /// let out = Builder::new()
     ///     .worker_threads(2)
-    ///     .run(|n: Nursery<'_, Cancelled>| async move {
+    ///     .run(|n| async move {
     ///         n.spawn_parallel(async { Ok(()) });
     ///         Ok(())
     ///     });
     /// assert!(out.is_ok());
     /// ```
     #[track_caller]
-    pub fn run<'a, E, T, F, Fut>(self, body: F) -> Result<Option<T>, NurseryError<E>>
+    pub fn run<'a, T, F, Fut>(self, body: F) -> Result<Option<T>, NurseryError<E>>
     where
         F: FnOnce(Nursery<'a, E>) -> Fut,
         Fut: Future<Output = Result<T, E>> + 'a,
@@ -317,7 +395,7 @@ impl Builder {
     /// let total = AtomicU64::new(0);
     /// let (numbers, total_ref) = (&numbers, &total); // borrowed, not 'static
     /// Builder::new()
-    ///     .run_scoped(|n: Nursery<'_, Cancelled>, executor: ScopedExecutor<'_>| async move {
+    ///     .run_scoped(|n, executor: ScopedExecutor<'_>| async move {
     ///         for chunk in numbers.chunks(100) {
     ///             n.spawn_on(&executor, async move {
     ///                 total_ref.fetch_add(chunk.iter().sum(), Ordering::Relaxed);
@@ -330,7 +408,7 @@ impl Builder {
     /// assert_eq!(total.load(Ordering::Relaxed), 500_500);
     /// ```
     #[track_caller]
-    pub fn run_scoped<'env, E, T, F, Fut>(self, body: F) -> Result<Option<T>, NurseryError<E>>
+    pub fn run_scoped<'env, T, F, Fut>(self, body: F) -> Result<Option<T>, NurseryError<E>>
     where
         F: FnOnce(Nursery<'env, E>, ScopedExecutor<'env>) -> Fut,
         Fut: Future<Output = Result<T, E>> + 'env,
@@ -369,7 +447,7 @@ impl Builder {
 
     /// Runs the root nursery on this thread while `crew` runs parallel
     /// children; stops the crew (invariant 1), then returns or exits.
-    fn drive<R, T, E>(
+    fn drive<R, T>(
         self,
         root: Root<R>,
         crew: &Crew,
@@ -456,7 +534,7 @@ fn exit_after(signal: i32) -> ! {
 /// let greeting = String::from("hello");
 /// let greeting = &greeting;
 /// Builder::new()
-///     .run_scoped(|n: Nursery<'_, Cancelled>, executor: ScopedExecutor<'_>| async move {
+///     .run_scoped(|n, executor: ScopedExecutor<'_>| async move {
 ///         n.spawn_on(&executor, async move {
 ///             assert_eq!(greeting, "hello");
 ///             Ok(())
@@ -522,7 +600,7 @@ where
         None
     };
     let slot = std::rc::Rc::new(Cell::new(None));
-    let root = nursery({
+    let root = typed_nursery({
         let slot = std::rc::Rc::clone(&slot);
         move |n: Nursery<'a, E>| {
             slot.set(Some(n.cancel_scope()));
@@ -796,6 +874,7 @@ mod tests {
         let flag = Arc::clone(&spinning);
         std::thread::spawn(move || {
             let out = Builder::new()
+                .error_type::<Cancelled>()
                 .handle_signals(false)
                 .worker_threads(1)
                 .grace_period(Duration::from_millis(100))
@@ -824,6 +903,7 @@ mod tests {
         let (spinning_ref, finished_ref) = (&spinning, &finished);
         std::thread::scope(|threads| {
             let out = Builder::new()
+                .error_type::<Cancelled>()
                 .handle_signals(false)
                 .worker_threads(1)
                 .grace_period(Duration::from_millis(50))

@@ -334,7 +334,7 @@ pub(crate) fn flush_stderr(patience: Duration) -> bool {
 /// # futures::executor::block_on(async {
 /// let scope = CancelScope::new();
 /// let guard = SignalGuard::install(&scope.handle())?.grace_period(Duration::from_secs(5));
-/// let work = scope.run(nursery(|n: Nursery<'_, Cancelled>| async move {
+/// let work = scope.run(nursery(|n| async move {
 ///     n.spawn(async { sleep_forever().await?; Ok(()) });
 ///     # n.cancel_scope().cancel();
 ///     Ok(())

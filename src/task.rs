@@ -17,7 +17,7 @@ use std::panic::Location;
 /// # Examples
 ///
 /// ```
-/// use hatchery::{nursery, Nursery, NurseryError};
+/// use hatchery::{typed::nursery, Nursery, NurseryError};
 ///
 /// # futures::executor::block_on(async {
 /// let result = nursery(|n: Nursery<'_, std::io::Error>| async move {

@@ -5,7 +5,7 @@
 //! never by a scope: entering and leaving a scope whose body does not wait
 //! touches no timer.
 
-use std::error::Error;
+use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +17,7 @@ use crate::cancel::{CancelScope, ScopeFuture};
 use crate::checkpoint::{WaitCancelled, cancelled};
 use crate::clock::{self, CANCELLED};
 use crate::context;
-use crate::error::{CancelError, Cancelled, TimedOut};
+use crate::error::{CancelError, Cancelled, Error, TimedOut};
 
 /// Sleeps for `duration`; returns `Err(Cancelled)` early if the current scope
 /// is cancelled. A zero duration still yields once, like [`checkpoint`](crate::checkpoint).
@@ -65,10 +65,10 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 /// # futures::executor::block_on(async {
 /// let out = move_on_after(Duration::from_millis(5), async {
 ///     sleep_forever().await?;
-///     Ok::<(), hatchery::Cancelled>(())
+///     Ok(())
 /// })
 /// .await;
-/// assert_eq!(out, Ok(None));
+/// assert!(matches!(out, Ok(None)));
 /// # });
 /// ```
 pub fn sleep_forever() -> WaitCancelled {
@@ -148,10 +148,10 @@ impl Future for Sleep {
 /// let deadline = now() + Duration::from_millis(5);
 /// let out = move_on_at(deadline, async {
 ///     sleep(Duration::from_secs(3600)).await?;
-///     Ok::<_, hatchery::Cancelled>(())
+///     Ok(())
 /// })
 /// .await;
-/// assert_eq!(out, Ok(None));
+/// assert!(matches!(out, Ok(None)));
 /// assert!(now() >= deadline);
 /// # });
 /// ```
@@ -176,7 +176,7 @@ pub fn now() -> Instant {
 /// let later = soon + Duration::from_secs(10);
 /// move_on_at(soon, move_on_at(later, async move {
 ///     assert_eq!(current_effective_deadline(), Some(soon)); // the minimum
-///     Ok::<_, Cancelled>(())
+///     Ok(())
 /// }))
 /// .await
 /// .unwrap();
@@ -202,19 +202,19 @@ pub fn current_effective_deadline() -> Option<Instant> {
 /// # futures::executor::block_on(async {
 /// let out = move_on_after(Duration::from_millis(5), async {
 ///     sleep(Duration::from_secs(3600)).await?;
-///     Ok::<_, hatchery::Cancelled>("woke up")
+///     Ok("woke up")
 /// })
 /// .await;
-/// assert_eq!(out, Ok(None));
+/// assert!(matches!(out, Ok(None)));
 /// # });
 /// ```
 #[track_caller]
-pub fn move_on_after<F, T, E>(timeout: Duration, body: F) -> ScopeFuture<F>
+pub fn typed_move_on_after<F, T, E>(timeout: Duration, body: F) -> ScopeFuture<F>
 where
     F: Future<Output = Result<T, E>>,
     E: CancelError,
 {
-    CancelScope::new().timeout(timeout).run(body)
+    CancelScope::new().timeout(timeout).run_typed(body)
 }
 
 /// Runs `body` in a scope with an absolute deadline; `Ok(None)` if that
@@ -230,19 +230,19 @@ where
 /// # futures::executor::block_on(async {
 /// let out = move_on_at(Instant::now(), async {
 ///     checkpoint().await?;
-///     Ok::<_, hatchery::Cancelled>(())
+///     Ok(())
 /// })
 /// .await;
-/// assert_eq!(out, Ok(None));
+/// assert!(matches!(out, Ok(None)));
 /// # });
 /// ```
 #[track_caller]
-pub fn move_on_at<F, T, E>(deadline: Instant, body: F) -> ScopeFuture<F>
+pub fn typed_move_on_at<F, T, E>(deadline: Instant, body: F) -> ScopeFuture<F>
 where
     F: Future<Output = Result<T, E>>,
     E: CancelError,
 {
-    CancelScope::new().deadline(deadline).run(body)
+    CancelScope::new().deadline(deadline).run_typed(body)
 }
 
 /// Runs `body` in a scope whose deadline is `timeout` after it is entered; if
@@ -258,13 +258,19 @@ where
 /// use hatchery::{fail_after, sleep};
 ///
 /// # futures::executor::block_on(async {
-/// let out: Result<u32, Box<dyn std::error::Error + Send + Sync>> =
-///     fail_after(Duration::from_secs(60), async { Ok(7) }).await;
+/// let out = fail_after(Duration::from_secs(60), async { Ok(7) }).await;
 /// assert_eq!(out.unwrap(), 7);
+///
+/// let out = fail_after(Duration::from_millis(5), async {
+///     sleep(Duration::from_secs(3600)).await?;
+///     Ok(())
+/// })
+/// .await;
+/// assert!(out.unwrap_err().downcast_ref::<hatchery::TimedOut>().is_some());
 /// # });
 /// ```
 #[track_caller]
-pub fn fail_after<F, T, E>(timeout: Duration, body: F) -> impl Future<Output = Result<T, E>>
+pub fn typed_fail_after<F, T, E>(timeout: Duration, body: F) -> impl Future<Output = Result<T, E>>
 where
     F: Future<Output = Result<T, E>>,
     E: CancelError + From<TimedOut>,
@@ -281,7 +287,102 @@ where
 /// use hatchery::{checkpoint, fail_at};
 ///
 /// # futures::executor::block_on(async {
-/// let out: Result<(), std::io::Error> = fail_at(Instant::now(), async {
+/// let out = fail_at(Instant::now(), async {
+///     checkpoint().await?;
+///     Ok(())
+/// })
+/// .await;
+/// assert!(out.unwrap_err().downcast_ref::<hatchery::TimedOut>().is_some());
+/// # });
+/// ```
+#[track_caller]
+pub fn typed_fail_at<F, T, E>(deadline: Instant, body: F) -> impl Future<Output = Result<T, E>>
+where
+    F: Future<Output = Result<T, E>>,
+    E: CancelError + From<TimedOut>,
+{
+    fail_in(CancelScope::new().deadline(deadline), body)
+}
+
+/// [`move_on_after`] with an error type of your choosing (see
+/// [`typed`](crate::typed)).
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{sleep, typed, Cancelled};
+///
+/// # futures::executor::block_on(async {
+/// let out = typed::move_on_after(Duration::from_millis(5), async {
+///     sleep(Duration::from_secs(3600)).await?;
+///     Ok::<_, Cancelled>(())
+/// })
+/// .await;
+/// assert!(matches!(out, Ok(None)));
+/// # });
+/// ```
+#[track_caller]
+pub fn move_on_after<F, T>(timeout: Duration, body: F) -> ScopeFuture<F>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    typed_move_on_after(timeout, body)
+}
+
+/// [`move_on_at`] with an error type of your choosing.
+///
+/// ```
+/// use std::time::Instant;
+/// use hatchery::{checkpoint, typed, Cancelled};
+///
+/// # futures::executor::block_on(async {
+/// let out = typed::move_on_at(Instant::now(), async {
+///     checkpoint().await?;
+///     Ok::<_, Cancelled>(())
+/// })
+/// .await;
+/// assert!(matches!(out, Ok(None)));
+/// # });
+/// ```
+#[track_caller]
+pub fn move_on_at<F, T>(deadline: Instant, body: F) -> ScopeFuture<F>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    typed_move_on_at(deadline, body)
+}
+
+/// [`fail_after`] with an error type of your choosing (it needs
+/// `From<`[`TimedOut`]`>`; `std::io::Error` has it).
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{sleep, typed};
+///
+/// # futures::executor::block_on(async {
+/// let out: Result<(), std::io::Error> = typed::fail_after(Duration::from_millis(5), async {
+///     sleep(Duration::from_secs(3600)).await?;
+///     Ok(())
+/// })
+/// .await;
+/// assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+/// # });
+/// ```
+#[track_caller]
+pub fn fail_after<F, T>(timeout: Duration, body: F) -> impl Future<Output = Result<T, Error>>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    typed_fail_after(timeout, body)
+}
+
+/// [`fail_at`] with an error type of your choosing.
+///
+/// ```
+/// use std::time::Instant;
+/// use hatchery::{checkpoint, typed};
+///
+/// # futures::executor::block_on(async {
+/// let out: Result<(), std::io::Error> = typed::fail_at(Instant::now(), async {
 ///     checkpoint().await?;
 ///     Ok(())
 /// })
@@ -290,12 +391,11 @@ where
 /// # });
 /// ```
 #[track_caller]
-pub fn fail_at<F, T, E>(deadline: Instant, body: F) -> impl Future<Output = Result<T, E>>
+pub fn fail_at<F, T>(deadline: Instant, body: F) -> impl Future<Output = Result<T, Error>>
 where
-    F: Future<Output = Result<T, E>>,
-    E: CancelError + From<TimedOut>,
+    F: Future<Output = Result<T, Error>>,
 {
-    fail_in(CancelScope::new().deadline(deadline), body)
+    typed_fail_at(deadline, body)
 }
 
 /// Runs `body` in `scope`; the scope catching its own deadline is a timeout.
@@ -304,7 +404,7 @@ where
     F: Future<Output = Result<T, E>>,
     E: CancelError + From<TimedOut>,
 {
-    scope.run(body).await?.ok_or_else(|| TimedOut.into())
+    scope.run_typed(body).await?.ok_or_else(|| TimedOut.into())
 }
 
 /// Converts seconds given as a float (from a config file or a command line)
@@ -377,4 +477,4 @@ impl fmt::Display for DurationError {
     }
 }
 
-impl Error for DurationError {}
+impl StdError for DurationError {}

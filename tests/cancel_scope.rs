@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hatchery::{
     CancelReason, CancelScope, CancellableExt, Cancelled, Nursery, check_cancelled, checkpoint,
-    current_scope, nursery, sleep, sleep_forever,
+    current_scope, sleep, sleep_forever, typed::nursery,
 };
 
 mod common;
@@ -16,7 +16,7 @@ common::matrix! {
 fn every_checkpoint_after_cancel_fails_every_time() {
     let scope = CancelScope::new();
     let handle = scope.handle();
-    let out = block_on(scope.run(async {
+    let out = block_on(scope.run_typed(async {
         checkpoint().await?; // fine before the cancel
         handle.cancel();
         let results = [
@@ -41,11 +41,11 @@ fn inner_cancellations_unwind_to_the_outermost_cancelled_scope() {
     let (s1, s2, s3) = (CancelScope::new(), CancelScope::new(), CancelScope::new());
     let (h1, h2, h3) = (s1.handle(), s2.handle(), s3.handle());
     let reached = Mutex::new(Vec::new());
-    let out = block_on(s1.run(async {
+    let out = block_on(s1.run_typed(async {
         let caught = s2
-            .run(async {
+            .run_typed(async {
                 let r = s3
-                    .run(async {
+                    .run_typed(async {
                         h3.cancel();
                         h2.cancel();
                         checkpoint().await?;
@@ -74,10 +74,10 @@ fn a_cancelled_scope_exited_through_shielded_checkpoints_only_catches_nothing() 
     let scope = CancelScope::new();
     let handle = scope.handle();
     handle.cancel();
-    let out = block_on(scope.run(async {
+    let out = block_on(scope.run_typed(async {
         CancelScope::new()
             .shield(true)
-            .run(async {
+            .run_typed(async {
                 checkpoint().await?;
                 checkpoint().await?;
                 Ok::<_, Cancelled>(5)
@@ -94,7 +94,7 @@ fn a_real_error_through_a_cancelled_scope_is_not_caught() {
     let scope = CancelScope::new();
     let handle = scope.handle();
     handle.cancel();
-    let out = block_on(scope.run(async {
+    let out = block_on(scope.run_typed(async {
         let _ = checkpoint().await; // sees Cancelled, ignores it
         Err::<(), _>(std::io::Error::other("disk full"))
     }));
@@ -109,7 +109,7 @@ fn cancelling_from_another_task_wakes_a_sleeper() {
     let started = Instant::now();
     let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
         n.spawn(async move {
-            let caught = scope.run(sleep(Duration::from_secs(3600))).await?;
+            let caught = scope.run_typed(sleep(Duration::from_secs(3600))).await?;
             assert_eq!(caught, None);
             Ok(())
         });
@@ -132,7 +132,7 @@ fn cancelling_from_another_thread_wakes_a_sleeper() {
         std::thread::sleep(Duration::from_millis(10));
         handle.cancel();
     });
-    let out = block_on(scope.run(sleep_forever()));
+    let out = block_on(scope.run_typed(sleep_forever()));
     canceller.join().unwrap();
     assert!(matches!(out, Ok(None)));
 }
@@ -155,11 +155,11 @@ fn cancel_is_idempotent_and_the_first_reason_wins() {
 fn is_cancelled_counts_enclosing_scopes_but_cancel_called_does_not() {
     let outer = CancelScope::new();
     let outer_handle = outer.handle();
-    block_on(outer.run(async {
+    block_on(outer.run_typed(async {
         let inner = CancelScope::new();
         let inner_handle = inner.handle();
         inner
-            .run(async {
+            .run_typed(async {
                 assert!(!inner_handle.is_cancelled());
                 outer_handle.cancel();
                 assert!(inner_handle.is_cancelled());
@@ -183,7 +183,7 @@ fn outside_any_scope_nothing_is_cancelled() {
 fn the_current_scope_is_the_innermost_one() {
     let scope = CancelScope::new();
     let handle = scope.handle();
-    block_on(scope.run(async {
+    block_on(scope.run_typed(async {
         current_scope().unwrap().cancel();
         Ok::<_, Cancelled>(())
     }))
@@ -199,7 +199,7 @@ fn the_current_scope_is_the_innermost_one() {
 fn a_panicking_body_restores_the_current_scope() {
     let scope = CancelScope::new();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        block_on(scope.run(async {
+        block_on(scope.run_typed(async {
             panic!("boom");
             #[allow(unreachable_code)]
             Ok::<(), Cancelled>(())
@@ -218,7 +218,7 @@ fn nest(
         if depth == 0 {
             return innermost();
         }
-        CancelScope::new().run(nest(depth - 1, innermost)).await?;
+        CancelScope::new().run_typed(nest(depth - 1, innermost)).await?;
         Ok(())
     })
 }
@@ -245,7 +245,7 @@ fn a_ten_thousand_deep_chain_cancels_without_recursion() {
                     .unwrap();
                 check_cancelled()
             };
-            let out = block_on(outer.run(nest(DEPTH, &innermost)));
+            let out = block_on(outer.run_typed(nest(DEPTH, &innermost)));
             assert_eq!(out, Ok(None));
             assert!(outer_handle.cancelled_caught());
         })
@@ -259,7 +259,7 @@ fn a_wait_polled_in_one_scope_then_another_is_woken_by_the_second() {
     block_on(async {
         let mut sleeper = std::pin::pin!(sleep(Duration::from_secs(3600)));
         CancelScope::new()
-            .run(async {
+            .run_typed(async {
                 // Poll once inside scope A, which then exits.
                 let _ = futures::poll!(sleeper.as_mut());
                 Ok::<_, Cancelled>(())
@@ -272,7 +272,7 @@ fn a_wait_polled_in_one_scope_then_another_is_woken_by_the_second() {
             std::thread::sleep(Duration::from_millis(10));
             b_handle.cancel();
         });
-        let guard = hatchery::move_on_after(Duration::from_secs(10), b.run(sleeper.as_mut()));
+        let guard = hatchery::typed::move_on_after(Duration::from_secs(10), b.run_typed(sleeper.as_mut()));
         // Some(None): B caught its own cancel; None would be the 10 s guard.
         assert_eq!(guard.await, Ok(Some(None)));
     });
@@ -286,7 +286,7 @@ fn a_cancel_reason_carries_text_into_the_report() {
     use hatchery::{CancelReason, Report};
     let scope = CancelScope::new();
     let handle = scope.handle();
-    let text = futures::executor::block_on(scope.run(async {
+    let text = futures::executor::block_on(scope.run_typed(async {
         handle.cancel_with_reason("the configuration was reloaded");
         handle.cancel(); // too late: the first reason wins
         let report = Report::of(&handle).to_string();
@@ -315,8 +315,8 @@ fn a_scope_catches_the_cancellation_among_failures_and_lets_the_failure_go_on() 
     let scope = CancelScope::new();
     let handle = scope.handle();
     let canceller = handle.clone();
-    let out = futures::executor::block_on(scope.run(async {
-        hatchery::nursery(|n: hatchery::Nursery<'_, std::io::Error>| async move {
+    let out = futures::executor::block_on(scope.run_typed(async {
+        hatchery::typed::nursery(|n: hatchery::Nursery<'_, std::io::Error>| async move {
             n.spawn(async {
                 let _ = hatchery::sleep_forever().await;
                 Err(std::io::Error::other("the cleanup failed"))

@@ -5,8 +5,8 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use hatchery::{
-    CancelError, CancelScope, Cancelled, checkpoint, current_effective_deadline, fail_after,
-    fail_at, move_on_after, move_on_at, seconds, sleep,
+    CancelError, CancelScope, Cancelled, checkpoint, current_effective_deadline, seconds, sleep,
+    typed::fail_after, typed::fail_at, typed::move_on_after, typed::move_on_at,
 };
 
 mod common;
@@ -48,7 +48,7 @@ fn moving_a_deadline_earlier_cancels_at_the_next_checkpoint() {
     let scope = CancelScope::new().timeout(HOUR);
     let handle = scope.handle();
     let mut reached = Vec::new();
-    let out = block_on(scope.run(async {
+    let out = block_on(scope.run_typed(async {
         checkpoint().await?;
         reached.push("first checkpoint passed");
         handle.set_deadline(Instant::now());
@@ -68,7 +68,7 @@ fn moving_an_expired_deadline_later_does_not_undo_the_cancel() {
     // does not undo it.
     let scope = CancelScope::new().deadline(Instant::now());
     let handle = scope.handle();
-    let out = block_on(scope.run(async {
+    let out = block_on(scope.run_typed(async {
         handle.set_deadline(Instant::now() + HOUR);
         checkpoint().await?;
         Ok::<_, Cancelled>("finished")
@@ -82,7 +82,7 @@ fn moving_an_expired_deadline_later_does_not_undo_the_cancel() {
 fn moving_a_running_deadline_later_prevents_the_cancel() {
     let scope = CancelScope::new().timeout(Duration::from_millis(300));
     let handle = scope.handle();
-    let out = block_on(scope.run(async {
+    let out = block_on(scope.run_typed(async {
         handle.set_timeout(HOUR);
         sleep(Duration::from_millis(400)).await?;
         Ok::<_, Cancelled>("slept past the old deadline")
@@ -94,7 +94,7 @@ fn moving_a_running_deadline_later_prevents_the_cancel() {
 fn a_deadline_is_noticed_only_at_a_checkpoint() {
     let scope = CancelScope::new().deadline(Instant::now());
     let handle = scope.handle();
-    let out = block_on(scope.run(async {
+    let out = block_on(scope.run_typed(async {
         // Blocking work with no checkpoint runs to completion.
         std::thread::sleep(Duration::from_millis(2));
         Ok::<_, Cancelled>("no checkpoint, no cancel")
@@ -120,11 +120,11 @@ fn the_effective_deadline_is_the_minimum_over_unshielded_ancestors() {
                 CancelScope::new()
                     .shield(true)
                     .deadline(t3)
-                    .run(async {
+                    .run_typed(async {
                         assert_eq!(current_effective_deadline(), Some(t3), "a shield resets it");
                         CancelScope::new()
                             .shield(true)
-                            .run(async {
+                            .run_typed(async {
                                 assert_eq!(current_effective_deadline(), None);
                                 Ok::<_, Cancelled>(())
                             })
@@ -143,7 +143,7 @@ fn the_effective_deadline_is_the_minimum_over_unshielded_ancestors() {
 fn a_cancelled_scope_has_an_effective_deadline_in_the_past() {
     let scope = CancelScope::new();
     scope.handle().cancel();
-    block_on(scope.run(async {
+    block_on(scope.run_typed(async {
         let deadline = current_effective_deadline().expect("cancelled means a deadline");
         assert!(deadline <= Instant::now());
         Ok::<_, Cancelled>(())
@@ -157,7 +157,7 @@ fn a_relative_timeout_starts_when_the_scope_is_entered() {
     let handle = scope.handle();
     std::thread::sleep(Duration::from_millis(150)); // longer than the timeout
     let entered = Instant::now();
-    let out = block_on(scope.run(async {
+    let out = block_on(scope.run_typed(async {
         checkpoint().await?; // would fail if the timeout had started at build time
         Ok::<_, Cancelled>(())
     }));
@@ -170,7 +170,7 @@ fn fail_after_inside_a_cancelled_scope_yields_cancelled_not_a_timeout() {
     let outer = CancelScope::new();
     let outer_handle = outer.handle();
     outer_handle.cancel();
-    let out = block_on(outer.run(async {
+    let out = block_on(outer.run_typed(async {
         let inner: Result<(), io::Error> = fail_after(Duration::ZERO, async {
             checkpoint().await?;
             Ok(())
@@ -202,7 +202,7 @@ fn fail_after_its_own_deadline_is_a_timeout() {
 fn move_on_after_an_outer_cancellation_passes_through() {
     let outer = CancelScope::new();
     outer.handle().cancel();
-    let out = block_on(outer.run(async {
+    let out = block_on(outer.run_typed(async {
         let inner = move_on_after(HOUR, checkpoint()).await;
         assert_eq!(inner, Err(Cancelled));
         inner
@@ -222,7 +222,7 @@ fn a_sleep_wakes_at_the_deadline_of_its_scope() {
 fn a_timeout_too_large_for_instant_means_no_deadline() {
     let scope = CancelScope::new().timeout(Duration::MAX);
     let handle = scope.handle();
-    block_on(scope.run(async { checkpoint().await })).unwrap();
+    block_on(scope.run_typed(async { checkpoint().await })).unwrap();
     assert_eq!(handle.deadline(), None);
 }
 

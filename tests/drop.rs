@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use hatchery::{
-    CancelScope, Cancelled, Nursery, SpawnError, Started, checkpoint, nursery, sleep_forever,
+    CancelScope, Cancelled, Nursery, SpawnError, Started, checkpoint, sleep_forever, typed::nursery,
 };
 
 mod common;
@@ -83,7 +83,7 @@ fn dropping_a_scope_future_drops_its_body() {
     let guard = DropGuard("scope body", dropped.clone());
     let scope = CancelScope::new();
     let handle = scope.handle();
-    let mut fut = Box::pin(scope.run(async move {
+    let mut fut = Box::pin(scope.run_typed(async move {
         let _guard = guard;
         sleep_forever().await?;
         Ok::<_, Cancelled>(())
@@ -132,7 +132,7 @@ fn a_child_whose_drop_panics_still_leaves_the_scope_tree_clean() {
     let outer = CancelScope::new();
     let outer_handle = outer.handle();
     let mut nursery_scope = None;
-    let fut = outer.run(nursery(|n: Nursery<'_, Cancelled>| {
+    let fut = outer.run_typed(nursery(|n: Nursery<'_, Cancelled>| {
         nursery_scope = Some(n.cancel_scope());
         async move {
             n.spawn(async {

@@ -6,7 +6,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 
 use hatchery::{
-    CancelError, CancelReason, CancelScope, Cancelled, Nursery, checkpoint, nursery, sleep_forever,
+    CancelError, CancelReason, CancelScope, Cancelled, Nursery, checkpoint, sleep_forever,
+    typed::nursery,
 };
 
 mod common;
@@ -170,7 +171,7 @@ fn cancelled_is_never_reported_as_a_failure() {
     // A cancellation from outside: no failures, just "cancelled".
     let outer = CancelScope::new();
     outer.handle().cancel();
-    let out = block_on(outer.run(async {
+    let out = block_on(outer.run_typed(async {
         let inner = nursery(|n: Nursery<'_, io::Error>| async move {
             n.spawn(async {
                 sleep_forever().await?;
@@ -231,7 +232,7 @@ fn a_cancellation_wrapped_in_io_error_and_boxed_is_still_a_cancellation() {
         Ok(())
     }
     // The scope catches its own deadline through two conversions.
-    let out = block_on(hatchery::move_on_after(
+    let out = block_on(hatchery::typed::move_on_after(
         std::time::Duration::from_millis(5),
         async {
             io_step().await?; // io::Error becomes a Box<dyn Error>
@@ -255,8 +256,8 @@ fn a_cancellation_wrapped_in_io_error_and_boxed_is_still_a_cancellation() {
 fn a_nursery_error_of_any_type_carries_an_outer_cancellation_through_a_box() {
     let scope = CancelScope::new();
     scope.handle().cancel();
-    let out = block_on(scope.run(async {
-        hatchery::local_nursery(
+    let out = block_on(scope.run_typed(async {
+        hatchery::typed::local_nursery(
             |_n: hatchery::LocalNursery<'_, Box<dyn std::error::Error>>| async move {
                 sleep_forever().await?;
                 Ok(())

@@ -14,8 +14,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hatchery::{
-    CancelScope, CancellableExt, Cancelled, Nursery, TimedOut, fail_after, move_on_after, nursery,
-    sleep, sleep_forever, testing,
+    CancelScope, CancellableExt, Cancelled, Nursery, TimedOut, sleep, sleep_forever, testing,
+    typed::fail_after, typed::move_on_after, typed::nursery,
 };
 
 /// Sets its flag when dropped: proof that a future was dropped.
@@ -113,7 +113,7 @@ fn a_scope_parked_in_a_foreign_future_notices_a_cancel_from_another_thread() {
         std::thread::sleep(Duration::from_millis(20));
         handle.cancel();
     });
-    let out = futures::executor::block_on(scope.run(async {
+    let out = futures::executor::block_on(scope.run_typed(async {
         future.await;
         Ok::<_, Cancelled>(())
     }));
@@ -284,7 +284,7 @@ common::matrix! {
             n.spawn(async move {
                 let value = CancelScope::new()
                     .shield(true)
-                    .run(async { Ok::<_, Cancelled>(receiver.recv().await.unwrap()) })
+                    .run_typed(async { Ok::<_, Cancelled>(receiver.recv().await.unwrap()) })
                     .await?;
                 *got_ref.lock().unwrap() = value;
                 Ok(())
@@ -327,7 +327,7 @@ common::matrix! {
                 let slept = sleep(Duration::from_secs(3600)).await;
                 let message = CancelScope::new()
                     .shield(true)
-                    .run(async { Ok::<_, Cancelled>(receiver.recv().await.unwrap()) })
+                    .run_typed(async { Ok::<_, Cancelled>(receiver.recv().await.unwrap()) })
                     .await?;
                 log_ref.lock().unwrap().push(message.unwrap());
                 slept
@@ -337,7 +337,7 @@ common::matrix! {
             // Sent once both children are in their cleanup.
             CancelScope::new()
                 .shield(true)
-                .run(sleep(Duration::from_millis(10)))
+                .run_typed(sleep(Duration::from_millis(10)))
                 .await?;
             sender.try_send("shielded cleanup finished").unwrap();
             Ok(())

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::channel::oneshot;
 use hatchery::{
-    CancelScope, Cancelled, LocalNursery, Nursery, SpawnError, checkpoint, local_nursery, nursery,
-    sleep, sleep_forever,
+    CancelScope, Cancelled, LocalNursery, Nursery, SpawnError, checkpoint, sleep, sleep_forever,
+    typed::local_nursery, typed::nursery,
 };
 
 mod common;
@@ -125,7 +125,7 @@ fn a_parent_cancelled_while_waiting_keeps_waiting_until_its_children_exit() {
                 // Cleanup that itself waits, behind a shield.
                 CancelScope::new()
                     .shield(true)
-                    .run(async {
+                    .run_typed(async {
                         sleep(Duration::from_millis(20)).await?;
                         log.lock().unwrap().push("child cleaned up");
                         Ok::<_, Cancelled>(())
@@ -368,7 +368,7 @@ fn a_child_waiting_in_a_scope_of_its_own_still_wakes_on_that_scope() {
             let scope = CancelScope::new();
             tx.send(scope.handle()).unwrap();
             let caught = scope
-                .run(async {
+                .run_typed(async {
                     sleep_forever().await?;
                     Ok::<(), Cancelled>(())
                 })

@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use hatchery::{CancelScope, Cancelled, Nursery, Report, checkpoint, nursery, sleep_forever};
+use hatchery::{
+    CancelScope, Cancelled, Nursery, Report, checkpoint, sleep_forever, typed::nursery,
+};
 
 #[test]
 fn the_report_draws_nurseries_tasks_and_scopes_as_a_tree() {
@@ -21,7 +23,7 @@ fn the_report_draws_nurseries_tasks_and_scopes_as_a_tree() {
                     sleep_forever().await?;
                     Ok(())
                 });
-                shield.run(sleep_forever()).await?;
+                shield.run_typed(sleep_forever()).await?;
                 Ok(())
             })
             .await?;
@@ -71,7 +73,7 @@ fn nest(depth: usize) -> Pin<Box<dyn Future<Output = Result<Report, Cancelled>>>
         if depth == 0 {
             return Ok(Report::capture());
         }
-        let inner = CancelScope::new().run(nest(depth - 1)).await?;
+        let inner = CancelScope::new().run_typed(nest(depth - 1)).await?;
         Ok(inner.expect("nothing is cancelled"))
     })
 }
@@ -114,6 +116,7 @@ fn after_a_cancel_the_report_says_who_was_told_and_who_is_shielded() {
 
     use hatchery::{Builder, sleep};
     let text = Builder::new()
+        .error_type()
         .handle_signals(false)
         .worker_threads(1)
         .run(|n: Nursery<'_, Cancelled>| async move {
@@ -122,21 +125,21 @@ fn after_a_cancel_the_report_says_who_was_told_and_who_is_shielded() {
                 // Its cleanup takes a while, behind a shield.
                 CancelScope::new()
                     .shield(true)
-                    .run(sleep(Duration::from_millis(100)))
+                    .run_typed(sleep(Duration::from_millis(100)))
                     .await?;
                 slept.map(|never| match never {})
             });
             n.spawn_named("shielded", async {
                 CancelScope::new()
                     .shield(true)
-                    .run(sleep(Duration::from_millis(100)))
+                    .run_typed(sleep(Duration::from_millis(100)))
                     .await?;
                 Ok(())
             });
             n.spawn_parallel(async {
                 CancelScope::new()
                     .shield(true)
-                    .run(sleep(Duration::from_millis(100)))
+                    .run_typed(sleep(Duration::from_millis(100)))
                     .await?;
                 Ok(())
             });
@@ -145,7 +148,7 @@ fn after_a_cancel_the_report_says_who_was_told_and_who_is_shielded() {
             // The nursery polls its children once more, which tells them.
             CancelScope::new()
                 .shield(true)
-                .run(sleep(Duration::from_millis(20)))
+                .run_typed(sleep(Duration::from_millis(20)))
                 .await?;
             Ok(Report::capture().to_string())
         })

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 use hatchery::{
-    Builder, CancelScope, Cancelled, Nursery, SpawnError, checkpoint, nursery, run, sleep,
-    sleep_forever,
+    Builder, CancelScope, Cancelled, Nursery, SpawnError, checkpoint, sleep, sleep_forever,
+    typed::nursery, typed::run,
 };
 
 fn thread_name() -> String {
@@ -41,22 +41,24 @@ fn run_returns_the_body_value_and_waits_for_parallel_children() {
 #[test]
 fn a_child_on_another_thread_observes_a_cancel_issued_on_this_one() {
     let main_thread = thread::current().id();
-    let out = Builder::new()
-        .worker_threads(2)
-        .run(|n: Nursery<'_, Cancelled>| async move {
-            let (parked_tx, parked_rx) = futures::channel::oneshot::channel();
-            n.spawn_parallel(async move {
-                assert_ne!(thread::current().id(), main_thread);
-                parked_tx.send(()).unwrap();
-                let result = sleep_forever().await;
-                assert_eq!(result.map(|never| match never {}), Err(Cancelled));
-                Err(Cancelled)
+    let out =
+        Builder::new()
+            .error_type()
+            .worker_threads(2)
+            .run(|n: Nursery<'_, Cancelled>| async move {
+                let (parked_tx, parked_rx) = futures::channel::oneshot::channel();
+                n.spawn_parallel(async move {
+                    assert_ne!(thread::current().id(), main_thread);
+                    parked_tx.send(()).unwrap();
+                    let result = sleep_forever().await;
+                    assert_eq!(result.map(|never| match never {}), Err(Cancelled));
+                    Err(Cancelled)
+                });
+                parked_rx.await.unwrap();
+                assert_eq!(thread::current().id(), main_thread);
+                n.cancel_scope().cancel();
+                Ok(())
             });
-            parked_rx.await.unwrap();
-            assert_eq!(thread::current().id(), main_thread);
-            n.cancel_scope().cancel();
-            Ok(())
-        });
     assert_eq!(out.unwrap(), Some(()));
 }
 
@@ -294,7 +296,7 @@ fn spawn_parallel_outside_run_is_a_clear_error() {
 fn cancellation_reaches_a_blocking_loop() {
     let rounds = Arc::new(AtomicUsize::new(0));
     let counter = rounds.clone();
-    let out = block_on(hatchery::move_on_after(
+    let out = block_on(hatchery::typed::move_on_after(
         Duration::from_millis(30),
         nursery(|n: Nursery<'_, Cancelled>| async move {
             n.spawn_blocking(move |cancel| {
@@ -332,7 +334,7 @@ fn scopes_work_under_run() {
     let out = run(|_n: Nursery<'_, Cancelled>| async {
         let caught = CancelScope::new()
             .timeout(Duration::from_millis(5))
-            .run(sleep_forever())
+            .run_typed(sleep_forever())
             .await?;
         assert!(caught.is_none());
         Ok(())
@@ -403,21 +405,22 @@ fn the_grace_period_hard_cancels_a_task_that_ignores_cancellation() {
     let dropped = Arc::new(AtomicUsize::new(0));
     let guard = SetOnDrop(dropped.clone());
     let started = std::time::Instant::now();
-    let out = Builder::new().grace_period(Duration::from_millis(50)).run(
-        |n: Nursery<'_, Cancelled>| async move {
+    let out = Builder::new()
+        .error_type()
+        .grace_period(Duration::from_millis(50))
+        .run(|n: Nursery<'_, Cancelled>| async move {
             n.spawn(async move {
                 let _guard = guard;
                 CancelScope::new()
                     .shield(true)
-                    .run(sleep(Duration::from_secs(3600)))
+                    .run_typed(sleep(Duration::from_secs(3600)))
                     .await?;
                 Ok(())
             });
             checkpoint().await?;
             n.cancel_scope().cancel();
             Ok(())
-        },
-    );
+        });
     assert!(out.unwrap_err().is_cancelled());
     assert_eq!(
         dropped.load(Ordering::SeqCst),
@@ -429,13 +432,15 @@ fn the_grace_period_hard_cancels_a_task_that_ignores_cancellation() {
 
 #[test]
 fn tasks_that_clean_up_within_the_grace_period_finish_normally() {
-    let out = Builder::new().grace_period(Duration::from_secs(60)).run(
-        |n: Nursery<'_, Cancelled>| async move {
+    let out = Builder::new()
+        .error_type()
+        .grace_period(Duration::from_secs(60))
+        .run(|n: Nursery<'_, Cancelled>| async move {
             n.spawn(async {
                 let result = sleep_forever().await;
                 CancelScope::new()
                     .shield(true)
-                    .run(sleep(Duration::from_millis(10)))
+                    .run_typed(sleep(Duration::from_millis(10)))
                     .await?;
                 result?;
                 Ok(())
@@ -443,8 +448,7 @@ fn tasks_that_clean_up_within_the_grace_period_finish_normally() {
             checkpoint().await?;
             n.cancel_scope().cancel();
             Ok("cleaned up in time")
-        },
-    );
+        });
     assert_eq!(out.unwrap(), Some("cleaned up in time"));
 }
 
@@ -453,7 +457,7 @@ fn scoped_run_lets_parallel_children_borrow_from_outside_the_run() {
     let words = vec!["alpha", "beta", "gamma", "delta"];
     let lengths = std::sync::Mutex::new(Vec::new());
     let (words_ref, lengths_ref) = (&words, &lengths);
-    let out = Builder::new().worker_threads(2).run_scoped(
+    let out = Builder::new().error_type().worker_threads(2).run_scoped(
         |n: Nursery<'_, Cancelled>, executor: hatchery::ScopedExecutor<'_>| async move {
             for word in words_ref {
                 n.spawn_on(&executor, async move {

@@ -5,7 +5,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hatchery::{
-    CancelScope, Cancelled, Nursery, checkpoint, move_on_after, nursery, sleep, sleep_forever,
+    CancelScope, Cancelled, Nursery, checkpoint, sleep, sleep_forever, typed::move_on_after,
+    typed::nursery,
 };
 
 mod common;
@@ -18,9 +19,9 @@ fn toggling_a_shield_inside_a_cancelled_scope() {
     let shielded = CancelScope::new().shield(true);
     let shield = shielded.handle();
     let mut steps = Vec::new();
-    let out = block_on(outer.run(async {
+    let out = block_on(outer.run_typed(async {
         let inner = shielded
-            .run(async {
+            .run_typed(async {
                 checkpoint().await?;
                 checkpoint().await?;
                 steps.push("shielded checkpoints pass");
@@ -49,7 +50,7 @@ fn toggling_a_shield_inside_a_cancelled_scope() {
 fn a_shield_does_not_protect_against_its_own_cancel() {
     let scope = CancelScope::new().shield(true);
     let handle = scope.handle();
-    let out = block_on(scope.run(async {
+    let out = block_on(scope.run_typed(async {
         handle.cancel();
         checkpoint().await?;
         Ok::<_, Cancelled>(())
@@ -66,8 +67,8 @@ fn unshielding_wakes_a_sleeper() {
     let shield = shielded.handle();
     let log = Mutex::new(Vec::new());
     let log = &log;
-    let out = block_on(outer.run(
-        shielded.run(nursery(|n: Nursery<'_, Cancelled>| async move {
+    let out = block_on(outer.run_typed(
+        shielded.run_typed(nursery(|n: Nursery<'_, Cancelled>| async move {
             n.spawn(async move {
                 let result = sleep(Duration::from_secs(3600)).await;
                 log.lock().unwrap().push(("sleeper", result));
@@ -96,11 +97,11 @@ fn a_shielded_move_on_after_inside_a_cancelled_scope_still_fires() {
     let outer = CancelScope::new();
     outer.handle().cancel();
     let started = Instant::now();
-    let out = block_on(outer.run(async {
+    let out = block_on(outer.run_typed(async {
         let inner = CancelScope::new()
             .shield(true)
             .timeout(Duration::from_millis(20))
-            .run(sleep_forever())
+            .run_typed(sleep_forever())
             .await;
         assert!(
             matches!(inner, Ok(None)),
@@ -120,7 +121,7 @@ fn shielded_cleanup_runs_to_completion_after_cancel() {
         let result = sleep_forever().await;
         CancelScope::new()
             .shield(true)
-            .run(async {
+            .run_typed(async {
                 sleep(Duration::from_millis(10)).await?;
                 log.lock().unwrap().push("flushed");
                 Ok::<_, Cancelled>(())

@@ -470,7 +470,7 @@ fn fill_stderr() {
 /// The child side of the probes; does nothing in a normal test run.
 #[test]
 fn probe() {
-    use hatchery::{Builder, CancelScope, Cancelled, Nursery, run, sleep};
+    use hatchery::{Builder, CancelScope, Cancelled, Nursery, sleep, typed::run};
     use signal_hook::consts::{SIGINT, SIGTERM};
 
     let Ok(mode) = std::env::var("HATCHERY_PROBE") else {
@@ -511,13 +511,14 @@ fn probe() {
         }
         // exit_on_signal(false): run returns a value that says so.
         "returns" => {
-            let out = hatchery::Builder::new().exit_on_signal(false).run(
-                |_n: Nursery<'_, Cancelled>| async move {
+            let out = hatchery::Builder::new()
+                .error_type()
+                .exit_on_signal(false)
+                .run(|_n: Nursery<'_, Cancelled>| async move {
                     raise();
                     sleep(Duration::from_secs(30)).await?;
                     Ok(())
-                },
-            );
+                });
             let error = out.unwrap_err();
             println!("interrupted={:?} display={error}", error.interrupted());
             std::process::exit(7);
@@ -525,8 +526,10 @@ fn probe() {
         // Children parked in foreign awaits (an accept, another crate's
         // timer) under an unbounded grace period: SIGINT drops them.
         "foreign" => {
-            let _ = hatchery::Builder::new().grace_period(Duration::MAX).run(
-                |n: Nursery<'_, std::io::Error>| async move {
+            let _ = hatchery::Builder::new()
+                .error_type()
+                .grace_period(Duration::MAX)
+                .run(|n: Nursery<'_, std::io::Error>| async move {
                     let listener =
                         async_io::Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0))?;
                     n.spawn_named("acceptor", async move {
@@ -541,19 +544,20 @@ fn probe() {
                     });
                     println!("ready");
                     Ok(())
-                },
-            );
+                });
             println!("run returned (should have exited)");
         }
         // An unbounded grace period: the second signal still forces.
         "maxgrace" => {
-            let _ = hatchery::Builder::new().grace_period(Duration::MAX).run(
-                |n: Nursery<'_, Cancelled>| async move {
+            let _ = hatchery::Builder::new()
+                .error_type()
+                .grace_period(Duration::MAX)
+                .run(|n: Nursery<'_, Cancelled>| async move {
                     n.spawn_named("stubborn", async {
                         // Shielded without a deadline: nothing can drop it.
                         hatchery::CancelScope::new()
                             .shield(true)
-                            .run(async {
+                            .run_typed(async {
                                 async_io::Timer::after(Duration::from_secs(30)).await;
                                 Ok::<_, Cancelled>(())
                             })
@@ -562,8 +566,7 @@ fn probe() {
                     });
                     println!("ready");
                     Ok(())
-                },
-            );
+                });
             println!("run returned (should have exited)");
         }
         // After run returns, no handler of hatchery's is installed, and a
@@ -627,6 +630,7 @@ fn probe() {
         // once its grace period is over, without that worker.
         "spinner" => {
             let _ = Builder::new()
+                .error_type()
                 .grace_period(Duration::from_millis(100))
                 .worker_threads(1)
                 .run(|n: Nursery<'_, Cancelled>| async move {
@@ -656,7 +660,7 @@ fn probe() {
                     println!("outer: cancelled, cleaning up");
                     CancelScope::new()
                         .shield(true)
-                        .run(async {
+                        .run_typed(async {
                             sleep(Duration::from_millis(300)).await?;
                             println!("outer: shielded cleanup done");
                             Ok::<_, Cancelled>(())
@@ -690,8 +694,10 @@ fn probe() {
         // Nobody reads stderr: hatchery's lines must not hold the shutdown.
         "stderr_blocked" => {
             fill_stderr();
-            let _ = Builder::new().grace_period(Duration::from_secs(3600)).run(
-                |n: Nursery<'_, Cancelled>| async move {
+            let _ = Builder::new()
+                .error_type()
+                .grace_period(Duration::from_secs(3600))
+                .run(|n: Nursery<'_, Cancelled>| async move {
                     n.spawn(async {
                         let slept = sleep(Duration::from_secs(3600)).await;
                         println!("polite: cancelled");
@@ -700,14 +706,13 @@ fn probe() {
                     n.spawn_named("stubborn", async {
                         CancelScope::new()
                             .shield(true)
-                            .run(sleep(Duration::from_secs(3600)))
+                            .run_typed(sleep(Duration::from_secs(3600)))
                             .await?;
                         Ok(())
                     });
                     println!("ready");
                     Ok(())
-                },
-            );
+                });
             println!("run returned (should have exited)");
         }
         other => panic!("unknown probe {other}"),

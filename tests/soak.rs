@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 
 use hatchery::testing::{self, Live};
 use hatchery::{
-    CancelError, CancelScope, Cancelled, Nursery, NurseryError, Started, checkpoint, move_on_after,
-    move_on_at, now, nursery, sleep, sleep_forever, sleep_until,
+    CancelError, CancelScope, Cancelled, Nursery, NurseryError, Started, checkpoint, now, sleep,
+    sleep_forever, sleep_until, typed::move_on_after, typed::move_on_at, typed::nursery,
 };
 
 /// The live counters are process-wide: the soaks run one at a time.
@@ -617,7 +617,7 @@ async fn behave(cx: Cx<'_>, role: Role) -> Result<(), SoakError> {
     if let Role::ShieldedCleanup = role {
         let flushed = CancelScope::new()
             .shield(true)
-            .run(async {
+            .run_typed(async {
                 sleep(SHIELDED_CLEANUP).await?;
                 Ok::<_, Cancelled>(())
             })

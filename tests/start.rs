@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hatchery::{
-    CancelError, CancelScope, Cancelled, Nursery, Started, checkpoint, nursery, sleep,
-    sleep_forever,
+    CancelError, CancelScope, Cancelled, Nursery, Started, checkpoint, sleep, sleep_forever,
+    typed::nursery,
 };
 
 mod common;
@@ -102,7 +102,7 @@ fn cancelling_the_caller_cancels_the_child_while_it_starts() {
             Ok(())
         });
         let started = caller
-            .run(n.start(|status: Started<()>| async move {
+            .run_typed(n.start(|status: Started<()>| async move {
                 let result = sleep_forever().await;
                 log.lock().unwrap().push("starting child cancelled");
                 result?;
@@ -130,7 +130,7 @@ fn after_started_the_child_belongs_to_the_nursery_scope() {
         let caller = CancelScope::new();
         let caller_handle = caller.handle();
         caller
-            .run(async {
+            .run_typed(async {
                 n.start(|status: Started<()>| async move {
                     status.started(());
                     // The caller's scope is cancelled below; this child is no
@@ -224,7 +224,7 @@ fn starting_into_a_closed_nursery_panics_clearly() {
 
 #[test]
 fn started_from_another_thread_wakes_start() {
-    let out = block_on(hatchery::move_on_after(Duration::from_secs(10), async {
+    let out = block_on(hatchery::typed::move_on_after(Duration::from_secs(10), async {
         nursery(|n: Nursery<'_, Cancelled>| async move {
             let value = n
                 .start(|status: Started<u32>| async move {
@@ -249,7 +249,7 @@ fn started_from_another_thread_wakes_start() {
 
 #[test]
 fn started_from_a_sibling_wakes_start() {
-    let out = block_on(hatchery::move_on_after(Duration::from_secs(10), async {
+    let out = block_on(hatchery::typed::move_on_after(Duration::from_secs(10), async {
         nursery(|n: Nursery<'_, Cancelled>| async move {
             let sibling = n.clone();
             let value = n
@@ -278,7 +278,7 @@ fn from_the_started_call_on_the_callers_cancellation_no_longer_applies() {
         let caller = CancelScope::new();
         let caller_handle = caller.handle();
         let started = caller
-            .run(n.start(|status: Started<()>| async move {
+            .run_typed(n.start(|status: Started<()>| async move {
                 status.started(());
                 // Same poll: already in the (uncancelled) nursery's scope.
                 caller_handle.cancel();
@@ -306,7 +306,7 @@ fn started_in_a_cancelled_caller_leaves_the_child_under_start() {
         let caller = CancelScope::new();
         caller.handle().cancel();
         let value = caller
-            .run(async {
+            .run_typed(async {
                 n.start(|status: Started<&str>| async move {
                     status.started("value");
                     log.lock().unwrap().push("stayed and finished");
@@ -321,7 +321,7 @@ fn started_in_a_cancelled_caller_leaves_the_child_under_start() {
         let caller = CancelScope::new();
         caller.handle().cancel();
         let value = caller
-            .run(async {
+            .run_typed(async {
                 n.start(|status: Started<&str>| async move {
                     status.started("value");
                     let slept = sleep_forever().await;
@@ -337,7 +337,7 @@ fn started_in_a_cancelled_caller_leaves_the_child_under_start() {
         let caller = CancelScope::new();
         caller.handle().cancel();
         let error = caller
-            .run(async {
+            .run_typed(async {
                 n.start(|status: Started<()>| async move {
                     status.started(());
                     Err(io::Error::other("after started"))
@@ -351,7 +351,7 @@ fn started_in_a_cancelled_caller_leaves_the_child_under_start() {
         let caller = CancelScope::new();
         let handle = caller.handle();
         caller
-            .run(async {
+            .run_typed(async {
                 n.start(|status: Started<()>| async move {
                     status.started(());
                     sleep(Duration::from_millis(10)).await?;

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use hatchery::{Cancelled, Nursery, nursery};
+use hatchery::{Cancelled, Nursery, typed::nursery};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};

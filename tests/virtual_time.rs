@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use hatchery::testing::{self, VirtualClock};
 use hatchery::{
-    CancelScope, Cancelled, Nursery, checkpoint, current_effective_deadline, fail_after,
-    move_on_after, now, nursery, sleep, sleep_forever,
+    CancelScope, Cancelled, Nursery, checkpoint, current_effective_deadline, now, sleep,
+    sleep_forever, typed::fail_after, typed::move_on_after, typed::nursery,
 };
 
 /// The live counters are process-wide and every test here creates tasks and
@@ -60,7 +60,7 @@ fn scenario() -> Vec<(String, Duration)> {
                     CancelScope::new()
                         .shield(true)
                         .timeout(HOUR + SEC * 30)
-                        .run(async {
+                        .run_typed(async {
                             sleep_forever().await.ok();
                             Ok::<_, Cancelled>(())
                         })
@@ -268,7 +268,7 @@ fn a_deadline_that_expired_stays_expired_for_a_task_woken_in_the_same_instant() 
                 Ok(())
             });
             n.spawn(async move {
-                let ended = scope.run(sleep_forever()).await;
+                let ended = scope.run_typed(sleep_forever()).await;
                 *out_ref.lock().unwrap() = Some((ended.map(|_| ()), now() - start));
                 Ok(())
             });
@@ -292,7 +292,10 @@ fn an_exited_scope_is_never_cancelled_by_its_old_deadline() {
     let (called, cancelled) = testing::run(async {
         let scope = CancelScope::new().timeout(10 * SEC);
         let handle = scope.handle();
-        scope.run(async { Ok::<_, Cancelled>(()) }).await.unwrap();
+        scope
+            .run_typed(async { Ok::<_, Cancelled>(()) })
+            .await
+            .unwrap();
         sleep(20 * SEC).await.unwrap();
         (handle.cancel_called(), handle.is_cancelled())
     });

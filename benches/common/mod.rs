@@ -4,7 +4,7 @@
 //! comparison does).
 
 use futures_lite::future::{block_on, yield_now};
-use hatchery::{Cancelled, Nursery, nursery};
+use hatchery::{Cancelled, Nursery, typed::nursery};
 
 pub const CHILDREN: usize = 10_000;
 

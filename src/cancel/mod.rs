@@ -24,7 +24,7 @@ use pin_project_lite::pin_project;
 
 use crate::clock;
 use crate::context;
-use crate::error::{CancelError, Cancelled};
+use crate::error::{CancelError, Cancelled, Error};
 use crate::report::Kind;
 use crate::task::TaskInfo;
 use foreign::ForeignWait;
@@ -95,10 +95,10 @@ impl fmt::Display for CancelReason {
 /// let out = scope
 ///     .run(async {
 ///         sleep(Duration::from_secs(3600)).await?;
-///         Ok::<_, hatchery::Cancelled>("slept an hour")
+///         Ok("slept an hour")
 ///     })
 ///     .await;
-/// assert_eq!(out, Ok(None)); // the deadline cancelled the sleep; the scope caught it
+/// assert!(matches!(out, Ok(None))); // the deadline cancelled the sleep; the scope caught it
 /// assert!(handle.cancelled_caught());
 /// # });
 /// ```
@@ -168,7 +168,7 @@ impl CancelScope {
     /// scope
     ///     .run(async move {
     ///         assert!(handle.deadline().is_some()); // fixed at entry
-    ///         Ok::<_, hatchery::Cancelled>(())
+    ///         Ok(())
     ///     })
     ///     .await
     ///     .unwrap();
@@ -213,20 +213,51 @@ impl CancelScope {
     /// any other error, including a cancellation that belongs to an enclosing
     /// scope (it passes through untouched).
     ///
+    /// The body returns `Result<T, `[`Error`]`>`: `?` converts any error,
+    /// nothing needs naming. For an error type of your own, see
+    /// [`run_typed`](Self::run_typed).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hatchery::{CancelScope, checkpoint};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let out = CancelScope::new()
+    ///     .shield(true)
+    ///     .timeout(Duration::from_secs(1))
+    ///     .run(async {
+    ///         checkpoint().await?;
+    ///         let n: u32 = "42".parse()?;
+    ///         Ok(n)
+    ///     })
+    ///     .await;
+    /// assert_eq!(out.unwrap(), Some(42));
+    /// # });
+    /// ```
+    pub fn run<F, T>(self, body: F) -> ScopeFuture<F>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
+        self.run_typed(body)
+    }
+
+    /// [`run`](Self::run) with an error type of your choosing; it carries
+    /// cancellation through [`CancelError`].
+    ///
     /// ```
     /// use hatchery::{CancelScope, Cancelled, checkpoint};
     ///
     /// # futures::executor::block_on(async {
     /// let out = CancelScope::new()
-    ///     .run(async {
+    ///     .run_typed(async {
     ///         checkpoint().await?;
     ///         Ok::<_, Cancelled>(42)
     ///     })
     ///     .await;
-    /// assert_eq!(out, Ok(Some(42)));
+    /// assert_eq!(out.unwrap(), Some(42));
     /// # });
     /// ```
-    pub fn run<F, T, E>(self, body: F) -> ScopeFuture<F>
+    pub fn run_typed<F, T, E>(self, body: F) -> ScopeFuture<F>
     where
         F: Future<Output = Result<T, E>>,
         E: CancelError,
@@ -262,8 +293,8 @@ pin_project! {
     ///
     /// ```
     /// use hatchery::{CancelScope, Cancelled};
-    /// let fut = CancelScope::new().run(async { Ok::<_, Cancelled>(1) });
-    /// assert_eq!(futures::executor::block_on(fut), Ok(Some(1)));
+    /// let fut = CancelScope::new().run(async { Ok(1) });
+    /// assert_eq!(futures::executor::block_on(fut).unwrap(), Some(1));
     /// ```
     pub struct ScopeFuture<F> {
         // `Some` except while the body is polled: the node is moved into the
@@ -382,9 +413,9 @@ where
 /// # futures::executor::block_on(async {
 /// let scope = CancelScope::new();
 /// let handle = scope.handle();
-/// nursery(|n: Nursery<'_, Cancelled>| async move {
+/// nursery(|n| async move {
 ///     n.spawn(async move {
-///         scope.run(async { sleep(Duration::from_secs(3600)).await }).await?;
+///         scope.run_typed(sleep(Duration::from_secs(3600))).await?;
 ///         Ok(())
 ///     });
 ///     n.spawn(async move {
@@ -488,7 +519,7 @@ impl CancelHandle {
     /// let scope = CancelScope::new();
     /// let handle = scope.handle();
     /// handle.cancel();
-    /// scope.run(async { checkpoint().await }).await.unwrap();
+    /// scope.run_typed(checkpoint()).await.unwrap();
     /// assert!(handle.cancelled_caught());
     /// # });
     /// ```
@@ -516,7 +547,7 @@ impl CancelHandle {
     ///                 outer_handle.cancel();
     ///                 assert!(inner_handle.is_cancelled());
     ///                 assert!(!inner_handle.cancel_called());
-    ///                 Ok::<_, hatchery::Cancelled>(())
+    ///                 Ok(())
     ///             })
     ///             .await
     ///     })
@@ -664,7 +695,7 @@ impl Future for HandleCancelled {
 /// scope
 ///     .run(async {
 ///         assert_eq!(check_cancelled(), Err(Cancelled));
-///         Ok::<_, Cancelled>(())
+///         Ok(())
 ///     })
 ///     .await
 ///     .unwrap();
@@ -686,7 +717,7 @@ pub fn check_cancelled() -> Result<(), Cancelled> {
 /// scope
 ///     .run(async {
 ///         current_scope().unwrap().cancel(); // cancel the scope we are in
-///         hatchery::checkpoint().await
+///         Ok(hatchery::checkpoint().await?)
 ///     })
 ///     .await
 ///     .unwrap();

@@ -56,7 +56,7 @@ use crate::cancel::tree::{Listener, Node};
 use crate::cancel::{CancelHandle, CancelReason, enter_node};
 use crate::clock::{self, CANCELLED, NEVER};
 use crate::context;
-use crate::error::{CancelError, NurseryError, SpawnError, TaskFailure};
+use crate::error::{CancelError, Error, NurseryError, SpawnError, TaskFailure};
 use crate::report::{BlockingEntry, Kind, TaskTable};
 use crate::spawn::{Spawn, default_spawner, spawn_parallel};
 use crate::task::TaskInfo;
@@ -300,20 +300,24 @@ fn closed_panic(error: SpawnError) -> ! {
 /// children. `body` takes the handle by value (it is cheap to clone) rather
 /// than being an async closure, so that the future stays provably `Send`.
 ///
-/// Name the error type once (for instance on the handle: `Nursery<'_, E>`, or
-/// with `Ok::<_, E>(..)`) so that the compiler can infer it.
+/// Tasks return `Result<(), `[`Error`]`>`: `?` converts any error, so no type
+/// needs naming. The nursery's own error is an [`Error`] too (so that a
+/// nursery is a body like any other: `move_on_after(d, nursery(…))`); the
+/// [`NurseryError`] with every failure is inside
+/// (`error.downcast_ref::<NurseryError>()`). A library with its own error type
+/// uses [`typed::nursery`](crate::typed::nursery) instead.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::sync::Mutex;
 /// use std::time::Duration;
-/// use hatchery::{nursery, sleep, Cancelled, Nursery};
+/// use hatchery::{nursery, sleep};
 ///
 /// # futures::executor::block_on(async {
 /// let log = Mutex::new(Vec::new()); // borrowed by the children, not 'static
 /// let log = &log;
-/// nursery(|n: Nursery<'_, Cancelled>| async move {
+/// nursery(|n| async move {
 ///     n.spawn(async move {
 ///         sleep(Duration::from_millis(20)).await?;
 ///         log.lock().unwrap().push("slow");
@@ -330,17 +334,45 @@ fn closed_panic(error: SpawnError) -> ! {
 /// assert_eq!(*log.lock().unwrap(), ["fast", "slow"]);
 /// # });
 /// ```
+///
+/// A task that loops until it is cancelled needs nothing more: its `?`
+/// leaves the loop. A *body* that loops never reaches its `Ok`, whose type
+/// is the nursery's value: write the `Ok` after the loop all the same.
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{move_on_after, nursery, sleep};
+///
+/// # futures::executor::block_on(async {
+/// let out = move_on_after(Duration::from_millis(30), async {
+///     nursery(|n| async move {
+///         n.spawn(async {
+///             loop {
+///                 sleep(Duration::from_millis(5)).await?; // a child's loop
+///             }
+///         });
+///         loop {
+///             n.spawn(async { Ok(()) });
+///             sleep(Duration::from_millis(10)).await?;
+///         }
+///         #[allow(unreachable_code)]
+///         Ok(())
+///     })
+///     .await
+/// })
+/// .await;
+/// assert!(matches!(out, Ok(None))); // the deadline ended both loops
+/// # });
+/// ```
 #[track_caller]
-pub fn nursery<'a, E, T, F, Fut>(
-    body: F,
-) -> impl Future<Output = Result<Option<T>, NurseryError<E>>> + 'a
+pub fn nursery<'a, T, F, Fut>(body: F) -> impl Future<Output = Result<Option<T>, Error>> + 'a
 where
-    F: FnOnce(Nursery<'a, E>) -> Fut,
-    Fut: Future<Output = Result<T, E>> + 'a,
-    E: CancelError + 'a,
+    F: FnOnce(Nursery<'a, Error>) -> Fut,
+    Fut: Future<Output = Result<T, Error>> + 'a,
     T: 'a,
 {
-    open(|shared| Nursery { shared }, body)
+    let nursery = typed_nursery(body);
+    async move { nursery.await.map_err(Error::from) }
 }
 
 /// Opens a nursery whose children need not be `Send` (they may hold `Rc`,
@@ -351,11 +383,11 @@ where
 /// ```
 /// use std::cell::RefCell;
 /// use std::rc::Rc;
-/// use hatchery::{local_nursery, Cancelled, LocalNursery};
+/// use hatchery::local_nursery;
 ///
 /// # futures::executor::block_on(async {
 /// let count = Rc::new(RefCell::new(0));
-/// local_nursery(|n: LocalNursery<'_, Cancelled>| {
+/// local_nursery(|n| {
 ///     let count = Rc::clone(&count);
 ///     async move {
 ///         for _ in 0..3 {
@@ -374,7 +406,72 @@ where
 /// # });
 /// ```
 #[track_caller]
-pub fn local_nursery<'a, E, T, F, Fut>(
+pub fn local_nursery<'a, T, F, Fut>(body: F) -> impl Future<Output = Result<Option<T>, Error>> + 'a
+where
+    F: FnOnce(LocalNursery<'a, Error>) -> Fut,
+    Fut: Future<Output = Result<T, Error>> + 'a,
+    T: 'a,
+{
+    let nursery = typed_local_nursery(body);
+    async move { nursery.await.map_err(Error::from) }
+}
+
+/// [`nursery`](crate::nursery) with an error type of your choosing: every
+/// task returns `Result<(), E>`. Name `E` once, on the handle
+/// (`|n: Nursery<'_, E>|`). `E` carries cancellation through
+/// [`CancelError`].
+///
+/// # Examples
+///
+/// ```
+/// use hatchery::{typed, Nursery};
+///
+/// # futures::executor::block_on(async {
+/// let error = typed::nursery(|n: Nursery<'_, std::io::Error>| async move {
+///     n.spawn(async { Err(std::io::Error::other("disk full")) });
+///     Ok(())
+/// })
+/// .await
+/// .unwrap_err();
+/// assert_eq!(error.failures()[0].error.kind(), std::io::ErrorKind::Other);
+/// # });
+/// ```
+#[track_caller]
+pub fn typed_nursery<'a, E, T, F, Fut>(
+    body: F,
+) -> impl Future<Output = Result<Option<T>, NurseryError<E>>> + 'a
+where
+    F: FnOnce(Nursery<'a, E>) -> Fut,
+    Fut: Future<Output = Result<T, E>> + 'a,
+    E: CancelError + 'a,
+    T: 'a,
+{
+    open(|shared| Nursery { shared }, body)
+}
+
+/// [`local_nursery`](crate::local_nursery) with an error type of your
+/// choosing; see [`typed::nursery`](crate::typed::nursery).
+///
+/// # Examples
+///
+/// ```
+/// use hatchery::{typed, Cancelled, LocalNursery};
+///
+/// # futures::executor::block_on(async {
+/// let out = typed::local_nursery(|n: LocalNursery<'_, Cancelled>| async move {
+///     let shared = std::rc::Rc::new(3);
+///     n.spawn(async move {
+///         assert_eq!(*shared, 3);
+///         Ok(())
+///     });
+///     Ok("done")
+/// })
+/// .await;
+/// assert_eq!(out.unwrap(), Some("done"));
+/// # });
+/// ```
+#[track_caller]
+pub fn typed_local_nursery<'a, E, T, F, Fut>(
     body: F,
 ) -> impl Future<Output = Result<Option<T>, NurseryError<E>>> + 'a
 where
@@ -413,7 +510,7 @@ fn open<H, E, T, Fut, C>(
 /// use hatchery::{nursery, Cancelled, Nursery};
 ///
 /// # futures::executor::block_on(async {
-/// nursery(|n: Nursery<'_, Cancelled>| async move {
+/// nursery(|n| async move {
 ///     let n2 = n.clone();
 ///     n.spawn(async move {
 ///         n2.spawn(async { Ok(()) }); // a child spawns a sibling
@@ -425,7 +522,7 @@ fn open<H, E, T, Fut, C>(
 /// .unwrap();
 /// # });
 /// ```
-pub struct Nursery<'a, E> {
+pub struct Nursery<'a, E = Error> {
     shared: Arc<Shared<SendChild<'a, E>>>,
 }
 
@@ -438,7 +535,7 @@ pub struct Nursery<'a, E> {
 /// use hatchery::{local_nursery, Cancelled, LocalNursery};
 ///
 /// # futures::executor::block_on(async {
-/// local_nursery(|n: LocalNursery<'_, Cancelled>| async move {
+/// local_nursery(|n| async move {
 ///     let shared = Rc::new(5);
 ///     n.spawn(async move {
 ///         assert_eq!(*shared, 5);
@@ -450,7 +547,7 @@ pub struct Nursery<'a, E> {
 /// .unwrap();
 /// # });
 /// ```
-pub struct LocalNursery<'a, E> {
+pub struct LocalNursery<'a, E = Error> {
     shared: Arc<Shared<LocalChild<'a, E>>>,
 }
 
@@ -492,7 +589,7 @@ macro_rules! handle_methods {
             /// # futures::executor::block_on(async {
             /// let mut total = 0;
             /// let total_ref = &mut total;
-            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            #[doc = concat!($example_nursery, "(|n| async move {")]
             ///     n.spawn(async move {
             ///         *total_ref += 1;
             ///         Ok(())
@@ -526,9 +623,9 @@ macro_rules! handle_methods {
             /// # Examples
             ///
             /// ```
-            #[doc = concat!("use hatchery::{", $example_nursery, ", ", stringify!($handle), "};")]
+            #[doc = concat!("use hatchery::{typed, ", stringify!($handle), "};")]
             /// # futures::executor::block_on(async {
-            #[doc = concat!("let err = ", $example_nursery, "(|n: ", stringify!($handle), "<'_, std::io::Error>| async move {")]
+            #[doc = concat!("let err = typed::", $example_nursery, "(|n: ", stringify!($handle), "<'_, std::io::Error>| async move {")]
             ///     n.spawn_named("uploader", async { Err(std::io::Error::other("quota")) });
             ///     Ok(())
             /// })
@@ -557,7 +654,7 @@ macro_rules! handle_methods {
             /// ```
             #[doc = concat!("use hatchery::{", $example_nursery, ", Cancelled, ", stringify!($handle), "};")]
             /// # futures::executor::block_on(async {
-            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            #[doc = concat!($example_nursery, "(|n| async move {")]
             ///     assert_eq!(n.try_spawn(async { Ok(()) }), Ok(()));
             ///     Ok(())
             /// })
@@ -594,11 +691,12 @@ macro_rules! handle_methods {
             /// ```
             #[doc = concat!("use hatchery::{", $example_nursery, ", Cancelled, Started, ", stringify!($handle), "};")]
             /// # futures::executor::block_on(async {
-            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            #[doc = concat!($example_nursery, "(|n| async move {")]
             ///     let ready = n
             ///         .start(|status: Started<&str>| async move {
             ///             status.started("ready");
-            ///             hatchery::checkpoint().await // keeps running in the nursery
+            ///             hatchery::checkpoint().await?; // keeps running in the nursery
+            ///             Ok(())
             ///         })
             ///         .await?;
             ///     assert_eq!(ready, "ready");
@@ -640,7 +738,7 @@ macro_rules! handle_methods {
             /// ```
             #[doc = concat!("use hatchery::{", $example_nursery, ", Cancelled, SpawnError, Started, ", stringify!($handle), "};")]
             /// # futures::executor::block_on(async {
-            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            #[doc = concat!($example_nursery, "(|n| async move {")]
             ///     let port = n
             ///         .try_start(|status: Started<u16>| async move {
             ///             status.started(8080);
@@ -657,7 +755,7 @@ macro_rules! handle_methods {
             /// // A handle kept past the nursery's end:
             /// let kept = std::rc::Rc::new(std::cell::RefCell::new(None));
             /// let keeper = kept.clone();
-            #[doc = concat!($example_nursery, "(move |n: ", stringify!($handle), "<'static, Cancelled>| {")]
+            #[doc = concat!($example_nursery, "(move |n: ", stringify!($handle), "<'static>| {")]
             ///     *keeper.borrow_mut() = Some(n.clone());
             ///     async { Ok(()) }
             /// })
@@ -712,7 +810,7 @@ macro_rules! handle_methods {
             /// let executor = async_executor::Executor::new();
             /// # futures::executor::block_on(async {
             /// let local = vec![1, 2, 3];
-            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            #[doc = concat!($example_nursery, "(|n| async move {")]
             ///     let borrowed = &local; // error: `local` does not live long enough
             ///     n.spawn_on(&executor, async move { assert_eq!(borrowed.len(), 3); Ok(()) });
             ///     Ok(())
@@ -731,7 +829,7 @@ macro_rules! handle_methods {
             /// let count = Arc::new(AtomicUsize::new(0));
             /// let (ex, total) = (&executor, &count);
             /// futures_lite::future::block_on(ex.run(async move {
-            #[doc = concat!("    ", $example_nursery, "(|n: ", $example_handle, "| async move {")]
+            #[doc = concat!("    ", $example_nursery, "(|n| async move {")]
             ///         for _ in 0..4 {
             ///             let count = total.clone();
             ///             n.spawn_on(ex, async move {
@@ -775,7 +873,7 @@ macro_rules! handle_methods {
             /// ```
             /// use hatchery::{run, Cancelled, Nursery};
             ///
-            /// let out = run(|n: Nursery<'_, Cancelled>| async move {
+            /// let out = run(|n| async move {
             ///     n.spawn_parallel(async {
             ///         let sum: u64 = (0..1_000_000u64).sum(); // CPU-bound, off the main thread
             ///         assert_eq!(sum, 499_999_500_000);
@@ -802,7 +900,7 @@ macro_rules! handle_methods {
             /// ```
             #[doc = concat!("use hatchery::{", $example_nursery, ", Cancelled, SpawnError, ", stringify!($handle), "};")]
             /// # futures::executor::block_on(async {
-            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            #[doc = concat!($example_nursery, "(|n| async move {")]
             ///     // Not inside hatchery::run: there is no default executor.
             ///     assert_eq!(n.try_spawn_parallel(async { Ok(()) }), Err(SpawnError::NoExecutor));
             ///     Ok(())
@@ -843,7 +941,7 @@ macro_rules! handle_methods {
             #[doc = concat!("use hatchery::{", $example_nursery, ", sleep, Cancelled, ", stringify!($handle), "};")]
             ///
             /// # futures::executor::block_on(async {
-            #[doc = concat!($example_nursery, "(|n: ", $example_handle, "| async move {")]
+            #[doc = concat!($example_nursery, "(|n| async move {")]
             ///     n.spawn_blocking(|cancel| {
             ///         let mut rounds = 0u64;
             ///         while !cancel.is_cancelled() {
@@ -851,7 +949,7 @@ macro_rules! handle_methods {
             ///             rounds += 1;
             ///         }
             ///         assert!(rounds > 0);
-            ///         Err(Cancelled) // unwind like any cancelled task
+            ///         Err(Cancelled.into()) // unwind like any cancelled task
             ///     });
             ///     sleep(Duration::from_millis(20)).await?;
             ///     n.cancel_scope().cancel();
@@ -900,7 +998,7 @@ macro_rules! handle_methods {
             /// ```
             #[doc = concat!("use hatchery::{", $example_nursery, ", sleep_forever, Cancelled, ", stringify!($handle), "};")]
             /// # futures::executor::block_on(async {
-            #[doc = concat!("let out = ", $example_nursery, "(|n: ", $example_handle, "| async move {")]
+            #[doc = concat!("let out = ", $example_nursery, "(|n| async move {")]
             ///     n.spawn(async { sleep_forever().await?; Ok(()) });
             ///     n.cancel_scope().cancel();
             ///     Ok(())
@@ -1335,7 +1433,7 @@ mod tests {
     /// finishing, next to three children that yield once; returns the kept
     /// waker.
     fn finish_a_nursery_keeping_a_waker() -> std::task::Waker {
-        use crate::{Cancelled, nursery};
+        use crate::{Cancelled, typed::nursery};
         let kept = Mutex::new(None);
         let kept_ref = &kept;
         futures_lite::future::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
@@ -1366,7 +1464,7 @@ mod tests {
 
     #[test]
     fn a_waker_a_finished_task_kept_never_wakes_a_later_nursery() {
-        use crate::{Cancelled, nursery, sleep_forever};
+        use crate::{Cancelled, sleep_forever, typed::nursery};
         let kept = finish_a_nursery_keeping_a_waker();
         // Same thread: this nursery may reuse the first one's spare wakers,
         // but not its wakeup, which the kept waker still holds.
@@ -1431,7 +1529,7 @@ mod tests {
     fn a_kept_waker_wakes_its_own_child_and_no_other() {
         use std::sync::atomic::{AtomicBool, AtomicUsize};
 
-        use crate::{CancelHandle, Cancelled, nursery};
+        use crate::{CancelHandle, Cancelled, typed::nursery};
         // A keeps its waker; B and C never do (they are polled with the
         // shared probe). C is spawned after A finished, into A's slot.
         let [a, b, c] = [(); 3].map(|()| AtomicUsize::new(0));

@@ -58,7 +58,7 @@ use crate::task::TaskInfo;
 /// use hatchery::{nursery, Cancelled, Nursery, Started};
 ///
 /// # futures::executor::block_on(async {
-/// nursery(|n: Nursery<'_, Cancelled>| async move {
+/// nursery(|n| async move {
 ///     let port = n
 ///         .start(|status: Started<u16>| async move {
 ///             status.started(8080); // "listening"
@@ -147,7 +147,7 @@ impl<V> Started<V> {
     /// ```
     /// use hatchery::{nursery, Cancelled, Nursery, Started};
     /// # futures::executor::block_on(async {
-    /// nursery(|n: Nursery<'_, Cancelled>| async move {
+    /// nursery(|n| async move {
     ///     let () = n.start(|status: Started<()>| async move {
     ///         status.started(());
     ///         Ok(())

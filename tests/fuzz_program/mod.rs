@@ -43,7 +43,7 @@ use futures_lite::FutureExt;
 use hatchery::testing::{self, VirtualClock};
 use hatchery::{
     CancelError, CancelHandle, CancelScope, Cancelled, LocalNursery, NurseryError, Started,
-    checkpoint, local_nursery, sleep,
+    checkpoint, sleep, typed::local_nursery,
 };
 
 // ---------------------------------------------------------------- programs
@@ -571,7 +571,7 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                         scope: id,
                         ..at.clone()
                     };
-                    scope.run(exec(inner, Rc::clone(body))).await?;
+                    scope.run_typed(exec(inner, Rc::clone(body))).await?;
                 }
                 Step::Cancel(i) => {
                     let mut world = w.borrow_mut();
@@ -968,7 +968,7 @@ fn drive(clock: &VirtualClock, world: &W, program: &Block) -> Result<Stats, Stri
     }
     let program = Rc::clone(program);
     let world2 = Rc::clone(world);
-    let top = outer.run(async move {
+    let top = outer.run_typed(async move {
         // A nursery whose body is the program; the outer scope gives the
         // program a scope 0 to cancel.
         local_nursery(|n: LocalNursery<'_, Fault>| async move {
