@@ -183,6 +183,20 @@ impl CancelError for Box<dyn StdError + Send + Sync> {
     }
 }
 
+#[cfg(feature = "anyhow")]
+impl CancelError for anyhow::Error {
+    fn is_cancelled(&self) -> bool {
+        self.chain().any(dyn_is_cancelled)
+    }
+}
+
+#[cfg(feature = "eyre")]
+impl CancelError for eyre::Report {
+    fn is_cancelled(&self) -> bool {
+        self.chain().any(dyn_is_cancelled)
+    }
+}
+
 impl CancelError for Box<dyn StdError> {
     fn is_cancelled(&self) -> bool {
         dyn_is_cancelled(self.as_ref())

@@ -80,6 +80,16 @@
 //! children at once; their `Drop` runs and nothing keeps running. The graceful
 //! path is always: cancel, let tasks see `Cancelled`, let them return.
 //!
+//! ## Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `tokio` | [`Spawn`] for tokio's runtime `Handle`: `n.spawn_on(&Handle::current(), fut)` |
+//! | `tracing` | a `tracing` span around every task, with its name and spawn location |
+//! | `test-util` | `hatchery::testing`: a virtual clock with autojump, and live-object counters |
+//! | `anyhow` | [`CancelError`] for `anyhow::Error`, so that it can be a nursery's error type |
+//! | `eyre` | [`CancelError`] for `eyre::Report`, likewise |
+//!
 //! ## Example
 //!
 //! ```

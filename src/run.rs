@@ -55,8 +55,13 @@ thread_local! {
 /// Inside, [`Nursery::spawn_parallel`] runs children on the worker threads;
 /// [`sleep`](crate::sleep), deadlines and async-io's I/O work everywhere.
 ///
-/// SIGINT and SIGTERM shut the run down (see [`Builder::handle_signals`]).
-/// A `run` started while another one is active in the process (inside
+/// SIGINT and SIGTERM shut the run down (see [`Builder::handle_signals`]),
+/// and then **`run` exits the process** with status 130 (SIGINT) or 143
+/// (SIGTERM) once every task has finished: code after `run` does not run
+/// after a signal. To decide the exit yourself, use
+/// [`Builder::exit_on_signal(false)`](Builder::exit_on_signal): `run` then
+/// returns an error whose [`interrupted`](NurseryError::interrupted) names
+/// the signal. A `run` started while another one is active in the process (inside
 /// [`Nursery::spawn_blocking`], say) leaves the signals to that one: it is
 /// cancelled when the outer run is interrupted, and returns as a run
 /// without signal handling would, leaving the exit to the outer run.
