@@ -606,19 +606,15 @@ macro_rules! handle_methods {
             where
                 F: Future<Output = Result<(), E>> + $($bound)* 'a,
             {
-                let info = TaskInfo::new(None);
-                let future = crate::task::instrument(future, &info);
-                if let Err(error) = self.shared.push(Box::pin(future), info) {
+                if let Err(error) = self.spawn_as(TaskInfo::new(None), future) {
                     closed_panic(error)
                 }
             }
 
-            /// Spawns a child with a name. The name and the caller's location
-            /// identify it in errors and in the shutdown report.
-            ///
-            /// # Panics
-            ///
-            /// If the nursery has already closed.
+            /// Names the next child: its name (and the location of the call
+            /// that spawns it) identifies it in errors, the shutdown report and
+            /// `tracing` spans. Every way of spawning a child has its named
+            /// form on the returned [`TaskBuilder`].
             ///
             /// # Examples
             ///
@@ -626,7 +622,7 @@ macro_rules! handle_methods {
             #[doc = concat!("use hatchery::{typed, ", stringify!($handle), "};")]
             /// # futures::executor::block_on(async {
             #[doc = concat!("let err = typed::", $example_nursery, "(|n: ", stringify!($handle), "<'_, std::io::Error>| async move {")]
-            ///     n.spawn_named("uploader", async { Err(std::io::Error::other("quota")) });
+            ///     n.named("uploader").spawn(async { Err(std::io::Error::other("quota")) });
             ///     Ok(())
             /// })
             /// .await
@@ -634,16 +630,102 @@ macro_rules! handle_methods {
             /// assert_eq!(err.failures()[0].task.name(), Some("uploader"));
             /// # });
             /// ```
-            #[track_caller]
-            pub fn spawn_named<F>(&self, name: impl Into<Cow<'static, str>>, future: F)
+            pub fn named(&self, name: impl Into<Cow<'static, str>>) -> TaskBuilder<'_, Self> {
+                TaskBuilder {
+                    handle: self,
+                    name: name.into(),
+                }
+            }
+
+            fn spawn_as<F>(&self, info: TaskInfo, future: F) -> Result<(), SpawnError>
             where
                 F: Future<Output = Result<(), E>> + $($bound)* 'a,
             {
-                let info = TaskInfo::new(Some(name.into()));
                 let future = crate::task::instrument(future, &info);
-                if let Err(error) = self.shared.push(Box::pin(future), info) {
-                    closed_panic(error)
-                }
+                self.shared.push(Box::pin(future), info)
+            }
+
+            fn start_as<V, F, Fut>(
+                &self,
+                info: TaskInfo,
+                child: F,
+            ) -> StartFuture<$child<'a, E>, V, E>
+            where
+                F: FnOnce(Started<V>) -> Fut,
+                Fut: Future<Output = Result<(), E>> + $($bound)* 'a,
+                V: 'a,
+            {
+                let (status, state) = Started::new(Arc::clone(&self.shared.node));
+                let boxed: $child<'a, E> = Box::pin(crate::task::instrument(child(status), &info));
+                StartFuture::new(
+                    Arc::clone(&self.shared),
+                    boxed,
+                    state,
+                    |scoped: Scoped<$child<'a, E>, E>| -> $child<'a, E> { Box::pin(scoped) },
+                    info,
+                )
+            }
+
+            fn try_start_as<V, F, Fut>(
+                &self,
+                info: TaskInfo,
+                child: F,
+            ) -> Result<StartFuture<$child<'a, E>, V, E>, SpawnError>
+            where
+                F: FnOnce(Started<V>) -> Fut,
+                Fut: Future<Output = Result<(), E>> + $($bound)* 'a,
+                V: 'a,
+            {
+                self.shared.begin_start()?;
+                Ok(self.start_as(info, child).registered())
+            }
+
+            fn spawn_on_as<'env, S, F>(&self, info: TaskInfo, spawner: &S, future: F) -> Result<(), SpawnError>
+            where
+                'env: 'a,
+                S: Spawn<'env> + ?Sized,
+                F: Future<Output = Result<(), E>> + Send + 'env,
+                E: Send + 'env,
+            {
+                let future = crate::task::instrument(future, &info);
+                let join = spawn_parallel(spawner, Arc::clone(&self.shared.node), future, info.clone());
+                self.shared.push(Box::pin(join), info)
+            }
+
+            fn spawn_parallel_as<F>(&self, info: TaskInfo, future: F) -> Result<(), SpawnError>
+            where
+                F: Future<Output = Result<(), E>> + Send + 'static,
+                E: Send + 'static,
+            {
+                let spawner = default_spawner().ok_or(SpawnError::NoExecutor)?;
+                self.spawn_on_as(info, &*spawner, future)
+            }
+
+            fn spawn_blocking_as<F>(&self, info: TaskInfo, work: F) -> Result<(), SpawnError>
+            where
+                F: FnOnce(CancelHandle) -> Result<(), E> + Send + 'static,
+                E: Send + 'static,
+            {
+                let cancel = CancelHandle::from_node(Arc::clone(&self.shared.node));
+                let abandoned = Arc::new(AtomicBool::new(false));
+                let entry = (info.clone(), Arc::clone(&abandoned));
+                let child = async move {
+                    let task = blocking::unblock(move || {
+                        // Listed in the report while this thread runs it.
+                        let _entry = BlockingEntry::new(entry.0, entry.1);
+                        catch_unwind(AssertUnwindSafe(move || work(cancel)))
+                    });
+                    // Dropped before the closure returned: nobody waits for
+                    // the thread any more (a thread cannot be stopped).
+                    let mut abandon = AbandonOnDrop(Some(abandoned));
+                    // Waited for, not dropped, on cancellation: the
+                    // closure is told through its handle (as trio's
+                    // `to_thread` waits for its thread).
+                    let outcome = Parked::new(task).await;
+                    abandon.0 = None; // finished: nothing was abandoned
+                    outcome.unwrap_or_else(|payload| resume_unwind(payload))
+                };
+                self.shared.push(Box::pin(child), info)
             }
 
             /// Spawns a child, or returns [`SpawnError::Closed`] (dropping the
@@ -667,9 +749,7 @@ macro_rules! handle_methods {
             where
                 F: Future<Output = Result<(), E>> + $($bound)* 'a,
             {
-                let info = TaskInfo::new(None);
-                let future = crate::task::instrument(future, &info);
-                self.shared.push(Box::pin(future), info)
+                self.spawn_as(TaskInfo::new(None), future)
             }
 
             /// Spawns a child and waits until it reports that it is ready by
@@ -716,16 +796,7 @@ macro_rules! handle_methods {
                 Fut: Future<Output = Result<(), E>> + $($bound)* 'a,
                 V: 'a,
             {
-                let (status, state) = Started::new(Arc::clone(&self.shared.node));
-                let info = TaskInfo::new(None);
-                let boxed: $child<'a, E> = Box::pin(crate::task::instrument(child(status), &info));
-                StartFuture::new(
-                    Arc::clone(&self.shared),
-                    boxed,
-                    state,
-                    |scoped: Scoped<$child<'a, E>, E>| -> $child<'a, E> { Box::pin(scoped) },
-                    info,
-                )
+                self.start_as(TaskInfo::new(None), child)
             }
 
             /// Like [`start`](Self::start), but returns
@@ -780,18 +851,7 @@ macro_rules! handle_methods {
                 Fut: Future<Output = Result<(), E>> + $($bound)* 'a,
                 V: 'a,
             {
-                self.shared.begin_start()?;
-                let (status, state) = Started::new(Arc::clone(&self.shared.node));
-                let info = TaskInfo::new(None);
-                let boxed: $child<'a, E> = Box::pin(crate::task::instrument(child(status), &info));
-                Ok(StartFuture::new(
-                    Arc::clone(&self.shared),
-                    boxed,
-                    state,
-                    |scoped: Scoped<$child<'a, E>, E>| -> $child<'a, E> { Box::pin(scoped) },
-                    info,
-                )
-                .registered())
+                self.try_start_as(TaskInfo::new(None), child)
             }
 
             /// Spawns a child on `spawner` (an executor) instead of polling it
@@ -852,10 +912,7 @@ macro_rules! handle_methods {
                 F: Future<Output = Result<(), E>> + Send + 'env,
                 E: Send + 'env,
             {
-                let info = TaskInfo::new(None);
-                let future = crate::task::instrument(future, &info);
-                let join = spawn_parallel(spawner, Arc::clone(&self.shared.node), future, info.clone());
-                if let Err(error) = self.shared.push(Box::pin(join), info) {
+                if let Err(error) = self.spawn_on_as(TaskInfo::new(None), spawner, future) {
                     closed_panic(error)
                 }
             }
@@ -915,11 +972,7 @@ macro_rules! handle_methods {
                 F: Future<Output = Result<(), E>> + Send + 'static,
                 E: Send + 'static,
             {
-                let spawner = default_spawner().ok_or(SpawnError::NoExecutor)?;
-                let info = TaskInfo::new(None);
-                let future = crate::task::instrument(future, &info);
-                let join = spawn_parallel(&*spawner, Arc::clone(&self.shared.node), future, info.clone());
-                self.shared.push(Box::pin(join), info)
+                self.spawn_parallel_as(TaskInfo::new(None), future)
             }
 
             /// Runs a blocking closure on a thread pool (smol's `blocking`),
@@ -965,27 +1018,7 @@ macro_rules! handle_methods {
                 F: FnOnce(CancelHandle) -> Result<(), E> + Send + 'static,
                 E: Send + 'static,
             {
-                let cancel = CancelHandle::from_node(Arc::clone(&self.shared.node));
-                let info = TaskInfo::new(None);
-                let abandoned = Arc::new(AtomicBool::new(false));
-                let entry = (info.clone(), Arc::clone(&abandoned));
-                let child = async move {
-                    let task = blocking::unblock(move || {
-                        // Listed in the report while this thread runs it.
-                        let _entry = BlockingEntry::new(entry.0, entry.1);
-                        catch_unwind(AssertUnwindSafe(move || work(cancel)))
-                    });
-                    // Dropped before the closure returned: nobody waits for
-                    // the thread any more (a thread cannot be stopped).
-                    let mut abandon = AbandonOnDrop(Some(abandoned));
-                    // Waited for, not dropped, on cancellation: the
-                    // closure is told through its handle (as trio's
-                    // `to_thread` waits for its thread).
-                    let outcome = Parked::new(task).await;
-                    abandon.0 = None; // finished: nothing was abandoned
-                    outcome.unwrap_or_else(|payload| resume_unwind(payload))
-                };
-                if let Err(error) = self.shared.push(Box::pin(child), info) {
+                if let Err(error) = self.spawn_blocking_as(TaskInfo::new(None), work) {
                     closed_panic(error)
                 }
             }
@@ -1011,7 +1044,247 @@ macro_rules! handle_methods {
                 CancelHandle::from_node(Arc::clone(&self.shared.node))
             }
         }
+
+        impl<'a, E: CancelError + $($bound)* 'a> TaskBuilder<'_, $handle<'a, E>> {
+            /// [`spawn`]($handle::spawn), named.
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::", $example_nursery, ";")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n| async move {")]
+            ///     n.named("worker").spawn(async { Ok(()) });
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn spawn<F>(self, future: F)
+            where
+                F: Future<Output = Result<(), E>> + $($bound)* 'a,
+            {
+                if let Err(error) = self.handle.spawn_as(TaskInfo::new(Some(self.name)), future) {
+                    closed_panic(error)
+                }
+            }
+
+            /// [`try_spawn`]($handle::try_spawn), named.
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::", $example_nursery, ";")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n| async move {")]
+            ///     assert!(n.named("worker").try_spawn(async { Ok(()) }).is_ok());
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn try_spawn<F>(self, future: F) -> Result<(), SpawnError>
+            where
+                F: Future<Output = Result<(), E>> + $($bound)* 'a,
+            {
+                self.handle.spawn_as(TaskInfo::new(Some(self.name)), future)
+            }
+
+            /// [`start`]($handle::start), named.
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::{", $example_nursery, ", Started};")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n| async move {")]
+            ///     let port = n
+            ///         .named("listener")
+            ///         .start(|status: Started<u16>| async move {
+            ///             status.started(8080);
+            ///             Ok(())
+            ///         })
+            ///         .await?;
+            ///     assert_eq!(port, 8080);
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn start<V, F, Fut>(
+                self,
+                child: F,
+            ) -> impl Future<Output = Result<V, E>> + use<'a, E, V, F, Fut>
+            where
+                F: FnOnce(Started<V>) -> Fut,
+                Fut: Future<Output = Result<(), E>> + $($bound)* 'a,
+                V: 'a,
+            {
+                self.handle.start_as(TaskInfo::new(Some(self.name)), child)
+            }
+
+            /// [`try_start`]($handle::try_start), named.
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::{", $example_nursery, ", Started};")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n| async move {")]
+            ///     let start = n.named("listener").try_start(|status: Started<()>| async move {
+            ///         status.started(());
+            ///         Ok(())
+            ///     });
+            ///     start.expect("the nursery is open").await?;
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn try_start<V, F, Fut>(
+                self,
+                child: F,
+            ) -> Result<impl Future<Output = Result<V, E>> + use<'a, E, V, F, Fut>, SpawnError>
+            where
+                F: FnOnce(Started<V>) -> Fut,
+                Fut: Future<Output = Result<(), E>> + $($bound)* 'a,
+                V: 'a,
+            {
+                self.handle.try_start_as(TaskInfo::new(Some(self.name)), child)
+            }
+
+            /// [`spawn_on`]($handle::spawn_on), named.
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::", $example_nursery, ";")]
+            /// let executor = async_executor::Executor::new();
+            /// let ex = &executor;
+            /// futures_lite::future::block_on(ex.run(async move {
+            #[doc = concat!("    ", $example_nursery, "(|n| async move {")]
+            ///         n.named("cruncher").spawn_on(ex, async { Ok(()) });
+            ///         Ok(())
+            ///     })
+            ///     .await
+            ///     .unwrap();
+            /// }));
+            /// ```
+            #[track_caller]
+            pub fn spawn_on<'env, S, F>(self, spawner: &S, future: F)
+            where
+                'env: 'a,
+                S: Spawn<'env> + ?Sized,
+                F: Future<Output = Result<(), E>> + Send + 'env,
+                E: Send + 'env,
+            {
+                let info = TaskInfo::new(Some(self.name));
+                if let Err(error) = self.handle.spawn_on_as(info, spawner, future) {
+                    closed_panic(error)
+                }
+            }
+
+            /// [`spawn_parallel`]($handle::spawn_parallel), named.
+            ///
+            /// ```
+            /// hatchery::run(|n| async move {
+            ///     n.named("cruncher").spawn_parallel(async { Ok(()) });
+            ///     Ok(())
+            /// })
+            /// .unwrap();
+            /// ```
+            #[track_caller]
+            pub fn spawn_parallel<F>(self, future: F)
+            where
+                F: Future<Output = Result<(), E>> + Send + 'static,
+                E: Send + 'static,
+            {
+                if let Err(error) = self.try_spawn_parallel(future) {
+                    closed_panic(error)
+                }
+            }
+
+            /// [`try_spawn_parallel`]($handle::try_spawn_parallel), named.
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::{", $example_nursery, ", SpawnError};")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n| async move {")]
+            ///     let out = n.named("cruncher").try_spawn_parallel(async { Ok(()) });
+            ///     assert_eq!(out, Err(SpawnError::NoExecutor)); // not inside run
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn try_spawn_parallel<F>(self, future: F) -> Result<(), SpawnError>
+            where
+                F: Future<Output = Result<(), E>> + Send + 'static,
+                E: Send + 'static,
+            {
+                self.handle.spawn_parallel_as(TaskInfo::new(Some(self.name)), future)
+            }
+
+            /// [`spawn_blocking`]($handle::spawn_blocking), named.
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::", $example_nursery, ";")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n| async move {")]
+            ///     n.named("checksum").spawn_blocking(|_cancel| Ok(()));
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn spawn_blocking<F>(self, work: F)
+            where
+                F: FnOnce(CancelHandle) -> Result<(), E> + Send + 'static,
+                E: Send + 'static,
+            {
+                let info = TaskInfo::new(Some(self.name));
+                if let Err(error) = self.handle.spawn_blocking_as(info, work) {
+                    closed_panic(error)
+                }
+            }
+        }
     };
+}
+
+/// A child about to be spawned with a name: every way to spawn, start or
+/// send a child somewhere, named. Made by [`Nursery::named`] (and
+/// [`LocalNursery::named`]).
+///
+/// # Examples
+///
+/// ```
+/// use hatchery::nursery;
+///
+/// # futures::executor::block_on(async {
+/// let error = nursery(|n| async move {
+///     n.named("config-loader").spawn(async { Err(hatchery::Error::msg("no config.toml")) });
+///     Ok(())
+/// })
+/// .await
+/// .unwrap_err();
+/// let failures = error.downcast_ref::<hatchery::NurseryError>().unwrap().failures();
+/// assert_eq!(failures[0].task.name(), Some("config-loader"));
+/// # });
+/// ```
+#[must_use = "a task builder spawns nothing until one of its methods is called"]
+pub struct TaskBuilder<'h, H> {
+    handle: &'h H,
+    name: Cow<'static, str>,
+}
+
+impl<H> fmt::Debug for TaskBuilder<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskBuilder")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 handle_methods!(
