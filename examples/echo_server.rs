@@ -40,9 +40,8 @@ fn main() {
                 };
                 let (stream, peer) = accepted?;
                 served.fetch_add(1, Ordering::Relaxed);
-                n.spawn_named(format!("connection from {peer}"), async move {
-                    serve(stream, closed).await
-                });
+                n.named(format!("connection from {peer}"))
+                    .spawn(async move { serve(stream, closed).await });
             }
         })
         .await;

@@ -14,7 +14,7 @@ use hatchery::{CancelScope, checkpoint, run, sleep};
 fn main() {
     run(|n| async move {
         for i in 1..=3 {
-            n.spawn_named(format!("writer {i}"), async move {
+            n.named(format!("writer {i}")).spawn(async move {
                 for record in 1.. {
                     println!("writer {i}: writing record {record}");
                     // A cancel from outside cannot cut the write short.
@@ -31,7 +31,7 @@ fn main() {
                 }
                 Ok(())
             });
-            n.spawn_named(format!("waiter {i}"), async move {
+            n.named(format!("waiter {i}")).spawn(async move {
                 println!("waiter {i}: waiting");
                 let waited = sleep(Duration::from_secs(3600)).await;
                 if waited.is_err() {

@@ -13,7 +13,7 @@ use hatchery::{Cancelled, run, sleep};
 fn main() {
     let out = run(|n| async move {
         for (name, secs) in [("shleepy", 5), ("shleepier", 10)] {
-            n.spawn_named(name, async move {
+            n.named(name).spawn(async move {
                 let start = Instant::now();
                 println!("{name}: going to sleep for {secs} s");
                 let slept = sleep(Duration::from_secs(secs)).await;

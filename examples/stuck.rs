@@ -23,13 +23,13 @@ fn main() {
     Builder::new()
         .grace_period(Duration::from_secs(1))
         .run(|n| async move {
-            n.spawn_named("polite", async {
+            n.named("polite").spawn(async {
                 println!("polite: working");
                 let worked = sleep(Duration::from_secs(3600)).await;
                 println!("polite: cancelled, cleaned up");
                 Ok(worked?)
             });
-            n.spawn_named("stubborn", async {
+            n.named("stubborn").spawn(async {
                 println!("stubborn: waiting, shielded, on a timer that ignores cancellation");
                 CancelScope::new()
                     .shield(true)

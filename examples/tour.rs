@@ -161,7 +161,7 @@ async fn act_4_start(t: Instant) {
 async fn act_5_errors(t: Instant) {
     println!("\n== Act 5: a failing child cancels its siblings; every error is reported ==");
     let result = nursery(|n| async move {
-        n.spawn_named("uploader", async move {
+        n.named("uploader").spawn(async move {
             let result = sleep(Duration::from_secs(3600)).await;
             say(
                 t,
@@ -170,7 +170,7 @@ async fn act_5_errors(t: Instant) {
             result?;
             Ok(())
         });
-        n.spawn_named("config-loader", async move {
+        n.named("config-loader").spawn(async move {
             sleep(Duration::from_millis(20)).await?;
             say(t, "config-loader: failing");
             Err(io::Error::new(io::ErrorKind::NotFound, "config.toml not found").into())
@@ -197,12 +197,12 @@ fn act_6_ctrl_c(t: Instant) {
         .grace_period(Duration::from_millis(300))
         .exit_on_signal(false) // so the tour can go on; a program would exit 130
         .run(|n| async move {
-            n.spawn_named("saver", async move {
+            n.named("saver").spawn(async move {
                 let result = sleep(Duration::from_secs(3600)).await;
                 say(t, "saver: cancelled by the signal; flushed its buffers");
                 Ok(result?)
             });
-            n.spawn_named("reader", async move {
+            n.named("reader").spawn(async move {
                 // A future from another crate cannot see the cancellation:
                 // the nursery drops it there (and `_bye` runs).
                 let _bye = Bye(
@@ -212,7 +212,7 @@ fn act_6_ctrl_c(t: Instant) {
                 async_io::Timer::after(Duration::from_secs(3600)).await;
                 Ok(())
             });
-            n.spawn_named("stubborn", async move {
+            n.named("stubborn").spawn(async move {
                 // Behind a shield without a deadline, nothing reaches it: the
                 // report will name this task and this file's line that
                 // spawned it (a cleanup shield should carry a deadline).

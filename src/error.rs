@@ -250,7 +250,7 @@ impl From<TimedOut> for io::Error {
 ///
 /// # futures::executor::block_on(async {
 /// let err = nursery(|n: Nursery<'_, std::io::Error>| async move {
-///     n.spawn_named("fetch", async { Err(std::io::Error::other("404")) });
+///     n.named("fetch").spawn(async { Err(std::io::Error::other("404")) });
 ///     Ok(())
 /// })
 /// .await

@@ -332,7 +332,7 @@ impl Drop for BlockingEntry {
 ///
 /// # futures::executor::block_on(async {
 /// nursery(|n| async move {
-///     n.spawn_named("sleeper", async { sleep_forever().await?; Ok(()) });
+///     n.named("sleeper").spawn(async { sleep_forever().await?; Ok(()) });
 ///     hatchery::checkpoint().await?; // let the child start
 ///     let report = Report::capture();
 ///     assert_eq!(report.tasks().len(), 1);
@@ -414,7 +414,7 @@ impl TaskState {
     /// # use hatchery::{nursery, sleep_forever, Cancelled, Nursery, Report};
     /// # futures::executor::block_on(async {
     /// # nursery(|n| async move {
-    /// n.spawn_named("db", async { sleep_forever().await?; Ok(()) });
+    /// n.named("db").spawn(async { sleep_forever().await?; Ok(()) });
     /// hatchery::checkpoint().await?;
     /// assert_eq!(Report::capture().tasks()[0].info().name(), Some("db"));
     /// # n.cancel_scope().cancel();
@@ -723,7 +723,7 @@ impl Report {
     /// use hatchery::{run, Cancelled, Nursery, Report};
     ///
     /// run(|n| async move {
-    ///     n.spawn_named("worker", async { hatchery::sleep_forever().await?; Ok(()) });
+    ///     n.named("worker").spawn(async { hatchery::sleep_forever().await?; Ok(()) });
     ///     hatchery::checkpoint().await?; // the nursery admits (polls) its new child
     ///     // E.g. behind a debug endpoint:
     ///     let text = Report::capture().to_string();
@@ -752,7 +752,7 @@ impl Report {
     ///
     /// # futures::executor::block_on(async {
     /// nursery(|n| async move {
-    ///     n.spawn_named("idle", async { sleep_forever().await?; Ok(()) });
+    ///     n.named("idle").spawn(async { sleep_forever().await?; Ok(()) });
     ///     hatchery::checkpoint().await?;
     ///     let report = Report::of(&n.cancel_scope());
     ///     assert_eq!(report.tasks()[0].info().name(), Some("idle"));

@@ -21,7 +21,7 @@ use std::panic::Location;
 ///
 /// # futures::executor::block_on(async {
 /// let result = nursery(|n: Nursery<'_, std::io::Error>| async move {
-///     n.spawn_named("loader", async { Err(std::io::Error::other("disk on fire")) });
+///     n.named("loader").spawn(async { Err(std::io::Error::other("disk on fire")) });
 ///     Ok(())
 /// })
 /// .await;

@@ -21,13 +21,13 @@ fn a_crashing_child_cancels_siblings_and_body_and_the_error_comes_after_all_fini
     let log = &log;
     let result = block_on(async {
         let result = nursery(|n: Nursery<'_, io::Error>| async move {
-            n.spawn_named("sleeper", async move {
+            n.named("sleeper").spawn(async move {
                 let result = sleep_forever().await;
                 log.lock().unwrap().push("sleeper cleaned up");
                 result?;
                 Ok(())
             });
-            n.spawn_named("crasher", async move {
+            n.named("crasher").spawn(async move {
                 checkpoint().await?;
                 log.lock().unwrap().push("crasher fails");
                 Err(io::Error::other("boom"))
@@ -55,8 +55,8 @@ fn a_crashing_child_cancels_siblings_and_body_and_the_error_comes_after_all_fini
 #[test]
 fn two_child_errors_and_a_body_error_are_all_returned() {
     let result = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
-        n.spawn_named("first", async { Err(io::Error::other("first failed")) });
-        n.spawn_named("second", async {
+        n.named("first").spawn(async { Err(io::Error::other("first failed")) });
+        n.named("second").spawn(async {
             // Fails while cleaning up after the first failure cancelled it.
             let _ = sleep_forever().await;
             Err(io::Error::other("second failed during cleanup"))
@@ -141,7 +141,7 @@ fn the_failing_task_is_the_cancel_reason() {
     let result = block_on(nursery(|n: Nursery<'_, io::Error>| {
         handle = Some(n.cancel_scope());
         async move {
-            n.spawn_named("db", async { Err(io::Error::other("gone")) });
+            n.named("db").spawn(async { Err(io::Error::other("gone")) });
             Ok(())
         }
     }));
@@ -209,7 +209,7 @@ fn boxed_errors_take_a_nursery_error_with_question_mark() {
     async fn job() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         nursery(
             |n: Nursery<'_, Box<dyn std::error::Error + Send + Sync>>| async move {
-                n.spawn_named("parser", async { Err("bad input".into()) });
+                n.named("parser").spawn(async { Err("bad input".into()) });
                 Ok(())
             },
         )
@@ -281,7 +281,7 @@ fn the_1024th_child_to_finish_may_fail_among_1100() {
     // Under virtual time every sleep ends in the same poll of the nursery.
     let out = hatchery::testing::run(nursery(|n: Nursery<'_, io::Error>| async move {
         for _ in 0..1100 {
-            n.spawn_named("worker", async move {
+            n.named("worker").spawn(async move {
                 hatchery::sleep(std::time::Duration::from_millis(20)).await?;
                 // The first 1,023 to wake finish; the next one fails.
                 match finished.fetch_add(1, Ordering::SeqCst) + 1 {
@@ -349,8 +349,9 @@ fn a_resumed_panic_does_not_hide_the_other_failures() {
     if std::env::var_os("HATCHERY_PANIC_PROBE").is_some() {
         let out = catch_unwind(AssertUnwindSafe(|| {
             futures::executor::block_on(nursery(|n: Nursery<'_, io::Error>| async move {
-                n.spawn_named("failer", async { Err(io::Error::other("disk full")) });
-                n.spawn_named("panicker", async {
+                n.named("failer")
+                    .spawn(async { Err(io::Error::other("disk full")) });
+                n.named("panicker").spawn(async {
                     let _ = checkpoint().await; // the failure is recorded first
                     panic!("the payload");
                 });

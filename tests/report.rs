@@ -13,13 +13,13 @@ fn the_report_draws_nurseries_tasks_and_scopes_as_a_tree() {
     let shield = CancelScope::new().shield(true);
     let shield_handle = shield.handle();
     let text = futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
-        n.spawn_named("outer task", async {
+        n.named("outer task").spawn(async {
             sleep_forever().await?;
             Ok(())
         });
         n.spawn(async {
             nursery(|inner: Nursery<'_, Cancelled>| async move {
-                inner.spawn_named("inner task", async {
+                inner.named("inner task").spawn(async {
                     sleep_forever().await?;
                     Ok(())
                 });
@@ -120,7 +120,7 @@ fn after_a_cancel_the_report_says_who_was_told_and_who_is_shielded() {
         .handle_signals(false)
         .worker_threads(1)
         .run(|n: Nursery<'_, Cancelled>| async move {
-            n.spawn_named("told", async {
+            n.named("told").spawn(async {
                 let slept = sleep_forever().await;
                 // Its cleanup takes a while, behind a shield.
                 CancelScope::new()
@@ -129,7 +129,7 @@ fn after_a_cancel_the_report_says_who_was_told_and_who_is_shielded() {
                     .await?;
                 slept.map(|never| match never {})
             });
-            n.spawn_named("shielded", async {
+            n.named("shielded").spawn(async {
                 CancelScope::new()
                     .shield(true)
                     .run_typed(sleep(Duration::from_millis(100)))

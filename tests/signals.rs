@@ -308,7 +308,7 @@ fn stuck_reports_the_stubborn_task_when_the_grace_period_runs_out() {
         stderr.contains("the grace period ran out"),
         "stderr: {stderr}"
     );
-    let line = line_of("examples/stuck.rs", "n.spawn_named(\"stubborn\"");
+    let line = line_of("examples/stuck.rs", "n.named(\"stubborn\"");
     let location = format!("task `stubborn` spawned at examples/stuck.rs:{line}:");
     assert!(
         stderr.contains(&location),
@@ -532,12 +532,12 @@ fn probe() {
                 .run(|n: Nursery<'_, std::io::Error>| async move {
                     let listener =
                         async_io::Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0))?;
-                    n.spawn_named("acceptor", async move {
+                    n.named("acceptor").spawn(async move {
                         let _bye = Bye("acceptor: dropped");
                         listener.accept().await?;
                         Ok(())
                     });
-                    n.spawn_named("timer", async {
+                    n.named("timer").spawn(async {
                         let _bye = Bye("timer: dropped");
                         async_io::Timer::after(Duration::from_secs(3600)).await;
                         Ok(())
@@ -553,7 +553,7 @@ fn probe() {
                 .error_type()
                 .grace_period(Duration::MAX)
                 .run(|n: Nursery<'_, Cancelled>| async move {
-                    n.spawn_named("stubborn", async {
+                    n.named("stubborn").spawn(async {
                         // Shielded without a deadline: nothing can drop it.
                         hatchery::CancelScope::new()
                             .shield(true)
@@ -703,7 +703,7 @@ fn probe() {
                         println!("polite: cancelled");
                         slept
                     });
-                    n.spawn_named("stubborn", async {
+                    n.named("stubborn").spawn(async {
                         CancelScope::new()
                             .shield(true)
                             .run_typed(sleep(Duration::from_secs(3600)))

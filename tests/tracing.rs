@@ -65,7 +65,7 @@ fn each_task_runs_in_a_span_named_after_it() {
     let recorder = Recorder::default();
     tracing::subscriber::with_default(recorder.clone(), || {
         futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
-            n.spawn_named("fetcher", async {
+            n.named("fetcher").spawn(async {
                 tracing::info!("fetching");
                 Ok(())
             });
