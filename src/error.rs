@@ -620,6 +620,19 @@ impl Error {
         }
     }
 
+    /// Whether this is (or wraps) a [`Cancelled`], however deep in its chain
+    /// of sources: the same as [`CancelError::is_cancelled`], without the
+    /// trait in scope.
+    ///
+    /// ```
+    /// use hatchery::{Cancelled, Error};
+    /// assert!(Error::from(Cancelled).is_cancelled());
+    /// assert!(!Error::msg("boom").is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        dyn_is_cancelled(self.inner.as_ref())
+    }
+
     /// The boxed error.
     ///
     /// ```
@@ -677,7 +690,7 @@ impl fmt::Display for Error {
 
 impl CancelError for Error {
     fn is_cancelled(&self) -> bool {
-        dyn_is_cancelled(self.inner.as_ref())
+        Error::is_cancelled(self)
     }
 
     fn holds_cancelled(&self) -> bool {

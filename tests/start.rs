@@ -421,4 +421,49 @@ fn try_start_on_a_closed_nursery_is_an_error_not_a_panic() {
     assert_eq!(out.err(), Some(hatchery::SpawnError::Closed));
     assert!(!called.get());
 }
+
+/// A starting child that is cancelled may drop its `Started` on the way out
+/// (here, with the `.cancellable()` block that held it) and still clean up:
+/// that is no misuse, and `start()` waits for it.
+#[test]
+fn a_cancelled_starting_child_may_drop_started_while_it_cleans_up() {
+    use hatchery::CancellableExt;
+    let cleaned = std::sync::atomic::AtomicBool::new(false);
+    let cleaned = &cleaned;
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let caller = CancelScope::new();
+        let handle = caller.handle();
+        let canceller = handle.clone();
+        // Cancels the caller once the child waits.
+        n.spawn(async move {
+            sleep(Duration::from_millis(10)).await?;
+            canceller.cancel();
+            Ok(())
+        });
+        let out = caller
+            .run_typed(async {
+                n.start(|status: Started<()>| async move {
+                    let waited = async move {
+                        let _status = status;
+                        std::future::pending::<()>().await
+                    }
+                    .cancellable()
+                    .await;
+                    CancelScope::new()
+                        .shield(true)
+                        .run_typed(sleep(Duration::from_millis(5)))
+                        .await?;
+                    cleaned.store(true, std::sync::atomic::Ordering::SeqCst);
+                    waited
+                })
+                .await
+            })
+            .await;
+        assert_eq!(out, Ok(None), "the caller's scope caught the cancellation");
+        assert!(handle.cancel_called());
+        Ok(())
+    }));
+    assert!(matches!(out, Ok(Some(()))), "{out:?}");
+    assert!(cleaned.load(std::sync::atomic::Ordering::SeqCst));
+}
 }

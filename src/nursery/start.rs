@@ -20,7 +20,9 @@
 //!    `Cancelled`). A child never moves into a place where no cancelled
 //!    scope would catch the `Cancelled` it may be unwinding with.
 //! 4. A `Started` handle dropped without `started` ends the `start()` at
-//!    once, with a panic that says so (the caller would wait forever).
+//!    once, with a panic that says so (the caller would wait forever),
+//!    unless the starting child is cancelled: then it is unwinding, and
+//!    `start()` waits for it to finish as usual.
 
 use std::any::Any;
 use std::fmt;
@@ -392,7 +394,13 @@ where
         };
         // Invariant 4; a child that ended in this poll (its handle dropped
         // with it) is reported as it ended instead.
-        if dropped && value.is_none() && this.kept.is_none() && matches!(polled, Ok(Poll::Pending))
+        // A child whose scope is cancelled may drop its handle on the way
+        // out (a `.cancellable()` block that held it): it is finishing.
+        if dropped
+            && value.is_none()
+            && this.kept.is_none()
+            && matches!(polled, Ok(Poll::Pending))
+            && !this.state.task.is_cancelled()
         {
             this.abandon();
             panic!(
