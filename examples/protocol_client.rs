@@ -26,10 +26,7 @@ use std::time::Duration;
 use async_channel::{Receiver, Sender};
 use async_io::Async;
 use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use hatchery::{
-    Builder, CancelError, CancelScope, CancellableExt, Nursery, Started, fail_after, sleep,
-    sleep_forever,
-};
+use hatchery::{Builder, CancelScope, CancellableExt, Started, fail_after, sleep, sleep_forever};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -48,26 +45,24 @@ fn main() {
     }
     // exit_on_signal(false): `run` returns after a signal instead of exiting,
     // so that this program decides its exit (and can print its counters).
-    let out = Builder::new()
-        .exit_on_signal(false)
-        .run(|n: Nursery<'_, io::Error>| async move {
-            let (commands, command_queue) = async_channel::unbounded();
-            let (response_queue, responses) = async_channel::unbounded();
-            let version = n
-                .start(|status| connection(addr, status, command_queue, response_queue))
-                .await?;
-            println!("handshake OK: MPD {version}");
-            for command in script {
-                commands.send(command).await.map_err(|_| gone())?;
-                let response = responses.recv().await.map_err(|_| gone())?;
-                for line in response.lines() {
-                    println!("got {line}");
-                }
+    let out = Builder::new().exit_on_signal(false).run(|n| async move {
+        let (commands, command_queue) = async_channel::unbounded();
+        let (response_queue, responses) = async_channel::unbounded();
+        let version = n
+            .start(|status| connection(addr, status, command_queue, response_queue))
+            .await?;
+        println!("handshake OK: MPD {version}");
+        for command in script {
+            commands.send(command).await?;
+            let response = responses.recv().await?;
+            for line in response.lines() {
+                println!("got {line}");
             }
-            println!("idle: press Ctrl+C to say goodbye and quit");
-            sleep_forever().await?;
-            Ok(())
-        });
+        }
+        println!("idle: press Ctrl+C to say goodbye and quit");
+        sleep_forever().await?;
+        Ok(())
+    });
     #[cfg(feature = "test-util")]
     {
         let live = hatchery::testing::live();
@@ -83,10 +78,6 @@ fn main() {
     }
 }
 
-fn gone() -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, "the connection task has ended")
-}
-
 /// Connects, waits for the greeting, hands the server's version to
 /// `start()`, then serves the command queue until it closes or the scope is
 /// cancelled, and says goodbye.
@@ -95,7 +86,7 @@ async fn connection(
     status: Started<String>,
     commands: Receiver<String>,
     responses: Sender<String>,
-) -> io::Result<()> {
+) -> hatchery::Result<()> {
     let stream = connect(addr).await?;
     println!("connected to {addr}");
     let mut reader = BufReader::new(&stream);
@@ -105,7 +96,7 @@ async fn connection(
     let greeting = read_line(&mut reader).await?;
     let Some(version) = greeting.strip_prefix("OK MPD ") else {
         let message = format!("{addr} is not an MPD server; it said {greeting:?}");
-        return Err(io::Error::new(io::ErrorKind::InvalidData, message));
+        return Err(hatchery::Error::msg(message));
     };
     status.started(version.to_owned());
     // `.cancellable()` turns a shutdown into `Err(Cancelled)` here instead
@@ -118,7 +109,7 @@ async fn connection(
         .cancellable()
         .await;
     goodbye(&mut reader).await;
-    served?
+    Ok(served??)
 }
 
 async fn serve(
@@ -140,12 +131,16 @@ async fn serve(
 
 /// One connection attempt per line on stdout, with a timeout each and a
 /// growing pause between them, until one succeeds or the scope is cancelled.
-async fn connect(addr: SocketAddr) -> io::Result<Async<TcpStream>> {
+async fn connect(addr: SocketAddr) -> hatchery::Result<Async<TcpStream>> {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
         println!("connecting to {addr} (attempt {attempt})");
-        match fail_after(CONNECT_TIMEOUT, Async::<TcpStream>::connect(addr)).await {
+        match fail_after(CONNECT_TIMEOUT, async {
+            Ok(Async::<TcpStream>::connect(addr).await?)
+        })
+        .await
+        {
             Ok(stream) => return Ok(stream),
             // A shutdown, not a failed attempt: no retry.
             Err(error) if error.is_cancelled() => return Err(error),
@@ -194,7 +189,7 @@ async fn goodbye(reader: &mut BufReader<&Async<TcpStream>>) {
         .timeout(GOODBYE_TIMEOUT)
         .run(async {
             writer.write_all(b"close\n").await?;
-            futures_lite::io::copy(reader, &mut futures_lite::io::sink()).await
+            Ok(futures_lite::io::copy(reader, &mut futures_lite::io::sink()).await?)
         })
         .await;
     match said {
