@@ -140,6 +140,8 @@ where
 /// ```
 pub struct Builder<E = Error> {
     worker_threads: Option<NonZeroUsize>,
+    /// Run on a tokio runtime instead of async-executor (`tokio` feature).
+    tokio: bool,
     grace_period: Duration,
     handle_signals: bool,
     exit_on_signal: bool,
@@ -152,6 +154,7 @@ impl<E> fmt::Debug for Builder<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("worker_threads", &self.worker_threads)
+            .field("tokio", &self.tokio)
             .field("grace_period", &self.grace_period)
             .field("handle_signals", &self.handle_signals)
             .field("exit_on_signal", &self.exit_on_signal)
@@ -164,6 +167,7 @@ impl<E> Clone for Builder<E> {
     fn clone(&self) -> Self {
         Builder {
             worker_threads: self.worker_threads,
+            tokio: self.tokio,
             grace_period: self.grace_period,
             handle_signals: self.handle_signals,
             exit_on_signal: self.exit_on_signal,
@@ -188,6 +192,7 @@ impl Builder {
     pub fn new() -> Self {
         Builder {
             worker_threads: None,
+            tokio: false,
             grace_period: DEFAULT_GRACE_PERIOD,
             handle_signals: true,
             exit_on_signal: true,
@@ -216,6 +221,7 @@ impl<E> Builder<E> {
     pub fn error_type<E2>(self) -> Builder<E2> {
         Builder {
             worker_threads: self.worker_threads,
+            tokio: self.tokio,
             grace_period: self.grace_period,
             handle_signals: self.handle_signals,
             exit_on_signal: self.exit_on_signal,
@@ -350,6 +356,10 @@ impl<E> Builder<E> {
         T: 'a,
     {
         refuse_nesting();
+        #[cfg(feature = "tokio")]
+        if self.tokio {
+            return self.run_on_tokio(body);
+        }
         let root = start_root(self.handle_signals, self.grace_period, body);
         let executor: Arc<async_executor::Executor<'static>> =
             Arc::new(async_executor::Executor::new());
@@ -444,6 +454,92 @@ impl<E> Builder<E> {
         })
     }
 
+    /// Makes the root a tokio runtime (the `tokio` feature): a multi-thread
+    /// runtime with [`worker_threads`](Self::worker_threads) workers (one per
+    /// core by default), or a current-thread one when that is 1. tokio's
+    /// net, time, fs, process and the crates built on them (hyper, reqwest,
+    /// tonic…) then work anywhere inside `run`: the body and inline children
+    /// run on the calling thread inside the runtime's context, and
+    /// [`spawn_parallel`](Nursery::spawn_parallel) children go to tokio's
+    /// workers. Signals, the grace period, the report and the exit status are
+    /// those of every `run`.
+    ///
+    /// The default root is the smol-rs stack (async-executor and async-io):
+    /// choose tokio when the program uses tokio's types.
+    ///
+    /// ```
+    /// # #[cfg(feature = "tokio")] {
+    /// use std::time::Duration;
+    /// use hatchery::Builder;
+    ///
+    /// let out = Builder::new().tokio().run(|n| async move {
+    ///     n.spawn(async {
+    ///         tokio::time::sleep(Duration::from_millis(5)).await; // tokio's timer
+    ///         Ok(())
+    ///     });
+    ///     n.spawn_parallel(async {
+    ///         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    ///         assert!(listener.local_addr()?.port() > 0);
+    ///         Ok(())
+    ///     });
+    ///     Ok("done")
+    /// });
+    /// assert_eq!(out.unwrap(), Some("done"));
+    /// # }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub fn tokio(mut self) -> Self {
+        self.tokio = true;
+        self
+    }
+
+    /// `run` with a tokio runtime as the root (see [`tokio`](Self::tokio)).
+    #[cfg(feature = "tokio")]
+    #[track_caller]
+    fn run_on_tokio<'a, T, F, Fut>(self, body: F) -> Result<Option<T>, NurseryError<E>>
+    where
+        F: FnOnce(Nursery<'a, E>) -> Fut,
+        Fut: Future<Output = Result<T, E>> + 'a,
+        E: CancelError + Send + 'a,
+        T: 'a,
+    {
+        let threads = self.threads();
+        let mut builder = if threads == 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        };
+        let runtime = match builder
+            .enable_all()
+            .thread_name_fn(|| "hatchery-worker-tokio".to_owned())
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => panic!("hatchery::run(): could not start the tokio runtime: {error}"),
+        };
+        let root = start_root(self.handle_signals, self.grace_period, body);
+        let Root {
+            future,
+            shutdown,
+            guard,
+            scope: _,
+            cancelled_at: _,
+        } = root;
+        let spawner: SharedSpawner = Arc::new(runtime.handle().clone());
+        let result = {
+            let _in_run = InRun::enter();
+            let _context = runtime.enter();
+            with_default(spawner, || runtime.block_on(future))
+        };
+        // A worker stuck in a child that never awaits must not hold `run`:
+        // the runtime is left to finish on its own (its tasks were all
+        // aborted when the root nursery dropped their join halves).
+        runtime.shutdown_background();
+        self.finish(result, shutdown, guard)
+    }
+
     fn threads(&self) -> usize {
         self.worker_threads
             .or_else(|| std::thread::available_parallelism().ok())
@@ -494,6 +590,17 @@ impl<E> Builder<E> {
             });
             out.unwrap_or_else(|| Err(NurseryError::from(Cancelled)))
         };
+        self.finish(result, shutdown, guard)
+    }
+
+    /// After the root nursery: exits after a signal, or returns what it
+    /// returned (with the signal, when the run returns after one).
+    fn finish<T>(
+        self,
+        result: Result<Option<T>, NurseryError<E>>,
+        shutdown: Arc<Shutdown>,
+        guard: Option<SignalGuard>,
+    ) -> Result<Option<T>, NurseryError<E>> {
         if let (true, Some(signal)) = (self.exit_on_signal, shutdown.signal()) {
             // Exiting: the handlers stay until the process is gone, so that
             // another signal meanwhile exits at once with the same status,

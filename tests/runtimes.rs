@@ -479,3 +479,74 @@ fn scoped_run_lets_parallel_children_borrow_from_outside_the_run() {
     lengths.sort();
     assert_eq!(lengths, [4, 5, 5, 5]);
 }
+
+/// The tokio root (`Builder::tokio`): tokio's timers and sockets work in the
+/// body, in inline children and in parallel children, which run on tokio's
+/// workers.
+#[cfg(feature = "tokio")]
+#[test]
+fn run_on_tokio_gives_tokio_types_to_every_kind_of_child() {
+    for workers in [1, 3] {
+        let out = Builder::new()
+            .tokio()
+            .worker_threads(workers)
+            .run(|n| async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let addr = listener.local_addr()?;
+                n.named("acceptor").spawn(async move {
+                    let (mut stream, _) = listener.accept().await?;
+                    use tokio::io::AsyncWriteExt;
+                    stream.write_all(b"hello").await?;
+                    Ok(())
+                });
+                n.named("client").spawn_parallel(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+                    let mut greeting = String::new();
+                    stream.read_to_string(&mut greeting).await?;
+                    assert_eq!(greeting, "hello");
+                    if workers > 1 {
+                        assert_eq!(thread_name(), "hatchery-worker-tokio");
+                    }
+                    Ok(())
+                });
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok(workers)
+            });
+        assert_eq!(out.unwrap(), Some(workers));
+    }
+}
+
+/// Cancelling the tokio root drops a parallel child parked in a tokio timer
+/// (a foreign await) on its worker, and the run returns at once.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_cancelled_tokio_root_drops_children_parked_in_tokio_timers() {
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&dropped);
+    let out = Builder::new()
+        .tokio()
+        .worker_threads(2)
+        .handle_signals(false)
+        .run(|n| async move {
+            for _ in 0..4 {
+                let counter = Arc::clone(&counter);
+                n.spawn_parallel(async move {
+                    struct Count(Arc<AtomicUsize>);
+                    impl Drop for Count {
+                        fn drop(&mut self) {
+                            self.0.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    let _count = Count(counter);
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok(())
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            n.cancel_scope().cancel();
+            Ok(())
+        });
+    assert_eq!(out.unwrap(), Some(()));
+    assert_eq!(dropped.load(Ordering::SeqCst), 4);
+}

@@ -523,6 +523,31 @@ fn probe() {
             println!("interrupted={:?} display={error}", error.interrupted());
             std::process::exit(7);
         }
+        // The tokio root: children parked in tokio's timer and accept, inline
+        // and on tokio's workers; SIGINT drops them and the run exits 130.
+        #[cfg(feature = "tokio")]
+        "tokio" => {
+            let _ = hatchery::Builder::new()
+                .tokio()
+                .worker_threads(2)
+                .grace_period(Duration::MAX)
+                .run(|n| async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                    n.named("acceptor").spawn(async move {
+                        let _bye = Bye("acceptor: dropped");
+                        listener.accept().await?;
+                        Ok(())
+                    });
+                    n.named("sleeper").spawn_parallel(async {
+                        let _bye = Bye("sleeper: dropped");
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok(())
+                    });
+                    println!("ready");
+                    Ok(())
+                });
+            println!("run returned (should have exited)");
+        }
         // Children parked in foreign awaits (an accept, another crate's
         // timer) under an unbounded grace period: SIGINT drops them.
         "foreign" => {
@@ -779,6 +804,23 @@ impl Drop for Bye {
     fn drop(&mut self) {
         println!("{}", self.0);
     }
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn sigint_shuts_the_tokio_root_down_like_any_other() {
+    let mut proc = run_probe("tokio");
+    proc.expect_line("ready");
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(count(&stdout, "acceptor: dropped"), 1, "{stdout:?}");
+    assert_eq!(count(&stdout, "sleeper: dropped"), 1, "{stdout:?}");
+    assert_eq!(stderr.lines().count(), 1, "stderr: {stderr}");
 }
 
 #[test]
