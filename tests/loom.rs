@@ -29,7 +29,7 @@ use loom::thread;
 /// `LOOM_MAX_PREEMPTIONS`, bounds preemptions at 3 so that a bare `cargo test`
 /// stays quick. Prints how many executions were explored (`--nocapture`).
 fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new().error_type();
+    let mut builder = loom::model::Builder::new();
     builder.preemption_bound.get_or_insert(3);
     let executions = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&executions);
