@@ -153,7 +153,10 @@ pub use checkpoint::{
 pub use error::{
     CancelError, Cancelled, Error, NurseryError, Result, SpawnError, TaskFailure, TimedOut,
 };
-pub use nursery::{LocalNursery, Nursery, Started, TaskBuilder, local_nursery, nursery};
+pub use nursery::{
+    HandlePanics, LocalNursery, Nursery, PanicPolicy, ResumePanics, Started, Supervised,
+    TaskBuilder, local_nursery, nursery,
+};
 
 /// The typed API: nurseries and `run` whose tasks return an error type of
 /// your choosing, for libraries that expose their own. The untyped functions

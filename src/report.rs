@@ -23,7 +23,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,8 @@ pub(crate) struct TaskTable {
     location: &'static Location<'static>,
     epoch: Instant,
     tasks: Mutex<Registry>,
+    /// Failures of supervised children that their handler took.
+    handled: AtomicUsize,
 }
 
 /// The end of the free list of cohorts.
@@ -154,7 +156,13 @@ impl TaskTable {
             location,
             epoch: clock::now(),
             tasks: Mutex::new(Registry::default()),
+            handled: AtomicUsize::new(0),
         })
+    }
+
+    /// Counts a failure a supervised child's handler took.
+    pub(crate) fn count_handled(&self) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Starts admitting a batch of children (one lock for the batch).
@@ -592,10 +600,33 @@ pub struct ScopeState {
     reason: Option<CancelReason>,
     shielded: bool,
     deadline: Option<Instant>,
+    handled_failures: usize,
     path: String,
 }
 
 impl ScopeState {
+    /// For a nursery: how many failures of its supervised children their
+    /// handlers took (see [`TaskBuilder::on_failure`](crate::TaskBuilder::on_failure)).
+    ///
+    /// ```
+    /// use hatchery::{nursery, Report};
+    /// # futures::executor::block_on(async {
+    /// nursery(|n| async move {
+    ///     n.named("flaky")
+    ///         .on_failure(|_failure| Ok(())) // handled: the siblings go on
+    ///         .spawn(async { Err(hatchery::Error::msg("bad request")) });
+    ///     hatchery::checkpoint().await?;
+    ///     assert_eq!(Report::capture().scopes()[0].handled_failures(), 1);
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap();
+    /// # });
+    /// ```
+    pub fn handled_failures(&self) -> usize {
+        self.handled_failures
+    }
+
     /// True for a nursery's own scope, false for a
     /// [`CancelScope`](crate::CancelScope) or a starting task's scope.
     ///
@@ -823,6 +854,10 @@ impl Report {
                 reason: snapshot.reason,
                 shielded: snapshot.shield,
                 deadline: snapshot.deadline,
+                handled_failures: match &snapshot.kind {
+                    Kind::Nursery(table) => table.handled.load(Ordering::Relaxed),
+                    _ => 0,
+                },
                 path: path.clone(),
             });
             let mut item = Item {
@@ -914,6 +949,9 @@ impl Report {
             }
             if scope.shielded {
                 write!(f, " [shield held]")?;
+            }
+            if scope.handled_failures > 0 {
+                write!(f, " [{} failures handled]", scope.handled_failures)?;
             }
             if let Some(deadline) = scope.deadline {
                 match deadline.checked_duration_since(clock::now()) {

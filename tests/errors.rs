@@ -381,3 +381,87 @@ fn a_resumed_panic_does_not_hide_the_other_failures() {
         "stderr: {stderr}"
     );
 }
+
+/// Issue 18, item 2: a supervised child's failure goes to its handler, not
+/// to its siblings: one of 100 connections fails, the other 99 finish, the
+/// handler saw exactly that one, and the nursery returns `Ok`.
+#[test]
+fn a_supervised_failure_is_handled_and_its_siblings_go_on() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let finished = AtomicUsize::new(0);
+    let handled = Mutex::new(Vec::new());
+    let (finished, handled) = (&finished, &handled);
+    let out = futures::executor::block_on(hatchery::nursery(|n| async move {
+        for id in 0..100 {
+            n.named(format!("connection {id}"))
+                .on_failure(move |failure| {
+                    handled.lock().unwrap().push((
+                        failure.task.name().map(String::from),
+                        failure.error.to_string(),
+                    ));
+                    Ok(())
+                })
+                .spawn(async move {
+                    hatchery::sleep(std::time::Duration::from_millis(5)).await?;
+                    if id == 42 {
+                        return Err(hatchery::Error::msg("malformed request"));
+                    }
+                    hatchery::sleep(std::time::Duration::from_millis(5)).await?;
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                });
+        }
+        checkpoint().await?;
+        let report = hatchery::Report::capture();
+        hatchery::sleep(std::time::Duration::from_millis(8)).await?;
+        assert_eq!(
+            hatchery::Report::capture().scopes()[0].handled_failures(),
+            1,
+            "{report}"
+        );
+        Ok("served")
+    }));
+    assert_eq!(out.unwrap(), Some("served"));
+    assert_eq!(finished.load(Ordering::SeqCst), 99);
+    assert_eq!(
+        *handled.lock().unwrap(),
+        [(
+            Some("connection 42".to_owned()),
+            "malformed request".to_owned()
+        )]
+    );
+}
+
+/// A failure the handler returns is still the nursery's failure: nothing is
+/// lost; and a panic goes to the panic handler only when one is given.
+#[test]
+fn a_supervised_failure_the_handler_returns_fails_the_nursery() {
+    let out = futures::executor::block_on(hatchery::nursery(|n| async move {
+        n.named("escalates")
+            .on_failure(|failure| {
+                Err(hatchery::Error::msg(format!(
+                    "escalated: {}",
+                    failure.error
+                )))
+            })
+            .spawn(async { Err(hatchery::Error::msg("disk full")) });
+        n.named("panics")
+            .on_failure(|_failure| Ok(()))
+            .on_panic(|task, payload| {
+                let message = payload.downcast_ref::<&str>().copied().unwrap_or("?");
+                assert_eq!(task.name(), Some("panics"));
+                assert_eq!(message, "a bug");
+                Ok(())
+            })
+            .spawn(async { panic!("a bug") });
+        Ok(())
+    }));
+    let error = out.unwrap_err();
+    let failures = error
+        .downcast_ref::<hatchery::NurseryError>()
+        .unwrap()
+        .failures();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].task.name(), Some("escalates"));
+    assert_eq!(failures[0].error.to_string(), "escalated: disk full");
+}

@@ -35,6 +35,7 @@
 mod children;
 pub(crate) mod chunked;
 mod start;
+mod supervise;
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -63,6 +64,8 @@ use crate::task::TaskInfo;
 use children::{BODY, Children, Polled, TaskWaker, Wakeup, poll_with};
 pub use start::Started;
 use start::{Scoped, StartFuture};
+use supervise::Supervise;
+pub use supervise::{HandlePanics, PanicPolicy, ResumePanics};
 
 /// A child polled by a nursery that may move between threads.
 type SendChild<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'a>>;
@@ -1045,7 +1048,7 @@ macro_rules! handle_methods {
             }
         }
 
-        impl<'a, E: CancelError + $($bound)* 'a> TaskBuilder<'_, $handle<'a, E>> {
+        impl<'h, 'a, E: CancelError + $($bound)* 'a> TaskBuilder<'h, $handle<'a, E>> {
             /// [`spawn`]($handle::spawn), named.
             ///
             /// ```
@@ -1225,6 +1228,53 @@ macro_rules! handle_methods {
                 self.handle.spawn_parallel_as(TaskInfo::new(Some(self.name)), future)
             }
 
+            /// Supervises the child: a failure (an error other than a
+            /// cancellation) goes to `handler`, with the task's name and
+            /// spawn location, instead of cancelling its siblings; what the
+            /// handler returns is the child's result. So a failure the
+            /// handler returns still fails the nursery: nothing is lost.
+            /// The handler runs in the nursery's context, once. Panics stay
+            /// panics unless [`on_panic`](Supervised::on_panic) says otherwise.
+            /// The report counts handled failures per nursery.
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::", $example_nursery, ";")]
+            /// # futures::executor::block_on(async {
+            /// let handled = std::sync::Mutex::new(Vec::new());
+            /// let handled = &handled;
+            #[doc = concat!($example_nursery, "(|n| async move {")]
+            ///     for id in 0..3 {
+            ///         n.named(format!("connection {id}"))
+            ///             .on_failure(move |failure| {
+            ///                 handled.lock().unwrap().push(failure.task.name().unwrap().to_owned());
+            ///                 Ok(()) // logged; the other connections go on
+            ///             })
+            ///             .spawn(async move {
+            ///                 if id == 1 {
+            ///                     return Err(hatchery::Error::msg("malformed request"));
+            ///                 }
+            ///                 hatchery::sleep(std::time::Duration::from_millis(5)).await?;
+            ///                 Ok(())
+            ///             });
+            ///     }
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// assert_eq!(*handled.lock().unwrap(), ["connection 1"]);
+            /// # });
+            /// ```
+            pub fn on_failure<H>(self, handler: H) -> Supervised<'h, $handle<'a, E>, H, ResumePanics>
+            where
+                H: FnOnce(TaskFailure<E>) -> Result<(), E>,
+            {
+                Supervised {
+                    builder: self,
+                    on_error: handler,
+                    on_panic: ResumePanics,
+                }
+            }
+
             /// [`spawn_blocking`]($handle::spawn_blocking), named.
             ///
             /// ```
@@ -1250,7 +1300,138 @@ macro_rules! handle_methods {
                 }
             }
         }
+
+        impl<'h, 'a, E, H, P> Supervised<'h, $handle<'a, E>, H, P>
+        where
+            E: CancelError + $($bound)* 'a,
+            H: FnOnce(TaskFailure<E>) -> Result<(), E> + $($bound)* 'a,
+            P: PanicPolicy<E> + $($bound)* 'a,
+        {
+            /// Hands a panic of the child to `handler` too (with the task and
+            /// the payload), instead of resuming it in the nursery; what the
+            /// handler returns is the child's result.
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::", $example_nursery, ";")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n| async move {")]
+            ///     n.named("parser")
+            ///         .on_failure(|_failure| Ok(()))
+            ///         .on_panic(|task, _payload| {
+            ///             eprintln!("{task} panicked; the server goes on");
+            ///             Ok(())
+            ///         })
+            ///         .spawn(async { panic!("a bug in the parser") });
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            pub fn on_panic<Q>(self, handler: Q) -> Supervised<'h, $handle<'a, E>, H, HandlePanics<Q>>
+            where
+                Q: FnOnce(TaskInfo, Box<dyn Any + Send>) -> Result<(), E>,
+            {
+                Supervised {
+                    builder: self.builder,
+                    on_error: self.on_error,
+                    on_panic: HandlePanics(handler),
+                }
+            }
+
+            /// Spawns the supervised child inline; see
+            /// [`TaskBuilder::on_failure`].
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::", $example_nursery, ";")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n| async move {")]
+            ///     n.named("worker").on_failure(|_failure| Ok(())).spawn(async { Ok(()) });
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn spawn<F>(self, future: F)
+            where
+                F: Future<Output = Result<(), E>> + $($bound)* 'a,
+            {
+                let info = TaskInfo::new(Some(self.builder.name));
+                let handle = self.builder.handle;
+                let table = Arc::clone(&handle.shared.table);
+                let future = Supervise::new(future, info.clone(), table, self.on_error, self.on_panic);
+                if let Err(error) = handle.spawn_as(info, future) {
+                    closed_panic(error)
+                }
+            }
+
+            /// Spawns the supervised child on the executor of the surrounding
+            /// [`run`](crate::run); see [`TaskBuilder::on_failure`]. Its
+            /// handler runs in the nursery, not on the worker.
+            ///
+            /// ```
+            /// hatchery::run(|n| async move {
+            ///     n.named("request").on_failure(|_failure| Ok(())).spawn_parallel(async {
+            ///         Err(hatchery::Error::msg("handled"))
+            ///     });
+            ///     Ok(())
+            /// })
+            /// .unwrap();
+            /// ```
+            #[track_caller]
+            pub fn spawn_parallel<F>(self, future: F)
+            where
+                F: Future<Output = Result<(), E>> + Send + 'static,
+                E: Send + 'static,
+            {
+                let info = TaskInfo::new(Some(self.builder.name));
+                let handle = self.builder.handle;
+                let spawner = match default_spawner() {
+                    Some(spawner) => spawner,
+                    None => closed_panic(SpawnError::NoExecutor),
+                };
+                let future = crate::task::instrument(future, &info);
+                let join = spawn_parallel(&*spawner, Arc::clone(&handle.shared.node), future, info.clone());
+                let table = Arc::clone(&handle.shared.table);
+                let supervised = Supervise::new(join, info.clone(), table, self.on_error, self.on_panic);
+                if let Err(error) = handle.shared.push(Box::pin(supervised), info) {
+                    closed_panic(error)
+                }
+            }
+        }
     };
+}
+
+/// A named child with failure handlers, about to be spawned: made by
+/// [`TaskBuilder::on_failure`].
+///
+/// ```
+/// hatchery::run(|n| async move {
+///     n.named("connection")
+///         .on_failure(|failure| {
+///             eprintln!("{}: {}", failure.task, failure.error);
+///             Ok(())
+///         })
+///         .spawn(async { Err(hatchery::Error::msg("connection reset")) });
+///     Ok(())
+/// })
+/// .unwrap();
+/// ```
+#[must_use = "a supervised child is spawned only by spawn or spawn_parallel"]
+pub struct Supervised<'h, H, OnError, OnPanic> {
+    builder: TaskBuilder<'h, H>,
+    on_error: OnError,
+    on_panic: OnPanic,
+}
+
+impl<H, OnError, OnPanic> fmt::Debug for Supervised<'_, H, OnError, OnPanic> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervised")
+            .field("name", &self.builder.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A child about to be spawned with a name: every way to spawn, start or
