@@ -403,4 +403,18 @@ fn leaving_an_empty_nursery_lets_a_sibling_in_the_outer_nursery_run() {
     }))
     .unwrap();
 }
+
+/// As in trio, leaving a nursery that has nothing left to wait for is a
+/// checkpoint: in a cancelled scope, it raises `Cancelled` even though the
+/// body never awaited.
+#[test]
+fn leaving_a_nursery_with_nothing_to_wait_for_is_a_checkpoint() {
+    let scope = CancelScope::new();
+    scope.handle().cancel();
+    let out = block_on(scope.run_typed(nursery(|_n: Nursery<'_, Cancelled>| async { Ok(5) })));
+    assert!(matches!(out, Ok(None)), "the exit met the cancel: {out:?}");
+    // Not cancelled: the same nursery returns its value.
+    let out = block_on(nursery(|_n: Nursery<'_, Cancelled>| async { Ok(5) }));
+    assert_eq!(out.unwrap(), Some(5));
+}
 }

@@ -30,7 +30,10 @@
 //!    so that the expiry reaches it too.
 //! 7. Leaving a nursery is a schedule point, as in trio and anyio: a nursery
 //!    that never returned `Pending` yields once before it closes, so that a
-//!    sibling spawned just before into an outer nursery gets to run.
+//!    sibling spawned just before into an outer nursery gets to run. When
+//!    the body finished with no child left to wait for, that exit is a full
+//!    checkpoint, as trio's: in a cancelled scope it counts as `Cancelled`
+//!    (caught by the nursery's own scope, or passed on).
 
 mod children;
 pub(crate) mod chunked;
@@ -1512,6 +1515,9 @@ pin_project! {
         panic: Option<Box<dyn Any + Send>>,
         // The nursery returned `Pending` at least once (invariant 7).
         yielded: bool,
+        // Invariant 7's exit checkpoint: 0 none (children were left to wait
+        // for), 1 due, 2 yielded (the cancellation is checked at the close).
+        exit_checkpoint: u8,
         phase: Phase,
     }
 
@@ -1550,6 +1556,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             failures: Vec::new(),
             panic: None,
             yielded: false,
+            exit_checkpoint: 0,
             phase: Phase::Idle,
         }
     }
@@ -1744,7 +1751,9 @@ where
         let body_info = &*this.body_info;
         let body_output = &mut *this.body_output;
         let yielded = *this.yielded;
+        let exit_checkpoint = &mut *this.exit_checkpoint;
         let (done, more) = context::enter(this.slot, || {
+            let body_was_running = body.is_some();
             // The tasks woken since the last poll, the body among them; all of
             // them if the scope changed (invariant 5).
             let mut batch = children.take_woken();
@@ -1803,10 +1812,19 @@ where
                 }
             };
             children.recycle(batch);
-            // Invariant 7: the nursery closes only once it has yielded.
-            let done = body.is_none() && children.is_empty() && yielded && shared.try_close();
             let finished = body.is_none() && children.is_empty();
-            (done, more || (finished && !yielded))
+            if body_was_running && body.is_none() {
+                // The body is done: with nothing left to wait for, leaving is
+                // a checkpoint (invariant 7).
+                *exit_checkpoint = u8::from(children.is_empty());
+            }
+            // Invariant 7: the nursery closes only once it has yielded.
+            let must_yield = finished && (!yielded || *exit_checkpoint == 1);
+            let done = finished && !must_yield && shared.try_close();
+            if must_yield && *exit_checkpoint == 1 {
+                *exit_checkpoint = 2;
+            }
+            (done, more || must_yield)
         });
         if more || this.foreign.retry {
             cx.waker().wake_by_ref();
@@ -1821,6 +1839,10 @@ where
         *this.phase = Phase::Exited;
         *this.watch = None;
         this.foreign.timer = None;
+        if *this.exit_checkpoint == 2 && node.check().is_err() {
+            // The exit checkpoint met a cancellation, as trio's does.
+            *this.saw_cancelled = true;
+        }
         // Like trio: a cancellation that some task unwound with, and that this
         // nursery's scope does not catch, propagates out of the nursery even
         // if the body itself returned a value.
@@ -2044,6 +2066,9 @@ mod tests {
         b_done.store(true, Ordering::Relaxed);
         c_done.store(true, Ordering::Relaxed);
         scope.lock().unwrap().take().unwrap().cancel();
+        // Everything finished in that poll: leaving is a checkpoint (it
+        // yields once), then the nursery returns.
+        assert!(run.as_mut().poll(&mut cx).is_pending());
         assert!(matches!(run.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
         assert_eq!(polls(), [3, 2, 2]);
     }
