@@ -127,6 +127,7 @@
 
 mod cancel;
 mod checkpoint;
+mod chunked;
 mod clock;
 mod context;
 mod error;

@@ -32,9 +32,9 @@ use slab::Slab;
 use crate::CancelHandle;
 use crate::cancel::CancelReason;
 use crate::cancel::tree::Node;
+use crate::chunked::ChunkVec;
 use crate::clock;
 use crate::context::{Flags, with_current};
-use crate::nursery::chunked::ChunkVec;
 use crate::task::TaskInfo;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -25,7 +25,7 @@
 
 use std::task::{Context, Poll, Waker};
 
-use crate::nursery::chunked::ChunkSlab;
+use crate::chunked::ChunkSlab;
 use crate::sync::atomic::{Ordering, fence};
 use crate::sync::{Mutex, MutexGuard};
 

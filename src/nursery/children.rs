@@ -49,8 +49,8 @@ use std::task::{Context, Poll};
 use atomic_waker::AtomicWaker;
 use futures_task::{ArcWake, waker_ref};
 
+use crate::chunked::ChunkSlab;
 use crate::context::{self, Flags};
-use crate::nursery::chunked::ChunkSlab;
 use crate::report::TaskTable;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};

@@ -36,7 +36,7 @@
 //!    (caught by the nursery's own scope, or passed on).
 
 mod children;
-pub(crate) mod chunked;
+
 mod start;
 mod supervise;
 
