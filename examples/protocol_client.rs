@@ -71,7 +71,7 @@ fn main() {
     }
     if let Err(error) = out {
         if let Some(signal) = error.interrupted() {
-            std::process::exit(128 + signal); // 130 after SIGINT, 143 after SIGTERM
+            std::process::exit(signal.exit_code()); // 130 after SIGINT, 143 after SIGTERM
         }
         eprintln!("protocol_client: {error}");
         std::process::exit(1);

@@ -240,16 +240,16 @@ fn act_6_ctrl_c(t: Instant) {
             Ok(())
         });
     match out {
-        Err(error) if error.interrupted().is_none() => {
-            say(t, format!("run returned after the grace period: {error}"))
-        }
-        Err(error) => say(
-            t,
-            format!(
-                "run returned after the grace period: {error} (a program would exit {})",
-                128 + error.interrupted().unwrap_or(0)
+        Err(error) => match error.interrupted() {
+            Some(signal) => say(
+                t,
+                format!(
+                    "run returned after the grace period: {error} (a program would exit {})",
+                    signal.exit_code()
+                ),
             ),
-        ),
+            None => say(t, format!("run returned after the grace period: {error}")),
+        },
         Ok(_) => unreachable!("the run was interrupted"),
     }
 }

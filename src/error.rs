@@ -10,6 +10,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 
+use crate::cancel::Signal;
 use crate::task::TaskInfo;
 
 /// The error every checkpoint returns once its cancel scope is cancelled.
@@ -311,7 +312,7 @@ pub struct TaskFailure<E> {
 pub struct NurseryError<E = Error> {
     failures: Vec<TaskFailure<E>>,
     cancelled: bool,
-    signal: Option<i32>,
+    signal: Option<Signal>,
 }
 
 impl<E> NurseryError<E> {
@@ -323,7 +324,7 @@ impl<E> NurseryError<E> {
         }
     }
 
-    pub(crate) fn with_signal(mut self, signal: i32) -> Self {
+    pub(crate) fn with_signal(mut self, signal: Signal) -> Self {
         self.signal = Some(signal);
         self.cancelled = true;
         self
@@ -345,7 +346,7 @@ impl<E> NurseryError<E> {
     /// assert_eq!(err.interrupted(), None);
     /// # });
     /// ```
-    pub fn interrupted(&self) -> Option<i32> {
+    pub fn interrupted(&self) -> Option<Signal> {
         self.signal
     }
 
@@ -436,7 +437,7 @@ impl<E> NurseryError<E> {
 impl<E: fmt::Display> fmt::Display for NurseryError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(signal) = self.signal {
-            write!(f, "interrupted by {}", crate::signal::signal_name(signal))?;
+            write!(f, "interrupted by {signal}")?;
             if self.failures.is_empty() {
                 return Ok(());
             }

@@ -146,7 +146,7 @@ pub mod testing;
 mod time;
 
 pub use cancel::{
-    CancelHandle, CancelReason, CancelScope, HandleCancelled, ScopeFuture, check_cancelled,
+    CancelHandle, CancelReason, CancelScope, HandleCancelled, ScopeFuture, Signal, check_cancelled,
     current_scope,
 };
 pub use checkpoint::{

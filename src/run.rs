@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use event_listener::Event;
 use futures_lite::FutureExt;
 
-use crate::cancel::CancelHandle;
+use crate::cancel::{CancelHandle, Signal};
 use crate::clock;
 use crate::error::{CancelError, Cancelled, Error, NurseryError};
 use crate::nursery::{Nursery, typed_nursery};
@@ -629,13 +629,13 @@ impl<E> Builder<E> {
 
 /// Exits with 128 + the first signal's number, once stdout and (for a
 /// bounded time) stderr have taken what was written to them.
-fn exit_after(signal: i32) -> ! {
+fn exit_after(signal: Signal) -> ! {
     use std::io::Write;
     let _ = flush_stderr(STDERR_PATIENCE);
     // stderr is unbuffered (and its lock may be held by hatchery's writer,
     // stuck on a full pipe): only stdout is flushed.
     let _ = std::io::stdout().flush();
-    std::process::exit(128 + signal)
+    std::process::exit(signal.exit_code())
 }
 
 /// The executor of a [`Builder::run_scoped`] call: a [`Spawn`] whose tasks may

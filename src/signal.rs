@@ -67,7 +67,7 @@ use std::time::Duration;
 use event_listener::Event;
 use slab::Slab;
 
-use crate::cancel::{CancelHandle, CancelReason};
+use crate::cancel::{CancelHandle, CancelReason, Signal};
 use crate::report::Report;
 
 /// The default grace period of a [`SignalGuard`] and of [`run`](crate::run).
@@ -81,20 +81,16 @@ const WEDGED_AFTER: Duration = Duration::from_secs(2);
 /// takes them in microseconds; one that nobody reads never will.
 pub(crate) const STDERR_PATIENCE: Duration = Duration::from_secs(1);
 
-const SIGINT: i32 = 2;
-const SIGTERM: i32 = 15;
+const SIGINT: i32 = Signal::INT.number();
+const SIGTERM: i32 = Signal::TERM.number();
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The conventional name of a signal number.
-pub(crate) fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        SIGINT => "SIGINT",
-        SIGTERM => "SIGTERM",
-        _ => "signal",
-    }
+fn signal_name(signal: i32) -> &'static str {
+    Signal::from_number(signal).name()
 }
 
 /// What a shutdown shares between the watcher thread, `run`, and the guard.
@@ -124,10 +120,10 @@ impl Shutdown {
     }
 
     /// The first signal received, if any.
-    pub(crate) fn signal(&self) -> Option<i32> {
+    pub(crate) fn signal(&self) -> Option<Signal> {
         match self.signal.load(Ordering::Acquire) {
             0 => None,
-            signal => Some(signal),
+            signal => Some(Signal::from_number(signal)),
         }
     }
 
@@ -169,7 +165,7 @@ impl Shutdown {
     pub(crate) fn arm_exit(&self) {
         #[cfg(unix)]
         if let Some(signal) = self.signal() {
-            crate::sigaction::arm_exit(128 + signal);
+            crate::sigaction::arm_exit(signal.exit_code());
         }
     }
 
@@ -188,11 +184,15 @@ impl Shutdown {
                 return false;
             }
             if let Some(scope) = &*scope {
-                scope.node.cancel(CancelReason::Signal(signal));
+                scope
+                    .node
+                    .cancel(CancelReason::Signal(Signal::from_number(signal)));
             }
         }
         for (_, scope) in lock(&self.deferred).iter() {
-            scope.node.cancel(CancelReason::Signal(signal));
+            scope
+                .node
+                .cancel(CancelReason::Signal(Signal::from_number(signal)));
         }
         if self.is_forced() {
             // The shutdown was forced already (its grace period ran out
@@ -433,15 +433,15 @@ impl SignalGuard {
         self
     }
 
-    /// The first signal received (2 for SIGINT, 15 for SIGTERM), if any.
-    /// Always `None` for a guard that deferred to another owner.
+    /// The first signal received, if any. Always `None` for a guard that
+    /// deferred to another owner.
     ///
     /// ```
     /// let scope = hatchery::CancelScope::new();
     /// let guard = hatchery::SignalGuard::install(&scope.handle()).unwrap();
     /// assert_eq!(guard.interrupted(), None);
     /// ```
-    pub fn interrupted(&self) -> Option<i32> {
+    pub fn interrupted(&self) -> Option<Signal> {
         self.shutdown.signal()
     }
 
@@ -454,7 +454,7 @@ impl SignalGuard {
     /// assert_eq!(guard.exit_code(), None);
     /// ```
     pub fn exit_code(&self) -> Option<i32> {
-        self.interrupted().map(|signal| 128 + signal)
+        self.interrupted().map(Signal::exit_code)
     }
 
     /// Completes when the shutdown is forced (a second signal, or the grace
@@ -740,6 +740,6 @@ mod imp {
 
     fn exit(shutdown: &Shutdown) -> ! {
         // No flush of stdout: a wedged thread may hold its lock.
-        sigaction::exit_now(128 + shutdown.signal().unwrap_or(SIGINT))
+        sigaction::exit_now(shutdown.signal().unwrap_or(super::Signal::INT).exit_code())
     }
 }

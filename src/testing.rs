@@ -293,7 +293,7 @@ impl VirtualClock {
     /// assert_eq!(clock.now() - start, Duration::from_secs(10));
     /// ```
     pub fn run<F: Future>(&self, future: F) -> F::Output {
-        let signal = Arc::new(Signal {
+        let signal = Arc::new(Woken {
             woken: AtomicBool::new(true),
             thread: thread::current(),
         });
@@ -323,7 +323,7 @@ impl VirtualClock {
     }
 
     /// Waits up to the threshold of real time for a wake; true if one came.
-    fn idle_for_threshold(&self, signal: &Signal) -> bool {
+    fn idle_for_threshold(&self, signal: &Woken) -> bool {
         if self.threshold.is_zero() {
             return false;
         }
@@ -348,12 +348,12 @@ impl VirtualClock {
 }
 
 /// The waker of the future `run` polls.
-struct Signal {
+struct Woken {
     woken: AtomicBool,
     thread: Thread,
 }
 
-impl Wake for Signal {
+impl Wake for Woken {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }

@@ -791,7 +791,10 @@ fn without_exit_on_signal_run_returns_the_interruption() {
         "stdout: {stdout:?}\nstderr: {stderr}"
     );
     assert_eq!(
-        count(&stdout, "interrupted=Some(2) display=interrupted by SIGINT"),
+        count(
+            &stdout,
+            "interrupted=Some(Signal(2)) display=interrupted by SIGINT"
+        ),
         1,
         "{stdout:?}"
     );

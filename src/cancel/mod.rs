@@ -7,6 +7,7 @@
 //! `wait.rs`.
 
 pub(crate) mod foreign;
+pub(crate) mod reason;
 pub(crate) mod tree;
 pub(crate) mod wait;
 mod waiters;
@@ -26,54 +27,10 @@ use crate::clock;
 use crate::context;
 use crate::error::{CancelError, Cancelled, Error};
 use crate::report::Kind;
-use crate::task::TaskInfo;
 use foreign::ForeignWait;
+pub use reason::{CancelReason, Signal};
 use tree::Node;
 use wait::Wait;
-
-/// Why a cancel scope was cancelled. The first reason recorded wins.
-///
-/// # Examples
-///
-/// ```
-/// use hatchery::{CancelReason, CancelScope};
-///
-/// let scope = CancelScope::new();
-/// let handle = scope.handle();
-/// handle.cancel();
-/// assert_eq!(handle.reason(), Some(CancelReason::Explicit));
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CancelReason {
-    /// [`CancelHandle::cancel`] was called.
-    Explicit,
-    /// The scope's deadline passed.
-    Deadline,
-    /// A task of the nursery that owns this scope failed (returned an error or
-    /// panicked), so its siblings are being cancelled.
-    TaskFailed(TaskInfo),
-    /// The process received this signal (e.g. 2 for SIGINT).
-    Signal(i32),
-    /// [`CancelHandle::cancel_with_reason`] was called with this text.
-    Message(Cow<'static, str>),
-}
-
-impl fmt::Display for CancelReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CancelReason::Explicit => f.write_str("cancel() was called"),
-            CancelReason::Deadline => f.write_str("its deadline passed"),
-            CancelReason::TaskFailed(task) => write!(f, "a sibling failed: {task}"),
-            CancelReason::Message(text) => f.write_str(text),
-            CancelReason::Signal(signal) => write!(
-                f,
-                "the process received {} (signal {signal})",
-                crate::signal::signal_name(*signal)
-            ),
-        }
-    }
-}
 
 /// A cancel scope, configured before it is entered with [`CancelScope::run`].
 ///
