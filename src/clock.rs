@@ -114,6 +114,7 @@ impl Future for Timer {
 ///    the lock (a waker may poll at once).
 #[cfg(feature = "test-util")]
 pub(crate) mod virtual_time {
+    use crate::sync::Recover;
     use std::cell::RefCell;
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex, MutexGuard};
@@ -146,9 +147,7 @@ pub(crate) mod virtual_time {
         }
 
         fn lock(&self) -> MutexGuard<'_, State> {
-            self.state
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
+            self.state.lock().recover()
         }
 
         pub(crate) fn now(&self) -> Instant {

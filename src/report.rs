@@ -35,12 +35,11 @@ use crate::cancel::tree::Node;
 use crate::chunked::ChunkVec;
 use crate::clock;
 use crate::context::{Flags, with_current};
+use crate::sync::Recover;
 use crate::task::TaskInfo;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().recover()
 }
 
 /// What a node of the status tree is, for the report.

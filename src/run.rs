@@ -42,6 +42,7 @@ use crate::signal::{
     DEFAULT_GRACE_PERIOD, STDERR_PATIENCE, Shutdown, SignalGuard, flush_stderr, say,
 };
 use crate::spawn::{BoxTask, SharedSpawner, Spawn, TaskGuard, with_default};
+use crate::sync::Recover;
 
 thread_local! {
     static IN_RUN: Cell<bool> = const { Cell::new(false) };
@@ -739,7 +740,7 @@ where
         async move {
             let out_of_grace = async {
                 root_scope.cancelled().await;
-                *cancelled_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                *cancelled_at.lock().recover() = Some(Instant::now());
                 match clock::now().checked_add(grace_period) {
                     Some(at) => clock::timer_at(at).await,
                     None => std::future::pending().await,
@@ -818,16 +819,13 @@ struct Crew {
 impl Crew {
     /// Counts a worker in, before its thread starts.
     fn hire(&self, index: usize) {
-        self.working
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(index);
+        self.working.lock().recover().push(index);
     }
 
     fn leave(&self, index: usize) {
         self.working
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .recover()
             .retain(|&worker| worker != index);
         self.left.notify_all();
     }
@@ -853,10 +851,10 @@ impl Crew {
     /// Waits until every worker has left, or until `until`; returns those
     /// still working.
     fn wait(&self, until: Option<Instant>) -> Vec<usize> {
-        let mut working = self.working.lock().unwrap_or_else(|p| p.into_inner());
+        let mut working = self.working.lock().recover();
         while !working.is_empty() {
             working = match until {
-                None => self.left.wait(working).unwrap_or_else(|p| p.into_inner()),
+                None => self.left.wait(working).recover(),
                 Some(until) => {
                     let Some(left) = until.checked_duration_since(Instant::now()) else {
                         break;
@@ -911,7 +909,7 @@ impl StopWorkers<'_> {
         // What is left of the grace period (an unbounded one waits).
         self.cancelled_at
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .recover()
             .unwrap_or(now)
             .checked_add(self.grace_period)
             .map(|until| until.max(now + WORKERS_STOP_WITHIN))

@@ -55,6 +55,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicI32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use crate::sync::Recover;
 use libc::{c_int, c_void, siginfo_t};
 
 /// Signal numbers below this can be handled (Linux numbers them 1 to 64).
@@ -261,7 +262,7 @@ pub(crate) fn install(signal: c_int) -> io::Result<Option<Installed>> {
             format!("signal {signal} out of range"),
         )
     })?;
-    let _serial = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = INSTALL.lock().recover();
     let before = current(signal)?;
     let chained_before = chained(index);
     if before.sa_sigaction == libc::SIG_IGN {
@@ -310,7 +311,7 @@ impl Drop for Installed {
         let Some(replaced) = &self.replaced else {
             return;
         };
-        let _serial = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = INSTALL.lock().recover();
         // Invariant 2: someone else's handler on top stays, and ours keeps
         // chaining to what it replaced.
         if current(self.signal).is_ok_and(|now| now.sa_sigaction == our_address())

@@ -69,6 +69,7 @@ use slab::Slab;
 
 use crate::cancel::{CancelHandle, CancelReason, Signal};
 use crate::report::Report;
+use crate::sync::Recover;
 
 /// The default grace period of a [`SignalGuard`] and of [`run`](crate::run).
 pub(crate) const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
@@ -85,7 +86,7 @@ const SIGINT: i32 = Signal::INT.number();
 const SIGTERM: i32 = Signal::TERM.number();
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
+    mutex.lock().recover()
 }
 
 /// The conventional name of a signal number.
@@ -302,7 +303,7 @@ pub(crate) fn flush_stderr(patience: Duration) -> bool {
     let queue = lock(&STDERR);
     let (queue, _) = STDERR_DRAINED
         .wait_timeout_while(queue, patience, |queue| queue.writing)
-        .unwrap_or_else(|p| p.into_inner());
+        .recover();
     !queue.writing
 }
 

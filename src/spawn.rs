@@ -38,6 +38,7 @@ use crate::cancel::foreign::ForeignWait;
 use crate::cancel::tree::Node;
 use crate::context;
 use crate::error::{CancelError, Cancelled};
+use crate::sync::Recover;
 use crate::task::TaskInfo;
 
 /// A boxed task for an executor.
@@ -189,10 +190,7 @@ struct Handoff<O> {
 
 impl<O> Handoff<O> {
     fn finish(&self, outcome: Outcome<O>) {
-        let mut slot = self
-            .outcome
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = self.outcome.lock().recover();
         // Invariant 1: the first outcome is the only one.
         if slot.is_none() {
             *slot = Some(outcome);
@@ -316,11 +314,7 @@ impl<O> Future for Join<'_, O> {
             },
             How::Handoff { handoff, .. } => {
                 handoff.waker.register(cx.waker());
-                let outcome = handoff
-                    .outcome
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .take();
+                let outcome = handoff.outcome.lock().recover().take();
                 match outcome {
                     Some(outcome) => outcome,
                     None => return pending(),

@@ -23,3 +23,19 @@ pub(crate) use std::sync::{Mutex, MutexGuard, atomic};
 
 #[cfg(hatchery_loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard, atomic};
+
+/// Takes the guard out of a lock result, poisoned or not: no lock of the
+/// crate guards an invariant that a panic while holding it could break
+/// halfway (each writes whole values), and a cancel or a report must never
+/// become a second panic. The one way the crate locks.
+pub(crate) trait Recover<G> {
+    /// The guard, also from a poisoned lock.
+    fn recover(self) -> G;
+}
+
+impl<G> Recover<G> for std::sync::LockResult<G> {
+    #[inline]
+    fn recover(self) -> G {
+        self.unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -54,6 +54,7 @@ use crate::clock::{self, CANCELLED, FAR, NEVER};
 use crate::error::Cancelled;
 use crate::live::{LISTENERS, SCOPES, Token};
 use crate::report::{Kind, NodeSnapshot};
+use crate::sync::Recover;
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use crate::sync::{Arc, Mutex, MutexGuard};
 
@@ -186,9 +187,7 @@ impl Node {
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // Nothing panics while holding this lock, but never let poisoning turn a
         // cancel into a second panic.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().recover()
     }
 
     /// The scope this one was entered in, while it is entered.
@@ -433,10 +432,7 @@ impl Node {
         let Some(node) = Arc::get_mut(this) else {
             return this.enter(parent.as_ref(), deadline);
         };
-        let inner = node
-            .inner
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let inner = node.inner.get_mut().recover();
         if let Some(deadline) = deadline {
             inner.lower_deadline(deadline);
         }

@@ -26,6 +26,7 @@
 use std::task::{Context, Poll, Waker};
 
 use crate::chunked::ChunkSlab;
+use crate::sync::Recover;
 use crate::sync::atomic::{Ordering, fence};
 use crate::sync::{Mutex, MutexGuard};
 
@@ -54,9 +55,7 @@ struct List {
 
 impl Waiters {
     fn lock(&self) -> MutexGuard<'_, List> {
-        self.list
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.list.lock().recover()
     }
 
     /// Adds a waiter, not yet notified; returns its key.

@@ -52,6 +52,7 @@ use futures_task::{ArcWake, waker_ref};
 use crate::chunked::ChunkSlab;
 use crate::context::{self, Flags};
 use crate::report::TaskTable;
+use crate::sync::Recover;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};
 use crate::task::TaskInfo;
@@ -90,20 +91,14 @@ impl Wakeup {
 
     #[cfg(not(hatchery_loom))]
     fn reset_queue(&self) {
-        let mut ready = self
-            .ready
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut ready = self.ready.lock().recover();
         ready.clear();
         ready.shrink_to(64);
     }
 
     /// Enqueues `key`; true if the queue was empty (invariant 4).
     fn push(&self, key: usize) -> bool {
-        let mut ready = self
-            .ready
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut ready = self.ready.lock().recover();
         ready.push(key);
         ready.len() == 1
     }
@@ -399,14 +394,7 @@ impl<C> Children<C> {
     pub(crate) fn take_woken(&mut self) -> Vec<usize> {
         let mut batch = std::mem::take(&mut self.batch);
         batch.clear();
-        std::mem::swap(
-            &mut *self
-                .wakeup
-                .ready
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-            &mut batch,
-        );
+        std::mem::swap(&mut *self.wakeup.ready.lock().recover(), &mut batch);
         batch
     }
 

@@ -63,6 +63,7 @@ use crate::context;
 use crate::error::{CancelError, Error, NurseryError, SpawnError, TaskFailure};
 use crate::report::{BlockingEntry, Kind, TaskTable};
 use crate::spawn::{Spawn, default_spawner, spawn_parallel};
+use crate::sync::Recover;
 use crate::task::TaskInfo;
 use children::{BODY, Children, Polled, TaskWaker, Wakeup, poll_with};
 pub use start::Started;
@@ -127,9 +128,7 @@ impl<C> Shared<C> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Incoming<C>> {
-        self.incoming
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.incoming.lock().recover()
     }
 
     fn push(&self, child: C, info: TaskInfo) -> Result<(), SpawnError> {

@@ -40,6 +40,7 @@ use crate::cancel::tree::Node;
 use crate::context;
 use crate::error::{CancelError, Cancelled};
 use crate::report::Kind;
+use crate::sync::Recover;
 use crate::task::TaskInfo;
 
 /// Given to a child started with `start()`: call [`started`](Started::started)
@@ -103,9 +104,7 @@ struct Slot<V> {
 
 impl<V> StartState<V> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Slot<V>> {
-        self.slot
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.slot.lock().recover()
     }
 }
 
