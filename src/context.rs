@@ -39,6 +39,7 @@ use std::task::Waker;
 use crate::cancel::tree::Node;
 use crate::clock::{CANCELLED, NEVER};
 use crate::error::Cancelled;
+pub(crate) use crate::task::Flags;
 
 struct Current {
     node: RefCell<Option<Arc<Node>>>,
@@ -46,51 +47,6 @@ struct Current {
     covering: Cell<usize>,
     /// Invariant 3.
     flags: Cell<u8>,
-}
-
-/// What a task did in one poll (invariant 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Flags(u8);
-
-impl Flags {
-    const PARKED: u8 = 1;
-    const TOLD: u8 = 2;
-    const SHIELDED: u8 = 4;
-    const REMOTE: u8 = 8;
-
-    /// A hatchery await parked the task.
-    pub(crate) fn parked(self) -> bool {
-        self.0 & Self::PARKED != 0
-    }
-
-    /// The task met `Cancelled` (or waits on a scope that is being
-    /// cancelled).
-    pub(crate) fn told(self) -> bool {
-        self.0 & Self::TOLD != 0
-    }
-
-    /// The task waits behind a shield.
-    pub(crate) fn shielded(self) -> bool {
-        self.0 & Self::SHIELDED != 0
-    }
-
-    /// The task waits for a child that runs on another thread.
-    pub(crate) fn remote(self) -> bool {
-        self.0 & Self::REMOTE != 0
-    }
-
-    /// Whether the report has something to say about the task.
-    pub(crate) fn noteworthy(self) -> bool {
-        self.0 & (Self::TOLD | Self::SHIELDED | Self::REMOTE) != 0
-    }
-
-    pub(crate) fn bits(self) -> u8 {
-        self.0
-    }
-
-    pub(crate) fn from_bits(bits: u8) -> Self {
-        Flags(bits)
-    }
 }
 
 thread_local! {
@@ -143,7 +99,7 @@ pub(crate) fn track<R>(waker: Option<&Waker>, f: impl FnOnce() -> R) -> (R, Flag
     let out = f();
     let flags = CURRENT.with(|current| current.flags.get());
     drop(restore);
-    (out, Flags(flags))
+    (out, Flags::from_bits(flags))
 }
 
 /// What `begin` replaced, for `end` to put back.
@@ -169,7 +125,7 @@ pub(crate) fn begin(waker: &Waker) -> Saved {
 pub(crate) fn end(saved: Saved) -> Flags {
     CURRENT.with(|current| {
         current.covering.set(saved.covering);
-        Flags(current.flags.replace(saved.flags))
+        Flags::from_bits(current.flags.replace(saved.flags))
     })
 }
 

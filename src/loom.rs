@@ -9,9 +9,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::cancel::tree::Kind;
 use crate::cancel::tree::Node;
 use crate::loom_children::{BODY, Children, Wakeup};
-use crate::report::{Kind, TaskTable};
+use crate::nursery::table::TaskTable;
 
 /// A node's state while it is effectively cancelled.
 pub const CANCELLED: u64 = crate::clock::CANCELLED;

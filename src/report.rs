@@ -1,330 +1,33 @@
 //! The report of who is still running: a snapshot of the task tree.
 //!
 //! Every entered cancel scope is a node of the status tree (see
-//! `cancel::tree`), and every nursery's node carries a [`TaskTable`]: the
-//! name, spawn location and admission time of each child it still polls. A
-//! [`Report`] walks that tree from a scope downwards, one lock at a time, and
-//! copies out what a person debugging a stuck shutdown needs: the nursery
-//! path, each task's name, location, age and whether it is running or
-//! cleaning up (its scope is cancelled), which scopes are cancelled and why,
-//! which shields hold, and which blocking closures are still running on a
-//! thread of their own.
+//! `cancel::tree`), and every nursery's node carries its child table
+//! (`nursery::table`): the name, spawn location and admission time of each
+//! child it still polls. A [`Report`] walks that tree from a scope
+//! downwards, one lock at a time, and copies out what a person debugging a
+//! stuck shutdown needs: the nursery path, each task's name, location, age
+//! and whether it was told of the cancellation, which scopes are cancelled
+//! and why, which shields hold, and which blocking closures are still
+//! running on a thread of their own (`nursery::blocking`).
 //!
 //! # Invariants
 //!
 //! 1. A snapshot never holds two locks at once (the tree's invariant 3), and
 //!    never calls user code while holding one: it can be taken from any
 //!    thread, including while the program is shutting down.
-//! 2. A nursery's table holds exactly the children of its slab: an entry is
-//!    written when a child is admitted and removed when it finishes or is
-//!    dropped (in both cases by the nursery future that owns the slab).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use slab::Slab;
 
 use crate::CancelHandle;
 use crate::cancel::CancelReason;
-use crate::cancel::tree::Node;
-use crate::chunked::ChunkVec;
+use crate::cancel::tree::{Kind, Node};
 use crate::clock;
-use crate::context::{Flags, with_current};
-use crate::sync::Recover;
-use crate::task::TaskInfo;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().recover()
-}
-
-/// What a node of the status tree is, for the report.
-#[derive(Clone)]
-pub(crate) enum Kind {
-    /// A [`CancelScope`](crate::CancelScope) entered at this location.
-    Scope(&'static Location<'static>),
-    /// A nursery opened at the table's location.
-    Nursery(Arc<TaskTable>),
-    /// The scope of a task being started with `start()`.
-    Starting,
-}
-
-/// The children a nursery still polls, readable from any thread.
-///
-/// Compact, because every child pays for it: 4 bytes per key, in chunks that
-/// never move. Children admitted in the same poll from the same spawn site
-/// share one *cohort* (the site and the admission time, in milliseconds after
-/// the table was made), and a key holds only its cohort's number; a loop that
-/// spawns 10,000 children from one line makes a few hundred cohorts at most.
-/// The names of the few named children are kept on the side.
-///
-/// Invariant: a cohort's `count` is the number of keys that refer to it; a
-/// cohort with count 0 is on the free list (linked through `since`) and no
-/// key refers to it.
-pub(crate) struct TaskTable {
-    location: &'static Location<'static>,
-    epoch: Instant,
-    tasks: Mutex<Registry>,
-    /// Failures of supervised children that their handler took.
-    handled: AtomicUsize,
-}
-
-/// The end of the free list of cohorts.
-const NO_COHORT: u32 = u32::MAX;
-
-/// Children admitted together from one spawn site.
-struct Cohort {
-    site: &'static Location<'static>,
-    /// When they were admitted, in milliseconds after the table's epoch;
-    /// for a free cohort, the next free one (`NO_COHORT`: none).
-    since: u32,
-    /// How many keys refer to this cohort.
-    count: u32,
-}
-
-#[derive(Default)]
-struct Registry {
-    /// 1 + the cohort of the child under each key; 0: a free key.
-    entries: ChunkVec<u32>,
-    cohorts: Vec<Cohort>,
-    /// The first cohort no key refers to, for reuse (a list linked through
-    /// the free cohorts themselves: freeing allocates nothing).
-    free: Option<u32>,
-    /// The names of the named children, by key.
-    names: HashMap<usize, Cow<'static, str>>,
-    /// What the nursery noted of each child since its scope was cancelled
-    /// (`context::Flags` bits), by key; grown only once something is noted.
-    notes: ChunkVec<u8>,
-}
-
-impl Registry {
-    /// Forgets the child under `key`; its cohort, if it was the last one.
-    fn release(&mut self, key: usize) -> Option<&'static Location<'static>> {
-        // Notes exist only once the nursery's scope was cancelled.
-        if key < self.notes.len()
-            && let Some(note) = self.notes.get_mut(key)
-        {
-            *note = 0;
-        }
-        let cohort = std::mem::take(self.entries.get_mut(key)?).checked_sub(1)?;
-        let entry = &mut self.cohorts[cohort as usize];
-        entry.count -= 1;
-        let site = entry.site;
-        if entry.count == 0 {
-            entry.since = self.free.unwrap_or(NO_COHORT);
-            self.free = Some(cohort);
-        }
-        Some(site)
-    }
-
-    fn take(&mut self, key: usize) -> Option<TaskInfo> {
-        let location = self.release(key)?;
-        Some(TaskInfo::from_parts(self.names.remove(&key), location))
-    }
-
-    /// A new cohort with one member.
-    fn open(&mut self, site: &'static Location<'static>, since: u32) -> u32 {
-        let cohort = Cohort {
-            site,
-            since,
-            count: 1,
-        };
-        match self.free {
-            Some(index) => {
-                let next = self.cohorts[index as usize].since;
-                self.free = (next != NO_COHORT).then_some(next);
-                self.cohorts[index as usize] = cohort;
-                index
-            }
-            None => {
-                self.cohorts.push(cohort);
-                // At most `NO_COHORT - 1`, and 1 + it fits a key's entry.
-                u32::try_from(self.cohorts.len()).expect("fewer than 4 billion children") - 1
-            }
-        }
-    }
-}
-
-impl TaskTable {
-    pub(crate) fn new(location: &'static Location<'static>) -> Arc<Self> {
-        Arc::new(TaskTable {
-            location,
-            epoch: clock::now(),
-            tasks: Mutex::new(Registry::default()),
-            handled: AtomicUsize::new(0),
-        })
-    }
-
-    /// Counts a failure a supervised child's handler took.
-    pub(crate) fn count_handled(&self) {
-        self.handled.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Starts admitting a batch of children (one lock for the batch).
-    pub(crate) fn admit(&self) -> Admit<'_> {
-        Admit {
-            tasks: lock(&self.tasks),
-            epoch: self.epoch,
-            since: None,
-            recent: [None; RECENT],
-            next: 0,
-        }
-    }
-
-    /// Removes a finished child's entry and returns its identity.
-    pub(crate) fn remove(&self, key: usize) -> Option<TaskInfo> {
-        lock(&self.tasks).take(key)
-    }
-
-    /// Removes the entries of children that finished without failing.
-    pub(crate) fn remove_all(&self, keys: &[usize]) {
-        if keys.is_empty() {
-            return;
-        }
-        let mut tasks = lock(&self.tasks);
-        let named = !tasks.names.is_empty();
-        for &key in keys {
-            tasks.release(key);
-            if named {
-                tasks.names.remove(&key);
-            }
-        }
-    }
-
-    /// Records what the nursery noted of these children in a poll after its
-    /// scope was cancelled (`context::Flags` bits, added to earlier notes).
-    pub(crate) fn note(&self, notes: &[(usize, u8)]) {
-        if notes.is_empty() {
-            return;
-        }
-        let mut tasks = lock(&self.tasks);
-        for &(key, bits) in notes {
-            // A child that left the table since is not noted.
-            if tasks.entries.get(key).is_none_or(|&entry| entry == 0) {
-                continue;
-            }
-            while tasks.notes.len() <= key {
-                tasks.notes.push(0);
-            }
-            if let Some(note) = tasks.notes.get_mut(key) {
-                *note |= bits;
-            }
-        }
-    }
-
-    /// Forgets every child (the nursery dropped them all).
-    pub(crate) fn clear(&self) {
-        let mut tasks = lock(&self.tasks);
-        tasks.notes.clear();
-        tasks.entries.clear();
-        tasks.cohorts.clear();
-        tasks.free = None;
-        tasks.names.clear();
-    }
-
-    /// Calls `each` with the identity, admission time and notes of every
-    /// child, in key order, under the table's lock (`each` must not call
-    /// user code).
-    fn for_each(&self, mut each: impl FnMut(TaskInfo, Instant, Flags)) {
-        let tasks = lock(&self.tasks);
-        for (key, &entry) in tasks.entries.iter().enumerate() {
-            if let Some(cohort) = entry.checked_sub(1) {
-                let cohort = &tasks.cohorts[cohort as usize];
-                let name = tasks.names.get(&key).cloned();
-                let since = self.epoch + Duration::from_millis(cohort.since.into());
-                let note = Flags::from_bits(tasks.notes.get(key).copied().unwrap_or(0));
-                each(TaskInfo::from_parts(name, cohort.site), since, note);
-            }
-        }
-    }
-}
-
-/// A batch of admissions into a [`TaskTable`].
-pub(crate) struct Admit<'t> {
-    tasks: MutexGuard<'t, Registry>,
-    epoch: Instant,
-    since: Option<u32>,
-    /// The cohorts opened by this batch, by site: a batch rarely has more
-    /// than a few sites; past `RECENT`, the oldest is forgotten (its site,
-    /// if it comes again, opens another cohort).
-    recent: [Option<(&'static Location<'static>, u32)>; RECENT],
-    /// Where the next cohort goes in `recent`.
-    next: usize,
-}
-
-/// How many cohorts a batch of admissions remembers.
-const RECENT: usize = 8;
-
-impl Admit<'_> {
-    pub(crate) fn insert(&mut self, key: usize, info: TaskInfo) {
-        // One clock read per batch: a task's age counts from the poll that
-        // admitted it, at most one poll after its spawn.
-        let epoch = self.epoch;
-        let since = *self.since.get_or_insert_with(|| {
-            let ms = clock::now().saturating_duration_since(epoch).as_millis();
-            u32::try_from(ms).unwrap_or(u32::MAX)
-        });
-        let (name, site) = info.into_parts();
-        let tasks = &mut *self.tasks;
-        let mut known = self.recent.iter().flatten();
-        let cohort = match known.find(|(at, _)| std::ptr::eq(*at, site)) {
-            Some(&(_, cohort)) => {
-                tasks.cohorts[cohort as usize].count += 1;
-                cohort
-            }
-            None => {
-                let cohort = tasks.open(site, since);
-                self.recent[self.next] = Some((site, cohort));
-                self.next = (self.next + 1) % RECENT;
-                cohort
-            }
-        };
-        while tasks.entries.len() <= key {
-            tasks.entries.push(0);
-        }
-        let entry = tasks.entries.get_mut(key).expect("grown above");
-        debug_assert_eq!(*entry, 0, "a key is admitted only once it is free");
-        *entry = cohort + 1;
-        if let Some(name) = name {
-            tasks.names.insert(key, name);
-        }
-    }
-}
-
-/// Blocking closures currently running on a thread (see `spawn_blocking`).
-static BLOCKING: Mutex<Slab<BlockingRecord>> = Mutex::new(Slab::new());
-
-struct BlockingRecord {
-    info: TaskInfo,
-    since: Instant,
-    abandoned: Arc<AtomicBool>,
-}
-
-/// Lists a blocking closure in every report while its thread runs it.
-pub(crate) struct BlockingEntry(usize);
-
-impl BlockingEntry {
-    /// Registers the closure; `abandoned` is set by its task if the task is
-    /// dropped (the hard cancel) before the closure returns.
-    pub(crate) fn new(info: TaskInfo, abandoned: Arc<AtomicBool>) -> Self {
-        let record = BlockingRecord {
-            info,
-            since: clock::now(),
-            abandoned,
-        };
-        BlockingEntry(lock(&BLOCKING).insert(record))
-    }
-}
-
-impl Drop for BlockingEntry {
-    fn drop(&mut self) {
-        lock(&BLOCKING).try_remove(self.0);
-    }
-}
+use crate::context::with_current;
+use crate::nursery::blocking;
+use crate::task::{Flags, TaskInfo};
 
 /// A snapshot of a task tree: who is still running, where they were spawned,
 /// and what holds them. Printed by [`run`](crate::run) when a shutdown runs
@@ -808,16 +511,16 @@ impl Report {
         if let Some(root) = root {
             report.walk(root, now);
         }
-        for (_, record) in lock(&BLOCKING).iter() {
+        blocking::for_each(|info, since, abandoned| {
             report.blocking.push(TaskState {
-                info: record.info.clone(),
-                age: now.saturating_duration_since(record.since),
+                info: info.clone(),
+                age: now.saturating_duration_since(since),
                 cleaning_up: false,
                 note: Flags::default(),
                 path: String::new(),
-                abandoned: record.abandoned.load(Ordering::Relaxed),
+                abandoned,
             });
-        }
+        });
         report
     }
 
@@ -833,7 +536,7 @@ impl Report {
         while let Some(Pending { node, depth, last }) = pending.pop() {
             let snapshot = node.snapshot();
             let label = match &snapshot.kind {
-                Kind::Nursery(table) => format!("nursery at {}", table.location),
+                Kind::Nursery(table) => format!("nursery at {}", table.location()),
                 Kind::Scope(location) => format!("cancel scope at {location}"),
                 Kind::Starting => "starting task".to_owned(),
             };
@@ -845,7 +548,7 @@ impl Report {
                 label,
                 nursery: matches!(snapshot.kind, Kind::Nursery(_)),
                 location: match &snapshot.kind {
-                    Kind::Nursery(table) => Some(table.location),
+                    Kind::Nursery(table) => Some(table.location()),
                     Kind::Scope(location) => Some(location),
                     Kind::Starting => None,
                 },
@@ -854,7 +557,7 @@ impl Report {
                 shielded: snapshot.shield,
                 deadline: snapshot.deadline,
                 handled_failures: match &snapshot.kind {
-                    Kind::Nursery(table) => table.handled.load(Ordering::Relaxed),
+                    Kind::Nursery(table) => table.handled_failures(),
                     _ => 0,
                 },
                 path: path.clone(),
@@ -867,7 +570,7 @@ impl Report {
                 tasks: Vec::new(),
             };
             if let Kind::Nursery(table) = &snapshot.kind {
-                table.for_each(|info, since, note| {
+                table.for_each(&mut |info, since, note| {
                     item.tasks.push(self.tasks.len());
                     self.tasks.push(TaskState {
                         info,
@@ -1047,121 +750,5 @@ impl fmt::Display for Report {
             }
         }
         Ok(())
-    }
-}
-
-/// What the report copies out of one node, under its lock.
-pub(crate) struct NodeSnapshot {
-    pub(crate) kind: Kind,
-    pub(crate) effectively_cancelled: bool,
-    pub(crate) reason: Option<CancelReason>,
-    pub(crate) shield: bool,
-    pub(crate) deadline: Option<Instant>,
-    pub(crate) children: Vec<Arc<Node>>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[track_caller]
-    fn here() -> &'static Location<'static> {
-        Location::caller()
-    }
-
-    /// Each listed child's spawn site (compared by file, line and column)
-    /// and name.
-    fn listed(table: &TaskTable) -> Vec<(&'static Location<'static>, Option<String>)> {
-        let mut out = Vec::new();
-        table.for_each(|info, _, _| out.push((info.location(), info.name().map(String::from))));
-        out
-    }
-
-    fn sites(table: &TaskTable) -> Vec<&'static Location<'static>> {
-        listed(table).into_iter().map(|(site, _)| site).collect()
-    }
-
-    #[test]
-    fn children_from_interleaved_sites_keep_their_own_site_and_name() {
-        let (a, b) = (here(), here());
-        assert_ne!(a, b);
-        let table = TaskTable::new(here());
-        let mut admit = table.admit();
-        for key in 0..40 {
-            let site = if key % 2 == 0 { a } else { b };
-            let name = (key == 7).then_some(Cow::Borrowed("seven"));
-            admit.insert(key, TaskInfo::from_parts(name, site));
-        }
-        drop(admit);
-        let cohorts = lock(&table.tasks).cohorts.len();
-        assert_eq!(cohorts, 2, "one cohort per site in a batch");
-
-        let seven = table.remove(7).expect("key 7 was admitted");
-        assert_eq!((seven.location(), seven.name()), (b, Some("seven")));
-        table.remove_all(
-            &(0..40)
-                .filter(|k| k % 4 != 0 && *k != 7)
-                .collect::<Vec<_>>(),
-        );
-        let left = listed(&table);
-        assert_eq!(left.len(), 10);
-        assert!(left.iter().all(|(site, name)| *site == a && name.is_none()));
-    }
-
-    #[test]
-    fn a_cohort_is_reused_only_once_no_key_refers_to_it() {
-        let (a, b, c) = (here(), here(), here());
-        let table = TaskTable::new(here());
-        let mut admit = table.admit();
-        admit.insert(0, TaskInfo::from_parts(None, a));
-        admit.insert(1, TaskInfo::from_parts(None, a));
-        drop(admit);
-        let mut admit = table.admit();
-        admit.insert(2, TaskInfo::from_parts(None, b));
-        drop(admit);
-        // Cohort of `a` loses one member: it is not free yet.
-        table.remove_all(&[0]);
-        let mut admit = table.admit();
-        admit.insert(0, TaskInfo::from_parts(None, c));
-        drop(admit);
-        assert_eq!(lock(&table.tasks).cohorts.len(), 3);
-        assert_eq!(sites(&table), [c, a, b]);
-        // Now `a`'s cohort empties and the next new cohort takes its place.
-        table.remove_all(&[1]);
-        let mut admit = table.admit();
-        admit.insert(1, TaskInfo::from_parts(None, b));
-        drop(admit);
-        assert_eq!(lock(&table.tasks).cohorts.len(), 3);
-        assert_eq!(sites(&table), [c, b, b]);
-        table.clear();
-        assert!(listed(&table).is_empty());
-    }
-
-    #[test]
-    fn a_batch_with_more_sites_than_it_remembers_still_lists_each_child_right() {
-        // Eleven distinct call sites: more than a batch remembers.
-        let many = [
-            here(),
-            here(),
-            here(),
-            here(),
-            here(),
-            here(),
-            here(),
-            here(),
-            here(),
-            here(),
-            here(),
-        ];
-        assert!(many.len() > RECENT);
-        assert!((1..many.len()).all(|i| !many[..i].contains(&many[i])));
-        let table = TaskTable::new(here());
-        let mut admit = table.admit();
-        for key in 0..many.len() * 3 {
-            admit.insert(key, TaskInfo::from_parts(None, many[key % many.len()]));
-        }
-        drop(admit);
-        let expected: Vec<_> = (0..many.len() * 3).map(|k| many[k % many.len()]).collect();
-        assert_eq!(sites(&table), expected);
     }
 }

@@ -123,3 +123,49 @@ pub(crate) fn instrument<F: std::future::Future>(
     let future = crate::live::Counted::new(future);
     future
 }
+
+/// What a task did in one poll (`context` invariant 3), and what the
+/// nursery notes of it for the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Flags(u8);
+
+impl Flags {
+    pub(crate) const PARKED: u8 = 1;
+    pub(crate) const TOLD: u8 = 2;
+    pub(crate) const SHIELDED: u8 = 4;
+    pub(crate) const REMOTE: u8 = 8;
+
+    /// A hatchery await parked the task.
+    pub(crate) fn parked(self) -> bool {
+        self.0 & Self::PARKED != 0
+    }
+
+    /// The task met `Cancelled` (or waits on a scope that is being
+    /// cancelled).
+    pub(crate) fn told(self) -> bool {
+        self.0 & Self::TOLD != 0
+    }
+
+    /// The task waits behind a shield.
+    pub(crate) fn shielded(self) -> bool {
+        self.0 & Self::SHIELDED != 0
+    }
+
+    /// The task waits for a child that runs on another thread.
+    pub(crate) fn remote(self) -> bool {
+        self.0 & Self::REMOTE != 0
+    }
+
+    /// Whether the report has something to say about the task.
+    pub(crate) fn noteworthy(self) -> bool {
+        self.0 & (Self::TOLD | Self::SHIELDED | Self::REMOTE) != 0
+    }
+
+    pub(crate) fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub(crate) fn from_bits(bits: u8) -> Self {
+        Flags(bits)
+    }
+}

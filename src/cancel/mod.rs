@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
 
+use crate::cancel::tree::Kind;
 use crate::clock;
 use crate::context;
 use crate::error::{CancelError, Cancelled, Error};
-use crate::report::Kind;
 use foreign::ForeignWait;
 pub use reason::{CancelReason, Signal};
 use tree::Node;

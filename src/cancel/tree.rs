@@ -42,6 +42,7 @@
 //!    (`cancel::foreign`).
 
 use std::future::Future;
+use std::panic::Location;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -53,10 +54,44 @@ use super::waiters::Waiters;
 use crate::clock::{self, CANCELLED, FAR, NEVER};
 use crate::error::Cancelled;
 use crate::live::{LISTENERS, SCOPES, Token};
-use crate::report::{Kind, NodeSnapshot};
 use crate::sync::Recover;
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use crate::sync::{Arc, Mutex, MutexGuard};
+use crate::task::{Flags, TaskInfo};
+
+/// What a node is, for the report.
+#[derive(Clone)]
+pub(crate) enum Kind {
+    /// A [`CancelScope`](crate::CancelScope) entered at this location.
+    Scope(&'static Location<'static>),
+    /// A nursery's scope, with the nursery's children.
+    Nursery(Arc<dyn Tasks>),
+    /// The scope of a task being started with `start()`.
+    Starting,
+}
+
+/// The children a nursery's node carries, as the report reads them. The
+/// nursery's task table (a higher layer) implements it; the tree only holds
+/// it.
+pub(crate) trait Tasks: Send + Sync {
+    /// Where the nursery was opened.
+    fn location(&self) -> &'static Location<'static>;
+    /// Failures of supervised children their handlers took.
+    fn handled_failures(&self) -> usize;
+    /// Calls `each` with the identity, admission time and notes of every
+    /// child (one lock; `each` must not call user code).
+    fn for_each(&self, each: &mut dyn FnMut(TaskInfo, Instant, Flags));
+}
+
+/// What the report copies out of a node (one lock, no user code).
+pub(crate) struct NodeSnapshot {
+    pub(crate) kind: Kind,
+    pub(crate) effectively_cancelled: bool,
+    pub(crate) reason: Option<CancelReason>,
+    pub(crate) shield: bool,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) children: Vec<Arc<Node>>,
+}
 
 pub(crate) struct Node {
     state: AtomicU64,

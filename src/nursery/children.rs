@@ -51,7 +51,7 @@ use futures_task::{ArcWake, waker_ref};
 
 use crate::chunked::ChunkSlab;
 use crate::context::{self, Flags};
-use crate::report::TaskTable;
+use crate::nursery::table::TaskTable;
 use crate::sync::Recover;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};

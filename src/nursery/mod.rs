@@ -35,10 +35,12 @@
 //!    checkpoint, as trio's: in a cancelled scope it counts as `Cancelled`
 //!    (caught by the nursery's own scope, or passed on).
 
+pub(crate) mod blocking;
 mod children;
 
 mod start;
 mod supervise;
+pub(crate) mod table;
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -56,20 +58,22 @@ use std::time::Instant;
 use pin_project_lite::pin_project;
 
 use crate::cancel::foreign::{Parked, Verdict, verdict};
+use crate::cancel::tree::Kind;
 use crate::cancel::tree::{Listener, Node};
 use crate::cancel::{CancelHandle, CancelReason, enter_node};
 use crate::clock::{self, CANCELLED, NEVER};
 use crate::context;
 use crate::error::{CancelError, Error, NurseryError, SpawnError, TaskFailure};
-use crate::report::{BlockingEntry, Kind, TaskTable};
 use crate::spawn::{Spawn, default_spawner, spawn_parallel};
 use crate::sync::Recover;
 use crate::task::TaskInfo;
+use blocking::BlockingEntry;
 use children::{BODY, Children, Polled, TaskWaker, Wakeup, poll_with};
 pub use start::Started;
 use start::{Scoped, StartFuture};
 use supervise::Supervise;
 pub use supervise::{HandlePanics, PanicPolicy, ResumePanics};
+use table::TaskTable;
 
 /// A child polled by a nursery that may move between threads.
 type SendChild<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'a>>;
@@ -112,7 +116,7 @@ impl<C> Shared<C> {
         let table = TaskTable::new(location);
         let (wakeup, spare) = Wakeup::take();
         let shared = Shared {
-            node: Node::new(None, false, Kind::Nursery(Arc::clone(&table))),
+            node: Node::new(None, false, Kind::Nursery(Arc::clone(&table) as _)),
             table,
             wakeup,
             draining: AtomicBool::new(false),
@@ -715,7 +719,7 @@ macro_rules! handle_methods {
                 let abandoned = Arc::new(AtomicBool::new(false));
                 let entry = (info.clone(), Arc::clone(&abandoned));
                 let child = async move {
-                    let task = blocking::unblock(move || {
+                    let task = ::blocking::unblock(move || {
                         // Listed in the report while this thread runs it.
                         let _entry = BlockingEntry::new(entry.0, entry.1);
                         catch_unwind(AssertUnwindSafe(move || work(cancel)))

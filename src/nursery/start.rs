@@ -36,10 +36,10 @@ use atomic_waker::AtomicWaker;
 
 use super::Shared;
 use crate::cancel::foreign::ForeignWait;
+use crate::cancel::tree::Kind;
 use crate::cancel::tree::Node;
 use crate::context;
 use crate::error::{CancelError, Cancelled};
-use crate::report::Kind;
 use crate::sync::Recover;
 use crate::task::TaskInfo;
 

@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use crate::error::{CancelError, TaskFailure};
-use crate::report::TaskTable;
+use crate::nursery::table::TaskTable;
 use crate::task::TaskInfo;
 
 /// What a supervised child does with a panic: nothing (it is the child's

@@ -1,0 +1,60 @@
+//! Blocking work's registry: the closures of `spawn_blocking` that a thread
+//! is running right now, process-wide, so that the report lists them (and
+//! says which were abandoned by a forced shutdown).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use slab::Slab;
+
+use crate::clock;
+use crate::sync::Recover;
+use crate::task::TaskInfo;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().recover()
+}
+
+/// Blocking closures currently running on a thread (see `spawn_blocking`).
+static BLOCKING: Mutex<Slab<BlockingRecord>> = Mutex::new(Slab::new());
+
+struct BlockingRecord {
+    info: TaskInfo,
+    since: Instant,
+    abandoned: Arc<AtomicBool>,
+}
+
+/// Lists a blocking closure in every report while its thread runs it.
+pub(crate) struct BlockingEntry(usize);
+
+impl BlockingEntry {
+    /// Registers the closure; `abandoned` is set by its task if the task is
+    /// dropped (the hard cancel) before the closure returns.
+    pub(crate) fn new(info: TaskInfo, abandoned: Arc<AtomicBool>) -> Self {
+        let record = BlockingRecord {
+            info,
+            since: clock::now(),
+            abandoned,
+        };
+        BlockingEntry(lock(&BLOCKING).insert(record))
+    }
+}
+
+impl Drop for BlockingEntry {
+    fn drop(&mut self) {
+        lock(&BLOCKING).try_remove(self.0);
+    }
+}
+
+/// Calls `each` with the identity, start time and abandonment of every
+/// blocking closure a thread runs now (one lock; no user code).
+pub(crate) fn for_each(mut each: impl FnMut(&TaskInfo, Instant, bool)) {
+    for (_, record) in lock(&BLOCKING).iter() {
+        each(
+            &record.info,
+            record.since,
+            record.abandoned.load(Ordering::Relaxed),
+        );
+    }
+}
