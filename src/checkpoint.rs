@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 
-use crate::cancel::wait::Wait;
+use crate::cancel::scope_wait::Wait;
 use crate::clock;
 use crate::context;
 use crate::error::Cancelled;

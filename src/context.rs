@@ -18,7 +18,7 @@
 //!    address of the waker that task is polled with. Every `enter` clears it
 //!    for its duration. A wait polled with *that* waker is re-polled by the
 //!    nursery after every change of the node's state, so it need not listen
-//!    for changes itself (see `cancel::wait`). A wait polled with another
+//!    for changes itself (see `cancel::scope_wait`). A wait polled with another
 //!    waker sits inside a combinator (`FuturesUnordered`, `join_all`, …)
 //!    that re-polls only what woke it: it listens.
 //! 3. `flags` are cleared when an owner (nursery, scope future, parallel or

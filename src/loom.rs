@@ -102,7 +102,7 @@ impl Scope {
     }
 
     /// The crate's own waiter (`CancelHandle::cancelled`, built on
-    /// `cancel::wait::Wait`): ready once the node is effectively cancelled.
+    /// `cancel::scope_wait::Wait`): ready once the node is effectively cancelled.
     pub fn cancelled(&self) -> crate::HandleCancelled {
         crate::CancelHandle::from_node(Arc::clone(&self.0)).cancelled()
     }

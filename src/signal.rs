@@ -645,19 +645,19 @@ mod imp {
         }
     }
 
-    enum Phase {
+    enum WatcherPhase {
         Waiting,
         Graceful(Instant),
         Forced(Instant),
     }
 
     fn watch(channel: &UnixDatagram, generation: u8, shutdown: &Shutdown) {
-        let mut phase = Phase::Waiting;
+        let mut phase = WatcherPhase::Waiting;
         let mut first = None;
         loop {
             let timeout = match phase {
-                Phase::Waiting => None,
-                Phase::Graceful(at) | Phase::Forced(at) => Some(
+                WatcherPhase::Waiting => None,
+                WatcherPhase::Graceful(at) | WatcherPhase::Forced(at) => Some(
                     at.saturating_duration_since(Instant::now())
                         .max(Duration::from_millis(1)),
                 ),
@@ -680,18 +680,18 @@ mod imp {
                         first = Some(signal);
                         if !shutdown.interrupt(signal) || shutdown.is_forced() {
                             // Forced already: this was the second step.
-                            phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
+                            phase = WatcherPhase::Forced(Instant::now() + WEDGED_AFTER);
                             continue;
                         }
                         // An unbounded grace period never times out.
                         phase = match Instant::now().checked_add(shutdown.grace()) {
-                            Some(at) => Phase::Graceful(at),
-                            None => Phase::Waiting,
+                            Some(at) => WatcherPhase::Graceful(at),
+                            None => WatcherPhase::Waiting,
                         };
                         continue;
                     };
                     match phase {
-                        Phase::Waiting | Phase::Graceful(_) => {
+                        WatcherPhase::Waiting | WatcherPhase::Graceful(_) => {
                             let why = if signal == first {
                                 format!("received {} again", signal_name(signal))
                             } else {
@@ -702,11 +702,11 @@ mod imp {
                                 )
                             };
                             shutdown.force(&why);
-                            phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
+                            phase = WatcherPhase::Forced(Instant::now() + WEDGED_AFTER);
                         }
                         // The handler exits on the next one once the exit is
                         // armed; in case it raced with arming, exit here.
-                        Phase::Forced(_) => exit(shutdown),
+                        WatcherPhase::Forced(_) => exit(shutdown),
                     }
                 }
                 // An earlier owner's, or not a message of the handler's.
@@ -718,12 +718,12 @@ mod imp {
                     ) =>
                 {
                     match phase {
-                        Phase::Waiting => {}
-                        Phase::Graceful(_) => {
+                        WatcherPhase::Waiting => {}
+                        WatcherPhase::Graceful(_) => {
                             shutdown.force("the grace period ran out");
-                            phase = Phase::Forced(Instant::now() + WEDGED_AFTER);
+                            phase = WatcherPhase::Forced(Instant::now() + WEDGED_AFTER);
                         }
-                        Phase::Forced(_) => {
+                        WatcherPhase::Forced(_) => {
                             say(format!(
                                 "hatchery: the forced shutdown did not finish within \
                                  {WEDGED_AFTER:?}; exiting\n"

@@ -176,7 +176,7 @@ impl fmt::Debug for TaskGuard<'_> {
     }
 }
 
-enum Outcome<O> {
+enum RemoteOutcome<O> {
     Finished(O),
     Panicked(Box<dyn Any + Send>),
     /// The executor dropped the task before it finished.
@@ -184,12 +184,12 @@ enum Outcome<O> {
 }
 
 struct Handoff<O> {
-    outcome: Mutex<Option<Outcome<O>>>,
+    outcome: Mutex<Option<RemoteOutcome<O>>>,
     waker: AtomicWaker,
 }
 
 impl<O> Handoff<O> {
-    fn finish(&self, outcome: Outcome<O>) {
+    fn finish(&self, outcome: RemoteOutcome<O>) {
         let mut slot = self.outcome.lock().recover();
         // Invariant 1: the first outcome is the only one.
         if slot.is_none() {
@@ -217,7 +217,7 @@ where
     F: Future<Output = Result<(), E>>,
     E: CancelError,
 {
-    type Output = Outcome<F::Output>;
+    type Output = RemoteOutcome<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -238,12 +238,12 @@ where
                 std::task::ready!(this.foreign.poll(node, cx));
                 // Its `Drop` runs here, on the thread where it ran.
                 match catch_unwind(AssertUnwindSafe(|| child.set(None))) {
-                    Ok(()) => Poll::Ready(Outcome::Finished(Err(E::from(Cancelled)))),
-                    Err(payload) => Poll::Ready(Outcome::Panicked(payload)),
+                    Ok(()) => Poll::Ready(RemoteOutcome::Finished(Err(E::from(Cancelled)))),
+                    Err(payload) => Poll::Ready(RemoteOutcome::Panicked(payload)),
                 }
             }
-            Ok((Poll::Ready(output), _)) => Poll::Ready(Outcome::Finished(output)),
-            Err(payload) => Poll::Ready(Outcome::Panicked(payload)),
+            Ok((Poll::Ready(output), _)) => Poll::Ready(RemoteOutcome::Finished(output)),
+            Err(payload) => Poll::Ready(RemoteOutcome::Panicked(payload)),
         }
     }
 }
@@ -262,7 +262,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if !*this.done {
-                this.handoff.finish(Outcome::Lost);
+                this.handoff.finish(RemoteOutcome::Lost);
             }
         }
     }
@@ -294,7 +294,7 @@ pub(crate) struct Join<'env, O> {
 enum How<'env, O> {
     /// Spawned on an async-executor: its task handle brings the outcome
     /// (`None`: the executor dropped the task unfinished).
-    Task(async_executor::FallibleTask<Outcome<O>>),
+    Task(async_executor::FallibleTask<RemoteOutcome<O>>),
     /// Spawned through `Spawn::spawn_task`.
     Handoff {
         handoff: Arc<Handoff<O>>,
@@ -309,7 +309,7 @@ impl<O> Future for Join<'_, O> {
         let this = self.get_mut();
         let outcome = match &mut this.how {
             How::Task(task) => match Pin::new(task).poll(cx) {
-                Poll::Ready(outcome) => outcome.unwrap_or(Outcome::Lost),
+                Poll::Ready(outcome) => outcome.unwrap_or(RemoteOutcome::Lost),
                 Poll::Pending => return pending(),
             },
             How::Handoff { handoff, .. } => {
@@ -322,9 +322,9 @@ impl<O> Future for Join<'_, O> {
             }
         };
         match outcome {
-            Outcome::Finished(output) => Poll::Ready(output),
-            Outcome::Panicked(payload) => resume_unwind(payload),
-            Outcome::Lost => panic!(
+            RemoteOutcome::Finished(output) => Poll::Ready(output),
+            RemoteOutcome::Panicked(payload) => resume_unwind(payload),
+            RemoteOutcome::Lost => panic!(
                 "hatchery: the executor dropped the parallel child ({}) before it finished; \
                  was the executor shut down or dropped while the nursery was still running? \
                  Keep the executor alive (and running) until the nursery returns",

@@ -1,5 +1,5 @@
 //! The synchronization primitives of the concurrent core (`cancel::tree`,
-//! `cancel::waiters` and `nursery::children`): std's, or, when the crate is
+//! `cancel::listeners` and `nursery::children`): std's, or, when the crate is
 //! built with `RUSTFLAGS="--cfg hatchery_loom"` for the models in
 //! `tests/loom.rs`, loom's.
 //!
@@ -8,7 +8,7 @@
 //! it (async-io needs `Parker::park_timeout`, which parking's loom build lacks;
 //! async-executor has a `const fn` calling concurrent-queue's constructor,
 //! which is not `const` under loom). Nothing else reads `hatchery_loom`; the
-//! core's waiter lists (`cancel::waiters`) are built from these primitives, so
+//! core's waiter lists (`cancel::listeners`) are built from these primitives, so
 //! the models explore their real locking.
 //!
 //! `Arc` is std's in both builds: nodes and wakers are shared as

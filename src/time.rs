@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::cancel::wait::{Wait, Woke};
+use crate::cancel::scope_wait::{Wait, Woke};
 use crate::cancel::{CancelScope, ScopeFuture};
 use crate::checkpoint::{WaitCancelled, cancelled};
 use crate::clock::{self, CANCELLED};

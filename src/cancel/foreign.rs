@@ -33,8 +33,8 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use super::scope_wait::Wait;
 use super::tree::Node;
-use super::wait::Wait;
 use crate::clock::{self, CANCELLED, NEVER};
 use crate::context;
 

@@ -7,10 +7,10 @@
 //! `wait.rs`.
 
 pub(crate) mod foreign;
+mod listeners;
 pub(crate) mod reason;
+pub(crate) mod scope_wait;
 pub(crate) mod tree;
-pub(crate) mod wait;
-mod waiters;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -29,8 +29,8 @@ use crate::context;
 use crate::error::{CancelError, Cancelled, Error};
 use foreign::ForeignWait;
 pub use reason::{CancelReason, Signal};
+use scope_wait::Wait;
 use tree::Node;
-use wait::Wait;
 
 /// A cancel scope, configured before it is entered with [`CancelScope::run`].
 ///
@@ -222,7 +222,7 @@ impl CancelScope {
         ScopeFuture {
             slot: Some(self.node),
             timeout: self.timeout,
-            phase: Phase::Idle,
+            phase: ScopePhase::Idle,
             foreign: ForeignWait::default(),
             body: Some(body),
         }
@@ -230,7 +230,7 @@ impl CancelScope {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+enum ScopePhase {
     Idle,
     Entered,
     Exited,
@@ -258,7 +258,7 @@ pin_project! {
         // thread-local current-scope slot for the duration of the poll.
         slot: Option<Arc<Node>>,
         timeout: Option<Duration>,
-        phase: Phase,
+        phase: ScopePhase,
         // How the scope waits while its body is parked in a foreign future.
         foreign: ForeignWait,
         // `None` once the body was dropped for waiting in a foreign future
@@ -270,7 +270,7 @@ pin_project! {
     impl<F> PinnedDrop for ScopeFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if *this.phase == Phase::Entered {
+            if *this.phase == ScopePhase::Entered {
                 if let Some(node) = this.slot {
                     node.exit();
                 }
@@ -305,17 +305,17 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.phase {
-            Phase::Idle => {
+            ScopePhase::Idle => {
                 if let Some(node) = this.slot {
                     let deadline = this
                         .timeout
                         .and_then(|timeout| clock::now().checked_add(timeout));
                     Node::enter_owned(node, context::current(), deadline);
                 }
-                *this.phase = Phase::Entered;
+                *this.phase = ScopePhase::Entered;
             }
-            Phase::Entered => {}
-            Phase::Exited => panic!("hatchery: a ScopeFuture was polled after it completed"),
+            ScopePhase::Entered => {}
+            ScopePhase::Exited => panic!("hatchery: a ScopeFuture was polled after it completed"),
         }
         let mut body = this.body;
         let Some(future) = body.as_mut().as_pin_mut() else {
@@ -339,7 +339,7 @@ where
                 Err(E::from(Cancelled))
             }
         };
-        *this.phase = Phase::Exited;
+        *this.phase = ScopePhase::Exited;
         let out = match out {
             Ok(value) => Ok(Some(value)),
             Err(error) if error.is_cancelled() && node.exit_catches() => Ok(None),

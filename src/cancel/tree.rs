@@ -50,7 +50,7 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::CancelReason;
-use super::waiters::Waiters;
+use super::listeners::Waiters;
 use crate::clock::{self, CANCELLED, FAR, NEVER};
 use crate::error::Cancelled;
 use crate::live::{LISTENERS, SCOPES, Token};

@@ -265,7 +265,7 @@ impl ArcWake for TaskWaker {
 pub(crate) fn poll_with<F: std::future::Future + ?Sized>(
     future: Pin<&mut F>,
     flag: &Arc<TaskWaker>,
-) -> (Outcome<Poll<F::Output>>, Flags) {
+) -> (CaughtPoll<Poll<F::Output>>, Flags) {
     let waker = waker_ref(flag);
     let saved = context::begin(&waker);
     let polled = catch_unwind(AssertUnwindSafe(|| {
@@ -326,7 +326,7 @@ impl Bits {
 }
 
 /// How a polled child ended.
-pub(crate) type Outcome<O> = Result<O, Box<dyn Any + Send>>;
+pub(crate) type CaughtPoll<O> = Result<O, Box<dyn Any + Send>>;
 
 /// What a poll of a child found.
 pub(crate) enum Polled<O> {
@@ -337,7 +337,7 @@ pub(crate) enum Polled<O> {
     /// It waits in a future that cannot see cancellation (`cancel::foreign`).
     Unparked,
     /// It finished (it has left the set).
-    Done(Outcome<O>),
+    Done(CaughtPoll<O>),
 }
 
 pub(crate) struct Children<C> {

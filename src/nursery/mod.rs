@@ -1490,7 +1490,7 @@ handle_methods!(
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+enum NurseryPhase {
     Idle,
     Running,
     Exited,
@@ -1521,7 +1521,7 @@ pin_project! {
         // Invariant 7's exit checkpoint: 0 none (children were left to wait
         // for), 1 due, 2 yielded (the cancellation is checked at the close).
         exit_checkpoint: u8,
-        phase: Phase,
+        phase: NurseryPhase,
     }
 
     impl<E, T, Fut, C> PinnedDrop for NurseryFuture<E, T, Fut, C> {
@@ -1560,7 +1560,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             panic: None,
             yielded: false,
             exit_checkpoint: 0,
-            phase: Phase::Idle,
+            phase: NurseryPhase::Idle,
         }
     }
 }
@@ -1727,12 +1727,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.phase {
-            Phase::Idle => {
+            NurseryPhase::Idle => {
                 enter_node(&this.shared.node, None);
-                *this.phase = Phase::Running;
+                *this.phase = NurseryPhase::Running;
             }
-            Phase::Running => {}
-            Phase::Exited => panic!("hatchery: a nursery future was polled after it completed"),
+            NurseryPhase::Running => {}
+            NurseryPhase::Exited => {
+                panic!("hatchery: a nursery future was polled after it completed")
+            }
         }
         let shared = &**this.shared;
         let node = &*shared.node;
@@ -1839,7 +1841,7 @@ where
             return Poll::Pending;
         }
 
-        *this.phase = Phase::Exited;
+        *this.phase = NurseryPhase::Exited;
         *this.watch = None;
         this.foreign.timer = None;
         if *this.exit_checkpoint == 2 && node.check().is_err() {

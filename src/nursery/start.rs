@@ -265,7 +265,7 @@ impl<C, E> Drop for Scoped<C, E> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+enum StartPhase {
     Idle,
     Starting,
     Done,
@@ -285,7 +285,7 @@ pub(crate) struct StartFuture<C, V, E> {
     state: Arc<StartState<V>>,
     wrap: fn(Scoped<C, E>) -> C,
     info: TaskInfo,
-    phase: Phase,
+    phase: StartPhase,
 }
 
 impl<C: Unpin, V, E> Unpin for StartFuture<C, V, E> {}
@@ -308,14 +308,14 @@ impl<C, V, E> StartFuture<C, V, E> {
             state,
             wrap,
             info,
-            phase: Phase::Idle,
+            phase: StartPhase::Idle,
         }
     }
 
     /// The child ended before `started` (or the future was dropped): drop it
     /// and release the nursery.
     fn abandon(&mut self) {
-        self.phase = Phase::Done;
+        self.phase = StartPhase::Done;
         self.child = None;
         self.state.lock().abandoned = true;
         self.state.task.exit();
@@ -334,7 +334,8 @@ impl<C, V, E> StartFuture<C, V, E> {
 
 impl<C, V, E> Drop for StartFuture<C, V, E> {
     fn drop(&mut self) {
-        if self.phase == Phase::Starting || (self.phase == Phase::Idle && self.registered) {
+        if self.phase == StartPhase::Starting || (self.phase == StartPhase::Idle && self.registered)
+        {
             self.abandon();
         }
     }
@@ -350,22 +351,22 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<V, E>> {
         let this = self.get_mut();
         match this.phase {
-            Phase::Idle => {
+            StartPhase::Idle => {
                 if !this.registered
                     && let Err(error) = this.shared.begin_start()
                 {
-                    this.phase = Phase::Done;
+                    this.phase = StartPhase::Done;
                     panic!(
                         "hatchery: start() called at {}: {error} (use try_start to handle \
                          this without panicking)",
                         this.info.location()
                     );
                 }
-                this.phase = Phase::Starting;
+                this.phase = StartPhase::Starting;
                 this.state.task.link(context::current().as_ref());
             }
-            Phase::Starting => {}
-            Phase::Done => panic!("hatchery: a start() future was polled after it completed"),
+            StartPhase::Starting => {}
+            StartPhase::Done => panic!("hatchery: a start() future was polled after it completed"),
         }
         let Some(child) = &mut this.child else {
             unreachable!("a starting child is present until start() completes");
@@ -457,7 +458,7 @@ where
         };
 
         // Invariant 2: from here on the child belongs to the nursery.
-        this.phase = Phase::Done;
+        this.phase = StartPhase::Done;
         let state = match polled {
             Ok(Poll::Pending) => match this.child.take() {
                 Some(child) => ScopedState::Running(child),
