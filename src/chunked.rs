@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(v.get(0).unwrap() as *const usize, first);
         assert!((0..9000).all(|i| v.get(i) == Some(&i)));
         assert_eq!(v.get(9000), None);
-        assert_eq!(v.iter().copied().sum::<usize>(), (0..9000).sum());
+        assert_eq!(
+            v.iter().copied().sum::<usize>(),
+            (0..9000usize).sum::<usize>()
+        );
         // 9000 elements in 16+16+…+1024 (2048) + 7 chunks of 1024.
         assert_eq!(v.chunks.len(), 15);
     }

@@ -343,4 +343,3 @@ where
         Poll::Ready(out)
     }
 }
-

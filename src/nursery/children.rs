@@ -582,3 +582,213 @@ impl<C> Children<C> {
         self.finished.clear();
     }
 }
+
+#[cfg(all(test, not(hatchery_loom)))]
+mod tests {
+    use std::future::Future;
+    use std::panic::Location;
+    use std::sync::Mutex;
+    use std::sync::atomic::Ordering;
+    use std::task::{Context, Poll};
+
+    use super::*;
+    use crate::Nursery;
+    use crate::nursery::table::TaskTable;
+
+    #[test]
+    fn a_finished_child_leaves_the_set() {
+        let mut children: Children<std::future::Ready<Result<(), crate::Cancelled>>> =
+            Children::new(
+                Arc::new(Wakeup::default()),
+                Vec::new(),
+                TaskTable::new(Location::caller()),
+            );
+        let mut keys = Vec::new();
+        children.admit(
+            [(std::future::ready(Ok(())), TaskInfo::new(None))],
+            &mut keys,
+        );
+        assert!(!children.is_empty());
+        assert_eq!(keys, [0]);
+        assert!(matches!(children.poll(0), Polled::Done(Ok(Ok(())))));
+        assert!(children.is_empty());
+    }
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs a nursery whose first child keeps a clone of its waker after
+    /// finishing, next to three children that yield once; returns the kept
+    /// waker.
+    fn finish_a_nursery_keeping_a_waker() -> std::task::Waker {
+        use crate::{Cancelled, typed::nursery};
+        let kept = Mutex::new(None);
+        let kept_ref = &kept;
+        futures_lite::future::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                let mut first = true;
+                std::future::poll_fn(|cx| {
+                    if std::mem::take(&mut first) {
+                        *kept_ref.lock().unwrap() = Some(cx.waker().clone());
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(())
+                })
+                .await;
+                Ok(())
+            });
+            for _ in 0..3 {
+                n.spawn(async {
+                    futures_lite::future::yield_now().await;
+                    Ok(())
+                });
+            }
+            Ok(())
+        }))
+        .unwrap();
+        kept.into_inner().unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_waker_a_finished_task_kept_never_wakes_a_later_nursery() {
+        use crate::{Cancelled, sleep_forever, typed::nursery};
+        let kept = finish_a_nursery_keeping_a_waker();
+        // Same thread: this nursery may reuse the first one's spare wakers,
+        // but not its wakeup, which the kept waker still holds.
+        let outer = Arc::new(CountingWaker::default());
+        let waker = std::task::Waker::from(Arc::clone(&outer));
+        let mut second = Box::pin(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async {
+                sleep_forever().await?;
+                Ok(())
+            });
+            sleep_forever().await?;
+            Ok(())
+        }));
+        let mut cx = Context::from_waker(&waker);
+        // Polled until it waits with the waker registered. The body's spawn
+        // woke nobody: the poll it happened in admitted the child.
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        let woken = outer.0.load(Ordering::Relaxed);
+        assert_eq!(woken, 0);
+        kept.wake();
+        assert_eq!(
+            outer.0.load(Ordering::Relaxed),
+            woken,
+            "a stale waker woke another nursery"
+        );
+    }
+
+    #[test]
+    fn a_later_nursery_on_the_thread_reuses_the_spare_wakers() {
+        // Once the kept waker is gone, the next nursery on this thread gets
+        // the first one's spare wakers: the probe the three children that
+        // only yielded were polled with (they kept no waker of their own);
+        // the first child's was dropped, a clone of it being kept.
+        drop(finish_a_nursery_keeping_a_waker());
+        let (_wakeup, spare) = Wakeup::take();
+        assert_eq!(spare.len(), 1, "the probe");
+    }
+
+    /// A child that counts its polls and, if `keep`, stores its waker on
+    /// the first one; it finishes once `done` is set.
+    fn counted(
+        polls: &std::sync::atomic::AtomicUsize,
+        kept: Option<&Mutex<Option<std::task::Waker>>>,
+        done: &std::sync::atomic::AtomicBool,
+    ) -> impl Future<Output = Result<(), crate::Cancelled>> {
+        std::future::poll_fn(move |cx| {
+            if polls.fetch_add(1, Ordering::Relaxed) == 0 {
+                if let Some(kept) = kept {
+                    *kept.lock().unwrap() = Some(cx.waker().clone());
+                }
+            }
+            if done.load(Ordering::Relaxed) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    #[test]
+    fn a_kept_waker_wakes_its_own_child_and_no_other() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+        use crate::{CancelHandle, Cancelled, typed::nursery};
+        // A keeps its waker; B and C never do (they are polled with the
+        // shared probe). C is spawned after A finished, into A's slot.
+        let [a, b, c] = [(); 3].map(|()| AtomicUsize::new(0));
+        let [a_done, b_done, c_done] = [(); 3].map(|()| AtomicBool::new(false));
+        let kept = Mutex::new(None);
+        let body_waker = Mutex::new(None::<std::task::Waker>);
+        let scope = Mutex::new(None::<CancelHandle>);
+        let spawn_c = AtomicBool::new(false);
+        let (a, b, c, kept, spawn_c) = (&a, &b, &c, &kept, &spawn_c);
+        let (a_done, b_done, c_done) = (&a_done, &b_done, &c_done);
+        let (body_waker, scope) = (&body_waker, &scope);
+        let outer = Arc::new(CountingWaker::default());
+        let waker = std::task::Waker::from(Arc::clone(&outer));
+        let mut cx = Context::from_waker(&waker);
+        let mut run = Box::pin(nursery(|n: Nursery<'_, Cancelled>| async move {
+            *scope.lock().unwrap() = Some(n.cancel_scope());
+            n.spawn(counted(a, Some(kept), a_done));
+            n.spawn(counted(b, None, b_done));
+            std::future::poll_fn(|cx| {
+                *body_waker.lock().unwrap() = Some(cx.waker().clone());
+                if spawn_c.swap(false, Ordering::Relaxed) {
+                    n.spawn(counted(c, None, c_done));
+                }
+                if b_done.load(Ordering::Relaxed) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            Ok(())
+        }));
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        let polls = || [a, b, c].map(|n| n.load(Ordering::Relaxed));
+        assert_eq!(polls(), [1, 1, 0]);
+
+        // A's waker reaches A, and only A.
+        kept.lock().unwrap().as_ref().unwrap().wake_by_ref();
+        assert_eq!(outer.0.load(Ordering::Relaxed), 1);
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls(), [2, 1, 0]);
+
+        // A finishes; C takes its slot. A's old waker then polls nobody.
+        a_done.store(true, Ordering::Relaxed);
+        kept.lock().unwrap().as_ref().unwrap().wake_by_ref();
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls(), [3, 1, 0]);
+        spawn_c.store(true, Ordering::Relaxed);
+        body_waker.lock().unwrap().as_ref().unwrap().wake_by_ref();
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls(), [3, 1, 1], "C admitted and polled once");
+        kept.lock().unwrap().take().unwrap().wake();
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls(), [3, 1, 1], "a stale waker polled a child");
+
+        // B and C have no waker of their own; the scope's cancel reaches
+        // them, and the body.
+        b_done.store(true, Ordering::Relaxed);
+        c_done.store(true, Ordering::Relaxed);
+        scope.lock().unwrap().take().unwrap().cancel();
+        // Everything finished in that poll: leaving is a checkpoint (it
+        // yields once), then the nursery returns.
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        assert!(matches!(run.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+        assert_eq!(polls(), [3, 2, 2]);
+    }
+}

@@ -1,0 +1,411 @@
+//! The nursery future: it polls the body and every child with the nursery's
+//! scope current, admits children as they are spawned, applies the
+//! cancellation rules to its tasks, and returns once all are done (the
+//! nursery's invariants are in `nursery/mod.rs`).
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use pin_project_lite::pin_project;
+
+use super::children::{BODY, Children, Polled, TaskWaker, poll_with};
+use super::shared::Shared;
+use crate::cancel::foreign::{Verdict, verdict};
+use crate::cancel::tree::{Listener, Node};
+use crate::cancel::{CancelReason, enter_node};
+use crate::clock::{self, CANCELLED, NEVER};
+use crate::context;
+use crate::error::{CancelError, NurseryError, TaskFailure};
+use crate::task::TaskInfo;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NurseryPhase {
+    Idle,
+    Running,
+    Exited,
+}
+
+pin_project! {
+    /// The future returned by [`nursery`] and [`local_nursery`].
+    pub(super) struct NurseryFuture<E, T, Fut, C> {
+        #[pin]
+        body: Option<Fut>,
+        body_output: Option<T>,
+        // Some task (body or child) unwound with a cancellation.
+        saw_cancelled: bool,
+        body_info: TaskInfo,
+        body_flag: Arc<TaskWaker>,
+        // The nursery's node, moved into the current-scope slot while polling.
+        slot: Option<Arc<Node>>,
+        // The nursery's own listener to its node (invariant 5).
+        watch: Option<Listener>,
+        // Invariant 6.
+        foreign: Foreign,
+        shared: Arc<Shared<C>>,
+        children: Children<C>,
+        failures: Vec<TaskFailure<E>>,
+        panic: Option<Box<dyn Any + Send>>,
+        // The nursery returned `Pending` at least once (invariant 7).
+        yielded: bool,
+        // Invariant 7's exit checkpoint: 0 none (children were left to wait
+        // for), 1 due, 2 yielded (the cancellation is checked at the close).
+        exit_checkpoint: u8,
+        phase: NurseryPhase,
+    }
+
+    impl<E, T, Fut, C> PinnedDrop for NurseryFuture<E, T, Fut, C> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // Unlink first: a child's `Drop` may panic below.
+            this.shared.node.exit();
+            // The hard cancel (invariant 4): nothing can be spawned any more,
+            // and every child and the body are dropped right here.
+            drop(this.shared.close());
+            this.children.clear();
+            this.body.set(None);
+            this.children.give_back();
+        }
+    }
+}
+
+impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
+    #[track_caller]
+    pub(super) fn new(shared: Arc<Shared<C>>, spare: Vec<Arc<TaskWaker>>, body: Fut) -> Self {
+        let mut children =
+            Children::new(Arc::clone(&shared.wakeup), spare, Arc::clone(&shared.table));
+        let body_flag = children.body_waker();
+        NurseryFuture {
+            body: Some(body),
+            body_output: None,
+            saw_cancelled: false,
+            body_info: TaskInfo::new(Some(Cow::Borrowed("nursery body"))),
+            body_flag,
+            slot: Some(Arc::clone(&shared.node)),
+            watch: None,
+            foreign: Foreign::default(),
+            children,
+            shared,
+            failures: Vec::new(),
+            panic: None,
+            yielded: false,
+            exit_checkpoint: 0,
+            phase: NurseryPhase::Idle,
+        }
+    }
+}
+
+/// What the nursery keeps for its tasks that wait in futures that cannot see
+/// cancellation (invariant 6, `cancel::foreign`).
+#[derive(Default)]
+struct Foreign {
+    /// Some task was parked in such a future: the nursery keeps a timer at
+    /// its scope's effective deadline from then on.
+    seen: bool,
+    /// A verdict said "retry": poll every task again on the next poll.
+    retry: bool,
+    timer: Option<(Instant, clock::Timer)>,
+}
+
+impl Foreign {
+    /// Keeps the timer at `node`'s effective deadline while some task was
+    /// parked in a foreign future; when it fires, the expiry is recorded
+    /// (which wakes the nursery through its listener).
+    fn arm(&mut self, node: &Node, cx: &mut Context<'_>) {
+        if !self.seen {
+            return;
+        }
+        let at = match node.state() {
+            CANCELLED | NEVER => {
+                self.timer = None;
+                return;
+            }
+            deadline => clock::from_nanos(deadline),
+        };
+        let timer = match &mut self.timer {
+            Some((armed, timer)) => {
+                if *armed != at {
+                    timer.set_at(at);
+                    *armed = at;
+                }
+                timer
+            }
+            slot @ None => &mut slot.insert((at, clock::timer_at(at))).1,
+        };
+        if Pin::new(timer).poll(cx).is_ready() {
+            self.timer = None;
+            // Records the expiry: the listener fires, the nursery is polled
+            // again and every task with it.
+            let _ = node.check();
+            cx.waker().wake_by_ref();
+        }
+    }
+}
+
+/// Where the failures of a nursery's tasks are recorded (invariant 3), and
+/// what is done with tasks parked in foreign futures (invariant 6).
+struct Outcomes<'r, E> {
+    node: &'r Node,
+    failures: &'r mut Vec<TaskFailure<E>>,
+    panic: &'r mut Option<Box<dyn Any + Send>>,
+    /// Some task (body or child) unwound with a cancellation.
+    saw_cancelled: &'r mut bool,
+    foreign: &'r mut Foreign,
+}
+
+impl<E: CancelError> Outcomes<'_, E> {
+    fn error(&mut self, task: TaskInfo, error: E) {
+        if error.is_cancelled() {
+            *self.saw_cancelled = true;
+        } else {
+            self.node.cancel(CancelReason::TaskFailed(task.clone()));
+            self.failures.push(TaskFailure { task, error });
+        }
+    }
+
+    fn panic(&mut self, task: TaskInfo, payload: Box<dyn Any + Send>) {
+        if self.panic.is_some() {
+            // Only the first payload is resumed; this one is not lost.
+            eprintln!(
+                "hatchery: {task} panicked too, while its nursery was failing: {}",
+                panic_message(&*payload)
+            );
+            return;
+        }
+        self.node.cancel(CancelReason::TaskFailed(task));
+        *self.panic = Some(payload);
+    }
+
+    /// A task returned `Pending` without parking at a hatchery await: true
+    /// if it must be dropped now, ending as if it returned `Cancelled`.
+    fn unparked(&mut self) -> bool {
+        match verdict(self.node) {
+            Verdict::Keep => {
+                self.foreign.seen = true;
+                false
+            }
+            Verdict::Retry => {
+                self.foreign.retry = true;
+                false
+            }
+            Verdict::Drop => {
+                *self.saw_cancelled = true;
+                true
+            }
+        }
+    }
+
+    /// Polls the child at `key` (if it is queued) and records how it ended.
+    fn poll_child<C>(&mut self, children: &mut Children<C>, key: usize)
+    where
+        C: Future<Output = Result<(), E>> + Unpin,
+    {
+        match children.poll(key) {
+            // A cancelled child is not a failure: no need for its identity
+            // (its table entry goes with the batch, like a success's).
+            Polled::Done(Ok(Err(error))) if error.is_cancelled() => *self.saw_cancelled = true,
+            Polled::Done(Ok(Err(error))) => self.error(children.failed(key), error),
+            Polled::Done(Err(payload)) => self.panic(children.failed(key), payload),
+            Polled::Unparked if self.unparked() => {
+                if let Err(payload) = children.drop_child(key) {
+                    self.panic(children.failed(key), payload);
+                }
+            }
+            Polled::Parked(flags) if flags.noteworthy() && self.node.state() == CANCELLED => {
+                children.note(key, flags);
+            }
+            Polled::Done(Ok(Ok(()))) | Polled::Unparked | Polled::Parked(_) | Polled::Idle => {}
+        }
+    }
+}
+
+/// The text of a panic payload, when it has one.
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "(a payload that is not text)"
+    }
+}
+
+/// Keeps the nursery listening to its node (invariant 5); true if the
+/// node's state changed since the last call.
+fn node_changed(watch: &mut Option<Listener>, node: &Arc<Node>, cx: &mut Context<'_>) -> bool {
+    let mut changed = false;
+    loop {
+        let listener = watch.get_or_insert_with(|| node.listen());
+        if Pin::new(listener).poll(cx).is_pending() {
+            return changed;
+        }
+        // Listen again before the tasks are polled: a change after this
+        // point fires the new listener.
+        *watch = None;
+        changed = true;
+    }
+}
+
+impl<E, T, Fut, C> Future for NurseryFuture<E, T, Fut, C>
+where
+    E: CancelError,
+    Fut: Future<Output = Result<T, E>>,
+    C: Future<Output = Result<(), E>> + Unpin,
+{
+    type Output = Result<Option<T>, NurseryError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.phase {
+            NurseryPhase::Idle => {
+                enter_node(&this.shared.node, None);
+                *this.phase = NurseryPhase::Running;
+            }
+            NurseryPhase::Running => {}
+            NurseryPhase::Exited => {
+                panic!("hatchery: a nursery future was polled after it completed")
+            }
+        }
+        let shared = &**this.shared;
+        let node = &*shared.node;
+        shared.wakeup.waker.register(cx.waker());
+        let changed =
+            node_changed(this.watch, &shared.node, cx) | std::mem::take(&mut this.foreign.retry);
+        shared.draining.store(true, Ordering::Relaxed);
+
+        let mut body = this.body;
+        let children = this.children;
+        let mut outcomes = Outcomes {
+            node,
+            failures: this.failures,
+            panic: this.panic,
+            saw_cancelled: this.saw_cancelled,
+            foreign: this.foreign,
+        };
+        let body_flag = &*this.body_flag;
+        let body_info = &*this.body_info;
+        let body_output = &mut *this.body_output;
+        let yielded = *this.yielded;
+        let exit_checkpoint = &mut *this.exit_checkpoint;
+        let (done, more) = context::enter(this.slot, || {
+            let body_was_running = body.is_some();
+            // The tasks woken since the last poll, the body among them; all of
+            // them if the scope changed (invariant 5).
+            let mut batch = children.take_woken();
+            if changed {
+                if body.is_some() && body_flag.mark_queued() {
+                    batch.push(BODY);
+                }
+                // Every child in key order (a woken one is polled once: its
+                // entry in `batch` is stale by then, invariant 2 of children).
+                for key in 0..children.key_end() {
+                    if children.mark_queued(key) {
+                        outcomes.poll_child(children, key);
+                    }
+                }
+            }
+            for &key in &batch {
+                if key != BODY {
+                    outcomes.poll_child(children, key);
+                    continue;
+                }
+                let Some(future) = body.as_mut().as_pin_mut() else {
+                    continue;
+                };
+                if !body_flag.take_queued() {
+                    continue;
+                }
+                match poll_with(future, body_flag) {
+                    (Ok(Poll::Pending), flags) if flags.parked() => continue,
+                    (Ok(Poll::Pending), _) if !outcomes.unparked() => continue,
+                    // Dropped below, as if it returned `Cancelled`.
+                    (Ok(Poll::Pending), _) => {}
+                    (Ok(Poll::Ready(Ok(value))), _) => *body_output = Some(value),
+                    (Ok(Poll::Ready(Err(error))), _) => outcomes.error(body_info.clone(), error),
+                    (Err(payload), _) => outcomes.panic(body_info.clone(), payload),
+                }
+                // The body's `Drop` runs here; a panic in it is the body's.
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| body.set(None))) {
+                    outcomes.panic(body_info.clone(), payload);
+                }
+            }
+            // Then the children spawned since (by the body just now, most
+            // often), each polled once as it is admitted. Those spawned
+            // during this loop wait for the next poll.
+            let mut budget = None;
+            let mut drained = None;
+            let more = loop {
+                let mut chunk = match shared.next_chunk(drained.take(), &mut budget) {
+                    Ok(chunk) => chunk,
+                    Err(more) => break more,
+                };
+                batch.clear();
+                children.admit(chunk.drain(..), &mut batch);
+                drained = Some(chunk);
+                for &key in &batch {
+                    outcomes.poll_child(children, key);
+                }
+            };
+            children.recycle(batch);
+            let finished = body.is_none() && children.is_empty();
+            if body_was_running && body.is_none() {
+                // The body is done: with nothing left to wait for, leaving is
+                // a checkpoint (invariant 7).
+                *exit_checkpoint = u8::from(children.is_empty());
+            }
+            // Invariant 7: the nursery closes only once it has yielded.
+            let must_yield = finished && (!yielded || *exit_checkpoint == 1);
+            let done = finished && !must_yield && shared.try_close();
+            if must_yield && *exit_checkpoint == 1 {
+                *exit_checkpoint = 2;
+            }
+            (done, more || must_yield)
+        });
+        if more || this.foreign.retry {
+            cx.waker().wake_by_ref();
+        }
+        if !done {
+            *this.yielded = true;
+            this.foreign.arm(node, cx);
+            context::park_in(node);
+            return Poll::Pending;
+        }
+
+        *this.phase = NurseryPhase::Exited;
+        *this.watch = None;
+        this.foreign.timer = None;
+        if *this.exit_checkpoint == 2 && node.check().is_err() {
+            // The exit checkpoint met a cancellation, as trio's does.
+            *this.saw_cancelled = true;
+        }
+        // Like trio: a cancellation that some task unwound with, and that this
+        // nursery's scope does not catch, propagates out of the nursery even
+        // if the body itself returned a value.
+        let uncaught = *this.saw_cancelled && !node.exit_catches();
+        node.exit();
+        if let Some(payload) = this.panic.take() {
+            // The panic is resumed with its own payload (callers downcast
+            // it); the other failures would be lost with the unwinding.
+            for failure in this.failures.iter() {
+                eprintln!(
+                    "hatchery: {} failed while its nursery resumes a panic: {:?}",
+                    failure.task, failure.error
+                );
+            }
+            resume_unwind(payload);
+        }
+        let failures = std::mem::take(this.failures);
+        Poll::Ready(match this.body_output.take() {
+            _ if uncaught || !failures.is_empty() => Err(NurseryError::new(failures, uncaught)),
+            Some(value) => Ok(Some(value)),
+            // The body unwound with a cancellation this nursery caught.
+            None => Ok(None),
+        })
+    }
+}

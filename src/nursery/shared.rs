@@ -1,0 +1,193 @@
+//! What the handles of a nursery share with the nursery future: its scope's
+//! node, its child table, the wakeup its children's wakers reach, and the
+//! admission queue of children spawned but not admitted yet (`incoming`).
+//! Nursery invariant 1 (nothing spawned is ever lost) is kept here.
+
+use std::collections::VecDeque;
+use std::panic::Location;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::children::{TaskWaker, Wakeup};
+use super::table::TaskTable;
+use crate::cancel::tree::Kind;
+use crate::cancel::tree::Node;
+use crate::error::SpawnError;
+use crate::sync::Recover;
+use crate::task::TaskInfo;
+
+/// What the handles of a nursery share with the nursery future.
+pub(crate) struct Shared<C> {
+    pub(super) node: Arc<Node>,
+    pub(super) table: Arc<TaskTable>,
+    pub(super) wakeup: Arc<Wakeup>,
+    pub(super) incoming: Mutex<Incoming<C>>,
+    /// The nursery future is in a poll that will still drain `incoming`: a
+    /// spawn then need not wake it. Set at the start of each poll, cleared
+    /// under the `incoming` lock by the call that finds nothing more to admit
+    /// (so a spawn after that point wakes the nursery).
+    pub(super) draining: AtomicBool,
+}
+
+/// New children per chunk of the incoming queue.
+const INCOMING_CHUNK: usize = 64;
+
+/// Children spawned but not yet admitted by the nursery future, in chunks:
+/// a burst of spawns never reallocates and copies the queue, and the memory
+/// of a burst is given back once it has been admitted.
+pub(super) struct Incoming<C> {
+    chunks: VecDeque<Vec<(C, TaskInfo)>>,
+    /// Children in `chunks`.
+    len: usize,
+    /// Drained chunks kept for reuse (at most two).
+    spare: Vec<Vec<(C, TaskInfo)>>,
+    pub(super) closed: bool,
+    /// `start()` calls whose child has not been handed over yet.
+    pending_starts: usize,
+}
+
+impl<C> Shared<C> {
+    /// A nursery's shared state, and spare wakers for its children.
+    pub(super) fn new(location: &'static Location<'static>) -> (Self, Vec<Arc<TaskWaker>>) {
+        let table = TaskTable::new(location);
+        let (wakeup, spare) = Wakeup::take();
+        let shared = Shared {
+            node: Node::new(None, false, Kind::Nursery(Arc::clone(&table) as _)),
+            table,
+            wakeup,
+            draining: AtomicBool::new(false),
+            incoming: Mutex::new(Incoming {
+                chunks: VecDeque::new(),
+                len: 0,
+                spare: Vec::new(),
+                closed: false,
+                pending_starts: 0,
+            }),
+        };
+        (shared, spare)
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Incoming<C>> {
+        self.incoming.lock().recover()
+    }
+
+    pub(super) fn push(&self, child: C, info: TaskInfo) -> Result<(), SpawnError> {
+        let first = {
+            let mut incoming = self.lock();
+            if incoming.closed {
+                return Err(SpawnError::Closed);
+            }
+            incoming.push((child, info));
+            incoming.len == 1 && !self.draining.load(Ordering::Relaxed)
+        };
+        // Only the spawn that makes `incoming` non-empty wakes the poller: it
+        // drains the whole queue at once on the poll that wake causes. A spawn
+        // during a poll that is still to drain it (the body's, most often)
+        // wakes nobody.
+        if first {
+            self.wakeup.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Registers a `start()` in flight, which keeps the nursery open.
+    pub(super) fn begin_start(&self) -> Result<(), SpawnError> {
+        let mut incoming = self.lock();
+        if incoming.closed {
+            return Err(SpawnError::Closed);
+        }
+        incoming.pending_starts += 1;
+        Ok(())
+    }
+
+    /// Ends a `start()`, handing its child over if it called `started`.
+    pub(super) fn finish_start(&self, child: Option<(C, TaskInfo)>) -> Result<(), SpawnError> {
+        let result = {
+            let mut incoming = self.lock();
+            incoming.pending_starts -= 1;
+            match child {
+                Some(_) if incoming.closed => Err(SpawnError::Closed),
+                Some(child) => {
+                    incoming.push(child);
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        };
+        self.wakeup.waker.wake();
+        result
+    }
+
+    /// Closes the nursery if nothing can still arrive (invariant 1).
+    pub(super) fn try_close(&self) -> bool {
+        let mut incoming = self.lock();
+        if incoming.len == 0 && incoming.pending_starts == 0 {
+            incoming.closed = true;
+        }
+        incoming.closed
+    }
+
+    /// Closes for good (on drop) and returns what was still waiting.
+    pub(super) fn close(&self) -> VecDeque<Vec<(C, TaskInfo)>> {
+        let mut incoming = self.lock();
+        incoming.closed = true;
+        incoming.len = 0;
+        std::mem::take(&mut incoming.chunks)
+    }
+
+    /// Hands back a drained chunk (if any) and takes the next one to admit,
+    /// unless `budget` children have been taken already in this poll (it is
+    /// set, on the first call, to the number waiting then). `Err(true)`:
+    /// children are left waiting, and the nursery must poll again. Either
+    /// `Err` ends the draining (spawns wake the nursery again).
+    pub(super) fn next_chunk(
+        &self,
+        drained: Option<Vec<(C, TaskInfo)>>,
+        budget: &mut Option<usize>,
+    ) -> Result<Vec<(C, TaskInfo)>, bool> {
+        let mut incoming = self.lock();
+        if let Some(chunk) = drained
+            && incoming.spare.len() < 2
+        {
+            debug_assert!(chunk.is_empty());
+            incoming.spare.push(chunk);
+        }
+        let left = budget.get_or_insert(incoming.len);
+        if *left == 0 || incoming.len == 0 {
+            // Nothing more this poll: later spawns must wake the nursery.
+            self.draining.store(false, Ordering::Relaxed);
+            return Err(incoming.len > 0);
+        }
+        let chunk = incoming
+            .chunks
+            .pop_front()
+            .expect("`len` counts the children in `chunks`");
+        if incoming.chunks.is_empty() && incoming.chunks.capacity() > 64 {
+            // A burst of spawns is over: keep no list of 64 × its size.
+            incoming.chunks.shrink_to(8);
+        }
+        incoming.len -= chunk.len();
+        *left = left.saturating_sub(chunk.len());
+        Ok(chunk)
+    }
+}
+
+impl<C> Incoming<C> {
+    pub(super) fn push(&mut self, child: (C, TaskInfo)) {
+        match self.chunks.back_mut() {
+            Some(chunk) if chunk.len() < INCOMING_CHUNK => chunk.push(child),
+            _ => {
+                let mut chunk = self.spare.pop().unwrap_or_else(|| {
+                    Vec::with_capacity(if self.chunks.is_empty() {
+                        4
+                    } else {
+                        INCOMING_CHUNK
+                    })
+                });
+                chunk.push(child);
+                self.chunks.push_back(chunk);
+            }
+        }
+        self.len += 1;
+    }
+}
