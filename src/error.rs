@@ -10,7 +10,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 
-use crate::cancel::Signal;
+use crate::cancel::reason::Signal;
 use crate::task::TaskInfo;
 
 /// The error every checkpoint returns once its cancel scope is cancelled.

@@ -49,8 +49,8 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use super::CancelReason;
 use super::listeners::Waiters;
+use super::reason::CancelReason;
 use crate::clock::{self, CANCELLED, FAR, NEVER};
 use crate::error::Cancelled;
 use crate::live::{LISTENERS, SCOPES, Token};

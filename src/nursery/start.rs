@@ -34,7 +34,7 @@ use std::task::{Context, Poll};
 
 use atomic_waker::AtomicWaker;
 
-use super::Shared;
+use super::shared::Shared;
 use crate::cancel::foreign::ForeignWait;
 use crate::cancel::tree::Kind;
 use crate::cancel::tree::Node;
