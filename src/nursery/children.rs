@@ -594,6 +594,7 @@ mod tests {
     use super::*;
     use crate::Nursery;
     use crate::nursery::table::TaskTable;
+    use crate::typed::nursery;
 
     #[test]
     fn a_finished_child_leaves_the_set() {
@@ -658,7 +659,7 @@ mod tests {
     }
 
     #[test]
-    fn a_waker_a_finished_task_kept_never_wakes_a_later_nursery() {
+    fn invariant_5_a_waker_a_finished_task_kept_never_wakes_a_later_nursery() {
         use crate::{Cancelled, sleep_forever, typed::nursery};
         let kept = finish_a_nursery_keeping_a_waker();
         // Same thread: this nursery may reuse the first one's spare wakers,
@@ -689,7 +690,7 @@ mod tests {
     }
 
     #[test]
-    fn a_later_nursery_on_the_thread_reuses_the_spare_wakers() {
+    fn invariant_7_a_later_nursery_on_the_thread_reuses_the_spare_wakers() {
         // Once the kept waker is gone, the next nursery on this thread gets
         // the first one's spare wakers: the probe the three children that
         // only yielded were polled with (they kept no waker of their own);
@@ -721,7 +722,7 @@ mod tests {
     }
 
     #[test]
-    fn a_kept_waker_wakes_its_own_child_and_no_other() {
+    fn invariant_2_and_8_a_kept_waker_wakes_its_own_child_and_no_other() {
         use std::sync::atomic::{AtomicBool, AtomicUsize};
 
         use crate::{CancelHandle, Cancelled, typed::nursery};
@@ -790,5 +791,124 @@ mod tests {
         assert!(run.as_mut().poll(&mut cx).is_pending());
         assert!(matches!(run.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
         assert_eq!(polls(), [3, 2, 2]);
+    }
+
+    /// Runs `future` to completion on this thread, polling it with
+    /// `waker`; returns how many polls it took.
+    fn drive<F: Future>(future: F, waker: &std::task::Waker) -> (F::Output, usize) {
+        let mut future = Box::pin(future);
+        let mut cx = Context::from_waker(waker);
+        for polls in 1..=100 {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return (out, polls);
+            }
+        }
+        panic!("stalled: 100 polls and not done (a lost wake)")
+    }
+
+    #[test]
+    fn invariant_1_a_wake_during_the_poll_is_never_missed_and_never_doubled() {
+        use std::sync::atomic::AtomicUsize;
+        let polls = AtomicUsize::new(0);
+        let polls = &polls;
+        let waker = std::task::Waker::from(Arc::new(CountingWaker::default()));
+        let (out, _) = drive(
+            nursery(|n: Nursery<'_, crate::Cancelled>| async move {
+                n.spawn(std::future::poll_fn(move |cx| {
+                    // Woken twice during its first poll: polled once more.
+                    if polls.fetch_add(1, Ordering::Relaxed) == 0 {
+                        cx.waker().wake_by_ref();
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Ok(()))
+                }));
+                Ok(())
+            }),
+            &waker,
+        );
+        out.unwrap();
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn invariant_3_children_borrow_the_frame_while_a_kept_waker_outlives_it() {
+        let kept = Mutex::new(None::<std::task::Waker>);
+        {
+            let local = String::from("on this frame");
+            let (local, kept) = (&local, &kept);
+            futures_lite::future::block_on(nursery(
+                |n: Nursery<'_, crate::Cancelled>| async move {
+                    n.spawn(std::future::poll_fn(move |cx| {
+                        assert_eq!(local, "on this frame"); // a borrow, not 'static
+                        *kept.lock().unwrap() = Some(cx.waker().clone());
+                        Poll::Ready(Ok(()))
+                    }));
+                    Ok(())
+                },
+            ))
+            .unwrap();
+        }
+        // The frame and the nursery are gone; the waker reaches only the
+        // 'static wakeup, so waking it is harmless.
+        kept.into_inner().unwrap().unwrap().wake();
+    }
+
+    #[test]
+    fn invariant_4_only_the_push_that_fills_the_empty_queue_wakes_the_poller() {
+        let kept = Mutex::new(Vec::<std::task::Waker>::new());
+        let go = std::sync::atomic::AtomicBool::new(false);
+        let (kept, go) = (&kept, &go);
+        let outer = Arc::new(CountingWaker::default());
+        let waker = std::task::Waker::from(Arc::clone(&outer));
+        let mut run = Box::pin(nursery(|n: Nursery<'_, crate::Cancelled>| async move {
+            for _ in 0..3 {
+                n.spawn(std::future::poll_fn(move |cx| {
+                    if go.load(Ordering::Relaxed) {
+                        return Poll::Ready(Ok(()));
+                    }
+                    kept.lock().unwrap().push(cx.waker().clone());
+                    Poll::Pending
+                }));
+            }
+            Ok(())
+        }));
+        let mut cx = Context::from_waker(&waker);
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        let before = outer.0.load(Ordering::Relaxed);
+        go.store(true, Ordering::Relaxed);
+        for waker in kept.lock().unwrap().drain(..) {
+            waker.wake();
+        }
+        assert_eq!(
+            outer.0.load(Ordering::Relaxed),
+            before + 1,
+            "three wakes, one wake of the poller"
+        );
+        while run.as_mut().poll(&mut cx).is_pending() {}
+    }
+
+    #[test]
+    fn invariant_6_every_live_child_has_a_table_entry() {
+        use crate::{Report, sleep};
+        use std::time::Duration;
+        futures_lite::future::block_on(nursery(|n: Nursery<'_, crate::Cancelled>| async move {
+            for millis in [1, 1, 50, 50, 50] {
+                n.spawn(async move {
+                    sleep(Duration::from_millis(millis)).await?;
+                    Ok(())
+                });
+            }
+            crate::checkpoint().await?;
+            assert_eq!(Report::capture().tasks().len(), 5);
+            sleep(Duration::from_millis(20)).await?;
+            assert_eq!(
+                Report::capture().tasks().len(),
+                3,
+                "the two that finished left"
+            );
+            Ok(())
+        }))
+        .unwrap();
     }
 }
