@@ -409,3 +409,188 @@ where
         })
     }
 }
+
+#[cfg(all(test, not(hatchery_loom)))]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use futures_lite::future::block_on;
+
+    use crate::typed::nursery;
+    use crate::{
+        CancelScope, Cancelled, Nursery, SpawnError, checkpoint, current_scope, sleep,
+        sleep_forever,
+    };
+
+    /// Sets its flag when dropped.
+    struct DropFlag<'f>(&'f AtomicBool);
+
+    impl Drop for DropFlag<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn invariant_1_a_spawn_either_lands_before_the_close_or_fails_closed() {
+        static RAN: AtomicBool = AtomicBool::new(false);
+        let kept = std::sync::Arc::new(Mutex::new(None));
+        let keeper = std::sync::Arc::clone(&kept);
+        block_on(nursery(move |n: Nursery<'static, Cancelled>| {
+            *keeper.lock().unwrap() = Some(n.clone());
+            async move {
+                let spawner = n.clone();
+                // A child spawns a sibling in the nursery's last poll: it lands.
+                n.spawn(async move {
+                    spawner.spawn(async move {
+                        RAN.store(true, Ordering::SeqCst);
+                        Ok(())
+                    });
+                    Ok(())
+                });
+                Ok(())
+            }
+        }))
+        .unwrap();
+        assert!(RAN.load(Ordering::SeqCst), "the late spawn was waited for");
+        let late = kept.lock().unwrap().take().unwrap();
+        assert_eq!(late.try_spawn(async { Ok(()) }), Err(SpawnError::Closed));
+    }
+
+    #[test]
+    fn invariant_2_the_body_and_every_child_run_in_the_nursery_scope() {
+        let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            let child_scope = n.clone();
+            n.spawn(async move {
+                // The current scope is the nursery's: cancelling it here is
+                // what the nursery's handle sees.
+                current_scope().unwrap().cancel();
+                assert!(child_scope.cancel_scope().cancel_called());
+                Ok(())
+            });
+            sleep_forever().await?;
+            Ok(())
+        }));
+        assert!(
+            matches!(out, Ok(None)),
+            "the body was cancelled with it: {out:?}"
+        );
+    }
+
+    #[test]
+    fn invariant_3_every_failure_is_recorded_and_a_cancellation_is_none() {
+        let out = block_on(nursery(|n: Nursery<'_, std::io::Error>| async move {
+            n.named("first")
+                .spawn(async { Err(std::io::Error::other("first")) });
+            n.named("second").spawn(async {
+                let _ = sleep_forever().await; // cancelled by the first failure
+                Err(std::io::Error::other("second, during cleanup"))
+            });
+            n.named("quiet").spawn(async {
+                sleep_forever().await?; // unwinds with Cancelled: no failure
+                Ok(())
+            });
+            Ok(())
+        }));
+        let error = out.unwrap_err();
+        let mut names: Vec<_> = error.failures().iter().map(|f| f.task.name()).collect();
+        names.sort();
+        assert_eq!(names, [Some("first"), Some("second")]);
+    }
+
+    #[test]
+    fn invariant_4_dropping_the_nursery_drops_every_child_at_once() {
+        let (shielded, body) = (AtomicBool::new(false), AtomicBool::new(false));
+        let (shielded, body) = (&shielded, &body);
+        let mut future = Box::pin(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                let _flag = DropFlag(shielded);
+                CancelScope::new()
+                    .shield(true)
+                    .run_typed(sleep_forever())
+                    .await?;
+                Ok(())
+            });
+            let _flag = DropFlag(body);
+            sleep_forever().await?;
+            Ok(())
+        }));
+        let waker = futures_task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(future.as_mut().poll(&mut cx).is_pending());
+        drop(future);
+        assert!(
+            shielded.load(Ordering::SeqCst),
+            "a shield does not hold against a drop"
+        );
+        assert!(body.load(Ordering::SeqCst));
+    }
+
+    #[cfg(feature = "test-util")]
+    #[test]
+    fn invariant_5_a_thousand_sleeping_children_cost_one_listener() {
+        let listeners = AtomicUsize::new(usize::MAX);
+        let listeners = &listeners;
+        crate::testing::run(nursery(|n: Nursery<'_, Cancelled>| async move {
+            for _ in 0..1000 {
+                n.spawn(async {
+                    sleep_forever().await?;
+                    Ok(())
+                });
+            }
+            // Shielded, so that the body's own wait listens elsewhere.
+            CancelScope::new()
+                .shield(true)
+                .run_typed(checkpoint())
+                .await?;
+            listeners.store(crate::testing::live().listeners, Ordering::SeqCst);
+            n.cancel_scope().cancel();
+            Ok(())
+        }))
+        .unwrap();
+        // The nursery's own listener; no child listens. (The counter is
+        // process-wide and other tests run at the same time: a few of
+        // theirs may be counted, never a thousand.)
+        let listeners = listeners.load(Ordering::SeqCst);
+        assert!((1..100).contains(&listeners), "{listeners} listeners");
+    }
+
+    #[test]
+    fn invariant_6_a_child_parked_in_a_foreign_future_is_dropped_on_cancel() {
+        let dropped = AtomicBool::new(false);
+        let dropped = &dropped;
+        let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                let _flag = DropFlag(dropped);
+                std::future::pending::<()>().await;
+                Ok(())
+            });
+            sleep(Duration::from_millis(5)).await?;
+            n.cancel_scope().cancel();
+            Ok(())
+        }));
+        assert!(out.is_ok(), "{out:?}");
+        assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn invariant_7_leaving_is_a_schedule_point_and_a_bare_exit_a_checkpoint() {
+        let waker = futures_task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut empty = Box::pin(nursery(|_n: Nursery<'_, Cancelled>| async { Ok(1) }));
+        assert!(empty.as_mut().poll(&mut cx).is_pending(), "it yields once");
+        assert!(matches!(
+            empty.as_mut().poll(&mut cx),
+            std::task::Poll::Ready(Ok(Some(1)))
+        ));
+        let scope = CancelScope::new();
+        scope.handle().cancel();
+        let out = block_on(scope.run_typed(nursery(|_n: Nursery<'_, Cancelled>| async { Ok(1) })));
+        assert!(
+            matches!(out, Ok(None)),
+            "the bare exit met the cancel: {out:?}"
+        );
+    }
+}
