@@ -13,7 +13,10 @@
 //! are polled by the nursery future itself, so they may borrow from the
 //! enclosing function. If a task fails (returns an error or panics), the
 //! nursery cancels the others, waits for them to clean up, then returns every
-//! error at once ([`NurseryError`]) or resumes the panic.
+//! error at once ([`NurseryError`]) or resumes the panic. A child's name,
+//! spawn location and age are kept in the nursery's child table
+//! (`src/nursery/table.rs`); a child whose failure goes to a handler instead
+//! is supervised (`src/nursery/supervise.rs`).
 //!
 //! **Cancel scopes nest** ([`CancelScope`], `src/cancel/`). Every piece of work
 //! runs inside a scope; entering one while another is current makes it a child.
@@ -72,7 +75,9 @@
 //! after the root scope is cancelled. [`Nursery::spawn_blocking`] runs
 //! blocking closures on a thread pool with a cancel handle they can poll.
 //!
-//! **Signals shut a program down, and escalate** ([`signal`], `src/report.rs`).
+//! **Signals shut a program down, and escalate** ([`signal`], `src/signal.rs`,
+//! `src/report.rs`; a signal's number, name and exit status: [`Signal`] in
+//! `src/cancel/reason.rs`).
 //! Under [`run`], the first SIGINT/SIGTERM cancels the root scope; the
 //! second, or the grace period running out, prints a [`Report`] of who is
 //! still running (task names, spawn locations, ages, cancel reasons, shields)
@@ -82,6 +87,10 @@
 //! **Drop is the hard cancel.** Dropping a nursery or scope future drops its
 //! children at once; their `Drop` runs and nothing keeps running. The graceful
 //! path is always: cancel, let tasks see `Cancelled`, let them return.
+//!
+//! The files are layered, lowest first, and import only downwards:
+//! `ARCHITECTURE.md` lists the layers and where each concept lives, and a
+//! test keeps it true.
 //!
 //! ## Features
 //!
