@@ -413,16 +413,13 @@ where
 #[cfg(all(test, not(hatchery_loom)))]
 mod tests {
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use futures_lite::future::block_on;
 
     use crate::typed::nursery;
-    use crate::{
-        CancelScope, Cancelled, Nursery, SpawnError, checkpoint, current_scope, sleep,
-        sleep_forever,
-    };
+    use crate::{CancelScope, Cancelled, Nursery, SpawnError, current_scope, sleep, sleep_forever};
 
     /// Sets its flag when dropped.
     struct DropFlag<'f>(&'f AtomicBool);
@@ -531,6 +528,9 @@ mod tests {
     #[cfg(feature = "test-util")]
     #[test]
     fn invariant_5_a_thousand_sleeping_children_cost_one_listener() {
+        use std::sync::atomic::AtomicUsize;
+
+        use crate::checkpoint;
         let listeners = AtomicUsize::new(usize::MAX);
         let listeners = &listeners;
         crate::testing::run(nursery(|n: Nursery<'_, Cancelled>| async move {
