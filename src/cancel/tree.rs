@@ -421,8 +421,18 @@ impl Node {
         // Only written under this lock (invariant 2): stable while it is held.
         let old = self.state.load(Ordering::Relaxed);
         if new != old {
+            /// Ends the announcement however `notify` ends: a waker that
+            /// panics must not leave the node unannounced for good (owners
+            /// would retry forever).
+            struct Announced<'n>(&'n AtomicUsize);
+            impl Drop for Announced<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::Release);
+                }
+            }
             // Invariant 6: counted before the new state can be seen.
             self.unannounced.fetch_add(1, Ordering::Relaxed);
+            let _announced = Announced(&self.unannounced);
             self.state.store(new, Ordering::Release);
             work.extend(inner.children.iter().map(|(_, child)| Arc::clone(child)));
             drop(inner);
@@ -430,7 +440,6 @@ impl Node {
             if self.listened.load(Ordering::Relaxed) {
                 self.waiters.notify();
             }
-            self.unannounced.fetch_sub(1, Ordering::Release);
         }
     }
 
@@ -735,5 +744,29 @@ mod tests {
         inner.set_deadline(None);
         assert_eq!(inner.check(), Err(Cancelled), "still cancelled");
         inner.unlink();
+    }
+
+    #[test]
+    fn invariant_6_a_waker_that_panics_does_not_leave_the_node_unannounced() {
+        struct Panics;
+        impl std::task::Wake for Panics {
+            fn wake(self: Arc<Self>) {
+                panic!("a waker that panics");
+            }
+        }
+        let node = Node::new(None, false, Kind::Starting);
+        let mut listener = node.listen();
+        let waker = std::task::Waker::from(Arc::new(Panics));
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut listener).poll(&mut cx).is_pending());
+        let cancelled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            node.cancel(CancelReason::Explicit)
+        }));
+        assert!(
+            cancelled.is_err(),
+            "the waker's panic reached the canceller"
+        );
+        assert_eq!(node.state(), CANCELLED);
+        assert!(node.announced(), "owners would retry forever");
     }
 }
