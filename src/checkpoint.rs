@@ -8,13 +8,16 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::panic::Location;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
 
 use crate::cancel::scope_wait::Wait;
+use crate::cancel::tree::{Kind, Node};
 use crate::clock;
 use crate::context;
 use crate::error::Cancelled;
@@ -176,13 +179,15 @@ pub trait CancellableExt: Future + Sized {
     /// Stops the future gracefully when the current scope is cancelled,
     /// instead of dropping it: `stop` is called once on the pinned future
     /// (hyper's `Connection::graceful_shutdown` is the model), and the
-    /// future is then driven to its end, shielded, for at most `grace`.
+    /// future is then driven to its end inside a shield, for at most `grace`:
+    /// hatchery's awaits inside it (a handler's `sleep`, `fail_after`) do not
+    /// see the cancellation, so work in flight finishes.
     ///
     /// Resolves to `Ok(output)` when the future finished (also after it was
     /// asked to stop), or to `Err(Cancelled)` when it overran its grace
-    /// period and was dropped. In an already cancelled scope the future is
-    /// asked to stop before its first poll. A grace too large for
-    /// [`Instant`](std::time::Instant) means no limit.
+    /// period and was dropped. The future is polled once more before `stop`,
+    /// so that what arrived with the cancellation (a request) is taken in.
+    /// A grace too large for [`Instant`](std::time::Instant) means no limit.
     ///
     /// ```
     /// use std::pin::Pin;
@@ -220,6 +225,7 @@ pub trait CancellableExt: Future + Sized {
     /// assert!(matches!(out, Ok(None)));
     /// # });
     /// ```
+    #[track_caller]
     fn cancel_gracefully<S>(self, grace: Duration, stop: S) -> CancelGracefully<Self, S>
     where
         S: FnOnce(Pin<&mut Self>),
@@ -229,7 +235,9 @@ pub trait CancellableExt: Future + Sized {
             stop: Some(stop),
             grace,
             wait: Wait::default(),
+            shield: None,
             deadline: None,
+            location: Location::caller(),
         }
     }
 }
@@ -304,9 +312,20 @@ pin_project! {
         stop: Option<S>,
         grace: Duration,
         wait: Wait,
-        // The end of the grace period, once asked to stop (`None` inside:
-        // no limit).
-        deadline: Option<Option<clock::Timer>>,
+        // Once asked to stop: the shield the future runs in from then on
+        // (moved into the current-scope slot while it is polled), and the end
+        // of the grace period (`None`: no limit).
+        shield: Option<Arc<Node>>,
+        deadline: Option<clock::Timer>,
+        location: &'static Location<'static>,
+    }
+
+    impl<F, S> PinnedDrop for CancelGracefully<F, S> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(shield) = this.project().shield {
+                shield.exit();
+            }
+        }
     }
 }
 
@@ -333,36 +352,52 @@ where
             let Some(mut inner) = this.inner.as_mut().as_pin_mut() else {
                 panic!("hatchery: a CancelGracefully future was polled after it completed");
             };
-            if this.stop.is_some() && context::check().is_err() {
-                if let Some(stop) = this.stop.take() {
-                    stop(inner.as_mut());
+            if this.stop.is_none() {
+                // Asked to stop: driven inside its shield until it ends or
+                // the grace period is over.
+                let polled = context::enter(this.shield, || inner.poll(cx));
+                if let Poll::Ready(output) = polled {
+                    this.inner.set(None);
+                    if let Some(shield) = this.shield {
+                        shield.exit();
+                    }
+                    return Poll::Ready(Ok(output));
                 }
-                *this.deadline = Some(clock::now().checked_add(*this.grace).map(clock::timer_at));
+                if let Some(timer) = this.deadline
+                    && Pin::new(timer).poll(cx).is_ready()
+                {
+                    this.inner.set(None);
+                    if let Some(shield) = this.shield {
+                        shield.exit();
+                    }
+                    return Poll::Ready(Err(Cancelled));
+                }
+                context::park();
+                return Poll::Pending;
             }
-            if let Poll::Ready(output) = inner.poll(cx) {
+            // Polled first, so that what arrived with the cancellation (a
+            // request on a connection) is taken in before the stop.
+            if let Poll::Ready(output) = inner.as_mut().poll(cx) {
                 this.inner.set(None);
                 return Poll::Ready(Ok(output));
             }
-            match this.deadline {
-                // Asked to stop: shielded until the grace period is over.
-                Some(deadline) => {
-                    if let Some(timer) = deadline
-                        && Pin::new(timer).poll(cx).is_ready()
-                    {
-                        this.inner.set(None);
-                        return Poll::Ready(Err(Cancelled));
-                    }
+            if context::check().is_err() {
+                if let Some(stop) = this.stop.take() {
+                    stop(inner.as_mut());
+                }
+                let mut shield = Node::new(None, true, Kind::Scope(this.location));
+                Node::enter_owned(&mut shield, context::current(), None);
+                *this.shield = Some(shield);
+                *this.deadline = clock::now().checked_add(*this.grace).map(clock::timer_at);
+                continue;
+            }
+            match this.wait.poll_current(cx) {
+                // Cancelled meanwhile: ask it to stop now.
+                Poll::Ready(_) => continue,
+                Poll::Pending => {
                     context::park();
                     return Poll::Pending;
                 }
-                None => match this.wait.poll_current(cx) {
-                    // Cancelled meanwhile: ask it to stop now.
-                    Poll::Ready(_) => continue,
-                    Poll::Pending => {
-                        context::park();
-                        return Poll::Pending;
-                    }
-                },
             }
         }
     }

@@ -518,3 +518,50 @@ fn a_graceful_stop_that_overruns_its_grace_is_dropped() {
     assert_eq!(took, Duration::from_secs(6));
     assert!(dropped.load(Ordering::SeqCst));
 }
+
+/// Drains for 10 ms with hatchery's own sleep once asked to stop.
+struct Drain {
+    stopping: bool,
+    work: Pin<Box<dyn Future<Output = Result<&'static str, Cancelled>>>>,
+}
+
+impl Drain {
+    fn stop(mut self: Pin<&mut Self>) {
+        self.stopping = true;
+    }
+}
+
+impl Future for Drain {
+    type Output = Result<&'static str, Cancelled>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.stopping {
+            return Poll::Pending;
+        }
+        self.work.as_mut().poll(cx)
+    }
+}
+
+#[test]
+fn a_graceful_stop_is_shielded_so_hatchery_awaits_inside_it_finish() {
+    let drain = Drain {
+        stopping: false,
+        work: Box::pin(async {
+            sleep(Duration::from_millis(10)).await?;
+            Ok("drained")
+        }),
+    };
+    let (out, took) = testing::run(async {
+        let start = hatchery::now();
+        let out = move_on_after(Duration::from_secs(1), async {
+            let drained = drain
+                .cancel_gracefully(Duration::from_secs(5), Drain::stop)
+                .await?;
+            Ok::<_, Cancelled>(drained)
+        })
+        .await;
+        (out, hatchery::now() - start)
+    });
+    assert_eq!(out, Ok(Some(Ok("drained"))));
+    assert_eq!(took, Duration::from_millis(1010));
+}
