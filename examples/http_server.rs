@@ -83,11 +83,14 @@ async fn route(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infa
         "/" => Response::new(Full::from("hello\n")),
         "/slow" => {
             println!("GET /slow: answering in 2 s");
-            // tokio's timer, not hatchery's: after Ctrl+C this request is
-            // still to be answered, and `hatchery::sleep` would return
-            // `Cancelled` in the cancelled scope.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            Response::new(Full::from("hello, slowly\n"))
+            // hatchery's sleep is fine here: after Ctrl+C the connection
+            // drains inside the shield of `cancel_gracefully`, so this
+            // request in flight is still answered.
+            match hatchery::sleep(Duration::from_secs(2)).await {
+                Ok(()) => Response::new(Full::from("hello, slowly\n")),
+                // The grace period is over (or a second Ctrl+C): no answer.
+                Err(_) => Response::new(Full::from("cut short\n")),
+            }
         }
         _ => {
             let mut response = Response::new(Full::from("not found\n"));

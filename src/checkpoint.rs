@@ -375,21 +375,30 @@ where
                 context::park();
                 return Poll::Pending;
             }
-            // Polled first, so that what arrived with the cancellation (a
-            // request on a connection) is taken in before the stop.
-            if let Poll::Ready(output) = inner.as_mut().poll(cx) {
-                this.inner.set(None);
-                return Poll::Ready(Ok(output));
-            }
             if context::check().is_err() {
-                if let Some(stop) = this.stop.take() {
-                    stop(inner.as_mut());
-                }
                 let mut shield = Node::new(None, true, Kind::Scope(this.location));
                 Node::enter_owned(&mut shield, context::current(), None);
                 *this.shield = Some(shield);
                 *this.deadline = clock::now().checked_add(*this.grace).map(clock::timer_at);
+                // Polled once more, shielded, before the stop, so that what
+                // arrived with the cancellation (a request on a connection)
+                // is taken in.
+                let polled = context::enter(this.shield, || inner.as_mut().poll(cx));
+                if let Poll::Ready(output) = polled {
+                    this.inner.set(None);
+                    if let Some(shield) = this.shield {
+                        shield.exit();
+                    }
+                    return Poll::Ready(Ok(output));
+                }
+                if let Some(stop) = this.stop.take() {
+                    stop(inner.as_mut());
+                }
                 continue;
+            }
+            if let Poll::Ready(output) = inner.as_mut().poll(cx) {
+                this.inner.set(None);
+                return Poll::Ready(Ok(output));
             }
             match this.wait.poll_current(cx) {
                 // Cancelled meanwhile: ask it to stop now.
