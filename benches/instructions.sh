@@ -29,6 +29,8 @@ echo "| workload | instructions per unit | locked operations per unit |"
 echo "|---|---|---|"
 "$bin" list | while read -r name units; do
   if [ -n "${1:-}" ] && [[ "$name" != *"$1"* ]]; then continue; fi
+  # A million children under callgrind takes minutes: only when asked for.
+  if [ -z "${1:-}" ] && [[ "$name" == *1000000 ]]; then continue; fi
   for reps in 1 3; do
     valgrind --tool=callgrind --dump-instr=yes \
       --callgrind-out-file="$out/$reps.out" "$bin" "$name" "$reps" >/dev/null 2>&1

@@ -14,6 +14,7 @@
 //!    headed by `next`; `next == entries.len()` means "push a new entry".
 
 /// Where index `i` lives: (chunk, offset in the chunk).
+#[inline]
 fn locate(i: usize) -> (usize, usize) {
     if i < 16 {
         (0, i)
@@ -54,6 +55,7 @@ impl<T> ChunkVec<T> {
         self.len
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, value: T) {
         let (k, _) = locate(self.len);
         if k == self.chunks.len() {
@@ -63,11 +65,13 @@ impl<T> ChunkVec<T> {
         self.len += 1;
     }
 
+    #[inline]
     pub(crate) fn get(&self, i: usize) -> Option<&T> {
         let (k, offset) = locate(i);
         self.chunks.get(k)?.get(offset)
     }
 
+    #[inline]
     pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut T> {
         let (k, offset) = locate(i);
         self.chunks.get_mut(k)?.get_mut(offset)
@@ -117,6 +121,7 @@ impl<T> ChunkSlab<T> {
         self.next
     }
 
+    #[inline]
     pub(crate) fn insert(&mut self, value: T) -> usize {
         let key = self.next;
         if key == self.entries.len() {
@@ -136,6 +141,7 @@ impl<T> ChunkSlab<T> {
         key
     }
 
+    #[inline]
     pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
         match self.entries.get_mut(key)? {
             Entry::Occupied(value) => Some(value),
@@ -149,6 +155,7 @@ impl<T> ChunkSlab<T> {
     }
 
     /// Removes the value at `key`, which must be occupied.
+    #[inline]
     pub(crate) fn remove(&mut self, key: usize) -> T {
         let entry = self
             .entries

@@ -32,7 +32,8 @@
 //!    behind a shield, or runs on another thread. The outer task's flags are
 //!    restored when `track` returns, so nested owners do not disturb them.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::task::Waker;
 
@@ -41,8 +42,17 @@ use crate::clock::{CANCELLED, NEVER};
 use crate::error::Cancelled;
 pub(crate) use crate::task::Flags;
 
+/// The slot's content. `ManuallyDrop` gives the thread-local no destructor,
+/// so reading it needs no "is it initialized, is it destroyed" check: the
+/// checkpoint is a load of the slot and a load of the node's state. Nothing
+/// is leaked: by invariant 1 the slot is empty whenever no scope is polled,
+/// so also when the thread exits.
+type Slot = ManuallyDrop<Option<Arc<Node>>>;
+
 struct Current {
-    node: RefCell<Option<Arc<Node>>>,
+    /// Read by taking the node out and putting it back (`Lent`), without
+    /// reference-count or borrow-flag traffic.
+    node: Cell<Slot>,
     /// Invariant 2.
     covering: Cell<usize>,
     /// Invariant 3.
@@ -52,11 +62,38 @@ struct Current {
 thread_local! {
     static CURRENT: Current = const {
         Current {
-            node: RefCell::new(None),
+            node: Cell::new(ManuallyDrop::new(None)),
             covering: Cell::new(0),
             flags: Cell::new(0),
         }
     };
+}
+
+/// The current node, taken out of the slot for a moment: put back when
+/// dropped, also if what runs meanwhile panics. While it is out, the slot
+/// reads as "no scope", so what runs meanwhile must not look at the current
+/// scope (nothing does: only loads, comparisons and clones run there).
+struct Lent<'c> {
+    cell: &'c Cell<Slot>,
+    node: Slot,
+}
+
+impl<'c> Lent<'c> {
+    #[inline(always)]
+    fn take(cell: &'c Cell<Slot>) -> Self {
+        Lent {
+            cell,
+            node: cell.replace(ManuallyDrop::new(None)),
+        }
+    }
+}
+
+impl Drop for Lent<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // The slot holds `None` (taken above): nothing to drop.
+        self.cell.set(ManuallyDrop::new(self.node.take()));
+    }
 }
 
 /// Runs `f` with the node in `slot` as the current scope. `slot` must hold
@@ -66,13 +103,15 @@ pub(crate) fn enter<R>(slot: &mut Option<Arc<Node>>, f: impl FnOnce() -> R) -> R
     impl Drop for Restore<'_> {
         fn drop(&mut self) {
             CURRENT.with(|current| {
-                std::mem::swap(&mut *current.node.borrow_mut(), self.0);
+                let inner = current.node.replace(ManuallyDrop::new(self.0.take()));
+                *self.0 = ManuallyDrop::into_inner(inner);
                 current.covering.set(self.1);
             });
         }
     }
     let was = CURRENT.with(|current| {
-        std::mem::swap(&mut *current.node.borrow_mut(), slot);
+        let outer = current.node.replace(ManuallyDrop::new(slot.take()));
+        *slot = ManuallyDrop::into_inner(outer);
         current.covering.replace(0)
     });
     let _restore = Restore(slot, was);
@@ -172,7 +211,7 @@ pub(crate) fn park_in(node: &Node) {
 
 /// A reference to the current scope's node, if any.
 pub(crate) fn current() -> Option<Arc<Node>> {
-    CURRENT.with(|current| current.node.borrow().clone())
+    with_current(|node| node.cloned())
 }
 
 /// Runs `f` on the current node (without cloning it) and whether a wait
@@ -181,8 +220,9 @@ pub(crate) fn current() -> Option<Arc<Node>> {
 pub(crate) fn peek<R>(waker: &Waker, f: impl FnOnce(Option<&Arc<Node>>, bool) -> R) -> R {
     CURRENT.with(|current| {
         let covering = current.covering.get();
+        let lent = Lent::take(&current.node);
         f(
-            current.node.borrow().as_ref(),
+            lent.node.as_ref(),
             covering != 0 && covering == waker.data() as usize,
         )
     })
@@ -199,13 +239,7 @@ pub(crate) fn covers(node: &Arc<Node>, waker: &Waker) -> bool {
 /// The checkpoint test against the current scope (never cancelled outside one).
 #[inline]
 pub(crate) fn check() -> Result<(), Cancelled> {
-    let state = CURRENT.with(|current| {
-        current
-            .node
-            .borrow()
-            .as_ref()
-            .map_or(NEVER, |node| node.state())
-    });
+    let state = with_current(|node| node.map_or(NEVER, |node| node.state()));
     if state == NEVER {
         return Ok(());
     }
@@ -230,7 +264,12 @@ fn check_slow(state: u64) -> Result<(), Cancelled> {
 }
 
 /// Runs `f` on the current node (without cloning it). `f` must not wake
-/// anything (waiting futures only register here).
+/// anything (waiting futures only register here), nor look at the current
+/// scope again (it would see none: `Lent`).
+#[inline(always)]
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
-    CURRENT.with(|current| f(current.node.borrow().as_ref()))
+    CURRENT.with(|current| {
+        let lent = Lent::take(&current.node);
+        f(lent.node.as_ref())
+    })
 }

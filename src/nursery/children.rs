@@ -40,6 +40,14 @@
 //!    becomes the child's own waker, with its key and bit, and a new probe
 //!    is taken. A child that only waits on its nursery's scope (covered,
 //!    nursery invariant 5) or only yields thus never costs a waker.
+//! 9. While the probe polls a child its state is `RUNNING`: a wake then
+//!    only sets `QUEUED` and pushes nothing (no lock, no queue growth). After
+//!    the poll the nursery moves such a wake to the child's bit in `queued`
+//!    and in `requeued`, whose keys it polls on its next poll (a child that
+//!    yields is polled again after everything else that was due); if the
+//!    probe was kept, `RUNNING` is cleared with one read-modify-write and a
+//!    wake it absorbed is pushed to the ready queue as any later wake would
+//!    be.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -68,10 +76,14 @@ const MAX_SPARE: usize = 16;
 const FINISHED_BATCH: usize = 1024;
 
 /// The key the nursery body uses in the ready queue.
-pub(crate) const BODY: usize = usize::MAX >> 1;
+pub(crate) const BODY: usize = usize::MAX >> SHIFT;
 
-/// The low bit of `TaskWaker::state`; the key is in the other bits.
+/// The low bit of `TaskWaker::state`: the task is queued (invariant 1).
 const QUEUED: usize = 1;
+/// The probe is polling its task (invariant 9).
+const RUNNING: usize = 2;
+/// The key is in the bits above `QUEUED` and `RUNNING`.
+const SHIFT: u32 = 2;
 
 /// What the wakers of a nursery's tasks share with the nursery future.
 #[derive(Default)]
@@ -196,7 +208,7 @@ impl TaskWaker {
     /// A waker for `key`, already queued for its first poll.
     pub(crate) fn new(key: usize, wakeup: &Arc<Wakeup>) -> Arc<TaskWaker> {
         Arc::new(TaskWaker {
-            state: AtomicUsize::new(key << 1 | QUEUED),
+            state: AtomicUsize::new(key << SHIFT | QUEUED),
             wakeup: Arc::clone(wakeup),
         })
     }
@@ -204,14 +216,24 @@ impl TaskWaker {
     /// Gives a spare waker (nobody else holds it: invariant 5) to `key`,
     /// queued for its first poll.
     fn reassign(&self, key: usize) {
-        self.state.store(key << 1 | QUEUED, Ordering::Relaxed);
+        self.state.store(key << SHIFT | QUEUED, Ordering::Relaxed);
     }
 
-    /// Sets the queued bit and enqueues the task unless it already was.
-    /// Returns true if the poller must be woken (invariant 4); does not wake it.
+    /// Sets the queued bit and enqueues the task unless it already was, or
+    /// the probe is polling it (invariant 9). Returns true if the poller
+    /// must be woken (invariant 4); does not wake it.
     pub(crate) fn queue(&self) -> bool {
         let before = self.state.fetch_or(QUEUED, Ordering::AcqRel);
-        before & QUEUED == 0 && self.wakeup.push(before >> 1)
+        before & (QUEUED | RUNNING) == 0 && self.wakeup.push(before >> SHIFT)
+    }
+
+    /// Ends the poll of a probe that was kept (invariant 9): clears
+    /// `RUNNING` and enqueues the task if it was woken meanwhile.
+    fn stop_running(&self) {
+        let before = self.state.fetch_and(!RUNNING, Ordering::AcqRel);
+        if before & QUEUED != 0 && self.wakeup.push(before >> SHIFT) {
+            self.wakeup.waker.wake();
+        }
     }
 
     /// Sets the queued bit without enqueueing (the caller polls the task);
@@ -300,17 +322,25 @@ struct Bits {
 }
 
 impl Bits {
+    #[inline]
     fn set(&mut self, key: usize) -> bool {
         let (word, bit) = (key / 64, 1 << (key % 64));
         if word >= self.words.len() {
-            self.words.resize(word + 1, 0);
+            self.grow(word);
         }
         let before = self.words[word];
         self.words[word] = before | bit;
         before & bit == 0
     }
 
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, word: usize) {
+        self.words.resize(word + 1, 0);
+    }
+
     /// Clears the bit; true if it was set.
+    #[inline]
     fn take(&mut self, key: usize) -> bool {
         let (word, bit) = (key / 64, 1 << (key % 64));
         self.words.get_mut(word).is_some_and(|w| {
@@ -351,6 +381,12 @@ pub(crate) struct Children<C> {
     probe: Option<Arc<TaskWaker>>,
     /// Their `QUEUED` bits (invariant 8).
     queued: Bits,
+    /// Those of them woken while the probe polled them, for the next poll
+    /// (invariant 9), and whether there is any.
+    requeued: Bits,
+    any_requeued: bool,
+    /// `requeued` being polled (kept for its buffer).
+    requeued_now: Bits,
     /// Who the children are, readable by the report (invariant 6).
     table: Arc<TaskTable>,
     /// Children that finished without a failure since the last `recycle`;
@@ -375,6 +411,9 @@ impl<C> Children<C> {
             spare,
             probe: None,
             queued: Bits::default(),
+            requeued: Bits::default(),
+            any_requeued: false,
+            requeued_now: Bits::default(),
             table,
             finished: Vec::new(),
             notes: Vec::new(),
@@ -396,6 +435,31 @@ impl<C> Children<C> {
         batch.clear();
         std::mem::swap(&mut *self.wakeup.ready.lock().recover(), &mut batch);
         batch
+    }
+
+    /// Whether some children were woken during their poll with the probe
+    /// (invariant 9): the nursery must be polled again.
+    pub(crate) fn any_requeued(&self) -> bool {
+        self.any_requeued
+    }
+
+    /// Polls the children woken during their poll with the probe before this
+    /// call (invariant 9), in key order, with `poll`.
+    pub(crate) fn poll_requeued(&mut self, mut poll: impl FnMut(&mut Self, usize)) {
+        if !std::mem::take(&mut self.any_requeued) {
+            return;
+        }
+        let mut now = std::mem::take(&mut self.requeued_now);
+        std::mem::swap(&mut now, &mut self.requeued);
+        for (index, word) in now.words.iter_mut().enumerate() {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                let key = index * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                poll(self, key);
+            }
+        }
+        self.requeued_now = now;
     }
 
     /// One more than the highest key a child may have.
@@ -480,16 +544,22 @@ impl<C> Children<C> {
                 let probe = self
                     .probe
                     .get_or_insert_with(|| waker_for(&mut self.spare, &self.wakeup, key));
-                probe.state.store(key << 1, Ordering::Relaxed);
+                probe.state.store(key << SHIFT | RUNNING, Ordering::Relaxed);
                 let polled = poll_with(future, probe);
                 match probe.woken_if_unique() {
-                    // Nobody kept it: a wake during the poll is the child's bit.
+                    // Nobody kept it: a wake during the poll is the child's
+                    // bit, and the child is polled again on the next poll.
                     Some(true) => {
                         self.queued.set(key);
+                        self.requeued.set(key);
+                        self.any_requeued = true;
                     }
                     Some(false) => {}
                     // Kept: it is the child's own waker from now on.
-                    None => child.waker = self.probe.take(),
+                    None => {
+                        probe.stop_running();
+                        child.waker = self.probe.take();
+                    }
                 }
                 polled
             }
@@ -579,6 +649,8 @@ impl<C> Children<C> {
         self.table.clear();
         self.slab.clear();
         self.queued.clear();
+        self.requeued.clear();
+        self.any_requeued = false;
         self.finished.clear();
     }
 }
@@ -829,6 +901,45 @@ mod tests {
         );
         out.unwrap();
         assert_eq!(polls.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn invariant_9_a_wake_during_the_poll_reaches_the_child_whether_it_kept_the_waker_or_not() {
+        use std::sync::atomic::AtomicUsize;
+        // One child wakes the waker it was polled with (the probe, never
+        // kept); the other clones it, wakes the clone during the same poll,
+        // and keeps it. Both must be polled again: the wakes were absorbed
+        // while the probe was running.
+        let (yielder, keeper) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let (yielder, keeper) = (&yielder, &keeper);
+        let kept = Mutex::new(None::<std::task::Waker>);
+        let kept = &kept;
+        let waker = std::task::Waker::from(Arc::new(CountingWaker::default()));
+        let (out, _) = drive(
+            nursery(|n: Nursery<'_, crate::Cancelled>| async move {
+                n.spawn(std::future::poll_fn(move |cx| {
+                    if yielder.fetch_add(1, Ordering::Relaxed) < 3 {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Ok(()))
+                }));
+                n.spawn(std::future::poll_fn(move |cx| {
+                    if keeper.fetch_add(1, Ordering::Relaxed) == 0 {
+                        let clone = cx.waker().clone();
+                        clone.wake_by_ref();
+                        *kept.lock().unwrap() = Some(clone);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Ok(()))
+                }));
+                Ok(())
+            }),
+            &waker,
+        );
+        out.unwrap();
+        assert_eq!(yielder.load(Ordering::Relaxed), 4);
+        assert_eq!(keeper.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -335,6 +335,9 @@ where
                     outcomes.panic(body_info.clone(), payload);
                 }
             }
+            // Then those that woke themselves in their last poll (they
+            // yielded: invariant 9 of children).
+            children.poll_requeued(|children, key| outcomes.poll_child(children, key));
             // Then the children spawned since (by the body just now, most
             // often), each polled once as it is admitted. Those spawned
             // during this loop wait for the next poll.
@@ -365,7 +368,7 @@ where
             if must_yield && *exit_checkpoint == 1 {
                 *exit_checkpoint = 2;
             }
-            (done, more || must_yield)
+            (done, more || must_yield || children.any_requeued())
         });
         if more || this.foreign.retry {
             cx.waker().wake_by_ref();
