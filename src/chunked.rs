@@ -12,6 +12,9 @@
 //!    stay small, and a large one wastes at most one partly filled chunk.
 //! 3. `ChunkSlab`'s vacant entries form a free list through `Entry::Vacant`,
 //!    headed by `next`; `next == entries.len()` means "push a new entry".
+//! 4. `spare` holds empty chunks given for reuse (`reuse`), the one for the
+//!    next chunk index last; one of too small a capacity is dropped, not
+//!    used, so chunk `k` still never grows.
 
 /// Where index `i` lives: (chunk, offset in the chunk).
 #[inline]
@@ -39,6 +42,8 @@ fn capacity(k: usize) -> usize {
 pub(crate) struct ChunkVec<T> {
     chunks: Vec<Vec<T>>,
     len: usize,
+    /// Invariant 4.
+    spare: Vec<Vec<T>>,
 }
 
 impl<T> Default for ChunkVec<T> {
@@ -46,8 +51,33 @@ impl<T> Default for ChunkVec<T> {
         ChunkVec {
             chunks: Vec::new(),
             len: 0,
+            spare: Vec::new(),
         }
     }
+}
+
+/// The memory of empty chunks of `T`, as chunks of `U`, without allocating
+/// (std's in-place `collect` keeps a buffer whose element size and alignment
+/// do not change). Empty if the two layouts differ. This is how a nursery's
+/// chunks outlive it, for its thread's next nursery, whatever the lifetime
+/// of the futures they held.
+pub(crate) fn convert<T, U>(chunks: Vec<Vec<T>>) -> Vec<Vec<U>> {
+    if size_of::<T>() != size_of::<U>() || align_of::<T>() != align_of::<U>() {
+        return Vec::new();
+    }
+    chunks.into_iter().map(recast::<T, U>).collect()
+}
+
+/// The memory of `v`, emptied, as a vector of `U` (see `convert`); a new
+/// empty vector if the layouts differ.
+pub(crate) fn recast<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    if size_of::<T>() != size_of::<U>() || align_of::<T>() != align_of::<U>() {
+        return Vec::new();
+    }
+    v.into_iter()
+        .map(|_| unreachable!("the vector was cleared"))
+        .collect()
 }
 
 impl<T> ChunkVec<T> {
@@ -59,7 +89,7 @@ impl<T> ChunkVec<T> {
     pub(crate) fn push(&mut self, value: T) {
         let (k, _) = locate(self.len);
         if k == self.chunks.len() {
-            self.chunks.push(Vec::with_capacity(capacity(k)));
+            self.add_chunk(k);
         }
         self.chunks[k].push(value);
         self.len += 1;
@@ -81,9 +111,42 @@ impl<T> ChunkVec<T> {
         self.chunks.iter().flatten()
     }
 
+    #[cold]
+    fn add_chunk(&mut self, k: usize) {
+        let chunk = match self.spare.pop() {
+            Some(chunk) if chunk.capacity() >= capacity(k) => chunk,
+            // Invariant 4: the rest would not fit either.
+            _ => {
+                self.spare.clear();
+                Vec::with_capacity(capacity(k))
+            }
+        };
+        self.chunks.push(chunk);
+    }
+
+    /// Empties the vector; its chunks are kept for the next pushes
+    /// (invariant 4).
     pub(crate) fn clear(&mut self) {
-        self.chunks.clear();
+        let chunks = self.take_chunks();
+        self.reuse(chunks);
+    }
+
+    /// Empties the vector and returns its chunks, empty, in index order
+    /// (for `reuse`).
+    pub(crate) fn take_chunks(&mut self) -> Vec<Vec<T>> {
+        let mut chunks = std::mem::take(&mut self.chunks);
+        for chunk in &mut chunks {
+            chunk.clear();
+        }
+        chunks.extend(std::mem::take(&mut self.spare).into_iter().rev());
         self.len = 0;
+        chunks
+    }
+
+    /// Fills these empty chunks (from `take_chunks`) before allocating any.
+    pub(crate) fn reuse(&mut self, mut chunks: Vec<Vec<T>>) {
+        chunks.reverse();
+        self.spare = chunks;
     }
 }
 
@@ -179,6 +242,20 @@ impl<T> ChunkSlab<T> {
         self.next = 0;
         self.len = 0;
     }
+
+    /// Empties the slab; its chunks' memory as chunks of `U` (`convert`).
+    pub(crate) fn take_chunks<U>(&mut self) -> Vec<Vec<U>> {
+        self.next = 0;
+        self.len = 0;
+        convert(self.entries.take_chunks())
+    }
+
+    /// Fills the memory of these chunks (from `take_chunks`) before
+    /// allocating any; the slab must be empty.
+    pub(crate) fn reuse<U>(&mut self, chunks: Vec<Vec<U>>) {
+        debug_assert!(self.entries.len() == 0);
+        self.entries.reuse(convert(chunks));
+    }
 }
 
 #[cfg(test)]
@@ -216,6 +293,40 @@ mod tests {
         );
         // 9000 elements in 16+16+…+1024 (2048) + 7 chunks of 1024.
         assert_eq!(v.chunks.len(), 15);
+    }
+
+    #[test]
+    fn invariant_4_reused_chunks_keep_their_memory_and_their_capacity() {
+        let mut slab = ChunkSlab::default();
+        for i in 0..3000 {
+            slab.insert(i.to_string());
+        }
+        let firsts: Vec<usize> = slab
+            .entries
+            .chunks
+            .iter()
+            .map(|c| c.as_ptr() as usize)
+            .collect();
+        let erased: Vec<Vec<[usize; 3]>> = slab.take_chunks();
+        assert!(slab.is_empty());
+        assert_eq!(erased.len(), firsts.len());
+        // Another slab, of another element type of the same layout.
+        let mut other: ChunkSlab<Vec<u8>> = ChunkSlab::default();
+        other.reuse(erased);
+        for i in 0..3000 {
+            other.insert(vec![i as u8]);
+        }
+        let reused: Vec<usize> = other
+            .entries
+            .chunks
+            .iter()
+            .map(|c| c.as_ptr() as usize)
+            .collect();
+        assert_eq!(reused, firsts, "the same memory, chunk by chunk");
+        for (k, chunk) in other.entries.chunks.iter().enumerate() {
+            assert_eq!(chunk.capacity(), capacity(k));
+        }
+        assert_eq!(other.get_mut(2999), Some(&mut vec![2999usize as u8]));
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl Default for ChildSet {
         let wakeup = Arc::new(Wakeup::default());
         let table = TaskTable::new(Location::caller());
         ChildSet {
-            children: Children::new(Arc::clone(&wakeup), Vec::new(), table),
+            children: Children::new(Arc::clone(&wakeup), Vec::new(), table, Default::default()),
             wakeup,
             incoming: Vec::new(),
         }
@@ -144,8 +144,10 @@ impl ChildSet {
     }
 
     /// One poll of the nursery future's loop: registers the poller's
-    /// waker, polls the children woken since the last poll, then admits
-    /// and polls the new ones. Ready once no child is left.
+    /// waker, polls the children woken since the last poll (through the
+    /// ready queue, then those woken during their own poll with the probe),
+    /// then admits and polls the new ones; wakes itself if some child was
+    /// woken during its poll. Ready once no child is left.
     pub fn poll_children(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.wakeup.waker.register(cx.waker());
         let mut batch = self.children.take_woken();
@@ -154,6 +156,9 @@ impl ChildSet {
                 let _ = self.children.poll(key);
             }
         }
+        self.children.poll_requeued(|children, key| {
+            let _ = children.poll(key);
+        });
         batch.clear();
         self.children.admit(self.incoming.drain(..), &mut batch);
         for &key in &batch {
@@ -163,6 +168,9 @@ impl ChildSet {
         if self.children.is_empty() {
             Poll::Ready(())
         } else {
+            if self.children.any_requeued() {
+                cx.waker().wake_by_ref();
+            }
             Poll::Pending
         }
     }

@@ -48,6 +48,12 @@
 //!    probe was kept, `RUNNING` is cleared with one read-modify-write and a
 //!    wake it absorbed is pushed to the ready queue as any later wake would
 //!    be.
+//! 10. A dropped nursery's buffers (slab chunks, table entries, bits, key
+//!     lists, ready queue) go to its thread's pool, empty, up to
+//!     `pool::MAX_BYTES` per thread; a new nursery fills them before it
+//!     allocates. A program that opens nursery after nursery thus does not
+//!     make the allocator give memory back to the system and take it again
+//!     each time.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -105,7 +111,7 @@ impl Wakeup {
     fn reset_queue(&self) {
         let mut ready = self.ready.lock().recover();
         ready.clear();
-        ready.shrink_to(64);
+        ready.shrink_to(pool::MAX_READY);
     }
 
     /// Enqueues `key`; true if the queue was empty (invariant 4).
@@ -135,12 +141,48 @@ impl Wakeup {
 mod pool {
     use std::cell::RefCell;
 
-    use super::{Arc, TaskWaker, Wakeup};
+    use super::{Arc, Buffers, TaskWaker, Wakeup};
 
     /// At most this many wakers are kept per thread (32 bytes each).
     pub(super) const MAX_WAKERS: usize = 16 * 1024;
     /// At most this many nurseries' wakeups are kept per thread.
     const MAX_UNITS: usize = 64;
+    /// A pooled wakeup's ready queue keeps at most this many slots.
+    pub(super) const MAX_READY: usize = 4096;
+    /// At most this many bytes of buffers are kept per thread (invariant 10).
+    pub(super) const MAX_BYTES: usize = 2 << 20;
+    /// At most this many nurseries' buffers are kept per thread.
+    const MAX_SETS: usize = 4;
+
+    thread_local! {
+        static BUFFERS: RefCell<(Vec<Buffers>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+    }
+
+    pub(crate) fn take_buffers() -> Buffers {
+        BUFFERS
+            .try_with(|kept| {
+                let mut kept = kept.try_borrow_mut().ok()?;
+                let buffers = kept.0.pop()?;
+                kept.1 -= buffers.bytes();
+                Some(buffers)
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn give_buffers(buffers: Buffers) {
+        let bytes = buffers.bytes();
+        let _ = BUFFERS.try_with(|kept| {
+            let Ok(mut kept) = kept.try_borrow_mut() else {
+                return;
+            };
+            if kept.0.len() < MAX_SETS && kept.1 + bytes <= MAX_BYTES {
+                kept.1 += bytes;
+                kept.0.push(buffers);
+            }
+        });
+    }
 
     struct Unit {
         wakeup: Arc<Wakeup>,
@@ -194,6 +236,49 @@ mod pool {
                 wakers: std::mem::take(&mut wakers),
             });
         });
+    }
+}
+
+/// The buffers of a dropped nursery, empty, for its thread's next nursery
+/// (invariant 10). Chunks that held futures are `chunked::convert`ed to a
+/// `'static` element type of the same layout.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    /// The slab's chunks.
+    pub(crate) slab: Vec<Vec<[usize; 3]>>,
+    /// The task table's entries and cohorts.
+    pub(crate) table: (Vec<Vec<u32>>, Vec<[u64; 2]>),
+    /// `queued`, `requeued`, `requeued_now`.
+    pub(crate) bits: [Vec<u64>; 3],
+    /// `batch`, `finished`.
+    pub(crate) keys: [Vec<usize>; 2],
+    /// The admission queue's spare chunks (`Shared`'s `Incoming`).
+    pub(crate) incoming: Vec<Vec<[usize; 6]>>,
+    /// The admission queue's list of chunks.
+    pub(crate) queue: Vec<Vec<[usize; 6]>>,
+}
+
+impl Buffers {
+    /// What a dropped nursery left on this thread, if anything.
+    pub(crate) fn take() -> Buffers {
+        #[cfg(not(hatchery_loom))]
+        return pool::take_buffers();
+        #[cfg(hatchery_loom)]
+        Buffers::default()
+    }
+
+    #[cfg(not(hatchery_loom))]
+    fn bytes(&self) -> usize {
+        fn of<T>(chunks: &[Vec<T>]) -> usize {
+            chunks.iter().map(|c| c.capacity() * size_of::<T>()).sum()
+        }
+        of(&self.slab)
+            + of(&self.table.0)
+            + self.table.1.capacity() * 16
+            + of(&self.bits)
+            + of(&self.keys)
+            + of(&self.incoming)
+            + self.queue.capacity() * size_of::<Vec<[usize; 6]>>()
     }
 }
 
@@ -403,8 +488,9 @@ impl<C> Children<C> {
         wakeup: Arc<Wakeup>,
         spare: Vec<Arc<TaskWaker>>,
         table: Arc<TaskTable>,
+        buffers: Buffers,
     ) -> Self {
-        Children {
+        let mut children = Children {
             slab: ChunkSlab::default(),
             wakeup,
             batch: Vec::new(),
@@ -417,7 +503,22 @@ impl<C> Children<C> {
             table,
             finished: Vec::new(),
             notes: Vec::new(),
-        }
+        };
+        children.reuse(buffers);
+        children
+    }
+
+    /// Takes the buffers a dropped nursery left (invariant 10).
+    fn reuse(&mut self, buffers: Buffers) {
+        self.slab.reuse(buffers.slab);
+        self.table.reuse(buffers.table);
+        let [queued, requeued, requeued_now] = buffers.bits;
+        (
+            self.queued.words,
+            self.requeued.words,
+            self.requeued_now.words,
+        ) = (queued, requeued, requeued_now);
+        [self.batch, self.finished] = buffers.keys;
     }
 
     /// Notes what a child polled in the cancelled scope did, for the report.
@@ -629,9 +730,11 @@ impl<C> Children<C> {
         waker
     }
 
-    /// Keeps the spare wakers for this thread's next nurseries (the nursery
-    /// is being dropped).
-    pub(crate) fn give_back(&mut self) {
+    /// Keeps the spare wakers and the buffers (with the admission queue's,
+    /// `incoming`) for this thread's next nurseries (the nursery is being
+    /// dropped).
+    #[cfg_attr(hatchery_loom, allow(unused_variables))]
+    pub(crate) fn give_back(&mut self, incoming: Buffers) {
         if let Some(probe) = self.probe.take() {
             if Arc::strong_count(&probe) == 1 {
                 self.spare.push(probe);
@@ -640,6 +743,22 @@ impl<C> Children<C> {
         #[cfg(not(hatchery_loom))]
         if !self.spare.is_empty() {
             pool::give_back(Arc::clone(&self.wakeup), std::mem::take(&mut self.spare));
+        }
+        // Invariant 10: every child is gone by now (`clear`).
+        #[cfg(not(hatchery_loom))]
+        if self.slab.is_empty() {
+            let mut bits = [&mut self.queued, &mut self.requeued, &mut self.requeued_now]
+                .map(|bits| std::mem::take(&mut bits.words));
+            bits.iter_mut().for_each(Vec::clear);
+            let mut keys = [&mut self.batch, &mut self.finished].map(std::mem::take);
+            keys.iter_mut().for_each(Vec::clear);
+            pool::give_buffers(Buffers {
+                slab: self.slab.take_chunks(),
+                table: self.table.take_chunks(),
+                bits,
+                keys,
+                ..incoming
+            });
         }
     }
 
@@ -675,6 +794,7 @@ mod tests {
                 Arc::new(Wakeup::default()),
                 Vec::new(),
                 TaskTable::new(Location::caller()),
+                Buffers::default(),
             );
         let mut keys = Vec::new();
         children.admit(
@@ -770,6 +890,42 @@ mod tests {
         drop(finish_a_nursery_keeping_a_waker());
         let (_wakeup, spare) = Wakeup::take();
         assert_eq!(spare.len(), 1, "the probe");
+    }
+
+    #[test]
+    fn invariant_10_a_later_nursery_on_the_thread_reuses_the_buffers() {
+        let run = || {
+            futures_lite::future::block_on(nursery(
+                |n: Nursery<'_, crate::Cancelled>| async move {
+                    for _ in 0..3000 {
+                        n.spawn(async {
+                            futures_lite::future::yield_now().await;
+                            Ok(())
+                        });
+                    }
+                    Ok(())
+                },
+            ))
+            .unwrap();
+        };
+        run();
+        let kept = Buffers::take();
+        // 3,000 children: slab chunks of 16, 16, 32, …, 1024, 1024.
+        let slots: usize = kept.slab.iter().map(Vec::capacity).sum();
+        assert!(slots >= 3000, "the slab's chunks were kept: {slots} slots");
+        assert!(kept.slab.iter().all(Vec::is_empty));
+        assert!(!kept.table.0.is_empty(), "the table's entries were kept");
+        assert!(
+            kept.incoming.len() >= 3000 / 64,
+            "the spawn burst's chunks were kept"
+        );
+        // Given back, a nursery takes them (and gives them back again).
+        pool::give_buffers(kept);
+        run();
+        let again = Buffers::take();
+        assert_eq!(again.slab.iter().map(Vec::capacity).sum::<usize>(), slots);
+        // A thread keeps a bounded amount.
+        assert!(again.bytes() <= pool::MAX_BYTES);
     }
 
     /// A child that counts its polls and, if `keep`, stores its waker on

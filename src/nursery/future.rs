@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use pin_project_lite::pin_project;
 
-use super::children::{BODY, Children, Polled, TaskWaker, poll_with};
+use super::children::{BODY, Buffers, Children, Polled, TaskWaker, poll_with};
 use super::shared::Shared;
 use crate::cancel::foreign::{Verdict, verdict};
 use crate::cancel::tree::{Listener, Node};
@@ -70,16 +70,25 @@ pin_project! {
             drop(this.shared.close());
             this.children.clear();
             this.body.set(None);
-            this.children.give_back();
+            this.children.give_back(this.shared.take_buffers());
         }
     }
 }
 
 impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
     #[track_caller]
-    pub(super) fn new(shared: Arc<Shared<C>>, spare: Vec<Arc<TaskWaker>>, body: Fut) -> Self {
-        let mut children =
-            Children::new(Arc::clone(&shared.wakeup), spare, Arc::clone(&shared.table));
+    pub(super) fn new(
+        shared: Arc<Shared<C>>,
+        spare: Vec<Arc<TaskWaker>>,
+        buffers: Buffers,
+        body: Fut,
+    ) -> Self {
+        let mut children = Children::new(
+            Arc::clone(&shared.wakeup),
+            spare,
+            Arc::clone(&shared.table),
+            buffers,
+        );
         let body_flag = children.body_waker();
         NurseryFuture {
             body: Some(body),

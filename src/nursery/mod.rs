@@ -274,13 +274,13 @@ fn open<H, E, T, Fut, C>(
     handle: impl FnOnce(Arc<Shared<C>>) -> H,
     body: impl FnOnce(H) -> Fut,
 ) -> NurseryFuture<E, T, Fut, C> {
-    let (shared, spare) = Shared::new(Location::caller());
+    let (shared, spare, buffers) = Shared::new(Location::caller());
     let shared = Arc::new(shared);
     let body = {
         let _close = CloseIfUnwinding(&shared);
         body(handle(Arc::clone(&shared)))
     };
-    NurseryFuture::new(shared, spare, body)
+    NurseryFuture::new(shared, spare, buffers, body)
 }
 
 /// Closes a nursery whose body closure panicked before the nursery future

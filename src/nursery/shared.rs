@@ -8,10 +8,11 @@ use std::panic::Location;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::children::{TaskWaker, Wakeup};
+use super::children::{Buffers, TaskWaker, Wakeup};
 use super::table::TaskTable;
 use crate::cancel::tree::Kind;
 use crate::cancel::tree::Node;
+use crate::chunked::{convert, recast};
 use crate::error::SpawnError;
 use crate::sync::Recover;
 use crate::task::TaskInfo;
@@ -31,6 +32,9 @@ pub(crate) struct Shared<C> {
 
 /// New children per chunk of the incoming queue.
 const INCOMING_CHUNK: usize = 64;
+/// At most this many drained chunks are kept for reuse (a burst of 16,384
+/// spawns; past it, the memory of a burst is given back once admitted).
+const MAX_SPARE_CHUNKS: usize = 256;
 
 /// Children spawned but not yet admitted by the nursery future, in chunks:
 /// a burst of spawns never reallocates and copies the queue, and the memory
@@ -39,7 +43,7 @@ pub(super) struct Incoming<C> {
     chunks: VecDeque<Vec<(C, TaskInfo)>>,
     /// Children in `chunks`.
     len: usize,
-    /// Drained chunks kept for reuse (at most two).
+    /// Drained chunks kept for reuse (at most `MAX_SPARE_CHUNKS`).
     spare: Vec<Vec<(C, TaskInfo)>>,
     pub(super) closed: bool,
     /// `start()` calls whose child has not been handed over yet.
@@ -47,24 +51,40 @@ pub(super) struct Incoming<C> {
 }
 
 impl<C> Shared<C> {
-    /// A nursery's shared state, and spare wakers for its children.
-    pub(super) fn new(location: &'static Location<'static>) -> (Self, Vec<Arc<TaskWaker>>) {
+    /// A nursery's shared state, and spare wakers and buffers for its
+    /// children (children invariants 7 and 10).
+    pub(super) fn new(
+        location: &'static Location<'static>,
+    ) -> (Self, Vec<Arc<TaskWaker>>, Buffers) {
         let table = TaskTable::new(location);
         let (wakeup, spare) = Wakeup::take();
+        let mut buffers = Buffers::take();
         let shared = Shared {
             node: Node::new(None, false, Kind::Nursery(Arc::clone(&table) as _)),
             table,
             wakeup,
             draining: AtomicBool::new(false),
             incoming: Mutex::new(Incoming {
-                chunks: VecDeque::new(),
+                chunks: VecDeque::from(recast(std::mem::take(&mut buffers.queue))),
                 len: 0,
-                spare: Vec::new(),
+                spare: convert(std::mem::take(&mut buffers.incoming)),
                 closed: false,
                 pending_starts: 0,
             }),
         };
-        (shared, spare)
+        (shared, spare, buffers)
+    }
+
+    /// The admission queue's buffers, empty, for the thread's next nursery
+    /// (once closed: nothing is admitted any more).
+    pub(super) fn take_buffers(&self) -> Buffers {
+        let mut incoming = self.lock();
+        debug_assert!(incoming.closed && incoming.chunks.is_empty());
+        Buffers {
+            incoming: convert(std::mem::take(&mut incoming.spare)),
+            queue: recast(Vec::from(std::mem::take(&mut incoming.chunks))),
+            ..Buffers::default()
+        }
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Incoming<C>> {
@@ -147,7 +167,7 @@ impl<C> Shared<C> {
     ) -> Result<Vec<(C, TaskInfo)>, bool> {
         let mut incoming = self.lock();
         if let Some(chunk) = drained
-            && incoming.spare.len() < 2
+            && incoming.spare.len() < MAX_SPARE_CHUNKS
         {
             debug_assert!(chunk.is_empty());
             incoming.spare.push(chunk);
@@ -162,8 +182,8 @@ impl<C> Shared<C> {
             .chunks
             .pop_front()
             .expect("`len` counts the children in `chunks`");
-        if incoming.chunks.is_empty() && incoming.chunks.capacity() > 64 {
-            // A burst of spawns is over: keep no list of 64 × its size.
+        if incoming.chunks.is_empty() && incoming.chunks.capacity() > MAX_SPARE_CHUNKS {
+            // A burst of spawns is over: keep no list of its size.
             incoming.chunks.shrink_to(8);
         }
         incoming.len -= chunk.len();

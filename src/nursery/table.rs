@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::cancel::tree::Tasks;
-use crate::chunked::ChunkVec;
+use crate::chunked::{ChunkVec, recast};
 use crate::clock;
 use crate::sync::Recover;
 use crate::task::{Flags, TaskInfo};
@@ -187,6 +187,28 @@ impl TaskTable {
                 *note |= bits;
             }
         }
+    }
+
+    /// Gives the table the memory of a finished one's entries (see
+    /// `take_chunks`), for it to fill before allocating.
+    pub(crate) fn reuse(&self, (chunks, cohorts): (Vec<Vec<u32>>, Vec<[u64; 2]>)) {
+        if !chunks.is_empty() || cohorts.capacity() > 0 {
+            let mut tasks = lock(&self.tasks);
+            tasks.entries.reuse(chunks);
+            tasks.cohorts = recast(cohorts);
+        }
+    }
+
+    /// Forgets every child and returns the memory of their entries, for the
+    /// thread's next nursery (the nursery is being dropped).
+    pub(crate) fn take_chunks(&self) -> (Vec<Vec<u32>>, Vec<[u64; 2]>) {
+        let mut tasks = lock(&self.tasks);
+        let chunks = tasks.entries.take_chunks();
+        let cohorts = recast(std::mem::take(&mut tasks.cohorts));
+        tasks.notes.clear();
+        tasks.free = None;
+        tasks.names.clear();
+        (chunks, cohorts)
     }
 
     /// Forgets every child (the nursery dropped them all).
