@@ -145,6 +145,7 @@ impl TaskTable {
             since: None,
             recent: [None; RECENT],
             next: 0,
+            last: None,
         }
     }
 
@@ -249,13 +250,52 @@ pub(crate) struct Admit<'t> {
     recent: [Option<(&'static Location<'static>, u32)>; RECENT],
     /// Where the next cohort goes in `recent`.
     next: usize,
+    /// The site and cohort of the child admitted last.
+    last: Option<(&'static Location<'static>, u32)>,
 }
 
 /// How many cohorts a batch of admissions remembers.
 const RECENT: usize = 8;
 
 impl Admit<'_> {
+    #[inline]
     pub(crate) fn insert(&mut self, key: usize, info: TaskInfo) {
+        let (name, site) = info.into_parts();
+        // The common case: the same site as the child before.
+        let cohort = match self.last {
+            Some((at, cohort)) if std::ptr::eq(at, site) => {
+                self.tasks.cohorts[cohort as usize].count += 1;
+                cohort
+            }
+            _ => self.cohort_of(site),
+        };
+        let tasks = &mut *self.tasks;
+        if key == tasks.entries.len() {
+            tasks.entries.push(cohort + 1);
+        } else {
+            self.write_entry(key, cohort);
+        }
+        if let Some(name) = name {
+            self.tasks.names.insert(key, name);
+        }
+    }
+
+    /// The entry of a key that is not the next one (a reused key, or one
+    /// past the end).
+    #[cold]
+    fn write_entry(&mut self, key: usize, cohort: u32) {
+        let tasks = &mut *self.tasks;
+        while tasks.entries.len() <= key {
+            tasks.entries.push(0);
+        }
+        let entry = tasks.entries.get_mut(key).expect("grown above");
+        debug_assert_eq!(*entry, 0, "a key is admitted only once it is free");
+        *entry = cohort + 1;
+    }
+
+    /// The cohort of this batch for `site` (counting one more member),
+    /// opened if the batch has none yet.
+    fn cohort_of(&mut self, site: &'static Location<'static>) -> u32 {
         // One clock read per batch: a task's age counts from the poll that
         // admitted it, at most one poll after its spawn.
         let epoch = self.epoch;
@@ -263,7 +303,6 @@ impl Admit<'_> {
             let ms = clock::now().saturating_duration_since(epoch).as_millis();
             u32::try_from(ms).unwrap_or(u32::MAX)
         });
-        let (name, site) = info.into_parts();
         let tasks = &mut *self.tasks;
         let mut known = self.recent.iter().flatten();
         let cohort = match known.find(|(at, _)| std::ptr::eq(*at, site)) {
@@ -278,15 +317,8 @@ impl Admit<'_> {
                 cohort
             }
         };
-        while tasks.entries.len() <= key {
-            tasks.entries.push(0);
-        }
-        let entry = tasks.entries.get_mut(key).expect("grown above");
-        debug_assert_eq!(*entry, 0, "a key is admitted only once it is free");
-        *entry = cohort + 1;
-        if let Some(name) = name {
-            tasks.names.insert(key, name);
-        }
+        self.last = Some((site, cohort));
+        cohort
     }
 }
 
