@@ -329,6 +329,7 @@ impl TaskWaker {
 
     /// After a poll with the probe (invariant 8): `None` if a clone of it
     /// is still held, else whether it was woken.
+    #[inline(always)]
     fn woken_if_unique(self: &Arc<Self>) -> Option<bool> {
         // A loom operation, so that the models' threads may drop a clone
         // right here, between the poll and the check (std's `Arc` is none).
@@ -407,7 +408,7 @@ struct Bits {
 }
 
 impl Bits {
-    #[inline]
+    #[inline(always)]
     fn set(&mut self, key: usize) -> bool {
         let (word, bit) = (key / 64, 1 << (key % 64));
         if word >= self.words.len() {
@@ -425,7 +426,7 @@ impl Bits {
     }
 
     /// Clears the bit; true if it was set.
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, key: usize) -> bool {
         let (word, bit) = (key / 64, 1 << (key % 64));
         self.words.get_mut(word).is_some_and(|w| {
