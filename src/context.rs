@@ -99,23 +99,58 @@ impl Drop for Lent<'_> {
 /// Runs `f` with the node in `slot` as the current scope. `slot` must hold
 /// `Some` node; it is moved into the thread-local and moved back afterwards.
 pub(crate) fn enter<R>(slot: &mut Option<Arc<Node>>, f: impl FnOnce() -> R) -> R {
-    struct Restore<'s>(&'s mut Option<Arc<Node>>, usize);
-    impl Drop for Restore<'_> {
+    enter_here(slot, |_| f())
+}
+
+/// `enter`, with this thread's slot handed to `f` for the polls it makes
+/// (`Here`): one thread-local lookup for all of them.
+pub(crate) fn enter_here<R>(slot: &mut Option<Arc<Node>>, f: impl FnOnce(Here<'_>) -> R) -> R {
+    struct Restore<'s, 'c>(&'s mut Option<Arc<Node>>, usize, &'c Current);
+    impl Drop for Restore<'_, '_> {
         fn drop(&mut self) {
-            CURRENT.with(|current| {
-                let inner = current.node.replace(ManuallyDrop::new(self.0.take()));
-                *self.0 = ManuallyDrop::into_inner(inner);
-                current.covering.set(self.1);
-            });
+            let inner = self.2.node.replace(ManuallyDrop::new(self.0.take()));
+            *self.0 = ManuallyDrop::into_inner(inner);
+            self.2.covering.set(self.1);
         }
     }
-    let was = CURRENT.with(|current| {
+    CURRENT.with(|current| {
         let outer = current.node.replace(ManuallyDrop::new(slot.take()));
         *slot = ManuallyDrop::into_inner(outer);
-        current.covering.replace(0)
-    });
-    let _restore = Restore(slot, was);
-    f()
+        let was = current.covering.replace(0);
+        let _restore = Restore(slot, was, current);
+        f(Here(current))
+    })
+}
+
+/// Runs `f` with this thread's slot, outside any `enter`.
+#[cfg(any(test, hatchery_loom))]
+pub(crate) fn here<R>(f: impl FnOnce(Here<'_>) -> R) -> R {
+    CURRENT.with(|current| f(Here(current)))
+}
+
+/// This thread's slot, reached once for the many polls an owner makes in
+/// one of its own polls (`enter_here`).
+#[derive(Clone, Copy)]
+pub(crate) struct Here<'c>(&'c Current);
+
+impl Here<'_> {
+    /// `track` in two halves, for an owner that catches the task's panics
+    /// itself (the nursery): call `end` after the poll, also when it
+    /// panicked, with what `begin` returned. No drop guard on the hot path.
+    #[inline(always)]
+    pub(crate) fn begin(self, waker: &Waker) -> Saved {
+        Saved {
+            covering: self.0.covering.replace(waker.data() as usize),
+            flags: self.0.flags.replace(0),
+        }
+    }
+
+    /// Ends what `begin` began; returns what the task did.
+    #[inline(always)]
+    pub(crate) fn end(self, saved: Saved) -> Flags {
+        self.0.covering.set(saved.covering);
+        Flags::from_bits(self.0.flags.replace(saved.flags))
+    }
 }
 
 /// Runs `f`, one poll of a task, and returns what the task did
@@ -145,27 +180,6 @@ pub(crate) fn track<R>(waker: Option<&Waker>, f: impl FnOnce() -> R) -> (R, Flag
 pub(crate) struct Saved {
     covering: usize,
     flags: u8,
-}
-
-/// `track` in two halves, for an owner that catches the task's panics
-/// itself (the nursery): call `end` after the poll, also when it panicked,
-/// with what `begin` returned. No drop guard on the hot path.
-#[inline]
-pub(crate) fn begin(waker: &Waker) -> Saved {
-    let covering = waker.data() as usize;
-    CURRENT.with(|current| Saved {
-        covering: current.covering.replace(covering),
-        flags: current.flags.replace(0),
-    })
-}
-
-/// Ends what `begin` began; returns what the task did.
-#[inline]
-pub(crate) fn end(saved: Saved) -> Flags {
-    CURRENT.with(|current| {
-        current.covering.set(saved.covering);
-        Flags::from_bits(current.flags.replace(saved.flags))
-    })
 }
 
 fn set(flag: u8) {

@@ -153,16 +153,16 @@ impl ChildSet {
         let mut batch = self.children.take_woken();
         for &key in &batch {
             if key != BODY {
-                let _ = self.children.poll(key);
+                let _ = crate::context::here(|here| self.children.poll(key, here));
             }
         }
         self.children.poll_requeued(|children, key| {
-            let _ = children.poll(key);
+            let _ = crate::context::here(|here| children.poll(key, here));
         });
         batch.clear();
         self.children.admit(self.incoming.drain(..), &mut batch);
         for &key in &batch {
-            let _ = self.children.poll(key);
+            let _ = crate::context::here(|here| self.children.poll(key, here));
         }
         self.children.recycle(batch);
         if self.children.is_empty() {

@@ -64,7 +64,7 @@ use atomic_waker::AtomicWaker;
 use futures_task::{ArcWake, waker_ref};
 
 use crate::chunked::ChunkSlab;
-use crate::context::{self, Flags};
+use crate::context::{Flags, Here};
 use crate::nursery::table::TaskTable;
 use crate::sync::Recover;
 use crate::sync::atomic::{AtomicUsize, Ordering};
@@ -373,13 +373,14 @@ impl ArcWake for TaskWaker {
 pub(crate) fn poll_with<F: std::future::Future + ?Sized>(
     future: Pin<&mut F>,
     flag: &Arc<TaskWaker>,
+    here: Here<'_>,
 ) -> (CaughtPoll<Poll<F::Output>>, Flags) {
     let waker = waker_ref(flag);
-    let saved = context::begin(&waker);
+    let saved = here.begin(&waker);
     let polled = catch_unwind(AssertUnwindSafe(|| {
         future.poll(&mut Context::from_waker(&waker))
     }));
-    (polled, context::end(saved))
+    (polled, here.end(saved))
 }
 
 /// A waker for `key`, queued for its first poll: a spare one if there is
@@ -624,7 +625,7 @@ impl<C> Children<C> {
     /// child's identity comes from `failed`; a successful one's table entry
     /// goes at the next `recycle`.
     #[inline]
-    pub(crate) fn poll<O>(&mut self, key: usize) -> Polled<O>
+    pub(crate) fn poll<O>(&mut self, key: usize, here: Here<'_>) -> Polled<O>
     where
         C: std::future::Future<Output = O> + Unpin,
     {
@@ -637,7 +638,7 @@ impl<C> Children<C> {
                 if !waker.take_queued() {
                     return Polled::Idle;
                 }
-                poll_with(future, waker)
+                poll_with(future, waker, here)
             }
             None => {
                 if !self.queued.take(key) {
@@ -647,7 +648,7 @@ impl<C> Children<C> {
                     .probe
                     .get_or_insert_with(|| waker_for(&mut self.spare, &self.wakeup, key));
                 probe.state.store(key << SHIFT | RUNNING, Ordering::Relaxed);
-                let polled = poll_with(future, probe);
+                let polled = poll_with(future, probe, here);
                 match probe.woken_if_unique() {
                     // Nobody kept it: a wake during the poll is the child's
                     // bit, and the child is polled again on the next poll.
@@ -804,7 +805,10 @@ mod tests {
         );
         assert!(!children.is_empty());
         assert_eq!(keys, [0]);
-        assert!(matches!(children.poll(0), Polled::Done(Ok(Ok(())))));
+        assert!(matches!(
+            crate::context::here(|here| children.poll(0, here)),
+            Polled::Done(Ok(Ok(())))
+        ));
         assert!(children.is_empty());
     }
 

@@ -21,7 +21,7 @@ use crate::cancel::foreign::{Verdict, verdict};
 use crate::cancel::tree::{Listener, Node};
 use crate::cancel::{CancelReason, enter_node};
 use crate::clock::{self, CANCELLED, NEVER};
-use crate::context;
+use crate::context::{self, Here};
 use crate::error::{CancelError, NurseryError, TaskFailure};
 use crate::task::TaskInfo;
 
@@ -211,11 +211,11 @@ impl<E: CancelError> Outcomes<'_, E> {
     }
 
     /// Polls the child at `key` (if it is queued) and records how it ended.
-    fn poll_child<C>(&mut self, children: &mut Children<C>, key: usize)
+    fn poll_child<C>(&mut self, children: &mut Children<C>, key: usize, here: Here<'_>)
     where
         C: Future<Output = Result<(), E>> + Unpin,
     {
-        match children.poll(key) {
+        match children.poll(key, here) {
             // A cancelled child is not a failure: no need for its identity
             // (its table entry goes with the batch, like a success's).
             Polled::Done(Ok(Err(error))) if error.is_cancelled() => *self.saw_cancelled = true,
@@ -302,7 +302,7 @@ where
         let body_output = &mut *this.body_output;
         let yielded = *this.yielded;
         let exit_checkpoint = &mut *this.exit_checkpoint;
-        let (done, more) = context::enter(this.slot, || {
+        let (done, more) = context::enter_here(this.slot, |here| {
             let body_was_running = body.is_some();
             // The tasks woken since the last poll, the body among them; all of
             // them if the scope changed (invariant 5).
@@ -315,13 +315,13 @@ where
                 // entry in `batch` is stale by then, invariant 2 of children).
                 for key in 0..children.key_end() {
                     if children.mark_queued(key) {
-                        outcomes.poll_child(children, key);
+                        outcomes.poll_child(children, key, here);
                     }
                 }
             }
             for &key in &batch {
                 if key != BODY {
-                    outcomes.poll_child(children, key);
+                    outcomes.poll_child(children, key, here);
                     continue;
                 }
                 let Some(future) = body.as_mut().as_pin_mut() else {
@@ -330,7 +330,7 @@ where
                 if !body_flag.take_queued() {
                     continue;
                 }
-                match poll_with(future, body_flag) {
+                match poll_with(future, body_flag, here) {
                     (Ok(Poll::Pending), flags) if flags.parked() => continue,
                     (Ok(Poll::Pending), _) if !outcomes.unparked() => continue,
                     // Dropped below, as if it returned `Cancelled`.
@@ -346,7 +346,7 @@ where
             }
             // Then those that woke themselves in their last poll (they
             // yielded: invariant 9 of children).
-            children.poll_requeued(|children, key| outcomes.poll_child(children, key));
+            children.poll_requeued(|children, key| outcomes.poll_child(children, key, here));
             // Then the children spawned since (by the body just now, most
             // often), each polled once as it is admitted. Those spawned
             // during this loop wait for the next poll.
@@ -361,7 +361,7 @@ where
                 children.admit(chunk.drain(..), &mut batch);
                 drained = Some(chunk);
                 for &key in &batch {
-                    outcomes.poll_child(children, key);
+                    outcomes.poll_child(children, key, here);
                 }
             };
             children.recycle(batch);
