@@ -19,13 +19,14 @@
 /// Where index `i` lives: (chunk, offset in the chunk).
 #[inline]
 fn locate(i: usize) -> (usize, usize) {
-    if i < 16 {
-        (0, i)
-    } else if i < 2048 {
+    // Most keys of a large set are in the chunks of 1024: tested first.
+    if i >= 2048 {
+        (6 + (i >> 10), i & 1023)
+    } else if i >= 16 {
         let k = (i.ilog2() - 3) as usize;
         (k, i - (8 << k))
     } else {
-        (6 + (i >> 10), i & 1023)
+        (0, i)
     }
 }
 
@@ -155,6 +156,37 @@ enum Entry<T> {
     Occupied(T),
 }
 
+/// An occupied entry of a [`ChunkSlab`] (`ChunkSlab::occupied`).
+pub(crate) struct Occupied<'s, T> {
+    entry: &'s mut Entry<T>,
+    next: &'s mut usize,
+    len: &'s mut usize,
+    key: usize,
+}
+
+impl<T> Occupied<'_, T> {
+    #[inline]
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        match self.entry {
+            Entry::Occupied(value) => value,
+            Entry::Vacant(_) => unreachable!("an `Occupied` entry is occupied"),
+        }
+    }
+
+    /// Removes the value, as `ChunkSlab::remove` would.
+    #[inline]
+    pub(crate) fn remove(self) -> T {
+        match std::mem::replace(self.entry, Entry::Vacant(*self.next)) {
+            Entry::Occupied(value) => {
+                *self.next = self.key;
+                *self.len -= 1;
+                value
+            }
+            Entry::Vacant(_) => unreachable!("an `Occupied` entry is occupied"),
+        }
+    }
+}
+
 /// A slab (stable keys, reused after removal) over a [`ChunkVec`].
 pub(crate) struct ChunkSlab<T> {
     entries: ChunkVec<Entry<T>>,
@@ -210,6 +242,22 @@ impl<T> ChunkSlab<T> {
             Entry::Occupied(value) => Some(value),
             Entry::Vacant(_) => None,
         }
+    }
+
+    /// The occupied entry at `key`, to use and maybe remove without
+    /// locating it twice.
+    #[inline]
+    pub(crate) fn occupied(&mut self, key: usize) -> Option<Occupied<'_, T>> {
+        let entry = self.entries.get_mut(key)?;
+        if let Entry::Vacant(_) = entry {
+            return None;
+        }
+        Some(Occupied {
+            entry,
+            next: &mut self.next,
+            len: &mut self.len,
+            key,
+        })
     }
 
     /// One more than the highest key ever handed out.

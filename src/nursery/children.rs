@@ -629,9 +629,10 @@ impl<C> Children<C> {
     where
         C: std::future::Future<Output = O> + Unpin,
     {
-        let Some(child) = self.slab.get_mut(key) else {
+        let Some(mut slot) = self.slab.occupied(key) else {
             return Polled::Idle;
         };
+        let child = slot.get_mut();
         let future = Pin::new(&mut child.future);
         let polled = match &child.waker {
             Some(waker) => {
@@ -673,7 +674,7 @@ impl<C> Children<C> {
             (Ok(Poll::Ready(output)), _) => Ok(output),
             (Err(payload), _) => Err(payload),
         };
-        let child = self.slab.remove(key);
+        let child = slot.remove();
         self.retire(key, child.waker);
         // The child's `Drop` runs here; a panic in it is the child's.
         match catch_unwind(AssertUnwindSafe(move || drop(child.future))) {
