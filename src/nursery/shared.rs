@@ -30,11 +30,17 @@ pub(crate) struct Shared<C> {
     pub(super) draining: AtomicBool,
 }
 
-/// New children per chunk of the incoming queue.
-const INCOMING_CHUNK: usize = 64;
+/// New children per chunk of the incoming queue: a chunk (48 bytes each)
+/// stays under 1 KiB, the size from which glibc's `malloc` first merges every
+/// small block freed since (`malloc_consolidate`), which would make the next
+/// few thousand small allocations (child futures) slow.
+const INCOMING_CHUNK: usize = 20;
+/// The list of chunks keeps room for this many after a burst (24 KiB; a
+/// burst of 20,480 spawns).
+const MAX_QUEUED_CHUNKS: usize = 1024;
 /// At most this many drained chunks are kept for reuse (a burst of 16,384
 /// spawns; past it, the memory of a burst is given back once admitted).
-const MAX_SPARE_CHUNKS: usize = 256;
+const MAX_SPARE_CHUNKS: usize = 32;
 
 /// Children spawned but not yet admitted by the nursery future, in chunks:
 /// a burst of spawns never reallocates and copies the queue, and the memory
@@ -147,12 +153,14 @@ impl<C> Shared<C> {
         incoming.closed
     }
 
-    /// Closes for good (on drop) and returns what was still waiting.
-    pub(super) fn close(&self) -> VecDeque<Vec<(C, TaskInfo)>> {
+    /// Closes for good (on drop) and returns what was still waiting, to be
+    /// dropped without the lock held (their `Drop` is user code). The list's
+    /// buffer stays, for `take_buffers`.
+    pub(super) fn close(&self) -> Vec<Vec<(C, TaskInfo)>> {
         let mut incoming = self.lock();
         incoming.closed = true;
         incoming.len = 0;
-        std::mem::take(&mut incoming.chunks)
+        incoming.chunks.drain(..).collect()
     }
 
     /// Hands back a drained chunk (if any) and takes the next one to admit,
@@ -182,7 +190,7 @@ impl<C> Shared<C> {
             .chunks
             .pop_front()
             .expect("`len` counts the children in `chunks`");
-        if incoming.chunks.is_empty() && incoming.chunks.capacity() > MAX_SPARE_CHUNKS {
+        if incoming.chunks.is_empty() && incoming.chunks.capacity() > MAX_QUEUED_CHUNKS {
             // A burst of spawns is over: keep no list of its size.
             incoming.chunks.shrink_to(8);
         }

@@ -138,14 +138,24 @@ impl TaskTable {
     }
 
     /// Starts admitting a batch of children (one lock for the batch).
-    pub(crate) fn admit(&self) -> Admit<'_> {
+    /// `last` is the site and cohort of the child admitted last in the same
+    /// poll of the nursery (`Admit::last`), if any: its cohort is reused if
+    /// it still has members (else it may be another site's by now).
+    pub(crate) fn admit(&self, last: Option<Site>) -> Admit<'_> {
+        let tasks = lock(&self.tasks);
+        let last = last.filter(|&(site, cohort)| {
+            tasks
+                .cohorts
+                .get(cohort as usize)
+                .is_some_and(|c| c.count > 0 && std::ptr::eq(c.site, site))
+        });
         Admit {
-            tasks: lock(&self.tasks),
+            tasks,
             epoch: self.epoch,
             since: None,
             recent: [None; RECENT],
             next: 0,
-            last: None,
+            last,
         }
     }
 
@@ -251,13 +261,22 @@ pub(crate) struct Admit<'t> {
     /// Where the next cohort goes in `recent`.
     next: usize,
     /// The site and cohort of the child admitted last.
-    last: Option<(&'static Location<'static>, u32)>,
+    last: Option<Site>,
 }
+
+/// A spawn site and the cohort its children of the current poll joined.
+pub(crate) type Site = (&'static Location<'static>, u32);
 
 /// How many cohorts a batch of admissions remembers.
 const RECENT: usize = 8;
 
 impl Admit<'_> {
+    /// The site and cohort of the child admitted last, for the next batch
+    /// of the same poll.
+    pub(crate) fn last(&self) -> Option<Site> {
+        self.last
+    }
+
     #[inline]
     pub(crate) fn insert(&mut self, key: usize, info: TaskInfo) {
         let (name, site) = info.into_parts();
@@ -358,11 +377,38 @@ mod tests {
     }
 
     #[test]
+    fn a_later_batch_of_the_same_poll_joins_the_cohort_only_while_it_is_that_sites() {
+        let (a, b) = (here(), here());
+        let table = TaskTable::new(here());
+        let mut admit = table.admit(None);
+        admit.insert(0, TaskInfo::from_parts(None, a));
+        let last = admit.last();
+        drop(admit);
+        // The next batch of the same poll joins A's cohort.
+        let mut admit = table.admit(last);
+        admit.insert(1, TaskInfo::from_parts(None, a));
+        drop(admit);
+        assert_eq!(lock(&table.tasks).cohorts.len(), 1);
+        // A's children finish: its cohort is free, and B's takes its place.
+        table.remove_all(&[0, 1]);
+        let mut admit = table.admit(None);
+        admit.insert(2, TaskInfo::from_parts(None, b));
+        drop(admit);
+        // A batch that remembers A's old cohort must not join B's.
+        let mut admit = table.admit(last);
+        admit.insert(3, TaskInfo::from_parts(None, a));
+        drop(admit);
+        assert_eq!(sites(&table), [b, a]);
+        table.remove_all(&[2]);
+        assert_eq!(sites(&table), [a], "B's cohort counted only B's child");
+    }
+
+    #[test]
     fn children_from_interleaved_sites_keep_their_own_site_and_name() {
         let (a, b) = (here(), here());
         assert_ne!(a, b);
         let table = TaskTable::new(here());
-        let mut admit = table.admit();
+        let mut admit = table.admit(None);
         for key in 0..40 {
             let site = if key % 2 == 0 { a } else { b };
             let name = (key == 7).then_some(Cow::Borrowed("seven"));
@@ -388,23 +434,23 @@ mod tests {
     fn a_cohort_is_reused_only_once_no_key_refers_to_it() {
         let (a, b, c) = (here(), here(), here());
         let table = TaskTable::new(here());
-        let mut admit = table.admit();
+        let mut admit = table.admit(None);
         admit.insert(0, TaskInfo::from_parts(None, a));
         admit.insert(1, TaskInfo::from_parts(None, a));
         drop(admit);
-        let mut admit = table.admit();
+        let mut admit = table.admit(None);
         admit.insert(2, TaskInfo::from_parts(None, b));
         drop(admit);
         // Cohort of `a` loses one member: it is not free yet.
         table.remove_all(&[0]);
-        let mut admit = table.admit();
+        let mut admit = table.admit(None);
         admit.insert(0, TaskInfo::from_parts(None, c));
         drop(admit);
         assert_eq!(lock(&table.tasks).cohorts.len(), 3);
         assert_eq!(sites(&table), [c, a, b]);
         // Now `a`'s cohort empties and the next new cohort takes its place.
         table.remove_all(&[1]);
-        let mut admit = table.admit();
+        let mut admit = table.admit(None);
         admit.insert(1, TaskInfo::from_parts(None, b));
         drop(admit);
         assert_eq!(lock(&table.tasks).cohorts.len(), 3);
@@ -432,7 +478,7 @@ mod tests {
         assert!(many.len() > RECENT);
         assert!((1..many.len()).all(|i| !many[..i].contains(&many[i])));
         let table = TaskTable::new(here());
-        let mut admit = table.admit();
+        let mut admit = table.admit(None);
         for key in 0..many.len() * 3 {
             admit.insert(key, TaskInfo::from_parts(None, many[key % many.len()]));
         }
