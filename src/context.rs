@@ -99,7 +99,23 @@ impl Drop for Lent<'_> {
 /// Runs `f` with the node in `slot` as the current scope. `slot` must hold
 /// `Some` node; it is moved into the thread-local and moved back afterwards.
 pub(crate) fn enter<R>(slot: &mut Option<Arc<Node>>, f: impl FnOnce() -> R) -> R {
-    enter_here(slot, |_| f())
+    struct Restore<'s>(&'s mut Option<Arc<Node>>, usize);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            CURRENT.with(|current| {
+                let inner = current.node.replace(ManuallyDrop::new(self.0.take()));
+                *self.0 = ManuallyDrop::into_inner(inner);
+                current.covering.set(self.1);
+            });
+        }
+    }
+    let was = CURRENT.with(|current| {
+        let outer = current.node.replace(ManuallyDrop::new(slot.take()));
+        *slot = ManuallyDrop::into_inner(outer);
+        current.covering.replace(0)
+    });
+    let _restore = Restore(slot, was);
+    f()
 }
 
 /// `enter`, with this thread's slot handed to `f` for the polls it makes
