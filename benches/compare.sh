@@ -1,22 +1,42 @@
 #!/usr/bin/env bash
-# Runs the comparison benches and prints one table: each workload, hatchery's
-# time, each peer's time, and the ratio hatchery / peer (below 1 means faster).
+# hatchery against its peers, measured the ways that do not flatter:
 #
-#   benches/compare.sh           full criterion runs (about 15 minutes)
-#   benches/compare.sh --quick   short runs, under 5 minutes, noisier
-#   benches/compare.sh --table   only print the table of the last run
+#   benches/compare.sh              the alternating ratios (benches/alternate.rs:
+#                                   host CPU, measured clock, cost of a locked
+#                                   read-modify-write, then hatchery / peer per
+#                                   pair, median and range over runs) and the
+#                                   instructions and locked operations per unit
+#                                   (benches/instructions.sh, needs valgrind)
+#   benches/compare.sh --criterion  the criterion runs of benches/compare.rs
+#                                   (about 15 minutes) and their table
+#   benches/compare.sh --quick      criterion, short runs, under 5 minutes
+#   benches/compare.sh --table      only print the criterion table of the last run
 #
-# Reads target/criterion/<group>/<id>/new/estimates.json (mean, in ns).
+# Ratios are hatchery / peer: below 1 means hatchery is faster. Times from
+# one machine do not carry to another (see the README's Performance
+# section); the ratios of the alternating runs and the instruction counts do
+# better, and the host line says what moves them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case "${1:-}" in
+  "")
+    cargo bench --bench alternate
+    echo
+    if command -v valgrind >/dev/null; then
+      benches/instructions.sh
+    else
+      echo "(valgrind not found: no instruction counts)"
+    fi
+    exit 0
+    ;;
   --quick) cargo bench --bench compare -- --warm-up-time 0.5 --measurement-time 1 --sample-size 10 >&2 ;;
   --table) ;;
-  "") cargo bench --bench compare >&2 ;;
-  *) echo "usage: $0 [--quick|--table]" >&2; exit 2 ;;
+  --criterion) cargo bench --bench compare >&2 ;;
+  *) echo "usage: $0 [--criterion|--quick|--table]" >&2; exit 2 ;;
 esac
 
+# Reads target/criterion/<group>/<id>/new/estimates.json (mean, in ns).
 python3 - <<'PY'
 import json, os
 
