@@ -11,7 +11,10 @@
 //!
 //! For each pair: each run times `BATCHES` batches of each side, in the
 //! order A B B A A B B A … (so a drift over the run favours neither), after
-//! a warm-up; a batch repeats the workload until it takes at least 2 ms.
+//! a warm-up; a batch repeats the workload until it takes at least
+//! `BATCH_MS` milliseconds (default 5). Both sides share the process and its
+//! allocator: what one side leaves in glibc's free lists, the other's first
+//! repetition of a batch meets (longer batches dilute it).
 //! The run's ratio is median(A) / median(B). The table gives, over the
 //! runs, the median ratio and its range (lowest and highest run), with the
 //! median time per unit (child, check, scope) of each side. Before the
@@ -72,12 +75,18 @@ impl Side {
             .find(|(n, _, _)| *n == name)
             .unwrap_or_else(|| panic!("no workload {name}"));
         let mut once = setup();
-        // Warm up, then size a batch to at least 2 ms.
+        // Warm up, then size a batch to at least `BATCH_MS`.
         let started = Instant::now();
         once();
         once();
         let each = started.elapsed() / 2;
-        let reps = (Duration::from_millis(2).as_nanos() / each.as_nanos().max(1)).max(1) as usize;
+        let batch = Duration::from_millis(
+            std::env::var("BATCH_MS")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(5),
+        );
+        let reps = (batch.as_nanos() / each.as_nanos().max(1)).max(1) as usize;
         Side {
             units: *units,
             once,
