@@ -162,7 +162,7 @@ impl ChildSet {
         batch.clear();
         self.children.admit(self.incoming.drain(..), &mut batch);
         for &key in &batch {
-            let _ = crate::context::here(|here| self.children.poll(key, here));
+            let _ = crate::context::here(|here| self.children.poll_admitted(key, here));
         }
         self.children.recycle(batch);
         if self.children.is_empty() {

@@ -4,10 +4,12 @@
 //! # Invariants
 //!
 //! 1. A child's key in the ready queue (or, for a new child, in the list of
-//!    keys just admitted) means "poll me"; its `QUEUED` bit is set by whoever
-//!    enqueued it and cleared just before the child is polled. A wake while
-//!    the bit is set pushes nothing, so each child is in the queue at most
-//!    once per wake-up and a poll never misses a wake that happened during it.
+//!    keys just admitted, which the nursery polls at once with
+//!    `poll_admitted`, no bit needed) means "poll me"; its `QUEUED` bit is
+//!    set by whoever enqueued it and cleared just before the child is
+//!    polled. A wake while the bit is set pushes nothing, so each child is
+//!    in the queue at most once per wake-up and a poll never misses a wake
+//!    that happened during it.
 //! 2. A key whose child is gone, or whose bit is clear (a stale wake from a
 //!    previous child in the same slot), is skipped: a waker never polls the
 //!    wrong child twice.
@@ -591,7 +593,8 @@ impl<C> Children<C> {
     }
 
     /// Admits new children (one table lock for all of them) and appends
-    /// their keys to `keys`, each queued for its first poll.
+    /// their keys to `keys`, each to be polled once at once with
+    /// `poll_admitted` (invariant 1).
     pub(crate) fn admit(
         &mut self,
         new: impl IntoIterator<Item = (C, TaskInfo)>,
@@ -610,7 +613,8 @@ impl<C> Children<C> {
                 waker: None,
             });
             admit.insert(key, info);
-            self.queued.set(key);
+            // Queued for its first poll by being in `keys` (invariant 1):
+            // `poll_admitted` needs no bit.
             keys.push(key);
         }
         self.last_site = admit.last();
@@ -637,6 +641,23 @@ impl<C> Children<C> {
     where
         C: std::future::Future<Output = O> + Unpin,
     {
+        self.poll_child(key, false, here)
+    }
+
+    /// Polls a child `admit` just put in `keys`, for its first poll.
+    #[inline]
+    pub(crate) fn poll_admitted<O>(&mut self, key: usize, here: Here<'_>) -> Polled<O>
+    where
+        C: std::future::Future<Output = O> + Unpin,
+    {
+        self.poll_child(key, true, here)
+    }
+
+    #[inline(always)]
+    fn poll_child<O>(&mut self, key: usize, admitted: bool, here: Here<'_>) -> Polled<O>
+    where
+        C: std::future::Future<Output = O> + Unpin,
+    {
         let Some(mut slot) = self.slab.occupied(key) else {
             return Polled::Idle;
         };
@@ -650,7 +671,7 @@ impl<C> Children<C> {
                 poll_with(future, waker, here)
             }
             None => {
-                if !self.queued.take(key) {
+                if !admitted && !self.queued.take(key) {
                     return Polled::Idle;
                 }
                 let probe = self
@@ -815,7 +836,7 @@ mod tests {
         assert!(!children.is_empty());
         assert_eq!(keys, [0]);
         assert!(matches!(
-            crate::context::here(|here| children.poll(0, here)),
+            crate::context::here(|here| children.poll_admitted(0, here)),
             Polled::Done(Ok(Ok(())))
         ));
         assert!(children.is_empty());

@@ -215,7 +215,26 @@ impl<E: CancelError> Outcomes<'_, E> {
     where
         C: Future<Output = Result<(), E>> + Unpin,
     {
-        match children.poll(key, here) {
+        let polled = children.poll(key, here);
+        self.record(children, key, polled);
+    }
+
+    /// Polls a child just admitted, for its first time, and records how it
+    /// ended.
+    fn poll_admitted<C>(&mut self, children: &mut Children<C>, key: usize, here: Here<'_>)
+    where
+        C: Future<Output = Result<(), E>> + Unpin,
+    {
+        let polled = children.poll_admitted(key, here);
+        self.record(children, key, polled);
+    }
+
+    #[inline(always)]
+    fn record<C>(&mut self, children: &mut Children<C>, key: usize, polled: Polled<Result<(), E>>)
+    where
+        C: Future<Output = Result<(), E>> + Unpin,
+    {
+        match polled {
             // A cancelled child is not a failure: no need for its identity
             // (its table entry goes with the batch, like a success's).
             Polled::Done(Ok(Err(error))) if error.is_cancelled() => *self.saw_cancelled = true,
@@ -361,7 +380,7 @@ where
                 children.admit(chunk.drain(..), &mut batch);
                 drained = Some(chunk);
                 for &key in &batch {
-                    outcomes.poll_child(children, key, here);
+                    outcomes.poll_admitted(children, key, here);
                 }
             };
             children.recycle(batch);
