@@ -663,6 +663,8 @@ impl<C> Children<C> {
         };
         let child = slot.get_mut();
         let future = Pin::new(&mut child.future);
+        // Woken during its poll with the probe, which nobody kept.
+        let mut woken = false;
         let polled = match &child.waker {
             Some(waker) => {
                 if !waker.take_queued() {
@@ -674,6 +676,8 @@ impl<C> Children<C> {
                 if !admitted && !self.queued.take(key) {
                     return Polled::Idle;
                 }
+                // Invariant 1: a child leaves no bit to its slot's next one.
+                debug_assert!(!admitted || !self.queued.take(key));
                 let probe = self
                     .probe
                     .get_or_insert_with(|| waker_for(&mut self.spare, &self.wakeup, key));
@@ -681,13 +685,8 @@ impl<C> Children<C> {
                 let polled = poll_with(future, probe, here);
                 match probe.woken_if_unique() {
                     // Nobody kept it: a wake during the poll is the child's
-                    // bit, and the child is polled again on the next poll.
-                    Some(true) => {
-                        self.queued.set(key);
-                        self.requeued.set(key);
-                        self.any_requeued = true;
-                    }
-                    Some(false) => {}
+                    // bit (below, if it is still there to be polled).
+                    Some(woke) => woken = woke,
                     // Kept: it is the child's own waker from now on.
                     None => {
                         probe.stop_running();
@@ -698,8 +697,19 @@ impl<C> Children<C> {
             }
         };
         let outcome = match polled {
-            (Ok(Poll::Pending), flags) if flags.parked() => return Polled::Parked(flags),
-            (Ok(Poll::Pending), _) => return Polled::Unparked,
+            (Ok(Poll::Pending), flags) => {
+                if woken {
+                    // Polled again on the nursery's next poll (invariant 9).
+                    self.queued.set(key);
+                    self.requeued.set(key);
+                    self.any_requeued = true;
+                }
+                return if flags.parked() {
+                    Polled::Parked(flags)
+                } else {
+                    Polled::Unparked
+                };
+            }
             (Ok(Poll::Ready(output)), _) => Ok(output),
             (Err(payload), _) => Err(payload),
         };
@@ -720,7 +730,9 @@ impl<C> Children<C> {
             return Ok(());
         }
         let child = self.slab.remove(key);
+        // Invariant 1: no bit is left to the slot's next child.
         self.queued.take(key);
+        self.requeued.take(key);
         self.retire(key, child.waker);
         catch_unwind(AssertUnwindSafe(move || drop(child.future)))
     }
@@ -1131,6 +1143,38 @@ mod tests {
         out.unwrap();
         assert_eq!(yielder.load(Ordering::Relaxed), 4);
         assert_eq!(keeper.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn invariant_1_a_child_that_wakes_itself_and_finishes_leaves_no_bit_to_its_slot() {
+        use crate::{Cancelled, sleep_forever};
+        // The first child wakes itself and finishes in the same poll; the
+        // second takes its slot and waits on the nursery's scope (covered:
+        // only the nursery's pass over its children on a change reaches it).
+        // The cancel must reach it: a bit left set by the first would make
+        // the pass skip it, and the nursery would never end.
+        let waker = std::task::Waker::from(Arc::new(CountingWaker::default()));
+        let (out, _) = drive(
+            nursery(|n: Nursery<'_, Cancelled>| async move {
+                n.spawn(std::future::poll_fn(|cx| {
+                    cx.waker().wake_by_ref();
+                    Poll::Ready(Ok(()))
+                }));
+                crate::checkpoint().await?;
+                n.spawn(async {
+                    sleep_forever().await?;
+                    Ok(())
+                });
+                crate::checkpoint().await?;
+                n.cancel_scope().cancel();
+                Ok(())
+            }),
+            &waker,
+        );
+        assert!(
+            matches!(out, Ok(Some(()))),
+            "the cancel reached the second child"
+        );
     }
 
     #[test]
