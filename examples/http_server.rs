@@ -9,30 +9,43 @@
 //! ```
 //!
 //! Press Ctrl+C and, in this order: the accept loop is dropped where it
-//! waits, and the listener with it, so new connections are refused; every
-//! connection is asked to stop (hyper's `graceful_shutdown`), which closes
-//! the idle ones at once and lets a request in flight finish, for up to
-//! `GRACE`; then the program exits with status 130. A second Ctrl+C forces
-//! the shutdown and prints the connections still open.
+//! waits, and the listener with it, so new connections are refused; then
+//! every connection reads and answers what its client had sent by then
+//! (a request already in its socket is not lost), and is asked to stop
+//! (hyper's `graceful_shutdown`), which closes the idle ones at once and
+//! lets a request in flight finish, for up to `GRACE`; then the program
+//! exits with status 130. A second Ctrl+C forces the shutdown and prints
+//! the connections still open.
+//!
+//! (`benches/http.rs` runs this program, and serves the same routes on
+//! plain tokio for comparison: hence the few `pub` items.)
 
 use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::io::{self, Read};
+use std::mem::MaybeUninit;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hatchery::{Builder, CancellableExt};
+use hatchery::{Builder, CancelHandle, CancelScope, CancellableExt, Nursery};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// How long a request in flight may take to finish after Ctrl+C. Below the
 /// run's grace period (10 s), so that a connection that overruns it is
 /// dropped by its own deadline, not by the forced shutdown.
-const GRACE: Duration = Duration::from_secs(5);
+pub const GRACE: Duration = Duration::from_secs(5);
 
-fn main() {
+pub fn main() {
     let port: u16 = match std::env::args().nth(1) {
         Some(port) => port.parse().unwrap_or_else(|_| {
             eprintln!("usage: http_server [PORT] (got {port:?}; 0 picks a free port)");
@@ -40,33 +53,102 @@ fn main() {
         }),
         None => 0,
     };
-    // The accept loop never returns a value: only Ctrl+C or an error ends it.
-    let out: Result<Option<Infallible>, _> = Builder::new().tokio().run(|n| async move {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
-        println!("listening on {}", listener.local_addr()?);
-        loop {
-            // A foreign await: on Ctrl+C this loop is dropped right here,
-            // and the listener with it.
-            let (stream, peer) = listener.accept().await?;
-            n.named(format!("connection from {peer}"))
-                .on_failure(|failure| {
-                    // One bad connection is logged; the others go on.
-                    eprintln!("{}: {}", failure.task, failure.error);
-                    Ok(())
-                })
-                .spawn_parallel(serve(stream));
-        }
+    let out = Builder::new().tokio().run(|n| async move {
+        let listener = Listener::bind(port).await?;
+        println!("listening on {}", listener.socket().local_addr()?);
+        // The server is a parallel child: its accept loop, and the
+        // bookkeeping of one child per connection, run on tokio's workers
+        // like the connections, rather than on the thread that called
+        // `run` (which would be woken for every connection that ends).
+        n.named("server").spawn_parallel(async move {
+            hatchery::nursery(|connections| accept(listener, connections)).await?;
+            Ok(())
+        });
+        Ok(())
     });
     out.expect("the server failed");
 }
 
-async fn serve(stream: TcpStream) -> hatchery::Result<()> {
+/// Accepts connections until Ctrl+C (or an error): only then does it
+/// return, so it never returns a value.
+async fn accept(listener: Listener, connections: Nursery<'_>) -> hatchery::Result<Infallible> {
+    loop {
+        // A foreign await: on Ctrl+C this loop is dropped right here,
+        // and the listener with it.
+        let (stream, peer) = listener.socket().accept().await?;
+        connections
+            .named(format!("connection from {peer}"))
+            .on_failure(|failure| {
+                // One bad connection is logged; the others go on.
+                eprintln!("{}: {}", failure.task, failure.error);
+                Ok(())
+            })
+            .spawn_parallel(serve(stream, listener.closed.clone()));
+    }
+}
+
+/// The listening socket, and the news that it is closed (a scope of its
+/// own, cancelled once the socket is): connections stop only after that.
+struct Listener {
+    socket: Option<TcpListener>,
+    closed: CancelHandle,
+}
+
+impl Listener {
+    async fn bind(port: u16) -> io::Result<Listener> {
+        Ok(Listener {
+            socket: Some(TcpListener::bind(("127.0.0.1", port)).await?),
+            closed: CancelScope::new().handle(),
+        })
+    }
+
+    fn socket(&self) -> &TcpListener {
+        self.socket.as_ref().expect("open until dropped")
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // Closed first: from here on, new connections are refused...
+        drop(self.socket.take());
+        // ...and only then are the connections told.
+        self.closed.cancel();
+    }
+}
+
+async fn serve(stream: TcpStream, listener_closed: CancelHandle) -> hatchery::Result<()> {
+    let (socket, read_past_tokio) = Socket::new(stream);
     let connection =
-        http1::Builder::new().serve_connection(TokioIo::new(stream), service_fn(route));
-    // Ctrl+C asks the connection to stop instead of dropping it mid-response.
-    let served = connection
-        .cancel_gracefully(GRACE, |connection| connection.graceful_shutdown())
-        .await?;
+        http1::Builder::new().serve_connection(TokioIo::new(socket), service_fn(route));
+    let mut connection = pin!(connection);
+    let stopping = AtomicBool::new(false);
+    let mut listener_closed = listener_closed.cancelled();
+    let mut asked = false;
+    // Ctrl+C asks the connection to stop instead of dropping it
+    // mid-response: `cancel_gracefully` calls the closure below, then
+    // drives the connection inside a shield for up to GRACE.
+    let served = poll_fn(|cx| {
+        if stopping.load(Ordering::Relaxed) && !asked {
+            // Serve as before until the listener is closed: what a client
+            // sends until then is a request this server has to answer.
+            if Pin::new(&mut listener_closed).poll(cx).is_pending() {
+                return connection.as_mut().poll(cx);
+            }
+            // Read what is in the socket now (from the kernel: tokio may
+            // not have seen it arrive yet) and answer it...
+            read_past_tokio.store(true, Ordering::Relaxed);
+            if let Poll::Ready(served) = connection.as_mut().poll(cx) {
+                return Poll::Ready(served);
+            }
+            // ...then stop: an idle connection closes at once, a request
+            // in flight is finished first.
+            connection.as_mut().graceful_shutdown();
+            asked = true;
+        }
+        connection.as_mut().poll(cx)
+    })
+    .cancel_gracefully(GRACE, |_| stopping.store(true, Ordering::Relaxed))
+    .await?;
     match served {
         // hyper has answered 400 and closed: the client's mistake, not a
         // failure of this server.
@@ -78,7 +160,7 @@ async fn serve(stream: TcpStream) -> hatchery::Result<()> {
     }
 }
 
-async fn route(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+pub async fn route(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match request.uri().path() {
         "/" => Response::new(Full::from("hello\n")),
         "/slow" => {
@@ -98,4 +180,87 @@ async fn route(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infa
             response
         }
     })
+}
+
+/// A connection's socket, as hyper reads and writes it. tokio reads a
+/// socket only once its reactor has seen data arrive, which under load
+/// can be well after the data arrived; so at the shutdown, when a request
+/// that arrived before the listener closed must not be mistaken for an
+/// idle connection, a read that tokio answers with "not yet" asks the
+/// kernel (after the flag returned by [`Socket::new`] is set).
+pub struct Socket {
+    stream: TcpStream,
+    read_past_tokio: Arc<AtomicBool>,
+}
+
+impl Socket {
+    pub fn new(stream: TcpStream) -> (Socket, Arc<AtomicBool>) {
+        let read_past_tokio = Arc::new(AtomicBool::new(false));
+        let socket = Socket {
+            stream,
+            read_past_tokio: Arc::clone(&read_past_tokio),
+        };
+        (socket, read_past_tokio)
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if polled.is_pending() && this.read_past_tokio.load(Ordering::Relaxed) {
+            // The socket is non-blocking: a look returns at once, saying
+            // whether anything is there (tokio wakes the task when more
+            // arrives); only then is hyper's buffer made ready to read into.
+            let socket = socket2::SockRef::from(&this.stream);
+            match socket.peek(&mut [MaybeUninit::uninit()]) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return polled,
+                Err(error) => return Poll::Ready(Err(error)),
+                Ok(_) => {}
+            }
+            match (&*socket).read(buf.initialize_unfilled()) {
+                Ok(read) => {
+                    buf.advance(read);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
