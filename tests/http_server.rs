@@ -619,11 +619,13 @@ fn a_second_sigint_forces_the_shutdown_and_names_the_connections_still_open() {
         .write_all(&get("/slow"))
         .expect("send the request");
     server.expect_line("GET /slow: answering in 2 s");
+    let signalled = Instant::now();
     server.kill("INT");
-    // The first signal has been handled once the listener is closed.
-    wait_until("the listener closed", || {
-        TcpStream::connect(addr).is_err_and(|error| error.kind() == ErrorKind::ConnectionRefused)
-    });
+    // The first signal has been handled once the listener is closed. (Each
+    // attempt to connect is bounded: one whose SYN the kernel dropped as
+    // the listener closed would wait a second for its retry, and the slow
+    // answer would come first.)
+    watch_listener(addr, signalled);
     server.kill("INT");
     let outcome = read_response(&mut connection);
     let (status, stdout, stderr) = server.finish();
