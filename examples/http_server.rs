@@ -8,14 +8,15 @@
 //! curl http://127.0.0.1:8080/slow      # hello, after 2 s
 //! ```
 //!
-//! Press Ctrl+C and, in this order: the accept loop is dropped where it
-//! waits, and the listener with it, so new connections are refused; then
-//! every connection reads and answers what its client had sent by then
-//! (a request already in its socket is not lost), and is asked to stop
-//! (hyper's `graceful_shutdown`), which closes the idle ones at once and
-//! lets a request in flight finish, for up to `GRACE`; then the program
-//! exits with status 130. A second Ctrl+C forces the shutdown and prints
-//! the connections still open.
+//! Press Ctrl+C and, in this order: the accept loop (the only task that
+//! Ctrl+C reaches: the connections are behind a shield) closes the
+//! listener, so new connections are refused; then it cancels the
+//! connections, and each one reads and answers what its client had sent by
+//! then (a request already in its socket is not lost), and is asked to
+//! stop (hyper's `graceful_shutdown`), which closes the idle ones at once
+//! and lets a request in flight finish, for up to `GRACE`; then the
+//! program exits with status 130. A second Ctrl+C forces the shutdown
+//! (shields do not hold against it) and prints the connections still open.
 //!
 //! (`benches/http.rs` runs this program, and serves the same routes on
 //! plain tokio for comparison: hence the few `pub` items.)
@@ -54,14 +55,23 @@ pub fn main() {
         None => 0,
     };
     let out = Builder::new().tokio().run(|n| async move {
-        let listener = Listener::bind(port).await?;
-        println!("listening on {}", listener.socket().local_addr()?);
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        println!("listening on {}", listener.local_addr()?);
+        // Ctrl+C cancels the root scope.
+        let ctrl_c = n.cancel_scope();
         // The server is a parallel child: its accept loop, and the
         // bookkeeping of one child per connection, run on tokio's workers
         // like the connections, rather than on the thread that called
         // `run` (which would be woken for every connection that ends).
+        // Behind a shield, so that Ctrl+C reaches the connections only
+        // through the accept loop, once the listener is closed.
         n.named("server").spawn_parallel(async move {
-            hatchery::nursery(|connections| accept(listener, connections)).await?;
+            CancelScope::new()
+                .shield(true)
+                .run(hatchery::nursery(|connections| {
+                    serve(listener, ctrl_c, connections)
+                }))
+                .await?;
             Ok(())
         });
         Ok(())
@@ -69,13 +79,20 @@ pub fn main() {
     out.expect("the server failed");
 }
 
-/// Accepts connections until Ctrl+C (or an error): only then does it
-/// return, so it never returns a value.
-async fn accept(listener: Listener, connections: Nursery<'_>) -> hatchery::Result<Infallible> {
+/// Accepts connections, each a child of `connections`, until `ctrl_c` is
+/// cancelled; then closes the listener (new connections are refused),
+/// and only then stops the connections.
+async fn serve(
+    listener: TcpListener,
+    ctrl_c: CancelHandle,
+    connections: Nursery<'_>,
+) -> hatchery::Result<()> {
+    let mut interrupted = ctrl_c.cancelled();
     loop {
-        // A foreign await: on Ctrl+C this loop is dropped right here,
-        // and the listener with it.
-        let (stream, peer) = listener.socket().accept().await?;
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut interrupted => break,
+        };
         connections
             .named(format!("connection from {peer}"))
             .on_failure(|failure| {
@@ -83,57 +100,29 @@ async fn accept(listener: Listener, connections: Nursery<'_>) -> hatchery::Resul
                 eprintln!("{}: {}", failure.task, failure.error);
                 Ok(())
             })
-            .spawn_parallel(serve(stream, listener.closed.clone()));
+            .spawn_parallel(connection(stream));
     }
+    drop(listener);
+    connections.cancel_scope().cancel();
+    Ok(())
 }
 
-/// The listening socket, and the news that it is closed (a scope of its
-/// own, cancelled once the socket is): connections stop only after that.
-struct Listener {
-    socket: Option<TcpListener>,
-    closed: CancelHandle,
-}
-
-impl Listener {
-    async fn bind(port: u16) -> io::Result<Listener> {
-        Ok(Listener {
-            socket: Some(TcpListener::bind(("127.0.0.1", port)).await?),
-            closed: CancelScope::new().handle(),
-        })
-    }
-
-    fn socket(&self) -> &TcpListener {
-        self.socket.as_ref().expect("open until dropped")
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        // Closed first: from here on, new connections are refused...
-        drop(self.socket.take());
-        // ...and only then are the connections told.
-        self.closed.cancel();
-    }
-}
-
-async fn serve(stream: TcpStream, listener_closed: CancelHandle) -> hatchery::Result<()> {
+/// Serves one connection; asked to stop, it first reads and answers what
+/// its client had sent by then, then closes (idle) or finishes the
+/// request in flight and closes.
+async fn connection(stream: TcpStream) -> hatchery::Result<()> {
     let (socket, read_past_tokio) = Socket::new(stream);
     let connection =
         http1::Builder::new().serve_connection(TokioIo::new(socket), service_fn(route));
     let mut connection = pin!(connection);
     let stopping = AtomicBool::new(false);
-    let mut listener_closed = listener_closed.cancelled();
     let mut asked = false;
-    // Ctrl+C asks the connection to stop instead of dropping it
-    // mid-response: `cancel_gracefully` calls the closure below, then
-    // drives the connection inside a shield for up to GRACE.
+    // The scope is cancelled (the listener is closed by then): rather than
+    // being dropped mid-response, the connection is asked to stop.
+    // `cancel_gracefully` calls the closure below, then drives it inside a
+    // shield for up to GRACE.
     let served = poll_fn(|cx| {
         if stopping.load(Ordering::Relaxed) && !asked {
-            // Serve as before until the listener is closed: what a client
-            // sends until then is a request this server has to answer.
-            if Pin::new(&mut listener_closed).poll(cx).is_pending() {
-                return connection.as_mut().poll(cx);
-            }
             // Read what is in the socket now (from the kernel: tokio may
             // not have seen it arrive yet) and answer it...
             read_past_tokio.store(true, Ordering::Relaxed);
