@@ -16,16 +16,20 @@
 //!   example does).
 //! * `http_shutdown`: `IDLE_CONNECTIONS` keep-alive connections that each
 //!   made one request and sit idle; the time from SIGINT to the server
-//!   process's exit (status 130). Rows: `hatchery` and `tokio_tracker`,
+//!   process's exit (status 130). Sides: `hatchery` and `tokio_tracker`,
 //!   which shut down in the same order (listener closed; then each
 //!   connection reads what is in its socket and stops with hyper's
 //!   graceful shutdown) and exit the same way (one line on stderr, the
-//!   runtime let go, `process::exit(130)`).
+//!   runtime let go, `process::exit(130)`). Measured in rounds, one server
+//!   of each kind per round in alternating order, outside criterion (see
+//!   `shutdown_rounds`); printed as medians, ranges and their ratio.
 //!
 //! Every server runs a multi-thread tokio runtime with one worker per core
 //! and its accept loop on the main thread. Run with
-//! `cargo bench --features tokio --bench http`; `HTTP_BENCH_REVERSE=1`
-//! measures the rows in the opposite order, so that runs can alternate.
+//! `cargo bench --features tokio --bench http` (a filter such as
+//! `http_shutdown` runs only that part); `HTTP_BENCH_REVERSE=1` measures
+//! the `http_keepalive` rows in the opposite order, so that runs can
+//! alternate.
 //! The signal is sent by a shell started beforehand (`kill` is a builtin:
 //! no process starts between the clock and the signal).
 //!
@@ -55,7 +59,7 @@ mod bench {
     use std::task::Poll;
     use std::time::{Duration, Instant};
 
-    use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
+    use criterion::{Criterion, Throughput, criterion_group};
     use hyper::server::conn::http1;
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
@@ -86,6 +90,9 @@ mod bench {
                 criterion::Criterion::default()
                     .configure_from_args()
                     .final_summary();
+                if selected("http_shutdown") {
+                    shutdown_rounds();
+                }
             }
         }
     }
@@ -415,30 +422,61 @@ mod bench {
         group.finish();
     }
 
-    fn shutdown(c: &mut Criterion) {
+    /// `http_shutdown`, measured in rounds rather than as criterion rows:
+    /// each round shuts down one server of each kind, in alternating order,
+    /// so that what builds up over a run and the machine's other load fall
+    /// on both alike. (As criterion rows, hatchery / tokio_tracker was
+    /// 1.02 to 1.33 with hatchery first and 1.49 to 2.24 with it second;
+    /// the first row leaves some 30,000 sockets in TIME_WAIT behind it.)
+    /// Prints each side's median and range, and the ratio of the medians.
+    fn shutdown_rounds() {
+        const ROUNDS: usize = 20;
+        const NAMES: [&str; 2] = ["hatchery", "tokio_tracker"];
         let client = client_runtime();
-        let mut group = c.benchmark_group("http_shutdown");
-        group
-            .sampling_mode(SamplingMode::Flat)
-            .sample_size(20)
-            .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(5));
-        for name in in_order(["hatchery", "tokio_tracker"]) {
-            group.bench_function(name, |b| {
-                b.iter_custom(|iters| {
-                    let mut took = Duration::ZERO;
-                    for _ in 0..iters {
-                        let server = Server::start(name);
-                        let idle = client.block_on(clients(server.addr, IDLE_CONNECTIONS, 1));
-                        took += server.interrupt();
-                        client.block_on(expect_closed(idle));
-                    }
-                    took
-                })
-            });
+        let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..ROUNDS {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for side in order {
+                let server = Server::start(NAMES[side]);
+                let idle = client.block_on(clients(server.addr, IDLE_CONNECTIONS, 1));
+                times[side].push(server.interrupt());
+                client.block_on(expect_closed(idle));
+            }
         }
-        group.finish();
+        let mut ratios: Vec<f64> = (0..ROUNDS)
+            .map(|round| times[0][round].as_secs_f64() / times[1][round].as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        for times in &mut times {
+            times.sort();
+        }
+        for (name, times) in NAMES.iter().zip(&times) {
+            println!(
+                "http_shutdown/{name}: median {:.2?}, {:.2?} to {:.2?} over {ROUNDS} rounds",
+                times[ROUNDS / 2],
+                times[0],
+                times[ROUNDS - 1],
+            );
+        }
+        println!(
+            "http_shutdown: hatchery / tokio_tracker {:.2} (medians); per round {:.2} to {:.2}, \
+             quartiles {:.2} and {:.2}",
+            times[0][ROUNDS / 2].as_secs_f64() / times[1][ROUNDS / 2].as_secs_f64(),
+            ratios[0],
+            ratios[ROUNDS - 1],
+            ratios[ROUNDS / 4],
+            ratios[3 * ROUNDS / 4],
+        );
     }
 
-    criterion_group!(benches, keepalive, shutdown);
+    /// Whether the command line's filter (if any) selects `name`.
+    fn selected(name: &str) -> bool {
+        let filters: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|arg| !arg.starts_with('-'))
+            .collect();
+        filters.is_empty() || filters.iter().any(|filter| name.contains(filter.as_str()))
+    }
+
+    criterion_group!(benches, keepalive);
 }
