@@ -10,6 +10,12 @@
 //! registers with that clock instead of async-io's reactor. Virtual instants
 //! are ordinary [`Instant`]s (they start at the real time the clock was made
 //! and only move forward), so the encoding above covers them too.
+//!
+//! With the `tokio` feature, the threads of `run`'s tokio root (the calling
+//! thread while it drives the root, tokio's workers and blocking threads)
+//! use tokio's timer, which runs there anyway, instead of async-io's (whose
+//! reactor would need a thread of its own on that root): see
+//! [`use_tokio_timers`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -61,11 +67,30 @@ pub(crate) fn now_nanos() -> u64 {
     to_nanos(now()).min(FAR - 1)
 }
 
+#[cfg(feature = "tokio")]
+thread_local! {
+    static TOKIO_TIMERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes this thread's real timers tokio's (or async-io's again, with
+/// `false`); returns the previous choice. Only for threads inside a tokio
+/// runtime whose timer is enabled: `run`'s tokio root sets it on each of
+/// its threads.
+#[cfg(feature = "tokio")]
+pub(crate) fn use_tokio_timers(on: bool) -> bool {
+    TOKIO_TIMERS.replace(on)
+}
+
 /// A timer that fires at `instant` of this thread's clock.
 pub(crate) fn timer_at(instant: Instant) -> Timer {
     #[cfg(feature = "test-util")]
     if let Some(timer) = virtual_time::timer_at(instant) {
         return Timer::Virtual(timer);
+    }
+    #[cfg(feature = "tokio")]
+    if TOKIO_TIMERS.get() {
+        let at = tokio::time::Instant::from_std(instant);
+        return Timer::Tokio(Box::pin(tokio::time::sleep_until(at)));
     }
     Timer::Real(async_io::Timer::at(instant))
 }
@@ -74,6 +99,8 @@ pub(crate) fn timer_at(instant: Instant) -> Timer {
 /// instant has passed.
 pub(crate) enum Timer {
     Real(async_io::Timer),
+    #[cfg(feature = "tokio")]
+    Tokio(Pin<Box<tokio::time::Sleep>>),
     #[cfg(feature = "test-util")]
     Virtual(virtual_time::Timer),
 }
@@ -83,6 +110,10 @@ impl Timer {
     pub(crate) fn set_at(&mut self, instant: Instant) {
         match self {
             Timer::Real(timer) => timer.set_at(instant),
+            #[cfg(feature = "tokio")]
+            Timer::Tokio(sleep) => sleep
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(instant)),
             #[cfg(feature = "test-util")]
             Timer::Virtual(timer) => timer.set_at(instant),
         }
@@ -95,6 +126,8 @@ impl Future for Timer {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         match self.get_mut() {
             Timer::Real(timer) => Pin::new(timer).poll(cx).map(drop),
+            #[cfg(feature = "tokio")]
+            Timer::Tokio(sleep) => sleep.as_mut().poll(cx),
             #[cfg(feature = "test-util")]
             Timer::Virtual(timer) => timer.poll(cx),
         }

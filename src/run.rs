@@ -512,9 +512,22 @@ impl<E> Builder<E> {
             builder.worker_threads(threads);
             builder
         };
+        // hatchery's timers (sleeps, deadlines, the grace period) are
+        // tokio's on every thread of this root: async-io's would start a
+        // reactor and a thread of their own, at the worst moment (the
+        // shutdown, when every connection arms its grace timer).
         let runtime = match builder
             .enable_all()
             .thread_name_fn(|| "hatchery-worker-tokio".to_owned())
+            .on_thread_start(|| {
+                clock::use_tokio_timers(true);
+                // A parallel child spawns its own parallel children on this
+                // runtime, as on `run`'s own workers. (tokio starts its
+                // threads inside the runtime's context.)
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    crate::spawn::set_default(Arc::new(handle));
+                }
+            })
             .build()
         {
             Ok(runtime) => runtime,
@@ -532,6 +545,7 @@ impl<E> Builder<E> {
         let result = {
             let _in_run = InRun::enter();
             let _context = runtime.enter();
+            let _timers = TokioTimers(clock::use_tokio_timers(true));
             with_default(spawner, || runtime.block_on(future))
         };
         // A worker stuck in a child that never awaits must not hold `run`:
@@ -790,6 +804,17 @@ fn work<'env>(
     }
 }
 
+/// Gives this thread back the timers it used before `run` on tokio.
+#[cfg(feature = "tokio")]
+struct TokioTimers(bool);
+
+#[cfg(feature = "tokio")]
+impl Drop for TokioTimers {
+    fn drop(&mut self) {
+        clock::use_tokio_timers(self.0);
+    }
+}
+
 /// Marks the current thread as running inside `run` (invariant 2).
 struct InRun(bool);
 
@@ -975,6 +1000,38 @@ mod tests {
             sleep(Duration::from_millis(1)).await?;
         }
         Ok(())
+    }
+
+    /// A parallel child runs on a tokio worker: it can open a nursery and
+    /// spawn parallel children there too, as it can on `run`'s own workers.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn on_tokio_a_parallel_child_spawns_parallel_children() {
+        let out = Builder::new()
+            .tokio()
+            .worker_threads(2)
+            .handle_signals(false)
+            .run(|n| async move {
+                n.spawn_parallel(async {
+                    crate::nursery(|inner| async move {
+                        let (send, receive) = mpsc::channel();
+                        inner.spawn_parallel(async move {
+                            sleep(Duration::from_millis(1)).await?;
+                            let _ = send.send(std::thread::current().name().map(str::to_owned));
+                            Ok(())
+                        });
+                        Ok(receive)
+                    })
+                    .await?
+                    .and_then(|receive| receive.recv().ok())
+                    .flatten()
+                    .filter(|name| name == "hatchery-worker-tokio")
+                    .map(drop)
+                    .ok_or_else(|| crate::Error::msg("the child did not run on a worker"))
+                });
+                Ok(7)
+            });
+        assert_eq!(out.unwrap(), Some(7));
     }
 
     #[test]

@@ -403,6 +403,13 @@ pub(crate) fn with_default<R>(spawner: SharedSpawner, f: impl FnOnce() -> R) -> 
     f()
 }
 
+/// Makes `spawner` this thread's default for good: for the threads of a
+/// runtime `run` started (tokio's workers), which end with it.
+#[cfg(feature = "tokio")]
+pub(crate) fn set_default(spawner: SharedSpawner) {
+    DEFAULT.with(|default| *default.borrow_mut() = Some(spawner));
+}
+
 /// The default spawner of this thread, if it runs inside [`run`](crate::run).
 pub(crate) fn default_spawner() -> Option<SharedSpawner> {
     DEFAULT.with(|default| default.borrow().clone())

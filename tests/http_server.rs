@@ -3,14 +3,20 @@
 //! and the server judged by what its clients received, its exit status and
 //! its stderr.
 //!
-//! What a client may see at the shutdown: whole responses, then its
-//! connection closed between two requests. Closing an idle keep-alive
-//! connection always races with a request the client is sending at that
-//! moment: a request that hyper has not begun to read when its connection
-//! is asked to stop (still in the socket buffer) is not answered, and the
-//! client sees the connection closed before the first byte of a response,
-//! the case HTTP/1.1 tells clients to retry (RFC 9112, 9.3.1). That is
-//! allowed and counted; a reset, or a response cut short, never is.
+//! What a client may see at the shutdown: whole responses to every
+//! request it sent before the listener closed, then its connection closed
+//! between two requests. A request sent after the listener closed may meet
+//! its connection closing (the server reads nothing more once it has
+//! stopped): it may then see the connection closed before the first byte
+//! of a response, the case HTTP/1.1 tells clients to retry (RFC 9112,
+//! 9.3.1), or reset, when it reached the server's socket just before it
+//! closed. The test knows when the listener closed to within one
+//! connection attempt (it tries to connect, without pause, from the signal
+//! on): a request written before the last attempt that got through was
+//! sent while the listener was open, and must be answered in full; one
+//! written in the gap between that attempt and the first refusal cannot be
+//! placed, and is allowed either way. A response cut short is never
+//! allowed.
 //!
 //! A process started in the background by a script inherits SIGINT as
 //! ignored, and hatchery leaves an ignored signal alone; so the server is
@@ -32,6 +38,11 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Keep-alive clients hammering `/`.
 const CLIENTS: usize = 50;
+
+/// How long one attempt to connect may take while the listener is watched
+/// after the signal (`watch_listener`): on loopback a connection is
+/// accepted or refused in microseconds, unless the SYN was dropped.
+const ATTEMPT: Duration = Duration::from_millis(20);
 
 /// Requests on `/slow` in flight when the signal arrives.
 const SLOW: usize = 5;
@@ -330,12 +341,13 @@ fn read_response(connection: &mut BufReader<TcpStream>) -> Outcome {
 struct ClientLog {
     /// Whole `200 hello` responses.
     hellos: usize,
-    /// How its connection ended (`Closed` unless something broke).
+    /// How its connection ended: `Closed` (or `Reset`) unless something
+    /// broke.
     end: Outcome,
     /// When it saw the end.
     ended_at: Instant,
-    /// When the last request was written, if the connection was closed
-    /// after it was written and before any byte of its response.
+    /// When the last request was written, if the connection was closed or
+    /// reset after it was written and before any byte of its response.
     unanswered: Option<Instant>,
 }
 
@@ -351,6 +363,8 @@ fn hammer(addr: SocketAddr, progress: Arc<AtomicUsize>) -> ClientLog {
             if hellos == MAX_REQUESTS_PER_CLIENT {
                 break Outcome::Broken("the server never closed the connection".to_owned());
             }
+            // A request that cannot be written was not sent: the server
+            // had closed the connection before.
             if let Err(outcome) = send(&mut connection, &request) {
                 break outcome;
             }
@@ -369,9 +383,9 @@ fn hammer(addr: SocketAddr, progress: Arc<AtomicUsize>) -> ClientLog {
                         break Outcome::Closed;
                     }
                 }
-                Outcome::Closed => {
+                outcome @ (Outcome::Closed | Outcome::Reset) => {
                     unanswered = Some(written);
-                    break Outcome::Closed;
+                    break outcome;
                 }
                 other => break other,
             }
@@ -382,6 +396,43 @@ fn hammer(addr: SocketAddr, progress: Arc<AtomicUsize>) -> ClientLog {
         end,
         ended_at: Instant::now(),
         unanswered,
+    }
+}
+
+/// When the listener closed, as a client sees it: tries to connect, without
+/// pause, from now on. Returns when the last attempt that got through
+/// started (the listener was open at some moment after that), or
+/// `signalled` (when it was still open) if none did, and when the first
+/// refusal came (it was closed by then).
+fn watch_listener(addr: SocketAddr, signalled: Instant) -> (Instant, Instant) {
+    let start = Instant::now();
+    let mut open_at = signalled;
+    loop {
+        let attempt = Instant::now();
+        match TcpStream::connect_timeout(&addr, ATTEMPT) {
+            // Closed at once: the server may serve it, close it as idle,
+            // or reset it (Linux resets the connections still queued on a
+            // listener when it closes); either way it sent nothing.
+            Ok(_) => open_at = attempt,
+            // Refused; or reset, which a connection being made as the
+            // listener closes may be: closed either way.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+                ) =>
+            {
+                return (open_at, Instant::now());
+            }
+            // Unanswered (a SYN the kernel dropped, to be sent again in a
+            // second): this attempt tells nothing; the next one may.
+            Err(error) if error.kind() == ErrorKind::TimedOut => {}
+            Err(error) => panic!("a connection after the signal: {error}"),
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "connections were still accepted long after the signal"
+        );
     }
 }
 
@@ -460,31 +511,8 @@ fn sigint_under_load_closes_the_listener_then_idle_connections_and_finishes_requ
     let signalled = Instant::now();
     server.kill("INT");
 
-    // New connections: refused once the listener is closed. A connection
-    // made just before may still be accepted (and served, or closed as
-    // idle), or be reset: Linux resets the connections still queued on a
-    // listener when it closes.
-    let refused_at = loop {
-        match connect(addr) {
-            Err(error) if error.kind() == ErrorKind::ConnectionRefused => break Instant::now(),
-            Err(error) => panic!("a connection after the signal: {error}"),
-            Ok(mut connection) => {
-                let outcome = exchange(&mut connection, &get("/"));
-                assert!(
-                    matches!(
-                        outcome,
-                        Outcome::Response { status: 200, .. } | Outcome::Closed | Outcome::Reset
-                    ),
-                    "a connection made while the listener closed got {outcome:?}"
-                );
-            }
-        }
-        assert!(
-            signalled.elapsed() < PATIENCE,
-            "connections were still accepted long after the signal"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    // New connections: refused once the listener is closed.
+    let (listener_open_at, refused_at) = watch_listener(addr, signalled);
     // The listener closed while the requests in flight still ran: it went
     // first. (The slow requests end 2 s after they were read, just before
     // the signal; closing the listener takes a poll.)
@@ -502,18 +530,26 @@ fn sigint_under_load_closes_the_listener_then_idle_connections_and_finishes_requ
     let (status, stdout, stderr) = server.finish();
     let context = format!("stdout:\n{}\nstderr:\n{stderr}", stdout.join("\n"));
 
-    // Every keep-alive client got only whole responses, then saw its
-    // connection closed between two requests: no reset, nothing cut short.
+    // Every keep-alive client got only whole responses to what it sent
+    // while the listener was open, then saw its connection closed between
+    // two requests: nothing cut short, and no request sent before the
+    // listener closed left unanswered (closed or reset).
     for (client, log) in logs.iter().enumerate() {
-        assert_eq!(
-            log.end,
-            Outcome::Closed,
-            "client {client} after {} responses: {context}",
-            log.hellos
-        );
+        let context = format!("client {client} after {} responses: {context}", log.hellos);
+        match (&log.end, log.unanswered) {
+            (Outcome::Closed, None) => {}
+            (Outcome::Closed | Outcome::Reset, Some(written)) => assert!(
+                written >= listener_open_at,
+                "a request written {:?} before the listener was last seen open got {:?}: \
+                 {context}",
+                listener_open_at - written,
+                log.end
+            ),
+            (other, _) => panic!("{other:?}: {context}"),
+        }
         assert!(
             log.ended_at > signalled,
-            "client {client}'s connection closed before the signal: {context}"
+            "the connection closed before the signal: {context}"
         );
     }
     // All five requests in flight were answered, in full, and the server
@@ -553,13 +589,15 @@ fn sigint_under_load_closes_the_listener_then_idle_connections_and_finishes_requ
 
     let hellos: usize = logs.iter().map(|log| log.hellos).sum();
     let unanswered: Vec<Instant> = logs.iter().filter_map(|log| log.unanswered).collect();
-    let unanswered_before_signal = unanswered.iter().filter(|at| **at < signalled).count();
+    let resets = logs.iter().filter(|log| log.end == Outcome::Reset).count();
+    let in_the_gap = unanswered.iter().filter(|at| **at < refused_at).count();
     println!(
-        "{hellos} responses to {CLIENTS} clients; closed with a request unanswered: {} \
-         ({unanswered_before_signal} written before the signal was sent); listener closed {:?} \
-         after the signal, last idle connection closed {:?} after it, first slow answer {:?} \
-         after it",
+        "{hellos} responses to {CLIENTS} clients; a request unanswered on {} connections \
+         ({resets} reset), all written after the listener was last seen open, {in_the_gap} \
+         of them before it was seen closed; listener seen open {:?} and closed {:?} after the \
+         signal, last idle connection closed {:?} after it, first slow answer {:?} after it",
         unanswered.len(),
+        listener_open_at - signalled,
         refused_at - signalled,
         last_idle_close.saturating_duration_since(signalled),
         first_slow_answer - signalled,
@@ -581,11 +619,13 @@ fn a_second_sigint_forces_the_shutdown_and_names_the_connections_still_open() {
         .write_all(&get("/slow"))
         .expect("send the request");
     server.expect_line("GET /slow: answering in 2 s");
+    let signalled = Instant::now();
     server.kill("INT");
-    // The first signal has been handled once the listener is closed.
-    wait_until("the listener closed", || {
-        TcpStream::connect(addr).is_err_and(|error| error.kind() == ErrorKind::ConnectionRefused)
-    });
+    // The first signal has been handled once the listener is closed. (Each
+    // attempt to connect is bounded: one whose SYN the kernel dropped as
+    // the listener closed would wait a second for its retry, and the slow
+    // answer would come first.)
+    watch_listener(addr, signalled);
     server.kill("INT");
     let outcome = read_response(&mut connection);
     let (status, stdout, stderr) = server.finish();
