@@ -16,6 +16,12 @@ fn run_input(name: &str, data: &[u8], failures: &mut Vec<String>) -> Option<fuzz
     match fuzz_program::run(&program) {
         Ok(stats) => Some(stats),
         Err(why) => {
+            let program = if std::env::var_os("HATCHERY_FUZZ_SHRINK").is_some() {
+                fuzz_program::shrink(&program, &|p| fuzz_program::run(p).is_err())
+            } else {
+                program
+            };
+            let why = fuzz_program::run(&program).err().unwrap_or(why);
             failures.push(format!("{name}: {why}\n  program: {program:?}"));
             None
         }
