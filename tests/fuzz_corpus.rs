@@ -107,6 +107,156 @@ fn random_programs_keep_every_invariant() {
     );
 }
 
+#[test]
+fn the_report_capture_corpus_replays_without_a_violation() {
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/report_capture");
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("cannot read the corpus at {}: {error}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    inputs.sort();
+    assert!(
+        inputs.len() >= 20,
+        "the corpus has only {} inputs",
+        inputs.len()
+    );
+    let mut failures = Vec::new();
+    for path in &inputs {
+        let data = std::fs::read(path).unwrap();
+        let program = fuzz_program::decode_reporting(&data);
+        if let Err(why) = fuzz_program::run(&program) {
+            let name = path.file_name().unwrap().to_string_lossy();
+            failures.push(format!("{name}: {why}\n  program: {program:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!("replayed {} report_capture inputs", inputs.len());
+}
+
+/// Writes seed inputs for the three corpora (each program kind the
+/// language has, found among fixed-seed random inputs):
+/// `cargo test --features test-util --test fuzz_corpus write_seeds -- --ignored`.
+#[test]
+#[ignore = "writes files: run by hand to refresh the seeds"]
+fn write_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let mut state = 0x1234_5678_9ABC_DEF1u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let kinds = [
+        "Guard",
+        "shield: true",
+        "Join",
+        "unordered: true",
+        "Select",
+        "StartNoCall",
+        "early: true",
+        "Bomb",
+        "Many(10",
+        "Foreign",
+        "MoveDeadline",
+        "DropNursery",
+    ];
+    let mut found = vec![0; kinds.len()];
+    let mut wide = 0;
+    for _ in 0..200_000 {
+        let len = 64 + (next() % 448) as usize;
+        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let text = format!("{:?}", fuzz_program::decode(&data));
+        let mut keep = false;
+        for (i, kind) in kinds.iter().enumerate() {
+            if text.contains(kind) && found[i] < 4 {
+                found[i] += 1;
+                keep = true;
+            }
+        }
+        if text.contains("Many(10") && wide < 4 {
+            wide += 1;
+            keep = true;
+        }
+        if keep {
+            let name = format!("seed-{:016x}", next());
+            std::fs::write(root.join("nursery_tree").join(&name), &data).unwrap();
+            std::fs::write(root.join("report_capture").join(&name), &data).unwrap();
+        }
+    }
+    for i in 0..32 {
+        let len = 32 + (next() % 224) as usize;
+        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        std::fs::write(root.join("parallel").join(format!("seed-{i:02}")), &data).unwrap();
+    }
+    eprintln!("seeds per kind: {found:?}");
+}
+
+#[test]
+fn the_parallel_corpus_replays_without_a_violation() {
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/parallel");
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("cannot read the corpus at {}: {error}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    inputs.sort();
+    assert!(
+        inputs.len() >= 20,
+        "the corpus has only {} inputs",
+        inputs.len()
+    );
+    let mut failures = Vec::new();
+    for path in &inputs {
+        let data = std::fs::read(path).unwrap();
+        let program = fuzz_program::parallel::decode(&data);
+        if let Err(why) = fuzz_program::parallel::run(&program) {
+            let name = path.file_name().unwrap().to_string_lossy();
+            failures.push(format!("{name}: {why}\n  program: {program:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!("replayed {} parallel inputs", inputs.len());
+}
+
+#[test]
+fn random_parallel_programs_keep_every_invariant() {
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let count: usize = std::env::var("HATCHERY_FUZZ_PARALLEL_PROGRAMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300);
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut failures = Vec::new();
+    for index in 0..count {
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let len = (next() % 256) as usize;
+        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let program = fuzz_program::parallel::decode(&data);
+        if let Err(why) = fuzz_program::parallel::run(&program) {
+            failures.push(format!(
+                "random parallel program {index}: {why}\n  program: {program:?}"
+            ));
+            if failures.len() >= 3 {
+                break;
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Replays one input: `HATCHERY_FUZZ_INPUT=path cargo test --features test-util
 /// --test fuzz_corpus one_input -- --nocapture` (nothing to do without it).
 #[test]

@@ -27,6 +27,9 @@
 //! * afterwards, no task, scope or listener is left alive.
 #![allow(dead_code)]
 
+#[path = "parallel.rs"]
+pub mod parallel;
+
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -105,6 +108,9 @@ pub enum Step {
     /// That many children with the same body (more than 1,024 of them
     /// cross every batch size of the child set).
     Many(u16, Block),
+    /// `Report::capture()`, checked: no task twice, every spawned task that
+    /// has run and not ended is there.
+    Report,
 }
 
 const MAX_DEPTH: u32 = 5;
@@ -138,8 +144,8 @@ fn block_of(u: &mut Unstructured<'_>, len: u32, depth: u32, mult: u32, budget: &
 }
 
 fn step(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> Step {
-    // Failures and panics end a block: they get one weight in 28 each.
-    let kind = match u.int_in_range(0..=27u8).unwrap_or(0) {
+    // Failures and panics end a block: they get one weight in 29 each.
+    let kind = match u.int_in_range(0..=28u8).unwrap_or(0) {
         14 => 1,
         15 | 16 => 3,
         17 => 5,
@@ -232,9 +238,42 @@ fn step(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> St
             Step::Many(count, body)
         }
         27 => Step::Foreign(byte(u) % 24),
+        28 => Step::Report,
         0 => Step::Foreign(byte(u) % 24),
         _ => Step::Checkpoint,
     }
+}
+
+/// Decodes a program for the `report_capture` target: a `Report` step
+/// after every step, so that the tree is snapshotted at every change.
+pub fn decode_reporting(data: &[u8]) -> Block {
+    reporting(&decode(data))
+}
+
+fn reporting(block: &Block) -> Block {
+    let mut steps = Vec::new();
+    for step in block.iter() {
+        let inner: Vec<Block> = match step {
+            Step::Spawn(b) | Step::Nursery(b) | Step::DropNursery(_, b) | Step::Many(_, b) => {
+                vec![reporting(b)]
+            }
+            Step::Scope { body, .. } => vec![reporting(body)],
+            Step::Start { before, after } | Step::StartNoCall { before, after, .. } => {
+                vec![reporting(before), reporting(after)]
+            }
+            Step::Guard { body, cleanup, .. } => vec![reporting(body), reporting(cleanup)],
+            Step::Join { arms, .. } => arms.iter().map(reporting).collect(),
+            Step::Select(a, b) => vec![reporting(a), reporting(b)],
+            _ => Vec::new(),
+        };
+        steps.push(if inner.is_empty() {
+            step.clone()
+        } else {
+            rebuild(step, inner)
+        });
+        steps.push(Step::Report);
+    }
+    steps.into()
 }
 
 /// Shrinks a program that `fails` to a smaller one that still fails (for
@@ -457,6 +496,10 @@ struct Task {
     /// It called `started` in the poll going on (what it does before it
     /// next returns `Pending` reaches the nursery with the hand-over).
     handing_over: Cell<bool>,
+    /// Its future has run (so its nursery has admitted it).
+    ran: Cell<bool>,
+    /// Its future was dropped.
+    gone: Cell<bool>,
 }
 
 /// What a `start()` whose child never calls `started` must end with.
@@ -486,6 +529,8 @@ impl Task {
             start_dropped: Cell::new(false),
             expect: Cell::new(Expect::Usual),
             handing_over: Cell::new(false),
+            ran: Cell::new(false),
+            gone: Cell::new(false),
         })
     }
 }
@@ -495,6 +540,8 @@ struct World {
     scopes: Vec<MScope>,
     nurseries: Vec<MNursery>,
     violations: Vec<String>,
+    /// The spawned tasks by their name (`t` and a number).
+    spawned: Vec<(String, Rc<Task>)>,
     next_id: u32,
     polls: u64,
 }
@@ -731,6 +778,43 @@ impl World {
         }
     }
 
+    /// Checks a snapshot of the tree: no task twice; every spawned task that
+    /// has run and has not ended (nor its nursery been dropped) is there.
+    fn check_report(&mut self, report: &hatchery::Report) {
+        let mut names: Vec<&str> = report
+            .tasks()
+            .iter()
+            .filter_map(|task| task.info().name())
+            .filter(|name| name.starts_with('t'))
+            .collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        if names.len() != before {
+            self.violation(format!(
+                "Report::capture() listed a task twice ({before} entries, {} names)",
+                names.len()
+            ));
+        }
+        let missing: Vec<&str> = self
+            .spawned
+            .iter()
+            .filter(|(_, task)| {
+                task.ran.get()
+                    && !task.gone.get()
+                    && !task.completed.get()
+                    && !task.panicked.get()
+                    && !task.ancestors.iter().any(|&n| self.nurseries[n].dropped)
+            })
+            .map(|(name, _)| name.as_str())
+            .filter(|name| names.binary_search(name).is_err())
+            .collect();
+        if !missing.is_empty() {
+            let missing = format!("{missing:?}");
+            self.violation(format!("Report::capture() missed the live tasks {missing}"));
+        }
+    }
+
     /// Everything in nursery `index` and the nurseries inside it is gone.
     fn check_nothing_alive_in(&mut self, index: usize, why: &str) {
         let alive: Vec<usize> = (0..self.nurseries.len())
@@ -763,6 +847,7 @@ impl Alive {
 
 impl Drop for Alive {
     fn drop(&mut self) {
+        self.task.gone.set(true);
         let mut world = self.world.borrow_mut();
         world.nurseries[self.task.nursery].alive -= 1;
         let task = &self.task;
@@ -945,6 +1030,10 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                     for _ in 0..*count {
                         spawn(&at, Rc::clone(body));
                     }
+                }
+                Step::Report => {
+                    let report = hatchery::Report::capture();
+                    w.borrow_mut().check_report(&report);
                 }
                 Step::Spawn(body) => spawn(&at, Rc::clone(body)),
                 Step::Start { before, after } => {
@@ -1185,6 +1274,12 @@ fn spawn(at: &At<'_>, body: Block) {
         (task, world.nurseries[at.nid].scope)
     };
     let alive = Alive::new(w, &task);
+    let name = {
+        let mut world = w.borrow_mut();
+        let name = format!("t{}", world.fresh());
+        world.spawned.push((name.clone(), Rc::clone(&task)));
+        name
+    };
     // The child belongs to the nursery, not to the arm that spawned it.
     let child = At {
         task: Rc::clone(&task),
@@ -1192,8 +1287,9 @@ fn spawn(at: &At<'_>, body: Block) {
         domains: Rc::default(),
         ..at.clone()
     };
-    at.nursery.spawn(async move {
+    at.nursery.named(name).spawn(async move {
         let _alive = alive;
+        task.ran.set(true);
         let world = Rc::clone(&child.world);
         let out = exec(child, body).await;
         world.borrow_mut().finish(&task, &out);
