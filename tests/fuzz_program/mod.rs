@@ -111,6 +111,8 @@ pub enum Step {
     /// `Report::capture()`, checked: no task twice, every spawned task that
     /// has run and not ended is there.
     Report,
+    /// A spawned child whose future panics in its `Drop`, after it returned.
+    BombAfter,
 }
 
 const MAX_DEPTH: u32 = 5;
@@ -144,8 +146,8 @@ fn block_of(u: &mut Unstructured<'_>, len: u32, depth: u32, mult: u32, budget: &
 }
 
 fn step(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> Step {
-    // Failures and panics end a block: they get one weight in 29 each.
-    let kind = match u.int_in_range(0..=28u8).unwrap_or(0) {
+    // Failures and panics end a block: they get one weight in 30 each.
+    let kind = match u.int_in_range(0..=29u8).unwrap_or(0) {
         14 => 1,
         15 | 16 => 3,
         17 => 5,
@@ -238,7 +240,9 @@ fn step(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> St
             Step::Many(count, body)
         }
         27 => Step::Foreign(byte(u) % 24),
-        28 => Step::Report,
+        // Not in the body of `Many` (a snapshot per child of a thousand).
+        28 if nested => Step::Report,
+        29 => Step::BombAfter,
         0 => Step::Foreign(byte(u) % 24),
         _ => Step::Checkpoint,
     }
@@ -254,9 +258,8 @@ fn reporting(block: &Block) -> Block {
     let mut steps = Vec::new();
     for step in block.iter() {
         let inner: Vec<Block> = match step {
-            Step::Spawn(b) | Step::Nursery(b) | Step::DropNursery(_, b) | Step::Many(_, b) => {
-                vec![reporting(b)]
-            }
+            // Not in the body of `Many`: a snapshot per child of a thousand.
+            Step::Spawn(b) | Step::Nursery(b) | Step::DropNursery(_, b) => vec![reporting(b)],
             Step::Scope { body, .. } => vec![reporting(body)],
             Step::Start { before, after } | Step::StartNoCall { before, after, .. } => {
                 vec![reporting(before), reporting(after)]
@@ -395,6 +398,11 @@ fn ticks(t: u8) -> Duration {
     Duration::from_millis(u64::from(t))
 }
 
+thread_local! {
+    /// The work-around of the open select defect (on but in its own test).
+    pub static SELECT_WORKAROUND: Cell<bool> = const { Cell::new(true) };
+}
+
 // ------------------------------------------------------------------ errors
 
 /// The error every task returns: a cancellation or a numbered failure.
@@ -500,6 +508,8 @@ struct Task {
     ran: Cell<bool>,
     /// Its future was dropped.
     gone: Cell<bool>,
+    /// Its future panics when it is dropped after it returned.
+    bomb_after: Cell<bool>,
 }
 
 /// What a `start()` whose child never calls `started` must end with.
@@ -531,6 +541,7 @@ impl Task {
             handing_over: Cell::new(false),
             ran: Cell::new(false),
             gone: Cell::new(false),
+            bomb_after: Cell::new(false),
         })
     }
 }
@@ -884,6 +895,10 @@ struct At<'n> {
     /// combinators it is in): a hard cancel of a nested nursery when an arm
     /// is dropped.
     domains: Rc<Vec<usize>>,
+    /// False in the arms of a `FuturesUnordered` (or `join_all` over more
+    /// than 30 futures): it leaks the arms after the first whose `Drop`
+    /// panics (not hatchery's doing), so `Bomb` is left out there.
+    bombs: bool,
 }
 
 impl At<'_> {
@@ -984,7 +999,11 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                         .iter()
                         .enumerate()
                         .map(|(i, &domain)| {
-                            let fut = exec(at.in_domain(domain), Rc::clone(&arms[i % arms.len()]));
+                            let arm = At {
+                                bombs: !(*unordered || *count > 30),
+                                ..at.in_domain(domain)
+                            };
+                            let fut = exec(arm, Rc::clone(&arms[i % arms.len()]));
                             Arm::new(w, domain, fut)
                         })
                         .collect();
@@ -1008,6 +1027,18 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                     let fa = Arm::new(w, da, exec(at.in_domain(da), Rc::clone(a)));
                     let fb = Arm::new(w, db, exec(at.in_domain(db), Rc::clone(b)));
                     let (out, loser) = futures::future::select(fa, fb).await.factor_first();
+                    // Work-around of an open defect (tests/fuzz_corpus.rs,
+                    // open_a_foreign_wait_after_a_select_outlives_the_deadline):
+                    // after a select whose loser waited in a sleep, a
+                    // foreign await is not dropped at its scope's deadline.
+                    // A checkpoint ends the poll.
+                    let after = if SELECT_WORKAROUND.with(Cell::get) {
+                        checkpoint().await
+                    } else {
+                        Ok(())
+                    };
+                    w.borrow_mut()
+                        .check(at.scope, after.is_err(), "the checkpoint after a select");
                     match loser {
                         futures::future::Either::Left(arm)
                         | futures::future::Either::Right(arm) => {
@@ -1015,12 +1046,14 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                         }
                     }
                     out?;
+                    after?;
                 }
                 Step::StartNoCall {
                     before,
                     after,
                     early,
                 } => start_no_call(&at, Rc::clone(before), Rc::clone(after), *early).await?,
+                Step::Bomb if !at.bombs => {}
                 Step::Bomb => bombs.push(Bomb {
                     world: Rc::clone(w),
                     task: Rc::clone(&at.task),
@@ -1035,6 +1068,7 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                     let report = hatchery::Report::capture();
                     w.borrow_mut().check_report(&report);
                 }
+                Step::BombAfter => at.task.bomb_after.set(true),
                 Step::Spawn(body) => spawn(&at, Rc::clone(body)),
                 Step::Start { before, after } => {
                     start(&at, Rc::clone(before), Rc::clone(after)).await?;
@@ -1274,6 +1308,7 @@ fn spawn(at: &At<'_>, body: Block) {
         (task, world.nurseries[at.nid].scope)
     };
     let alive = Alive::new(w, &task);
+    let bombed = Rc::clone(&task);
     let name = {
         let mut world = w.borrow_mut();
         let name = format!("t{}", world.fresh());
@@ -1285,9 +1320,10 @@ fn spawn(at: &At<'_>, body: Block) {
         task: Rc::clone(&task),
         scope,
         domains: Rc::default(),
+        bombs: true,
         ..at.clone()
     };
-    at.nursery.named(name).spawn(async move {
+    let future: Fut<'_> = Box::pin(async move {
         let _alive = alive;
         task.ran.set(true);
         let world = Rc::clone(&child.world);
@@ -1295,6 +1331,47 @@ fn spawn(at: &At<'_>, body: Block) {
         world.borrow_mut().finish(&task, &out);
         out
     });
+    at.nursery.named(name).spawn(AfterBomb {
+        world: Rc::clone(w),
+        task: bombed,
+        future,
+        returned: false,
+    });
+}
+
+/// A spawned child's future that panics in its `Drop`, after it returned,
+/// if its program asked for it (`BombAfter`): the nursery takes that for
+/// the child's panic (while its siblings clean up).
+struct AfterBomb<'n> {
+    world: W,
+    task: Rc<Task>,
+    future: Fut<'n>,
+    returned: bool,
+}
+
+impl Future for AfterBomb<'_> {
+    type Output = Result<(), Fault>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let out = std::task::ready!(self.future.as_mut().poll(cx));
+        self.returned = true;
+        Poll::Ready(out)
+    }
+}
+
+impl Drop for AfterBomb<'_> {
+    fn drop(&mut self) {
+        if !self.returned || !self.task.bomb_after.get() || std::thread::panicking() {
+            return;
+        }
+        let id = {
+            let mut world = self.world.borrow_mut();
+            let id = world.fresh();
+            world.panicking(&self.task, id);
+            id
+        };
+        std::panic::panic_any(PanicId(id));
+    }
 }
 
 async fn start(at: &At<'_>, before: Block, after: Block) -> Result<(), Fault> {
@@ -1508,6 +1585,7 @@ async fn nested(at: &At<'_>, body: Block, drop_after: Option<u8>) -> Result<(), 
             nid,
             scope,
             domains: Rc::default(),
+            bombs: true,
         };
         async move {
             let _alive = alive;
@@ -1762,6 +1840,7 @@ fn drive(clock: &VirtualClock, world: &W, program: &Block) -> Result<Stats, Stri
                 nid: 0,
                 scope: 0,
                 domains: Rc::default(),
+                bombs: true,
             };
             nested(&at, program, None).await
         })
