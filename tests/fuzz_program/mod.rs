@@ -25,6 +25,24 @@
 //! * the program ends within a bound of polls, and never stalls with every
 //!   task waiting and no timer pending (a lost wakeup or a deadlock);
 //! * afterwards, no task, scope or listener is left alive.
+//!
+//! Issue 16 added: cleanup after a `Cancelled` (`Guard`, shielded or not,
+//! a failure during cleanup replacing the cancellation); foreign awaits
+//! with a drop flag (`ForeignAwait`: dropped unfinished only for a visible
+//! cancellation, as soon as it appeared); `join_all` (over more than 30
+//! futures too), `FuturesUnordered` and `select` inside a task (an arm that
+//! is dropped is a drop domain: what it opened may be dropped with it); a
+//! `start()` whose child drops `Started` or never calls it (the panic, or
+//! the wait, trio's rule predicts); a `Drop` that panics, during the poll
+//! (`Bomb`) and after the child returned (`BombAfter`); more than 1,024
+//! children at once (`Many`); `Report::capture` (`Report`). The failure
+//! oracle is exact: a failure cancels its nursery's scope at once, except
+//! for a child that fails in the very poll of its hand-over by `started`,
+//! which the nursery sees when it admits it, before the virtual clock
+//! moves. Inside a combinator, a foreign await is only checked for being
+//! dropped for a visible cancellation (the task is kept while a sibling arm
+//! is parked at a hatchery await, so it may be dropped later, or finish).
+//! `parallel.rs` is the program of the `parallel` target.
 #![allow(dead_code)]
 
 #[path = "parallel.rs"]
