@@ -68,6 +68,18 @@ fn the_corpus_replays_without_a_violation() {
 }
 
 #[test]
+fn the_fixed_programs_keep_every_invariant() {
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for (index, program) in fuzz_program::fixed_programs().iter().enumerate() {
+        if let Err(why) = fuzz_program::run(program) {
+            panic!("fixed program {index}: {why}\n  program: {program:?}");
+        }
+    }
+}
+
+#[test]
 fn random_programs_keep_every_invariant() {
     let _guard = ONE_AT_A_TIME
         .lock()
@@ -354,6 +366,7 @@ fn one_input() {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Ok(path) = std::env::var("HATCHERY_FUZZ_INPUT") {
         let data = std::fs::read(path).unwrap();
+        eprintln!("program: {:?}", fuzz_program::decode(&data));
         let mut failures = Vec::new();
         run_input("one", &data, &mut failures);
         assert!(failures.is_empty(), "{}", failures.join("\n"));

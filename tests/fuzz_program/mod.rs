@@ -266,6 +266,30 @@ fn step(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> St
     }
 }
 
+/// Hand-written programs for defects the random ones reach too rarely,
+/// replayed with the corpus: the 1,024th child to finish since the last
+/// flush of the finished batch fails (issue 15, item 7), after 1,023 that
+/// finished at once or were cancelled.
+pub fn fixed_programs() -> Vec<Block> {
+    let block = |steps: Vec<Step>| -> Block { steps.into() };
+    let fail = || block(vec![Step::Fail]);
+    vec![
+        block(vec![
+            Step::Many(1023, block(Vec::new())),
+            Step::Spawn(fail()),
+        ]),
+        block(vec![
+            Step::Many(1023, block(vec![Step::Sleep(5)])),
+            Step::Spawn(block(vec![Step::Sleep(5), Step::Fail])),
+        ]),
+        block(vec![
+            Step::Spawn(block(vec![Step::Sleep(2), Step::Fail])),
+            Step::Many(1100, block(vec![Step::Sleep(9)])),
+            Step::Many(1100, block(vec![Step::Checkpoint, Step::Fail])),
+        ]),
+    ]
+}
+
 /// Decodes a program for the `report_capture` target: a `Report` step
 /// after every step, so that the tree is snapshotted at every change.
 pub fn decode_reporting(data: &[u8]) -> Block {
