@@ -269,7 +269,8 @@ fn step(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> St
 /// Hand-written programs for defects the random ones reach too rarely,
 /// replayed with the corpus: the 1,024th child to finish since the last
 /// flush of the finished batch fails (issue 15, item 7), after 1,023 that
-/// finished at once or were cancelled.
+/// finished at once or were cancelled; sleeps inside combinators in a
+/// nursery that fails.
 pub fn fixed_programs() -> Vec<Block> {
     let block = |steps: Vec<Step>| -> Block { steps.into() };
     let fail = || block(vec![Step::Fail]);
@@ -286,6 +287,26 @@ pub fn fixed_programs() -> Vec<Block> {
             Step::Spawn(block(vec![Step::Sleep(2), Step::Fail])),
             Step::Many(1100, block(vec![Step::Sleep(9)])),
             Step::Many(1100, block(vec![Step::Checkpoint, Step::Fail])),
+        ]),
+        // Sleeps inside combinators in a nursery that fails (they must be
+        // woken with `Cancelled` at once: a combinator re-polls only what
+        // woke it).
+        block(vec![
+            Step::Spawn(block(vec![Step::Join {
+                unordered: true,
+                count: 3,
+                arms: vec![
+                    block(vec![Step::Sleep(20)]),
+                    block(vec![Step::Checkpoint, Step::Sleep(15)]),
+                ],
+            }])),
+            Step::Spawn(block(vec![Step::Join {
+                unordered: false,
+                count: 40,
+                arms: vec![block(vec![Step::Sleep(20)])],
+            }])),
+            Step::Sleep(1),
+            Step::Fail,
         ]),
     ]
 }
