@@ -1,6 +1,8 @@
-//! Replays the `nursery_tree` fuzz corpus (fuzz/corpus/nursery_tree/) without
-//! libFuzzer, plus a few thousand programs from a fixed-seed generator, and
-//! checks every invariant the fuzz target checks (see tests/fuzz_program).
+//! Replays the fuzz corpora (fuzz/corpus/nursery_tree/, report_capture/,
+//! parallel/) without libFuzzer, plus a few thousand programs from a
+//! fixed-seed generator, and checks every invariant the fuzz targets check
+//! (see tests/fuzz_program). The open defects the fuzzer found and that are
+//! not fixed yet are ignored tests here (`open_*`).
 #![cfg(feature = "test-util")]
 
 use std::path::Path;
@@ -16,6 +18,12 @@ fn run_input(name: &str, data: &[u8], failures: &mut Vec<String>) -> Option<fuzz
     match fuzz_program::run(&program) {
         Ok(stats) => Some(stats),
         Err(why) => {
+            let program = if std::env::var_os("HATCHERY_FUZZ_SHRINK").is_some() {
+                fuzz_program::shrink(&program, &|p| fuzz_program::run(p).is_err())
+            } else {
+                program
+            };
+            let why = fuzz_program::run(&program).err().unwrap_or(why);
             failures.push(format!("{name}: {why}\n  program: {program:?}"));
             None
         }
@@ -60,6 +68,18 @@ fn the_corpus_replays_without_a_violation() {
 }
 
 #[test]
+fn the_fixed_programs_keep_every_invariant() {
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for (index, program) in fuzz_program::fixed_programs().iter().enumerate() {
+        if let Err(why) = fuzz_program::run(program) {
+            panic!("fixed program {index}: {why}\n  program: {program:?}");
+        }
+    }
+}
+
+#[test]
 fn random_programs_keep_every_invariant() {
     let _guard = ONE_AT_A_TIME
         .lock()
@@ -101,6 +121,242 @@ fn random_programs_keep_every_invariant() {
     );
 }
 
+#[test]
+fn the_report_capture_corpus_replays_without_a_violation() {
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/report_capture");
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("cannot read the corpus at {}: {error}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    inputs.sort();
+    assert!(
+        inputs.len() >= 20,
+        "the corpus has only {} inputs",
+        inputs.len()
+    );
+    let mut failures = Vec::new();
+    for path in &inputs {
+        let data = std::fs::read(path).unwrap();
+        let program = fuzz_program::decode_reporting(&data);
+        if let Err(why) = fuzz_program::run(&program) {
+            let name = path.file_name().unwrap().to_string_lossy();
+            failures.push(format!("{name}: {why}\n  program: {program:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!("replayed {} report_capture inputs", inputs.len());
+}
+
+/// Writes seed inputs for the three corpora (each program kind the
+/// language has, found among fixed-seed random inputs):
+/// `cargo test --features test-util --test fuzz_corpus write_seeds -- --ignored`.
+#[test]
+#[ignore = "writes files: run by hand to refresh the seeds"]
+fn write_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let mut state = 0x1234_5678_9ABC_DEF1u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let kinds = [
+        "Guard",
+        "shield: true",
+        "Join",
+        "unordered: true",
+        "Select",
+        "StartNoCall",
+        "early: true",
+        "Bomb",
+        "Many(10",
+        "Foreign",
+        "MoveDeadline",
+        "DropNursery",
+        "BombAfter",
+    ];
+    let mut found = vec![0; kinds.len()];
+    let mut wide = 0;
+    for _ in 0..200_000 {
+        let len = 64 + (next() % 448) as usize;
+        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let text = format!("{:?}", fuzz_program::decode(&data));
+        let mut keep = false;
+        for (i, kind) in kinds.iter().enumerate() {
+            if text.contains(kind) && found[i] < 4 {
+                found[i] += 1;
+                keep = true;
+            }
+        }
+        // More than 1,024 children that fail together (the 1,024th to
+        // finish among them).
+        let failing_wide = text.match_indices("Many(10").any(|(at, _)| {
+            let body = &text[at..];
+            body[..body.find(']').unwrap_or(body.len())].contains("Fail")
+        });
+        if (text.contains("Many(10") && wide < 4) || (failing_wide && wide < 12) {
+            wide += 1;
+            keep = true;
+        }
+        if keep {
+            let name = format!("seed-{:016x}", next());
+            std::fs::write(root.join("nursery_tree").join(&name), &data).unwrap();
+            std::fs::write(root.join("report_capture").join(&name), &data).unwrap();
+        }
+    }
+    for i in 0..32 {
+        let len = 32 + (next() % 224) as usize;
+        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        std::fs::write(root.join("parallel").join(format!("seed-{i:02}")), &data).unwrap();
+    }
+    eprintln!("seeds per kind: {found:?}");
+}
+
+#[test]
+fn the_parallel_corpus_replays_without_a_violation() {
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/parallel");
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("cannot read the corpus at {}: {error}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    inputs.sort();
+    assert!(
+        inputs.len() >= 20,
+        "the corpus has only {} inputs",
+        inputs.len()
+    );
+    let mut failures = Vec::new();
+    for path in &inputs {
+        let data = std::fs::read(path).unwrap();
+        let program = fuzz_program::parallel::decode(&data);
+        if let Err(why) = fuzz_program::parallel::run(&program) {
+            let name = path.file_name().unwrap().to_string_lossy();
+            failures.push(format!("{name}: {why}\n  program: {program:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!("replayed {} parallel inputs", inputs.len());
+}
+
+#[test]
+fn random_parallel_programs_keep_every_invariant() {
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let count: usize = std::env::var("HATCHERY_FUZZ_PARALLEL_PROGRAMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300);
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut failures = Vec::new();
+    for index in 0..count {
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let len = (next() % 256) as usize;
+        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let program = fuzz_program::parallel::decode(&data);
+        if let Err(why) = fuzz_program::parallel::run(&program) {
+            failures.push(format!(
+                "random parallel program {index}: {why}\n  program: {program:?}"
+            ));
+            if failures.len() >= 3 {
+                break;
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// An open defect found by the fuzzer (issue 16), not fixed yet: in a
+/// shielded scope with a deadline 15 ticks away, a `select` whose losing
+/// arm sleeps (it parks, then is dropped in the same poll), then a foreign
+/// wait of 19 ticks: the foreign wait is not dropped at the deadline, it
+/// finishes at 19. (The fuzz program ends the poll with a checkpoint after
+/// each select until this is fixed.)
+#[test]
+#[ignore = "open defect: a foreign wait after a select outlives the deadline"]
+fn open_a_foreign_wait_after_a_select_outlives_the_deadline() {
+    use fuzz_program::{Block, Step};
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let block = |steps: Vec<Step>| -> Block { steps.into() };
+    let program = block(vec![Step::Scope {
+        deadline: Some(15),
+        shield: true,
+        body: block(vec![
+            Step::Select(block(vec![Step::Sleep(8)]), block(Vec::new())),
+            Step::Foreign(19),
+        ]),
+    }]);
+    fuzz_program::SELECT_WORKAROUND.with(|on| on.set(false));
+    let out = fuzz_program::run(&program);
+    fuzz_program::SELECT_WORKAROUND.with(|on| on.set(true));
+    assert!(out.is_ok(), "{}", out.unwrap_err());
+}
+
+/// An open defect found by the fuzzer (issue 16), not fixed yet: in this
+/// program (found at random, shrunk by hand as far as it still fails) a
+/// checkpoint inside a freshly entered shielded scope with a deadline 23
+/// ticks away returns `Cancelled` at once. It takes the three times 1,062
+/// children of the innermost nursery to show it. When it passes, the defect
+/// is fixed: drop the `ignore`.
+#[test]
+#[ignore = "open defect: a fresh shielded scope's checkpoint returns Cancelled"]
+fn open_a_checkpoint_in_a_fresh_shielded_scope_is_cancelled() {
+    use fuzz_program::{Block, Step};
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let block = |steps: Vec<Step>| -> Block { steps.into() };
+    let checkpoints = |n: usize| (0..n).map(|_| Step::Checkpoint).collect::<Vec<_>>();
+    let shielded = |deadline: u8, body: Block| Step::Scope {
+        deadline: Some(deadline),
+        shield: true,
+        body,
+    };
+    let mut innermost: Vec<Step> = (0..3)
+        .map(|_| Step::Many(1062, block(checkpoints(3))))
+        .collect();
+    innermost.extend(checkpoints(3));
+    let mut level3 = vec![Step::DropNursery(6, block(innermost))];
+    level3.extend(checkpoints(2));
+    level3.push(shielded(
+        20,
+        block(vec![shielded(23, block(checkpoints(1)))]),
+    ));
+    level3.push(shielded(
+        23,
+        block(vec![shielded(23, block(checkpoints(1)))]),
+    ));
+    level3.push(Step::Scope {
+        deadline: Some(23),
+        shield: false,
+        body: block(vec![Step::Join {
+            unordered: true,
+            count: 1,
+            arms: vec![block(vec![Step::Sleep(0)]), block(Vec::new())],
+        }]),
+    });
+    let mut program = block(level3);
+    for _ in 0..3 {
+        program = block(vec![Step::DropNursery(6, program)]);
+    }
+    let out = fuzz_program::run(&program);
+    assert!(out.is_ok(), "{}", out.unwrap_err());
+}
+
 /// Replays one input: `HATCHERY_FUZZ_INPUT=path cargo test --features test-util
 /// --test fuzz_corpus one_input -- --nocapture` (nothing to do without it).
 #[test]
@@ -110,6 +366,7 @@ fn one_input() {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Ok(path) = std::env::var("HATCHERY_FUZZ_INPUT") {
         let data = std::fs::read(path).unwrap();
+        eprintln!("program: {:?}", fuzz_program::decode(&data));
         let mut failures = Vec::new();
         run_input("one", &data, &mut failures);
         assert!(failures.is_empty(), "{}", failures.join("\n"));

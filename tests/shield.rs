@@ -132,4 +132,44 @@ fn shielded_cleanup_runs_to_completion_after_cancel() {
     assert_eq!(out, Ok(None));
     assert_eq!(*log.lock().unwrap(), ["flushed"]);
 }
+
+// Found by the fuzz program (issue 16), not fixed yet: a shielded scope
+// inside a combinator that re-polls only what woke it (`FuturesUnordered`,
+// and `join_all` over more than 30 futures) is not polled in every poll of
+// its task: `FuturesUnordered` wakes its task and returns `Pending` after
+// each round, and the next poll reaches no hatchery await. In a cancelled
+// scope the nursery takes that poll for a task parked in a foreign future
+// and drops it: the shield does not hold, the cleanup never runs. The same
+// holds for a nested nursery whose children clean up. A fix needs the owner
+// to know that the task still holds a pending hatchery scope (the per-poll
+// rule cannot see it).
+#[test]
+#[ignore = "known defect: a shield inside FuturesUnordered is dropped on cancel (see above)"]
+fn a_shield_inside_futures_unordered_holds_when_the_nursery_is_cancelled() {
+    use futures::StreamExt;
+    let log = Mutex::new(Vec::new());
+    let log = &log;
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let cancel = n.cancel_scope();
+        n.spawn(async move {
+            checkpoint().await?;
+            cancel.cancel();
+            Ok(())
+        });
+        let shielded = CancelScope::new().shield(true).run_typed(async {
+            sleep(Duration::from_millis(10)).await?;
+            log.lock().unwrap().push("flushed");
+            Ok::<_, Cancelled>(())
+        });
+        let mut arms = futures::stream::FuturesUnordered::new();
+        arms.push(shielded);
+        while let Some(out) = arms.next().await {
+            out?;
+        }
+        log.lock().unwrap().push("body done");
+        Ok(())
+    }));
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(*log.lock().unwrap(), ["flushed", "body done"]);
+}
 }

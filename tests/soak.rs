@@ -3,7 +3,12 @@
 //! grown.
 //!
 //! `soak_reduced` runs with the suite (100,000 cycles, or `HATCHERY_SOAK_CYCLES`);
-//! the full million is ignored by default:
+//! so do `soak_parallel_children_on_four_workers` (20,000 parallel children
+//! live at once on an async-executor run by four threads, or
+//! `HATCHERY_SOAK_PARALLEL`) and `soak_parallel_children_under_run` (a
+//! quarter of that under `run`, in real time, beside a CPU-bound child);
+//! after each, every live counter is back where it started. The full million
+//! and 100,000 live parallel children are ignored by default:
 //!
 //! ```sh
 //! cargo test --release --features test-util --test soak -- --ignored --nocapture
@@ -956,4 +961,183 @@ fn soak_reduced() {
             .expect("HATCHERY_SOAK_CYCLES must be a number of cycles")
     });
     soak(cycles);
+}
+
+// ------------------------------------------------------------ parallel soak
+
+/// Counts the parallel soak's children while their futures exist.
+static PARALLEL_LIVE: AtomicUsize = AtomicUsize::new(0);
+static PARALLEL_STARTED: AtomicUsize = AtomicUsize::new(0);
+static PARALLEL_CLEANED: AtomicUsize = AtomicUsize::new(0);
+static PARALLEL_FAILED: AtomicUsize = AtomicUsize::new(0);
+
+struct ParallelAlive;
+
+impl ParallelAlive {
+    fn new() -> Self {
+        PARALLEL_LIVE.fetch_add(1, Relaxed);
+        ParallelAlive
+    }
+}
+
+impl Drop for ParallelAlive {
+    fn drop(&mut self) {
+        PARALLEL_LIVE.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A parallel child of the soak: up, then waits (real time) until its
+/// nursery is cancelled; one in 7 cleans up behind a shield that sleeps, one
+/// in 1,000 fails in its cleanup.
+fn parallel_child(index: usize) -> impl Future<Output = Result<(), SoakError>> + Send + 'static {
+    let alive = ParallelAlive::new();
+    async move {
+        let _alive = alive;
+        PARALLEL_STARTED.fetch_add(1, Relaxed);
+        let out = sleep_forever().await;
+        assert!(out.is_err(), "sleep_forever ended without a cancel");
+        // Level-triggered: every further checkpoint is cancelled too.
+        assert_eq!(checkpoint().await, Err(Cancelled));
+        if index % 7 == 0 {
+            CancelScope::new()
+                .shield(true)
+                .run_typed(sleep(MS))
+                .await
+                .expect("a shielded cleanup is not cancelled");
+            PARALLEL_CLEANED.fetch_add(1, Relaxed);
+        }
+        if index % 1000 == 999 {
+            PARALLEL_FAILED.fetch_add(1, Relaxed);
+            return Err(SoakError::Boom(index as u64));
+        }
+        Err(SoakError::Cancelled)
+    }
+}
+
+/// `count` children live at once across `workers` threads (spawned onto the
+/// executor by `spawn`), then cancelled, cleaned up and joined; afterwards
+/// every live counter is back where it started.
+fn parallel_soak<S>(count: usize, spawn: S)
+where
+    S: Fn(&Nursery<'_, SoakError>, usize),
+{
+    let baseline = testing::live();
+    PARALLEL_STARTED.store(0, Relaxed);
+    PARALLEL_CLEANED.store(0, Relaxed);
+    PARALLEL_FAILED.store(0, Relaxed);
+    let spawn = &spawn;
+    let out = futures::executor::block_on(nursery(|n: Nursery<'_, SoakError>| async move {
+        for index in 0..count {
+            spawn(&n, index);
+            if index % 1024 == 1023 {
+                checkpoint().await?;
+            }
+        }
+        // Every child is up (they run on the workers meanwhile).
+        while PARALLEL_STARTED.load(Relaxed) < count {
+            sleep(MS).await?;
+        }
+        let live = testing::live();
+        assert!(
+            live.tasks >= baseline.tasks + count,
+            "{count} children up, but only {} tasks counted",
+            live.tasks - baseline.tasks
+        );
+        assert_eq!(PARALLEL_LIVE.load(Relaxed), count);
+        n.cancel_scope().cancel();
+        Ok(())
+    }));
+    let failed = PARALLEL_FAILED.load(Relaxed);
+    match out {
+        Ok(_) => assert_eq!(failed, 0),
+        Err(error) => {
+            let ids = failure_ids(error);
+            assert_eq!(ids.len(), failed, "every failure came back once");
+        }
+    }
+    assert_eq!(
+        PARALLEL_LIVE.load(Relaxed),
+        0,
+        "a child outlived its nursery"
+    );
+    assert_eq!(PARALLEL_CLEANED.load(Relaxed), count.div_ceil(7));
+    assert_eq!(
+        testing::live(),
+        baseline,
+        "left alive after the parallel soak"
+    );
+}
+
+fn parallel_count() -> usize {
+    std::env::var("HATCHERY_SOAK_PARALLEL").map_or(20_000, |count| {
+        count
+            .trim()
+            .parse()
+            .expect("HATCHERY_SOAK_PARALLEL must be a number of children")
+    })
+}
+
+/// Parallel children on an async-executor run by four worker threads.
+fn soak_on_four_workers(count: usize) {
+    let executor = std::sync::Arc::new(async_executor::Executor::new());
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    std::thread::scope(|scope| {
+        let _stop = stop_tx;
+        for _ in 0..4 {
+            let (executor, stop_rx) = (std::sync::Arc::clone(&executor), stop_rx.clone());
+            scope.spawn(move || futures_lite::future::block_on(executor.run(stop_rx.recv())));
+        }
+        parallel_soak(count, |n, index| {
+            n.spawn_on(&*executor, parallel_child(index));
+        });
+    });
+}
+
+#[test]
+fn soak_parallel_children_on_four_workers() {
+    let _one_at_a_time = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    soak_on_four_workers(parallel_count());
+}
+
+#[test]
+#[ignore = "100,000 live parallel children: run with --ignored, in release"]
+fn soak_one_hundred_thousand_parallel_children() {
+    let _one_at_a_time = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    soak_on_four_workers(100_000);
+}
+
+/// The real-time variant under `run`: its own executor (a worker per
+/// core), `spawn_parallel`, and a CPU-bound child among the sleepers.
+#[test]
+fn soak_parallel_children_under_run() {
+    let _one_at_a_time = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let count = parallel_count() / 4;
+    let baseline = testing::live();
+    PARALLEL_STARTED.store(0, Relaxed);
+    PARALLEL_CLEANED.store(0, Relaxed);
+    let out = hatchery::typed::run(|n: Nursery<'static, SoakError>| async move {
+        n.spawn_parallel(async {
+            // CPU-bound: never awaits; the others still run and stop.
+            let sum: u64 = (0..2_000_000u64).map(std::hint::black_box).sum();
+            assert_eq!(sum, 1_999_999_000_000);
+            Ok(())
+        });
+        for index in 0..count {
+            n.spawn_parallel(parallel_child(index * 7000));
+        }
+        while PARALLEL_STARTED.load(Relaxed) < count {
+            sleep(MS).await?;
+        }
+        assert_eq!(PARALLEL_LIVE.load(Relaxed), count);
+        n.cancel_scope().cancel();
+        Ok(())
+    });
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(PARALLEL_LIVE.load(Relaxed), 0, "a child outlived run");
+    assert_eq!(
+        PARALLEL_CLEANED.load(Relaxed),
+        count,
+        "every shielded cleanup ran"
+    );
+    assert_eq!(testing::live(), baseline, "left alive after run");
 }

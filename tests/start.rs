@@ -467,3 +467,50 @@ fn a_cancelled_starting_child_may_drop_started_while_it_cleans_up() {
     assert!(cleaned.load(std::sync::atomic::Ordering::SeqCst));
 }
 }
+
+// Found by the fuzz program (issue 16): a starting child parked in a
+// foreign future is dropped when its caller is cancelled; if its `Drop`
+// panicked, start() unwound before it told the nursery the start was over,
+// so the nursery waited for that start() forever (and its task scope was
+// never unlinked).
+#[test]
+fn a_starting_child_whose_drop_panics_does_not_keep_the_nursery_open() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                std::panic::panic_any("the child's drop");
+            }
+        }
+    }
+    let mut future = Box::pin(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let cancel = n.cancel_scope();
+        n.spawn(async move {
+            checkpoint().await?;
+            cancel.cancel();
+            Ok(())
+        });
+        n.start(|_status: Started<()>| async move {
+            let _bomb = Bomb;
+            std::future::pending::<()>().await; // a foreign wait
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }));
+    let waker = futures_task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        for _ in 0..100 {
+            if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return Some(out);
+            }
+        }
+        None
+    }));
+    let payload = match out {
+        Err(payload) => payload,
+        Ok(out) => panic!("the nursery did not resume the child's panic: {out:?}"),
+    };
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"the child's drop"));
+}

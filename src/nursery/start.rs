@@ -316,11 +316,13 @@ impl<C, V, E> StartFuture<C, V, E> {
     /// and release the nursery.
     fn abandon(&mut self) {
         self.phase = StartPhase::Done;
-        self.child = None;
+        let child = self.child.take();
         self.state.lock().abandoned = true;
         self.state.task.exit();
         // Only fails when handing a child over; there is none here.
         let _ = self.shared.finish_start(None);
+        // Last: a child whose `Drop` panics finds the start already over.
+        drop(child);
     }
 }
 

@@ -25,7 +25,28 @@
 //! * the program ends within a bound of polls, and never stalls with every
 //!   task waiting and no timer pending (a lost wakeup or a deadlock);
 //! * afterwards, no task, scope or listener is left alive.
+//!
+//! Issue 16 added: cleanup after a `Cancelled` (`Guard`, shielded or not,
+//! a failure during cleanup replacing the cancellation); foreign awaits
+//! with a drop flag (`ForeignAwait`: dropped unfinished only for a visible
+//! cancellation, as soon as it appeared); `join_all` (over more than 30
+//! futures too), `FuturesUnordered` and `select` inside a task (an arm that
+//! is dropped is a drop domain: what it opened may be dropped with it); a
+//! `start()` whose child drops `Started` or never calls it (the panic, or
+//! the wait, trio's rule predicts); a `Drop` that panics, during the poll
+//! (`Bomb`) and after the child returned (`BombAfter`); more than 1,024
+//! children at once (`Many`); `Report::capture` (`Report`). The failure
+//! oracle is exact: a failure cancels its nursery's scope at once, except
+//! for a child that fails in the very poll of its hand-over by `started`,
+//! which the nursery sees when it admits it, before the virtual clock
+//! moves. Inside a combinator, a foreign await is only checked for being
+//! dropped for a visible cancellation (the task is kept while a sibling arm
+//! is parked at a hatchery await, so it may be dropped later, or finish).
+//! `parallel.rs` is the program of the `parallel` target.
 #![allow(dead_code)]
+
+#[path = "parallel.rs"]
+pub mod parallel;
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -50,7 +71,7 @@ use hatchery::{
 
 pub type Block = Rc<[Step]>;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Step {
     Checkpoint,
     Sleep(u8),
@@ -75,35 +96,76 @@ pub enum Step {
     ToggleShield(u8),
     Fail,
     Panic,
+    /// Runs `body`; if it ends with `Cancelled`, runs `cleanup` (behind a
+    /// shield of its own if `shield`), whose failure replaces the
+    /// cancellation.
+    Guard {
+        body: Block,
+        cleanup: Block,
+        shield: bool,
+    },
+    /// `count` futures, the arms in turn, run concurrently inside the task:
+    /// by `join_all`, or by a `FuturesUnordered` if `unordered`.
+    Join {
+        unordered: bool,
+        count: u8,
+        arms: Vec<Block>,
+    },
+    /// Two blocks raced by `select` inside the task: the loser is dropped.
+    Select(Block, Block),
+    /// A `start()` whose child never calls `started`: it drops the handle
+    /// after `before` if `early`, else holds it until it returns.
+    StartNoCall {
+        before: Block,
+        after: Block,
+        early: bool,
+    },
+    /// A guard whose `Drop` panics when the block ends (or its future is
+    /// dropped), unless it is already unwinding or a hard cancel drops it.
+    Bomb,
+    /// That many children with the same body (more than 1,024 of them
+    /// cross every batch size of the child set).
+    Many(u16, Block),
+    /// `Report::capture()`, checked: no task twice, every spawned task that
+    /// has run and not ended is there.
+    Report,
+    /// A spawned child whose future panics in its `Drop`, after it returned.
+    BombAfter,
 }
 
 const MAX_DEPTH: u32 = 5;
 const MAX_BLOCK: u32 = 6;
 const MAX_STEPS: u32 = 160;
+/// The most copies of a step that combinators around it may run.
+const MAX_MULT: u32 = 64;
 
 /// Decodes a program; any input decodes to some (possibly empty) program.
 pub fn decode(data: &[u8]) -> Block {
     let mut u = Unstructured::new(data);
     let mut budget = MAX_STEPS;
-    block(&mut u, 0, &mut budget)
+    block(&mut u, 0, 1, &mut budget)
 }
 
-fn block(u: &mut Unstructured<'_>, depth: u32, budget: &mut u32) -> Block {
+fn block(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> Block {
     let len = u.int_in_range(0..=MAX_BLOCK).unwrap_or(0);
+    block_of(u, len, depth, mult, budget)
+}
+
+fn block_of(u: &mut Unstructured<'_>, len: u32, depth: u32, mult: u32, budget: &mut u32) -> Block {
     let mut steps = Vec::new();
     for _ in 0..len {
         if *budget == 0 || u.is_empty() {
             break;
         }
         *budget -= 1;
-        steps.push(step(u, depth, budget));
+        steps.push(step(u, depth, mult, budget));
     }
     steps.into()
 }
 
-fn step(u: &mut Unstructured<'_>, depth: u32, budget: &mut u32) -> Step {
-    // Failures and panics end a block: they get one weight in 20 each.
-    let kind = match u.int_in_range(0..=19u8).unwrap_or(0) {
+fn step(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> Step {
+    // Failures and panics end a block: they get one weight in 30 each.
+    let kind = match u.int_in_range(0..=29u8).unwrap_or(0) {
         14 => 1,
         15 | 16 => 3,
         17 => 5,
@@ -115,19 +177,19 @@ fn step(u: &mut Unstructured<'_>, depth: u32, budget: &mut u32) -> Step {
     let nested = depth < MAX_DEPTH;
     match kind {
         1 | 2 => Step::Sleep(byte(u) % 24),
-        3 if nested => Step::Spawn(block(u, depth + 1, budget)),
+        3 if nested => Step::Spawn(block(u, depth + 1, mult, budget)),
         4 if nested => Step::Start {
-            before: block(u, depth + 1, budget),
-            after: block(u, depth + 1, budget),
+            before: block(u, depth + 1, mult, budget),
+            after: block(u, depth + 1, mult, budget),
         },
-        5 if nested => Step::Nursery(block(u, depth + 1, budget)),
-        6 if nested => Step::DropNursery(byte(u) % 24, block(u, depth + 1, budget)),
+        5 if nested => Step::Nursery(block(u, depth + 1, mult, budget)),
+        6 if nested => Step::DropNursery(byte(u) % 24, block(u, depth + 1, mult, budget)),
         7 if nested => {
             let flags = byte(u);
             Step::Scope {
                 deadline: (flags & 1 == 1).then(|| byte(u) % 24),
                 shield: flags & 2 == 2,
-                body: block(u, depth + 1, budget),
+                body: block(u, depth + 1, mult, budget),
             }
         }
         8 => Step::Cancel(byte(u)),
@@ -139,14 +201,269 @@ fn step(u: &mut Unstructured<'_>, depth: u32, budget: &mut u32) -> Step {
         10 => Step::ToggleShield(byte(u)),
         11 => Step::Fail,
         12 => Step::Panic,
-        13 if nested => Step::DropNursery(byte(u) % 24, block(u, depth + 1, budget)),
+        13 if nested => Step::DropNursery(byte(u) % 24, block(u, depth + 1, mult, budget)),
+        20 | 21 if nested => Step::Guard {
+            body: block(u, depth + 1, mult, budget),
+            cleanup: block(u, depth + 1, mult, budget),
+            shield: byte(u) & 1 == 1,
+        },
+        // What runs inside a combinator's arms runs once per arm: `mult`
+        // bounds the product of the counts around a step.
+        22 if nested && mult < MAX_MULT => {
+            let flags = byte(u);
+            let count = (1 + byte(u) % 40).min((MAX_MULT / mult) as u8);
+            let inner = mult * u32::from(count);
+            let unordered = flags & 4 == 4;
+            // `FuturesUnordered` (and `join_all` over more than 30 futures,
+            // which uses it) polls only what woke it and then yields: a
+            // nested scope or nursery in an arm is not polled in every poll
+            // of the task, and a cancelled nursery drops the task as parked
+            // in a foreign future (the known defect of
+            // tests/shield.rs::a_shield_inside_futures_unordered_holds...).
+            // Until it is fixed, their arms hold no nesting.
+            let arm_depth = if unordered || count > 30 {
+                MAX_DEPTH
+            } else {
+                depth + 1
+            };
+            let arms = (0..1 + flags % 3)
+                .map(|_| block(u, arm_depth, inner, budget))
+                .collect();
+            Step::Join {
+                unordered,
+                count,
+                arms,
+            }
+        }
+        23 if nested => Step::Select(
+            block(u, depth + 1, mult, budget),
+            block(u, depth + 1, mult, budget),
+        ),
+        24 if nested => Step::StartNoCall {
+            before: block(u, depth + 1, mult, budget),
+            after: block(u, depth + 1, mult, budget),
+            early: byte(u) & 1 == 1,
+        },
+        25 => Step::Bomb,
+        26 if nested && *budget > 40 && mult < MAX_MULT => {
+            let size = byte(u);
+            // The body is short (no nesting): it is run by every child.
+            let body = block_of(u, 3, MAX_DEPTH, mult, budget);
+            let count = if size >= 192 && mult == 1 {
+                *budget = budget.saturating_sub(40);
+                1025 + u16::from(size % 64)
+            } else {
+                (2 + u16::from(size % 40)).min((MAX_MULT / mult) as u16)
+            };
+            Step::Many(count, body)
+        }
+        27 => Step::Foreign(byte(u) % 24),
+        // Not in the body of `Many` (a snapshot per child of a thousand).
+        28 if nested => Step::Report,
+        29 => Step::BombAfter,
         0 => Step::Foreign(byte(u) % 24),
         _ => Step::Checkpoint,
     }
 }
 
+/// Hand-written programs for defects the random ones reach too rarely,
+/// replayed with the corpus: the 1,024th child to finish since the last
+/// flush of the finished batch fails (issue 15, item 7), after 1,023 that
+/// finished at once or were cancelled; sleeps inside combinators in a
+/// nursery that fails.
+pub fn fixed_programs() -> Vec<Block> {
+    let block = |steps: Vec<Step>| -> Block { steps.into() };
+    let fail = || block(vec![Step::Fail]);
+    vec![
+        block(vec![
+            Step::Many(1023, block(Vec::new())),
+            Step::Spawn(fail()),
+        ]),
+        block(vec![
+            Step::Many(1023, block(vec![Step::Sleep(5)])),
+            Step::Spawn(block(vec![Step::Sleep(5), Step::Fail])),
+        ]),
+        block(vec![
+            Step::Spawn(block(vec![Step::Sleep(2), Step::Fail])),
+            Step::Many(1100, block(vec![Step::Sleep(9)])),
+            Step::Many(1100, block(vec![Step::Checkpoint, Step::Fail])),
+        ]),
+        // Sleeps inside combinators in a nursery that fails (they must be
+        // woken with `Cancelled` at once: a combinator re-polls only what
+        // woke it).
+        block(vec![
+            Step::Spawn(block(vec![Step::Join {
+                unordered: true,
+                count: 3,
+                arms: vec![
+                    block(vec![Step::Sleep(20)]),
+                    block(vec![Step::Checkpoint, Step::Sleep(15)]),
+                ],
+            }])),
+            Step::Spawn(block(vec![Step::Join {
+                unordered: false,
+                count: 40,
+                arms: vec![block(vec![Step::Sleep(20)])],
+            }])),
+            Step::Sleep(1),
+            Step::Fail,
+        ]),
+    ]
+}
+
+/// Decodes a program for the `report_capture` target: a `Report` step
+/// after every step, so that the tree is snapshotted at every change.
+pub fn decode_reporting(data: &[u8]) -> Block {
+    reporting(&decode(data))
+}
+
+fn reporting(block: &Block) -> Block {
+    let mut steps = Vec::new();
+    for step in block.iter() {
+        let inner: Vec<Block> = match step {
+            // Not in the body of `Many`: a snapshot per child of a thousand.
+            Step::Spawn(b) | Step::Nursery(b) | Step::DropNursery(_, b) => vec![reporting(b)],
+            Step::Scope { body, .. } => vec![reporting(body)],
+            Step::Start { before, after } | Step::StartNoCall { before, after, .. } => {
+                vec![reporting(before), reporting(after)]
+            }
+            Step::Guard { body, cleanup, .. } => vec![reporting(body), reporting(cleanup)],
+            Step::Join { arms, .. } => arms.iter().map(reporting).collect(),
+            Step::Select(a, b) => vec![reporting(a), reporting(b)],
+            _ => Vec::new(),
+        };
+        steps.push(if inner.is_empty() {
+            step.clone()
+        } else {
+            rebuild(step, inner)
+        });
+        steps.push(Step::Report);
+    }
+    steps.into()
+}
+
+/// Shrinks a program that `fails` to a smaller one that still fails (for
+/// reading a violation: `HATCHERY_FUZZ_SHRINK=1` in tests/fuzz_corpus.rs).
+pub fn shrink(program: &Block, fails: &dyn Fn(&Block) -> bool) -> Block {
+    let mut best: Block = Rc::clone(program);
+    loop {
+        let mut progress = false;
+        for candidate in smaller(&best) {
+            if fails(&candidate) {
+                best = candidate;
+                progress = true;
+                break;
+            }
+        }
+        if !progress {
+            return best;
+        }
+    }
+}
+
+/// Every program one step smaller than `block`.
+fn smaller(block: &Block) -> Vec<Block> {
+    let mut out = Vec::new();
+    for i in 0..block.len() {
+        let with = |replacement: Vec<Step>| -> Block {
+            let mut steps: Vec<Step> = block[..i].to_vec();
+            steps.extend(replacement);
+            steps.extend(block[i + 1..].iter().cloned());
+            steps.into()
+        };
+        out.push(with(Vec::new()));
+        let inner: Vec<Block> = match &block[i] {
+            Step::Spawn(b) | Step::Nursery(b) | Step::DropNursery(_, b) | Step::Many(_, b) => {
+                vec![Rc::clone(b)]
+            }
+            Step::Scope { body, .. } => vec![Rc::clone(body)],
+            Step::Start { before, after } | Step::StartNoCall { before, after, .. } => {
+                vec![Rc::clone(before), Rc::clone(after)]
+            }
+            Step::Guard { body, cleanup, .. } => vec![Rc::clone(body), Rc::clone(cleanup)],
+            Step::Join { arms, .. } => arms.clone(),
+            Step::Select(a, b) => vec![Rc::clone(a), Rc::clone(b)],
+            _ => Vec::new(),
+        };
+        for b in &inner {
+            out.push(with(b.to_vec()));
+        }
+        // The same step with each inner block one step smaller.
+        for (k, b) in inner.iter().enumerate() {
+            for small in smaller(b) {
+                let mut replaced = inner.clone();
+                replaced[k] = small;
+                let step = rebuild(&block[i], replaced);
+                out.push(with(vec![step]));
+            }
+        }
+        match &block[i] {
+            Step::Join {
+                unordered,
+                count,
+                arms,
+            } if *count > 1 => out.push(with(vec![Step::Join {
+                unordered: *unordered,
+                count: count / 2,
+                arms: arms.clone(),
+            }])),
+            Step::Many(count, body) if *count > 1 => {
+                out.push(with(vec![Step::Many(count / 2, Rc::clone(body))]));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `step` with its inner blocks replaced (in the order `smaller` lists them).
+fn rebuild(step: &Step, mut inner: Vec<Block>) -> Step {
+    let mut next = || inner.remove(0);
+    match step {
+        Step::Spawn(_) => Step::Spawn(next()),
+        Step::Nursery(_) => Step::Nursery(next()),
+        Step::DropNursery(t, _) => Step::DropNursery(*t, next()),
+        Step::Many(c, _) => Step::Many(*c, next()),
+        Step::Scope {
+            deadline, shield, ..
+        } => Step::Scope {
+            deadline: *deadline,
+            shield: *shield,
+            body: next(),
+        },
+        Step::Start { .. } => Step::Start {
+            before: next(),
+            after: next(),
+        },
+        Step::StartNoCall { early, .. } => Step::StartNoCall {
+            before: next(),
+            after: next(),
+            early: *early,
+        },
+        Step::Guard { shield, .. } => Step::Guard {
+            body: next(),
+            cleanup: next(),
+            shield: *shield,
+        },
+        Step::Join {
+            unordered, count, ..
+        } => Step::Join {
+            unordered: *unordered,
+            count: *count,
+            arms: inner,
+        },
+        Step::Select(..) => Step::Select(next(), next()),
+        other => other.clone(),
+    }
+}
+
 fn ticks(t: u8) -> Duration {
     Duration::from_millis(u64::from(t))
+}
+
+thread_local! {
+    /// The work-around of the open select defect (on but in its own test).
+    pub static SELECT_WORKAROUND: Cell<bool> = const { Cell::new(true) };
 }
 
 // ------------------------------------------------------------------ errors
@@ -181,7 +498,12 @@ pub fn quiet_program_panics() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if !info.payload().is::<PanicId>() {
+            // start()'s own panic for a child that never calls `started`.
+            let started = info
+                .payload()
+                .downcast_ref::<String>()
+                .is_some_and(|text| text.starts_with("hatchery: the child passed to start()"));
+            if !info.payload().is::<PanicId>() && !started {
                 previous(info);
             }
         }));
@@ -203,6 +525,11 @@ struct MScope {
     /// set, the shield was last set (virtual time).
     explicit_at: Option<Instant>,
     failed_at: Option<Instant>,
+    /// A child failed in the very poll in which it called `started`: the
+    /// nursery sees the failure when it admits the child, later in its
+    /// current poll, so the cancel is certain from the next virtual instant
+    /// on (the clock moves only once every task waits).
+    failed_pending: Option<Instant>,
     deadline_set_at: Instant,
     shield_set_at: Instant,
 }
@@ -228,8 +555,36 @@ struct Task {
     ancestors: Vec<usize>,
     completed: Cell<bool>,
     panicked: Cell<bool>,
-    /// The scope and the instant of the foreign await it is in, if any.
-    foreign: Cell<Option<(usize, Instant)>>,
+    /// How many foreign awaits it is in (a combinator may hold several).
+    foreign: Cell<usize>,
+    /// One of its foreign awaits was dropped for a visible cancellation:
+    /// the task is being dropped with it.
+    foreign_dropped: Cell<bool>,
+    /// It dropped its `Started` handle without calling `started`.
+    start_dropped: Cell<bool>,
+    /// What its `start()` must do since it never calls `started`.
+    expect: Cell<Expect>,
+    /// It called `started` in the poll going on (what it does before it
+    /// next returns `Pending` reaches the nursery with the hand-over).
+    handing_over: Cell<bool>,
+    /// Its future has run (so its nursery has admitted it).
+    ran: Cell<bool>,
+    /// Its future was dropped.
+    gone: Cell<bool>,
+    /// Its future panics when it is dropped after it returned.
+    bomb_after: Cell<bool>,
+}
+
+/// What a `start()` whose child never calls `started` must end with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Nothing special (`started` was called, or not yet decided).
+    Usual,
+    /// A panic that says the handle was dropped (the child was not
+    /// cancelled and went on waiting).
+    DroppedPanic,
+    /// A panic that says the child returned without calling `started`.
+    ReturnedPanic,
 }
 
 impl Task {
@@ -242,7 +597,14 @@ impl Task {
             ancestors,
             completed: Cell::new(false),
             panicked: Cell::new(false),
-            foreign: Cell::new(None),
+            foreign: Cell::new(0),
+            foreign_dropped: Cell::new(false),
+            start_dropped: Cell::new(false),
+            expect: Cell::new(Expect::Usual),
+            handing_over: Cell::new(false),
+            ran: Cell::new(false),
+            gone: Cell::new(false),
+            bomb_after: Cell::new(false),
         })
     }
 }
@@ -252,6 +614,8 @@ struct World {
     scopes: Vec<MScope>,
     nurseries: Vec<MNursery>,
     violations: Vec<String>,
+    /// The spawned tasks by their name (`t` and a number).
+    spawned: Vec<(String, Rc<Task>)>,
     next_id: u32,
     polls: u64,
 }
@@ -282,6 +646,13 @@ impl World {
             ancestors,
         });
         self.nurseries.len() - 1
+    }
+
+    /// A drop domain: an entry among the nurseries that no task belongs
+    /// to, marked dropped when the combinator arm it stands for is dropped
+    /// unfinished.
+    fn new_domain(&mut self) -> usize {
+        self.new_nursery(usize::MAX, Vec::new())
     }
 
     /// Nursery `nid` and every nursery around it.
@@ -315,6 +686,7 @@ impl World {
             failed: false,
             explicit_at: None,
             failed_at: None,
+            failed_pending: None,
             deadline_set_at: now,
             shield_set_at: now,
         });
@@ -324,18 +696,22 @@ impl World {
     /// Checks what a checkpoint at scope `cur` observed against the model.
     fn check(&mut self, cur: usize, cancelled: bool, what: &str) {
         let now = hatchery::now();
-        let (mut definite, mut maybe) = (false, false);
+        // A failure cancels its nursery's scope synchronously, as soon as
+        // the nursery sees the task end (before any other task runs): it
+        // counts as definitely as an explicit cancel.
+        let (mut definite, mut handing_over) = (false, false);
         let mut at = Some(cur);
         while let Some(index) = at {
             let scope = &self.scopes[index];
-            definite |= scope.explicit || scope.deadline.is_some_and(|d| d <= now);
-            maybe |= scope.failed;
+            definite |= scope.explicit || scope.failed || scope.deadline.is_some_and(|d| d <= now);
+            definite |= scope.failed_pending.is_some_and(|t| t < now);
+            handing_over |= scope.failed_pending.is_some();
             if scope.shield {
                 break;
             }
             at = scope.parent;
         }
-        if cancelled && !(definite || maybe) {
+        if cancelled && !definite && !handing_over {
             self.violation(format!(
                 "{what} in scope {cur} returned Cancelled, but no cancelled scope is visible from it"
             ));
@@ -360,9 +736,14 @@ impl World {
             let scope = &self.scopes[index];
             visible_since = visible_since.max(scope.shield_set_at);
             let deadline = scope.deadline.map(|d| d.max(scope.deadline_set_at));
-            for time in [scope.explicit_at, scope.failed_at, deadline]
-                .into_iter()
-                .flatten()
+            for time in [
+                scope.explicit_at,
+                scope.failed_at,
+                scope.failed_pending,
+                deadline,
+            ]
+            .into_iter()
+            .flatten()
             {
                 cause = Some(cause.map_or(time, |c| c.min(time)));
             }
@@ -393,7 +774,12 @@ impl World {
             let scope = &self.scopes[index];
             visible_since = visible_since.max(scope.shield_set_at);
             let deadline = scope.deadline.map(|d| d.max(scope.deadline_set_at));
-            let causes = [scope.explicit_at, scope.failed_at, deadline];
+            let causes = [
+                scope.explicit_at,
+                scope.failed_at,
+                scope.failed_pending.map(|t| t + Duration::from_nanos(1)),
+                deadline,
+            ];
             if let Some(due) = causes.into_iter().flatten().min() {
                 let due = due.max(visible_since);
                 if due < now {
@@ -425,6 +811,18 @@ impl World {
         if let Err(Fault::Code(code)) = result {
             nursery.raised.push(*code);
             let scope = nursery.scope;
+            self.fail_task(task, scope);
+        }
+    }
+
+    /// A task failed (or panicked): its nursery's scope is cancelled now,
+    /// or, for a child handed over in this very poll, by the end of the
+    /// nursery's poll.
+    fn fail_task(&mut self, task: &Task, scope: usize) {
+        if task.handing_over.get() {
+            let pending = &mut self.scopes[scope].failed_pending;
+            pending.get_or_insert_with(hatchery::now);
+        } else {
             self.fail(scope);
         }
     }
@@ -444,13 +842,50 @@ impl World {
                 let nursery = &mut self.nurseries[at.nursery];
                 nursery.panics.push(id);
                 let scope = nursery.scope;
-                self.fail(scope);
+                self.fail_task(&at, scope);
                 return;
             }
             let Some(caller) = at.caller.clone() else {
                 return;
             };
             at = caller;
+        }
+    }
+
+    /// Checks a snapshot of the tree: no task twice; every spawned task that
+    /// has run and has not ended (nor its nursery been dropped) is there.
+    fn check_report(&mut self, report: &hatchery::Report) {
+        let mut names: Vec<&str> = report
+            .tasks()
+            .iter()
+            .filter_map(|task| task.info().name())
+            .filter(|name| name.starts_with('t'))
+            .collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        if names.len() != before {
+            self.violation(format!(
+                "Report::capture() listed a task twice ({before} entries, {} names)",
+                names.len()
+            ));
+        }
+        let missing: Vec<&str> = self
+            .spawned
+            .iter()
+            .filter(|(_, task)| {
+                task.ran.get()
+                    && !task.gone.get()
+                    && !task.completed.get()
+                    && !task.panicked.get()
+                    && !task.ancestors.iter().any(|&n| self.nurseries[n].dropped)
+            })
+            .map(|(name, _)| name.as_str())
+            .filter(|name| names.binary_search(name).is_err())
+            .collect();
+        if !missing.is_empty() {
+            let missing = format!("{missing:?}");
+            self.violation(format!("Report::capture() missed the live tasks {missing}"));
         }
     }
 
@@ -486,17 +921,18 @@ impl Alive {
 
 impl Drop for Alive {
     fn drop(&mut self) {
+        self.task.gone.set(true);
         let mut world = self.world.borrow_mut();
         world.nurseries[self.task.nursery].alive -= 1;
         let task = &self.task;
         if !task.completed.get() && !task.panicked.get() {
             let dropped = task.ancestors.iter().any(|&n| world.nurseries[n].dropped);
-            if let (false, Some((scope, began))) = (dropped, task.foreign.get()) {
-                // Dropped at a foreign await: only for a visible
-                // cancellation, and as soon as it appeared.
-                world.check(scope, true, "a foreign await that was dropped");
-                world.check_prompt(scope, began, "a foreign await that was dropped");
-            } else if !dropped {
+            // Dropped at a foreign await (which checked, in its own drop,
+            // that a cancellation was visible and had just appeared), or
+            // abandoned by a `start()` whose handle it dropped (checked
+            // where that `start()` panics).
+            let foreign = task.foreign.get() > 0 || task.foreign_dropped.get();
+            if !dropped && !foreign && !task.start_dropped.get() {
                 world.violation(format!(
                     "a task of nursery {} was dropped before it finished, though no nursery \
                      around it was dropped early (its cleanup did not run)",
@@ -518,10 +954,40 @@ struct At<'n> {
     nursery: LocalNursery<'n, Fault>,
     nid: usize,
     scope: usize,
+    /// The model's drop domains around this point of the task (the arms of
+    /// combinators it is in): a hard cancel of a nested nursery when an arm
+    /// is dropped.
+    domains: Rc<Vec<usize>>,
+    /// False in the arms of a `FuturesUnordered` (or `join_all` over more
+    /// than 30 futures): it leaks the arms after the first whose `Drop`
+    /// panics (not hatchery's doing), so `Bomb` is left out there.
+    bombs: bool,
+}
+
+impl At<'_> {
+    /// The nurseries (real or drop domains) whose drop may drop what runs
+    /// here unfinished.
+    fn droppable(&self) -> Vec<usize> {
+        let mut all = self.task.ancestors.clone();
+        all.extend(self.domains.iter());
+        all
+    }
+
+    /// The same point inside a new drop domain (a combinator's arm).
+    fn in_domain(&self, domain: usize) -> Self {
+        let mut domains = (*self.domains).clone();
+        domains.push(domain);
+        At {
+            domains: Rc::new(domains),
+            ..self.clone()
+        }
+    }
 }
 
 fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
     Box::pin(async move {
+        // Declared first, dropped last: the bombs go off as the block ends.
+        let mut bombs = Vec::new();
         for step in block.iter() {
             let w = &at.world;
             match step {
@@ -543,11 +1009,129 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                 }
                 Step::Foreign(t) => {
                     let began = hatchery::now();
-                    at.task.foreign.set(Some((at.scope, began)));
+                    let mut wait = ForeignAwait::new(&at, began);
                     ForeignTimer::new(began + ticks(*t)).await;
-                    at.task.foreign.set(None);
-                    w.borrow_mut().check_not_overdue(at.scope, began);
+                    wait.finished();
+                    if at.domains.is_empty() {
+                        w.borrow_mut().check_not_overdue(at.scope, began);
+                    }
                 }
+                Step::Guard {
+                    body,
+                    cleanup,
+                    shield,
+                } => {
+                    let out = exec(at.clone(), Rc::clone(body)).await;
+                    if out == Err(Fault::Cancelled) {
+                        let cleaned = if *shield {
+                            let scope = CancelScope::new().shield(true);
+                            let id = w.borrow_mut().new_scope(
+                                scope.handle(),
+                                Some(at.scope),
+                                true,
+                                None,
+                            );
+                            let inner = At {
+                                scope: id,
+                                ..at.clone()
+                            };
+                            scope
+                                .run_typed(exec(inner, Rc::clone(cleanup)))
+                                .await
+                                .map(drop)
+                        } else {
+                            exec(at.clone(), Rc::clone(cleanup)).await
+                        };
+                        // A failure during cleanup replaces the cancellation.
+                        if let Err(Fault::Code(code)) = cleaned {
+                            return Err(Fault::Code(code));
+                        }
+                    }
+                    out?;
+                }
+                Step::Join {
+                    unordered,
+                    count,
+                    arms,
+                } => {
+                    let domains: Vec<usize> = {
+                        let mut world = w.borrow_mut();
+                        (0..*count).map(|_| world.new_domain()).collect()
+                    };
+                    let futures: Vec<Arm<'n>> = domains
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &domain)| {
+                            let arm = At {
+                                bombs: !(*unordered || *count > 30),
+                                ..at.in_domain(domain)
+                            };
+                            let fut = exec(arm, Rc::clone(&arms[i % arms.len()]));
+                            Arm::new(w, domain, fut)
+                        })
+                        .collect();
+                    let outs: Vec<Result<(), Fault>> = if *unordered {
+                        use futures::StreamExt;
+                        futures
+                            .into_iter()
+                            .collect::<futures::stream::FuturesUnordered<_>>()
+                            .collect()
+                            .await
+                    } else {
+                        futures::future::join_all(futures).await
+                    };
+                    join_outcome(outs)?;
+                }
+                Step::Select(a, b) => {
+                    let (da, db) = {
+                        let mut world = w.borrow_mut();
+                        (world.new_domain(), world.new_domain())
+                    };
+                    let fa = Arm::new(w, da, exec(at.in_domain(da), Rc::clone(a)));
+                    let fb = Arm::new(w, db, exec(at.in_domain(db), Rc::clone(b)));
+                    let (out, loser) = futures::future::select(fa, fb).await.factor_first();
+                    // Work-around of an open defect (tests/fuzz_corpus.rs,
+                    // open_a_foreign_wait_after_a_select_outlives_the_deadline):
+                    // after a select whose loser waited in a sleep, a
+                    // foreign await is not dropped at its scope's deadline.
+                    // A checkpoint ends the poll.
+                    let after = if SELECT_WORKAROUND.with(Cell::get) {
+                        checkpoint().await
+                    } else {
+                        Ok(())
+                    };
+                    w.borrow_mut()
+                        .check(at.scope, after.is_err(), "the checkpoint after a select");
+                    match loser {
+                        futures::future::Either::Left(arm)
+                        | futures::future::Either::Right(arm) => {
+                            arm.abandon();
+                        }
+                    }
+                    out?;
+                    after?;
+                }
+                Step::StartNoCall {
+                    before,
+                    after,
+                    early,
+                } => start_no_call(&at, Rc::clone(before), Rc::clone(after), *early).await?,
+                Step::Bomb if !at.bombs => {}
+                Step::Bomb => bombs.push(Bomb {
+                    world: Rc::clone(w),
+                    task: Rc::clone(&at.task),
+                    droppable: at.droppable(),
+                }),
+                Step::Many(count, body) => {
+                    for _ in 0..*count {
+                        spawn(&at, Rc::clone(body));
+                    }
+                }
+                Step::Report => {
+                    let report = hatchery::Report::capture();
+                    w.borrow_mut().check_report(&report);
+                }
+                Step::BombAfter => at.task.bomb_after.set(true),
                 Step::Spawn(body) => spawn(&at, Rc::clone(body)),
                 Step::Start { before, after } => {
                     start(&at, Rc::clone(before), Rc::clone(after)).await?;
@@ -630,6 +1214,155 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
     })
 }
 
+/// The task's result from its combinator's arms: the first failure, else a
+/// cancellation, else `Ok`.
+fn join_outcome(outs: Vec<Result<(), Fault>>) -> Result<(), Fault> {
+    let mut cancelled = false;
+    for out in outs {
+        match out {
+            Err(Fault::Code(code)) => return Err(Fault::Code(code)),
+            Err(Fault::Cancelled) => cancelled = true,
+            Ok(()) => {}
+        }
+    }
+    if cancelled {
+        Err(Fault::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+/// A combinator's arm: dropped unfinished, it marks its drop domain dropped
+/// before its future goes (a select's loser, or every arm of a combinator
+/// that a panic unwinds through).
+struct Arm<'n> {
+    world: W,
+    domain: usize,
+    future: Option<Fut<'n>>,
+}
+
+impl<'n> Arm<'n> {
+    fn new(world: &W, domain: usize, future: Fut<'n>) -> Self {
+        Arm {
+            world: Rc::clone(world),
+            domain,
+            future: Some(future),
+        }
+    }
+}
+
+impl Future for Arm<'_> {
+    type Output = Result<(), Fault>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(future) = self.future.as_mut() else {
+            panic!("an arm was polled after it finished");
+        };
+        let out = std::task::ready!(future.as_mut().poll(cx));
+        self.future = None;
+        Poll::Ready(out)
+    }
+}
+
+impl Arm<'_> {
+    /// Drops the arm unfinished (a select's loser).
+    fn abandon(mut self) {
+        self.world.borrow_mut().nurseries[self.domain].dropped = true;
+        self.future = None;
+    }
+}
+
+impl Drop for Arm<'_> {
+    fn drop(&mut self) {
+        // A panic unwinding through the combinator drops every arm; a drop
+        // of the whole task is judged by what it waited in.
+        if self.future.is_some() && std::thread::panicking() {
+            self.world.borrow_mut().nurseries[self.domain].dropped = true;
+            self.future = None;
+        }
+    }
+}
+
+/// A foreign await in progress: if it is dropped unfinished, that was for
+/// a cancellation visible from its scope, as soon as it appeared (or a
+/// hard cancel of something around it, or a panic unwinding its task).
+struct ForeignAwait {
+    world: W,
+    task: Rc<Task>,
+    scope: usize,
+    began: Instant,
+    droppable: Vec<usize>,
+    done: bool,
+    /// In a combinator's arm: the task is kept while a sibling arm is
+    /// parked at a hatchery await, so the drop may come later than the
+    /// cancellation, and the await may even finish after it.
+    in_combinator: bool,
+}
+
+impl ForeignAwait {
+    fn new(at: &At<'_>, began: Instant) -> Self {
+        at.task.foreign.set(at.task.foreign.get() + 1);
+        ForeignAwait {
+            world: Rc::clone(&at.world),
+            task: Rc::clone(&at.task),
+            scope: at.scope,
+            began,
+            droppable: at.droppable(),
+            done: false,
+            in_combinator: !at.domains.is_empty(),
+        }
+    }
+
+    fn finished(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for ForeignAwait {
+    fn drop(&mut self) {
+        self.task.foreign.set(self.task.foreign.get() - 1);
+        if self.done || self.task.panicked.get() {
+            return;
+        }
+        let mut world = self.world.borrow_mut();
+        if self.droppable.iter().any(|&n| world.nurseries[n].dropped) {
+            return;
+        }
+        self.task.foreign_dropped.set(true);
+        world.check(self.scope, true, "a foreign await that was dropped");
+        if !self.in_combinator {
+            world.check_prompt(self.scope, self.began, "a foreign await that was dropped");
+        }
+    }
+}
+
+/// A guard whose `Drop` panics (as the program's own panic).
+struct Bomb {
+    world: W,
+    task: Rc<Task>,
+    droppable: Vec<usize>,
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        // A second panic while unwinding would abort; a hard cancel's drop
+        // is not the task's doing.
+        if std::thread::panicking() {
+            return;
+        }
+        let id = {
+            let mut world = self.world.borrow_mut();
+            if self.droppable.iter().any(|&n| world.nurseries[n].dropped) {
+                return;
+            }
+            let id = world.fresh();
+            world.panicking(&self.task, id);
+            id
+        };
+        std::panic::panic_any(PanicId(id));
+    }
+}
+
 fn spawn(at: &At<'_>, body: Block) {
     let w = &at.world;
     let (task, scope) = {
@@ -638,18 +1371,70 @@ fn spawn(at: &At<'_>, body: Block) {
         (task, world.nurseries[at.nid].scope)
     };
     let alive = Alive::new(w, &task);
+    let bombed = Rc::clone(&task);
+    let name = {
+        let mut world = w.borrow_mut();
+        let name = format!("t{}", world.fresh());
+        world.spawned.push((name.clone(), Rc::clone(&task)));
+        name
+    };
+    // The child belongs to the nursery, not to the arm that spawned it.
     let child = At {
         task: Rc::clone(&task),
         scope,
+        domains: Rc::default(),
+        bombs: true,
         ..at.clone()
     };
-    at.nursery.spawn(async move {
+    let future: Fut<'_> = Box::pin(async move {
         let _alive = alive;
+        task.ran.set(true);
         let world = Rc::clone(&child.world);
         let out = exec(child, body).await;
         world.borrow_mut().finish(&task, &out);
         out
     });
+    at.nursery.named(name).spawn(AfterBomb {
+        world: Rc::clone(w),
+        task: bombed,
+        future,
+        returned: false,
+    });
+}
+
+/// A spawned child's future that panics in its `Drop`, after it returned,
+/// if its program asked for it (`BombAfter`): the nursery takes that for
+/// the child's panic (while its siblings clean up).
+struct AfterBomb<'n> {
+    world: W,
+    task: Rc<Task>,
+    future: Fut<'n>,
+    returned: bool,
+}
+
+impl Future for AfterBomb<'_> {
+    type Output = Result<(), Fault>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let out = std::task::ready!(self.future.as_mut().poll(cx));
+        self.returned = true;
+        Poll::Ready(out)
+    }
+}
+
+impl Drop for AfterBomb<'_> {
+    fn drop(&mut self) {
+        if !self.returned || !self.task.bomb_after.get() || std::thread::panicking() {
+            return;
+        }
+        let id = {
+            let mut world = self.world.borrow_mut();
+            let id = world.fresh();
+            world.panicking(&self.task, id);
+            id
+        };
+        std::panic::panic_any(PanicId(id));
+    }
 }
 
 async fn start(at: &At<'_>, before: Block, after: Block) -> Result<(), Fault> {
@@ -657,7 +1442,7 @@ async fn start(at: &At<'_>, before: Block, after: Block) -> Result<(), Fault> {
     let (task, nursery_scope) = {
         let world = w.borrow();
         let mut ancestors = world.within(at.nid);
-        ancestors.extend(&at.task.ancestors);
+        ancestors.extend(at.droppable());
         let task = Task::new(at.nid, Some(Rc::clone(&at.task)), ancestors);
         (task, world.nurseries[at.nid].scope)
     };
@@ -667,35 +1452,172 @@ async fn start(at: &At<'_>, before: Block, after: Block) -> Result<(), Fault> {
         task: Rc::clone(&task),
         ..at.clone()
     };
+    let hand_over = Rc::clone(&task);
     at.nursery
-        .start(move |status: Started<()>| async move {
-            let _alive = alive;
-            let world = Rc::clone(&starting.world);
-            let out = async {
-                exec(starting.clone(), before).await?;
-                // As in trio, a child whose caller is cancelled when it
-                // calls `started` stays under `start()`.
-                let stays = hatchery::check_cancelled().is_err();
-                starting
-                    .world
-                    .borrow_mut()
-                    .check(starting.scope, stays, "started()");
-                status.started(());
-                if stays {
-                    return exec(starting, after).await;
+        .start(move |status: Started<()>| {
+            let child = async move {
+                let _alive = alive;
+                let world = Rc::clone(&starting.world);
+                let out = async {
+                    exec(starting.clone(), before).await?;
+                    // As in trio, a child whose caller is cancelled when it
+                    // calls `started` stays under `start()`.
+                    let stays = hatchery::check_cancelled().is_err();
+                    starting
+                        .world
+                        .borrow_mut()
+                        .check(starting.scope, stays, "started()");
+                    status.started(());
+                    if stays {
+                        return exec(starting, after).await;
+                    }
+                    task.attached.set(true);
+                    task.handing_over.set(true);
+                    let running = At {
+                        scope: nursery_scope,
+                        ..starting
+                    };
+                    exec(running, after).await
                 }
-                task.attached.set(true);
-                let running = At {
-                    scope: nursery_scope,
-                    ..starting
-                };
-                exec(running, after).await
+                .await;
+                world.borrow_mut().finish(&task, &out);
+                out
+            };
+            HandOver {
+                task: hand_over,
+                future: Box::pin(child),
             }
-            .await;
-            world.borrow_mut().finish(&task, &out);
-            out
         })
         .await
+}
+
+/// A starting child's future: the hand-over poll ends when it returns
+/// `Pending`.
+struct HandOver<'n> {
+    task: Rc<Task>,
+    future: Fut<'n>,
+}
+
+impl Future for HandOver<'_> {
+    type Output = Result<(), Fault>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let out = self.future.as_mut().poll(cx);
+        if out.is_pending() {
+            self.task.handing_over.set(false);
+        }
+        out
+    }
+}
+
+/// A `start()` whose child never calls `started` (trio's rule, `start()`'s
+/// invariant 4): dropping the handle while the child is not cancelled ends
+/// `start()` at once with a panic (the child is dropped); a cancelled child
+/// is waited for, and `start()` returns its error or `Cancelled`; a child
+/// that returns `Ok` without calling `started` makes `start()` panic unless
+/// it is cancelled.
+async fn start_no_call(at: &At<'_>, before: Block, after: Block, early: bool) -> Result<(), Fault> {
+    let w = &at.world;
+    let task = {
+        let world = w.borrow();
+        let mut ancestors = world.within(at.nid);
+        ancestors.extend(at.droppable());
+        Task::new(at.nid, Some(Rc::clone(&at.task)), ancestors)
+    };
+    let alive = Alive::new(w, &task);
+    let starting = At {
+        task: Rc::clone(&task),
+        ..at.clone()
+    };
+    let child = Rc::clone(&task);
+    let future = at.nursery.start(move |status: Started<()>| async move {
+        let _alive = alive;
+        let world = Rc::clone(&starting.world);
+        let scope = starting.scope;
+        let out = async {
+            exec(starting.clone(), before).await?;
+            if early {
+                let cancelled = hatchery::check_cancelled().is_err();
+                world
+                    .borrow_mut()
+                    .check(scope, cancelled, "dropping Started");
+                child.start_dropped.set(true);
+                drop(status);
+                if !cancelled {
+                    // start() must drop this child before it is polled again.
+                    child.expect.set(Expect::DroppedPanic);
+                    return PolledOnce::default().await;
+                }
+                exec(starting.clone(), after).await?;
+            } else {
+                exec(starting.clone(), after).await?;
+                drop(status);
+            }
+            let cancelled = hatchery::check_cancelled().is_err();
+            world
+                .borrow_mut()
+                .check(scope, cancelled, "returning without started()");
+            if !cancelled {
+                child.expect.set(Expect::ReturnedPanic);
+            }
+            Ok(())
+        }
+        .await;
+        world.borrow_mut().finish(&child, &out);
+        out
+    });
+    let out = AssertUnwindSafe(future).catch_unwind().await;
+    let expect = task.expect.get();
+    match out {
+        Ok(out) => {
+            if expect != Expect::Usual {
+                w.borrow_mut().violation(format!(
+                    "start() returned {out:?}, but its child never called started() and                      {expect:?} was due"
+                ));
+            }
+            out
+        }
+        Err(payload) if payload.is::<PanicId>() => resume_unwind(payload),
+        Err(payload) => {
+            let text = describe(&*payload);
+            let due = match expect {
+                Expect::DroppedPanic => "dropped its Started handle",
+                Expect::ReturnedPanic => "returned without calling",
+                Expect::Usual => "(no panic was due)",
+            };
+            let id = {
+                let mut world = w.borrow_mut();
+                if !text.contains(due) {
+                    world.violation(format!(
+                        "start() panicked with {text:?}, but {due:?} was due"
+                    ));
+                }
+                let id = world.fresh();
+                world.panicking(&at.task, id);
+                id
+            };
+            std::panic::panic_any(PanicId(id))
+        }
+    }
+}
+
+/// Pending forever, and a violation if it is polled a second time.
+#[derive(Default)]
+struct PolledOnce {
+    polled: bool,
+}
+
+impl Future for PolledOnce {
+    type Output = Result<(), Fault>;
+
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        assert!(
+            !self.polled,
+            "start() polled its child again after it dropped its Started handle"
+        );
+        self.polled = true;
+        Poll::Pending
+    }
 }
 
 async fn nested(at: &At<'_>, body: Block, drop_after: Option<u8>) -> Result<(), Fault> {
@@ -703,7 +1625,7 @@ async fn nested(at: &At<'_>, body: Block, drop_after: Option<u8>) -> Result<(), 
     let nid = {
         let mut world = w.borrow_mut();
         let mut ancestors = world.within(at.nid);
-        ancestors.extend(&at.task.ancestors);
+        ancestors.extend(at.droppable());
         ancestors.sort_unstable();
         ancestors.dedup();
         world.new_nursery(usize::MAX, ancestors)
@@ -725,6 +1647,8 @@ async fn nested(at: &At<'_>, body: Block, drop_after: Option<u8>) -> Result<(), 
             nursery: n,
             nid,
             scope,
+            domains: Rc::default(),
+            bombs: true,
         };
         async move {
             let _alive = alive;
@@ -978,6 +1902,8 @@ fn drive(clock: &VirtualClock, world: &W, program: &Block) -> Result<Stats, Stri
                 nursery: n,
                 nid: 0,
                 scope: 0,
+                domains: Rc::default(),
+                bombs: true,
             };
             nested(&at, program, None).await
         })
