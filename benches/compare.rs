@@ -401,21 +401,7 @@ fn scale(c: &mut Criterion) {
     for n in [1_000usize, 10_000, 100_000, 1_000_000] {
         group.throughput(criterion::Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("hatchery", n), &n, |b, &n| {
-            b.iter(|| {
-                block_on(nursery(|nursery: Nursery<'_, Cancelled>| async move {
-                    for _ in 0..n {
-                        nursery.spawn(async {
-                            hatchery::sleep_forever().await?;
-                            Ok(())
-                        });
-                    }
-                    yield_now().await;
-                    yield_now().await;
-                    nursery.cancel_scope().cancel();
-                    Ok(())
-                }))
-                .unwrap()
-            })
+            b.iter(|| common::scale(n))
         });
     }
     group.finish();

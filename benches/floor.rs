@@ -13,9 +13,8 @@
 
 mod common;
 
-use common::{CHILDREN, parallel_executor};
+use common::parallel_executor;
 use criterion::{Criterion, criterion_group, criterion_main};
-use futures_lite::future::{block_on, yield_now};
 
 fn floor(c: &mut Criterion) {
     let mut group = c.benchmark_group("spawn_join_floor");
@@ -25,16 +24,7 @@ fn floor(c: &mut Criterion) {
     });
     group.bench_function("executor_2_threads", |b| {
         let executor = parallel_executor();
-        b.iter(|| {
-            block_on(async {
-                let tasks: Vec<_> = (0..CHILDREN)
-                    .map(|_| executor.spawn(async { yield_now().await }))
-                    .collect();
-                for task in tasks {
-                    task.await;
-                }
-            })
-        })
+        b.iter(|| common::executor_spawn_join(executor))
     });
     group.bench_function("hatchery_parallel", |b| {
         let executor = parallel_executor();

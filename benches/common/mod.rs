@@ -49,3 +49,35 @@ pub fn local_executor_spawn_join(executor: &async_executor::LocalExecutor<'_>) {
         }
     }));
 }
+
+/// `spawn_join/executor_2_threads` (the floor): the same children spawned
+/// straight onto `executor`, then awaited in order.
+#[allow(dead_code)] // not every bench runs every workload
+pub fn executor_spawn_join(executor: &'static async_executor::Executor<'static>) {
+    block_on(async {
+        let tasks: Vec<_> = (0..CHILDREN)
+            .map(|_| executor.spawn(async { yield_now().await }))
+            .collect();
+        for task in tasks {
+            task.await;
+        }
+    })
+}
+
+/// `scale`: `n` children that wait to be cancelled, then cancelled.
+#[allow(dead_code)] // not every bench runs every workload
+pub fn scale(n: usize) {
+    block_on(nursery(|nursery: Nursery<'_, Cancelled>| async move {
+        for _ in 0..n {
+            nursery.spawn(async {
+                hatchery::sleep_forever().await?;
+                Ok(())
+            });
+        }
+        yield_now().await;
+        yield_now().await;
+        nursery.cancel_scope().cancel();
+        Ok(())
+    }))
+    .unwrap();
+}

@@ -74,16 +74,7 @@ pub const WORKLOADS: &[Workload] = &[
     }),
     ("spawn_join/executor_2_threads", CHILDREN, || {
         let executor = common::parallel_executor();
-        Box::new(move || {
-            block_on(async {
-                let tasks: Vec<_> = (0..CHILDREN)
-                    .map(|_| executor.spawn(async { yield_now().await }))
-                    .collect();
-                for task in tasks {
-                    task.await;
-                }
-            })
-        })
+        Box::new(move || common::executor_spawn_join(executor))
     }),
     ("cancel_idle/hatchery", CHILDREN, || {
         Box::new(|| {
@@ -137,9 +128,11 @@ pub const WORKLOADS: &[Workload] = &[
             })
         })
     }),
-    ("scale/hatchery_1000", 1_000, || Box::new(|| scale(1_000))),
+    ("scale/hatchery_1000", 1_000, || {
+        Box::new(|| common::scale(1_000))
+    }),
     ("scale/hatchery_1000000", 1_000_000, || {
-        Box::new(|| scale(1_000_000))
+        Box::new(|| common::scale(1_000_000))
     }),
     ("checkpoint/hatchery", CHILDREN, || {
         Box::new(|| {
@@ -177,21 +170,3 @@ pub const WORKLOADS: &[Workload] = &[
         })
     }),
 ];
-
-/// `n` children that wait to be cancelled, then cancelled (`scale` of
-/// `benches/compare.rs`).
-fn scale(n: usize) {
-    block_on(nursery(|nursery: Nursery<'_, Cancelled>| async move {
-        for _ in 0..n {
-            nursery.spawn(async {
-                hatchery::sleep_forever().await?;
-                Ok(())
-            });
-        }
-        yield_now().await;
-        yield_now().await;
-        nursery.cancel_scope().cancel();
-        Ok(())
-    }))
-    .unwrap();
-}
