@@ -121,12 +121,15 @@ fn random_programs_keep_every_invariant() {
     );
 }
 
-#[test]
-fn the_report_capture_corpus_replays_without_a_violation() {
+/// Replays every input of `fuzz/corpus/<corpus>` (at least 20) through
+/// `run_one`, one program at a time; fails with every violation found.
+fn replay_corpus(corpus: &str, run_one: impl Fn(&[u8]) -> Result<(), String>) {
     let _guard = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/report_capture");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(corpus);
     let mut inputs: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|error| panic!("cannot read the corpus at {}: {error}", dir.display()))
         .map(|entry| entry.unwrap().path())
@@ -139,15 +142,23 @@ fn the_report_capture_corpus_replays_without_a_violation() {
     );
     let mut failures = Vec::new();
     for path in &inputs {
-        let data = std::fs::read(path).unwrap();
-        let program = fuzz_program::decode_reporting(&data);
-        if let Err(why) = fuzz_program::run(&program) {
+        if let Err(why) = run_one(&std::fs::read(path).unwrap()) {
             let name = path.file_name().unwrap().to_string_lossy();
-            failures.push(format!("{name}: {why}\n  program: {program:?}"));
+            failures.push(format!("{name}: {why}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    eprintln!("replayed {} report_capture inputs", inputs.len());
+    eprintln!("replayed {} {corpus} inputs", inputs.len());
+}
+
+#[test]
+fn the_report_capture_corpus_replays_without_a_violation() {
+    replay_corpus("report_capture", |data| {
+        let program = fuzz_program::decode_reporting(data);
+        fuzz_program::run(&program)
+            .map(drop)
+            .map_err(|why| format!("{why}\n  program: {program:?}"))
+    });
 }
 
 /// Writes seed inputs for the three corpora (each program kind the
@@ -218,31 +229,11 @@ fn write_seeds() {
 
 #[test]
 fn the_parallel_corpus_replays_without_a_violation() {
-    let _guard = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/parallel");
-    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|error| panic!("cannot read the corpus at {}: {error}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    inputs.sort();
-    assert!(
-        inputs.len() >= 20,
-        "the corpus has only {} inputs",
-        inputs.len()
-    );
-    let mut failures = Vec::new();
-    for path in &inputs {
-        let data = std::fs::read(path).unwrap();
-        let program = fuzz_program::parallel::decode(&data);
-        if let Err(why) = fuzz_program::parallel::run(&program) {
-            let name = path.file_name().unwrap().to_string_lossy();
-            failures.push(format!("{name}: {why}\n  program: {program:?}"));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    eprintln!("replayed {} parallel inputs", inputs.len());
+    replay_corpus("parallel", |data| {
+        let program = fuzz_program::parallel::decode(data);
+        fuzz_program::parallel::run(&program)
+            .map_err(|why| format!("{why}\n  program: {program:?}"))
+    });
 }
 
 #[test]
