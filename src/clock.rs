@@ -34,6 +34,15 @@ pub(crate) const FAR: u64 = NEVER - 1;
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
+/// The real time, with the epoch taken first, so that the instant returned
+/// and every later one encode as themselves (`to_nanos` maps instants before
+/// the epoch to "long past"). A virtual clock starts here: started earlier
+/// than the epoch, its early deadlines would all read as passed.
+pub(crate) fn real_now() -> Instant {
+    let _ = *EPOCH;
+    Instant::now()
+}
+
 /// The current time: the virtual time if this thread runs under a virtual
 /// clock, else the real time.
 pub(crate) fn now() -> Instant {
@@ -41,9 +50,7 @@ pub(crate) fn now() -> Instant {
     if let Some(now) = virtual_time::now() {
         return now;
     }
-    // Force the epoch first so that `now() >= epoch` always holds.
-    let _ = *EPOCH;
-    Instant::now()
+    real_now()
 }
 
 /// Encodes an instant; instants before the epoch all map to 1 (long past),

@@ -165,7 +165,7 @@ impl VirtualClock {
     /// ```
     pub fn new() -> Self {
         VirtualClock {
-            clock: Clock::new(Instant::now()),
+            clock: Clock::new(crate::clock::real_now()),
             threshold: Duration::ZERO,
         }
     }
