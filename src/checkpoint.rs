@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 
+use crate::cancel::foreign::{Hold, Parking};
 use crate::cancel::scope_wait::Wait;
 use crate::cancel::tree::{Kind, Node};
 use crate::clock;
@@ -108,6 +109,7 @@ impl Future for Checkpoint {
 pub fn cancelled() -> WaitCancelled {
     WaitCancelled {
         wait: Wait::default(),
+        parking: Parking::default(),
     }
 }
 
@@ -119,6 +121,7 @@ pub fn cancelled() -> WaitCancelled {
 #[must_use = "futures do nothing unless awaited"]
 pub struct WaitCancelled {
     wait: Wait,
+    parking: Parking,
 }
 
 impl fmt::Debug for WaitCancelled {
@@ -131,10 +134,12 @@ impl Future for WaitCancelled {
     type Output = Result<Infallible, Cancelled>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let woke = self.get_mut().wait.poll_current(cx);
+        let this = self.get_mut();
+        let woke = this.wait.poll_current(cx);
         if woke.is_pending() {
             context::park();
         }
+        this.parking.set(woke.is_pending());
         woke.map(|_| Err(Cancelled))
     }
 }
@@ -173,6 +178,7 @@ pub trait CancellableExt: Future + Sized {
         Cancellable {
             inner: Some(self),
             wait: Wait::default(),
+            parking: Parking::default(),
         }
     }
 
@@ -238,6 +244,7 @@ pub trait CancellableExt: Future + Sized {
             shield: None,
             deadline: None,
             location: Location::caller(),
+            hold: Hold::default(),
         }
     }
 }
@@ -256,6 +263,7 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         wait: Wait,
+        parking: Parking,
     }
 }
 
@@ -274,6 +282,7 @@ impl<F: Future> Future for Cancellable<F> {
         let mut this = self.project();
         if context::check().is_err() {
             this.inner.set(None);
+            this.parking.set(false);
             return Poll::Ready(Err(Cancelled));
         }
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
@@ -281,15 +290,18 @@ impl<F: Future> Future for Cancellable<F> {
         };
         if let Poll::Ready(output) = inner.poll(cx) {
             this.inner.set(None);
+            this.parking.set(false);
             return Poll::Ready(Ok(output));
         }
         match this.wait.poll_current(cx) {
             Poll::Ready(_) => {
                 this.inner.set(None);
+                this.parking.set(false);
                 Poll::Ready(Err(Cancelled))
             }
             Poll::Pending => {
                 context::park();
+                this.parking.set(true);
                 Poll::Pending
             }
         }
@@ -305,6 +317,7 @@ pin_project! {
     /// let _: CancelGracefully<_, _> = async {}.cancel_gracefully(Duration::from_secs(1), |_| {});
     /// ```
     #[must_use = "futures do nothing unless awaited"]
+    #[project = CancelGracefullyProj]
     pub struct CancelGracefully<F, S> {
         #[pin]
         inner: Option<F>,
@@ -318,6 +331,7 @@ pin_project! {
         shield: Option<Arc<Node>>,
         deadline: Option<clock::Timer>,
         location: &'static Location<'static>,
+        hold: Hold,
     }
 
     impl<F, S> PinnedDrop for CancelGracefully<F, S> {
@@ -348,65 +362,82 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        loop {
-            let Some(mut inner) = this.inner.as_mut().as_pin_mut() else {
-                panic!("hatchery: a CancelGracefully future was polled after it completed");
-            };
-            if this.stop.is_none() {
-                // Asked to stop: driven inside its shield until it ends or
-                // the grace period is over.
-                let polled = context::enter(this.shield, || inner.poll(cx));
-                if let Poll::Ready(output) = polled {
-                    this.inner.set(None);
-                    if let Some(shield) = this.shield {
-                        shield.exit();
-                    }
-                    return Poll::Ready(Ok(output));
-                }
-                if let Some(timer) = this.deadline
-                    && Pin::new(timer).poll(cx).is_ready()
-                {
-                    this.inner.set(None);
-                    if let Some(shield) = this.shield {
-                        shield.exit();
-                    }
-                    return Poll::Ready(Err(Cancelled));
-                }
-                context::park();
-                return Poll::Pending;
-            }
-            if context::check().is_err() {
-                let mut shield = Node::new(None, true, Kind::Scope(this.location));
-                Node::enter_owned(&mut shield, context::current(), None);
-                *this.shield = Some(shield);
-                *this.deadline = clock::now().checked_add(*this.grace).map(clock::timer_at);
-                // Polled once more, shielded, before the stop, so that what
-                // arrived with the cancellation (a request on a connection)
-                // is taken in.
-                let polled = context::enter(this.shield, || inner.as_mut().poll(cx));
-                if let Poll::Ready(output) = polled {
-                    this.inner.set(None);
-                    if let Some(shield) = this.shield {
-                        shield.exit();
-                    }
-                    return Poll::Ready(Ok(output));
-                }
-                if let Some(stop) = this.stop.take() {
-                    stop(inner.as_mut());
-                }
-                continue;
-            }
-            if let Poll::Ready(output) = inner.as_mut().poll(cx) {
+        let polled = poll_gracefully(&mut this, cx);
+        if polled.is_pending() {
+            this.hold.pending(cx);
+        } else {
+            this.hold.done();
+        }
+        polled
+    }
+}
+
+fn poll_gracefully<F, S>(
+    this: &mut CancelGracefullyProj<'_, F, S>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, Cancelled>>
+where
+    F: Future,
+    S: FnOnce(Pin<&mut F>),
+{
+    loop {
+        let Some(mut inner) = this.inner.as_mut().as_pin_mut() else {
+            panic!("hatchery: a CancelGracefully future was polled after it completed");
+        };
+        if this.stop.is_none() {
+            // Asked to stop: driven inside its shield until it ends or
+            // the grace period is over.
+            let polled = context::enter(this.shield, || inner.poll(cx));
+            if let Poll::Ready(output) = polled {
                 this.inner.set(None);
+                if let Some(shield) = this.shield {
+                    shield.exit();
+                }
                 return Poll::Ready(Ok(output));
             }
-            match this.wait.poll_current(cx) {
-                // Cancelled meanwhile: ask it to stop now.
-                Poll::Ready(_) => continue,
-                Poll::Pending => {
-                    context::park();
-                    return Poll::Pending;
+            if let Some(timer) = this.deadline
+                && Pin::new(timer).poll(cx).is_ready()
+            {
+                this.inner.set(None);
+                if let Some(shield) = this.shield {
+                    shield.exit();
                 }
+                return Poll::Ready(Err(Cancelled));
+            }
+            context::park();
+            return Poll::Pending;
+        }
+        if context::check().is_err() {
+            let mut shield = Node::new(None, true, Kind::Scope(this.location));
+            Node::enter_owned(&mut shield, context::current(), None);
+            *this.shield = Some(shield);
+            *this.deadline = clock::now().checked_add(*this.grace).map(clock::timer_at);
+            // Polled once more, shielded, before the stop, so that what
+            // arrived with the cancellation (a request on a connection)
+            // is taken in.
+            let polled = context::enter(this.shield, || inner.as_mut().poll(cx));
+            if let Poll::Ready(output) = polled {
+                this.inner.set(None);
+                if let Some(shield) = this.shield {
+                    shield.exit();
+                }
+                return Poll::Ready(Ok(output));
+            }
+            if let Some(stop) = this.stop.take() {
+                stop(inner.as_mut());
+            }
+            continue;
+        }
+        if let Poll::Ready(output) = inner.as_mut().poll(cx) {
+            this.inner.set(None);
+            return Poll::Ready(Ok(output));
+        }
+        match this.wait.poll_current(cx) {
+            // Cancelled meanwhile: ask it to stop now.
+            Poll::Ready(_) => continue,
+            Poll::Pending => {
+                context::park();
+                return Poll::Pending;
             }
         }
     }

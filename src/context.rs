@@ -31,6 +31,22 @@
 //!    `REMOTE` say, for the report, that the task met `Cancelled`, waits
 //!    behind a shield, or runs on another thread. The outer task's flags are
 //!    restored when `track` returns, so nested owners do not disturb them.
+//!    `STALE` is set when a hatchery await that returned `Pending` is
+//!    dropped while `PARKED` is set (`Parking`): most likely in the poll it
+//!    parked in (the losing arm of a `select`), so `PARKED` may no longer
+//!    stand for a live hatchery await; the owner takes a fresh look instead
+//!    of trusting it (`cancel::foreign`).
+//! 4. `task` is the data address of the waker the innermost tracking owner
+//!    (scope future, parallel or starting child: `track`) polls its task
+//!    with; a nursery polling its own task sets `covering` instead, which
+//!    takes precedence while nonzero. A hatchery await that stays pending
+//!    across polls (a nested scope, nursery, `start()`) and is polled with
+//!    another waker sits inside a combinator that may skip it in a poll: it
+//!    registers a hold for that task on the current node (`Hold`), so that
+//!    the owner never takes such a poll for one parked in a foreign future.
+//!    It sets `HELD` in the task's flags: a nursery child polled with the
+//!    shared probe waker keeps that waker from then on, so the address it
+//!    is held by stays its own.
 
 use std::cell::Cell;
 use std::mem::ManuallyDrop;
@@ -57,6 +73,8 @@ struct Current {
     covering: Cell<usize>,
     /// Invariant 3.
     flags: Cell<u8>,
+    /// Invariant 4.
+    task: Cell<usize>,
 }
 
 thread_local! {
@@ -65,6 +83,7 @@ thread_local! {
             node: Cell::new(ManuallyDrop::new(None)),
             covering: Cell::new(0),
             flags: Cell::new(0),
+            task: Cell::new(0),
         }
     };
 }
@@ -169,27 +188,68 @@ impl Here<'_> {
     }
 }
 
-/// Runs `f`, one poll of a task, and returns what the task did
-/// (invariant 3). `waker` is the waker the task is polled with if its
-/// nursery covers its waits on the current node (invariant 2), else `None`.
+/// Runs `f`, one poll of a task polled with `waker`, and returns what the
+/// task did (invariant 3). The task's waits are not covered (invariant 2):
+/// they listen themselves.
 #[inline]
-pub(crate) fn track<R>(waker: Option<&Waker>, f: impl FnOnce() -> R) -> (R, Flags) {
-    struct Restore(usize, u8);
+pub(crate) fn track<R>(waker: &Waker, f: impl FnOnce() -> R) -> (R, Flags) {
+    struct Restore(usize, u8, usize);
     impl Drop for Restore {
         fn drop(&mut self) {
             CURRENT.with(|current| {
                 current.covering.set(self.0);
                 current.flags.set(self.1);
+                current.task.set(self.2);
             });
         }
     }
-    let covering = waker.map_or(0, |waker| waker.data() as usize);
-    let restore = CURRENT
-        .with(|current| Restore(current.covering.replace(covering), current.flags.replace(0)));
+    let task = waker.data() as usize;
+    let restore = CURRENT.with(|current| {
+        Restore(
+            current.covering.replace(0),
+            current.flags.replace(0),
+            current.task.replace(task),
+        )
+    });
     let out = f();
     let flags = CURRENT.with(|current| current.flags.get());
     drop(restore);
     (out, Flags::from_bits(flags))
+}
+
+/// The task a hatchery await polled with `waker` must hold (invariant 4):
+/// `None` if it is polled with its task's own waker (the task's owner polls
+/// it in every poll of the task) or outside any task.
+#[inline]
+pub(crate) fn holder(waker: &Waker) -> Option<usize> {
+    CURRENT.with(|current| {
+        let covering = current.covering.get();
+        let task = if covering != 0 {
+            covering
+        } else {
+            current.task.get()
+        };
+        (task != 0 && task != waker.data() as usize).then_some(task)
+    })
+}
+
+/// Records that the running task registered a hold (invariant 4): a
+/// nursery then names it by the waker it was polled with from now on.
+#[cold]
+pub(crate) fn held() {
+    set(Flags::HELD);
+}
+
+/// Records that a hatchery await that parked the task was dropped while
+/// still pending (invariant 3).
+#[cold]
+pub(crate) fn dropped_parked() {
+    CURRENT.with(|current| {
+        let flags = current.flags.get();
+        if flags & Flags::PARKED != 0 {
+            current.flags.set(flags | Flags::STALE);
+        }
+    });
 }
 
 /// What `begin` replaced, for `end` to put back.

@@ -227,15 +227,24 @@ where
             let Some(future) = child.as_mut().as_pin_mut() else {
                 unreachable!("a parallel child is present until it finishes");
             };
-            context::enter(scope, || context::track(None, || future.poll(cx)))
+            context::enter(scope, || context::track(cx.waker(), || future.poll(cx)))
         }));
         match polled {
-            Ok((Poll::Pending, flags)) if flags.parked() => Poll::Pending,
+            Ok((Poll::Pending, flags)) if flags.parked() => {
+                if let (true, Some(node)) = (flags.stale(), &scope) {
+                    this.foreign.poll_stale(node, cx);
+                }
+                Poll::Pending
+            }
             Ok((Poll::Pending, _)) => {
                 let Some(node) = scope else {
                     unreachable!("the node is back in the slot after the poll");
                 };
-                std::task::ready!(this.foreign.poll(node, cx));
+                std::task::ready!(this.foreign.poll_task(
+                    node,
+                    Some(cx.waker().data() as usize),
+                    cx
+                ));
                 // Its `Drop` runs here, on the thread where it ran.
                 match catch_unwind(AssertUnwindSafe(|| child.set(None))) {
                     Ok(()) => Poll::Ready(RemoteOutcome::Finished(Err(E::from(Cancelled)))),

@@ -134,6 +134,8 @@ impl Flags {
     pub(crate) const TOLD: u8 = 2;
     pub(crate) const SHIELDED: u8 = 4;
     pub(crate) const REMOTE: u8 = 8;
+    pub(crate) const STALE: u8 = 16;
+    pub(crate) const HELD: u8 = 32;
 
     /// A hatchery await parked the task.
     pub(crate) fn parked(self) -> bool {
@@ -144,6 +146,17 @@ impl Flags {
     /// cancelled).
     pub(crate) fn told(self) -> bool {
         self.0 & Self::TOLD != 0
+    }
+
+    /// A hatchery await that parked the task was dropped before the poll
+    /// ended: `parked` may not stand for a live one (`context` invariant 3).
+    pub(crate) fn stale(self) -> bool {
+        self.0 & Self::STALE != 0
+    }
+
+    /// The task registered a hold in this poll (`context` invariant 4).
+    pub(crate) fn held(self) -> bool {
+        self.0 & Self::HELD != 0
     }
 
     /// The task waits behind a shield.

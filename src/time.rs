@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::cancel::foreign::Parking;
 use crate::cancel::scope_wait::{Wait, Woke};
 use crate::cancel::{CancelScope, ScopeFuture};
 use crate::checkpoint::{WaitCancelled, cancelled};
@@ -85,6 +86,7 @@ pub struct Sleep {
     deadline: Option<Instant>,
     yielded: bool,
     wait: Wait,
+    parking: Parking,
 }
 
 impl Sleep {
@@ -93,6 +95,7 @@ impl Sleep {
             deadline,
             yielded: false,
             wait: Wait::default(),
+            parking: Parking::default(),
         }
     }
 }
@@ -113,6 +116,7 @@ impl Future for Sleep {
         let woke = this
             .wait
             .poll(context::current().as_ref(), this.deadline, cx);
+        this.parking.set(woke.is_pending());
         match woke {
             Poll::Ready(Woke::Cancelled) => Poll::Ready(Err(Cancelled)),
             // Even a sleep that is already over is a full checkpoint: it yields once.

@@ -565,3 +565,217 @@ fn a_graceful_stop_is_shielded_so_hatchery_awaits_inside_it_finish() {
     assert_eq!(out, Ok(Some(Ok("drained"))));
     assert_eq!(took, Duration::from_millis(1010));
 }
+
+// ---------------------------------------------------------------------------
+// What could make "no hatchery await parked it" wrong (`cancel::foreign`).
+// ---------------------------------------------------------------------------
+
+/// `select` over a hatchery sleep and a future that is ready: the sleep parks
+/// the task, then is dropped in the same poll. The foreign await after it is
+/// still dropped at the scope's deadline: the dropped sleep does not pass for
+/// a hatchery await the task waits at.
+#[test]
+fn a_sleep_dropped_by_select_in_its_poll_leaves_the_next_foreign_await_droppable() {
+    let dropped = flag();
+    let finished = Arc::new(AtomicBool::new(false));
+    let future = foreign(async_io::Timer::after(Duration::from_millis(300)), &dropped);
+    let (out, took) = testing::run(async {
+        let start = hatchery::now();
+        let out = move_on_after(Duration::from_millis(15), async {
+            // The losing sleep is dropped with the select's output, at the end
+            // of this statement, in the poll where it parked.
+            let lost = Box::pin(sleep(Duration::from_millis(8)));
+            futures::future::select(lost, std::future::ready(())).await;
+            future.await;
+            finished.store(true, Ordering::SeqCst);
+            Ok::<_, Cancelled>("finished")
+        })
+        .await;
+        (out, hatchery::now() - start)
+    });
+    assert_eq!(out, Ok(None));
+    assert_eq!(took, Duration::from_millis(15));
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the foreign await was dropped"
+    );
+    assert!(!finished.load(Ordering::SeqCst));
+}
+
+/// The same in a nursery's child, whose nursery is the owner.
+#[test]
+fn a_child_whose_select_dropped_a_sleep_is_dropped_at_its_deadline() {
+    let dropped = flag();
+    let finished = Arc::new(AtomicBool::new(false));
+    let future = foreign(async_io::Timer::after(Duration::from_millis(300)), &dropped);
+    let finished2 = Arc::clone(&finished);
+    let (out, took) = testing::run(async {
+        let start = hatchery::now();
+        let out = move_on_after(
+            Duration::from_millis(15),
+            nursery(|n: Nursery<'_, Cancelled>| async move {
+                let finished = finished2;
+                n.spawn(async move {
+                    let lost = Box::pin(sleep(Duration::from_millis(8)));
+                    futures::future::select(lost, std::future::ready(())).await;
+                    future.await;
+                    finished.store(true, Ordering::SeqCst);
+                    Ok(())
+                });
+                Ok(())
+            }),
+        )
+        .await;
+        (out.map(|out| out.map(drop)), hatchery::now() - start)
+    });
+    assert!(matches!(out, Ok(None)), "{out:?}");
+    assert_eq!(took, Duration::from_millis(15));
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the foreign await was dropped"
+    );
+    assert!(!finished.load(Ordering::SeqCst));
+}
+
+/// A nested nursery inside `FuturesUnordered`, whose children clean up
+/// behind shields when the outer nursery is cancelled: `FuturesUnordered`
+/// polls the nested nursery only when it woke, but the task holding it is
+/// kept until the cleanup is done.
+#[test]
+fn a_nested_nursery_inside_futures_unordered_finishes_its_cleanup_on_cancel() {
+    use futures::StreamExt;
+    let log = Mutex::new(Vec::new());
+    let log = &log;
+    let out = testing::run(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let cancel = n.cancel_scope();
+        let inner = nursery(|inner: Nursery<'_, Cancelled>| async move {
+            for i in 0..3 {
+                inner.spawn(async move {
+                    let Err(cancelled) = sleep_forever().await;
+                    CancelScope::new()
+                        .shield(true)
+                        .run_typed(async {
+                            sleep(Duration::from_millis(10 * (i + 1))).await?;
+                            log.lock().unwrap().push(format!("cleaned up {i}"));
+                            Ok::<_, Cancelled>(())
+                        })
+                        .await?;
+                    Err(cancelled)
+                });
+            }
+            Ok(())
+        });
+        let mut arms = futures::stream::FuturesUnordered::new();
+        arms.push(inner);
+        n.spawn(async move {
+            sleep(Duration::from_millis(1)).await?;
+            cancel.cancel();
+            Ok(())
+        });
+        while let Some(out) = arms.next().await {
+            log.lock()
+                .unwrap()
+                .push(format!("inner nursery: {}", out.is_ok()));
+        }
+        Ok(())
+    }));
+    // The nursery's own scope catches its cancel, as trio's does.
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "cleaned up 0",
+            "cleaned up 1",
+            "cleaned up 2",
+            "inner nursery: false"
+        ]
+    );
+}
+
+type BoxedArm<'a> = Pin<Box<dyn Future<Output = Result<(), Cancelled>> + Send + 'a>>;
+
+/// A task holding a shielded scope inside `FuturesUnordered` next to a
+/// foreign await: once the shield's work is done, the hold ends, and the
+/// foreign await is dropped as in any cancelled task.
+#[test]
+fn a_hold_ends_with_the_shield_and_the_foreign_await_is_then_dropped() {
+    use futures::StreamExt;
+    let dropped = flag();
+    let finished = Arc::new(AtomicBool::new(false));
+    let log = Mutex::new(Vec::new());
+    let log = &log;
+    let slow = foreign(async_io::Timer::after(Duration::from_millis(300)), &dropped);
+    let finished2 = Arc::clone(&finished);
+    let out = testing::run(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let cancel = n.cancel_scope();
+        n.spawn(async move {
+            let mut arms: futures::stream::FuturesUnordered<BoxedArm<'_>> =
+                futures::stream::FuturesUnordered::new();
+            arms.push(Box::pin(async {
+                CancelScope::new()
+                    .shield(true)
+                    .run_typed(async {
+                        sleep(Duration::from_millis(10)).await?;
+                        log.lock().unwrap().push("flushed");
+                        Ok::<_, Cancelled>(())
+                    })
+                    .await?;
+                Ok(())
+            }));
+            arms.push(Box::pin(async move {
+                slow.await;
+                finished2.store(true, Ordering::SeqCst);
+                Ok(())
+            }));
+            while let Some(out) = arms.next().await {
+                out?;
+            }
+            Ok(())
+        });
+        sleep(Duration::from_millis(1)).await?;
+        cancel.cancel();
+        Ok(())
+    }));
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(*log.lock().unwrap(), ["flushed"]);
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the foreign await was dropped"
+    );
+    assert!(!finished.load(Ordering::SeqCst));
+}
+
+/// A parallel child holding a shielded scope inside `FuturesUnordered`: its
+/// owner on the worker names it by the executor's waker, and keeps it.
+#[test]
+fn a_parallel_child_holding_a_shield_inside_futures_unordered_finishes_its_cleanup() {
+    use futures::StreamExt;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let log2 = Arc::clone(&log);
+    let out = common::tokio_multi_thread(async move {
+        let handle = tokio::runtime::Handle::current();
+        nursery(|n: Nursery<'_, Cancelled>| async move {
+            let cancel = n.cancel_scope();
+            let log = Arc::clone(&log2);
+            n.spawn_on(&handle, async move {
+                let mut arms = futures::stream::FuturesUnordered::new();
+                arms.push(CancelScope::new().shield(true).run_typed(async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    sleep(Duration::from_millis(20)).await?;
+                    log.lock().unwrap().push("flushed");
+                    Ok::<_, Cancelled>(())
+                }));
+                while let Some(out) = arms.next().await {
+                    out?;
+                }
+                Ok(())
+            });
+            sleep(Duration::from_millis(10)).await?;
+            cancel.cancel();
+            Ok(())
+        })
+        .await
+    });
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(*log.lock().unwrap(), ["flushed"]);
+}

@@ -133,18 +133,14 @@ fn shielded_cleanup_runs_to_completion_after_cancel() {
     assert_eq!(*log.lock().unwrap(), ["flushed"]);
 }
 
-// Found by the fuzz program (issue 16), not fixed yet: a shielded scope
-// inside a combinator that re-polls only what woke it (`FuturesUnordered`,
-// and `join_all` over more than 30 futures) is not polled in every poll of
-// its task: `FuturesUnordered` wakes its task and returns `Pending` after
-// each round, and the next poll reaches no hatchery await. In a cancelled
-// scope the nursery takes that poll for a task parked in a foreign future
-// and drops it: the shield does not hold, the cleanup never runs. The same
-// holds for a nested nursery whose children clean up. A fix needs the owner
-// to know that the task still holds a pending hatchery scope (the per-poll
-// rule cannot see it).
+// Found by the fuzz program (issue 16), fixed: a shielded scope inside a
+// combinator that re-polls only what woke it (`FuturesUnordered`, and
+// `join_all` over more than 30 futures) is not polled in every poll of its
+// task, and the nursery took such a poll in its cancelled scope for a task
+// parked in a foreign future: it dropped the task, the shield did not hold,
+// the cleanup never ran. Now a pending scope polled with another waker than
+// its task's holds the task (`cancel::foreign::Hold`).
 #[test]
-#[ignore = "known defect: a shield inside FuturesUnordered is dropped on cancel (see above)"]
 fn a_shield_inside_futures_unordered_holds_when_the_nursery_is_cancelled() {
     use futures::StreamExt;
     let log = Mutex::new(Vec::new());

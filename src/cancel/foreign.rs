@@ -29,6 +29,25 @@
 //!
 //! A shield protects foreign awaits too: inside a shielded scope that is not
 //! itself cancelled the verdict is always "keep".
+//!
+//! Two things can make "no hatchery await parked it" wrong, and each has its
+//! remedy:
+//!
+//! * A combinator that polls only what woke it (`FuturesUnordered`,
+//!   `join_all` over more than 30 futures) may skip a pending hatchery await
+//!   in a poll: a shielded scope, or a nested nursery whose children clean
+//!   up. Such an await, polled with another waker than its task's, registers
+//!   a [`Hold`] for the task on the current node (`context` invariant 4); the
+//!   verdict for a task that holds one is **held**: it is kept without a
+//!   listener, since the held await wakes it when it moves, and applies the
+//!   rule to its own body itself.
+//! * A hatchery await that parked the task and was dropped in the same poll
+//!   (the losing arm of a `select`) leaves `PARKED` set although nothing of
+//!   hatchery's waits any more ([`Parking`]; `context` invariant 3,
+//!   `STALE`). The owner then keeps the task but listens as for a foreign
+//!   await (or, in a cancelled scope, polls it again): the next cancel or
+//!   deadline gives it a fresh look, and it is never dropped on a stale
+//!   verdict.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -48,21 +67,26 @@ pub(crate) enum Verdict {
     Drop,
     /// The cancellation is still being announced: poll the task again soon.
     Retry,
+    /// The scope is cancelled, but the task holds a pending hatchery await
+    /// that a combinator did not poll this time ([`Hold`]): keep it; that
+    /// await wakes it.
+    Held,
 }
 
-/// The verdict for a task of `node` (see the module docs). An expired
-/// deadline is recorded first, so that the expiry is announced like any
-/// cancel.
+/// The verdict for a task of `node` (see the module docs), the task named
+/// as it holds ([`Hold`]; `None` if `node` is the task's own scope). An
+/// expired deadline is recorded first, so that the expiry is announced like
+/// any cancel.
 #[inline]
-pub(crate) fn verdict(node: &Node) -> Verdict {
+pub(crate) fn verdict(node: &Node, task: Option<usize>) -> Verdict {
     if node.state() == NEVER {
         return Verdict::Keep;
     }
-    verdict_slow(node)
+    verdict_slow(node, task)
 }
 
 #[cold]
-fn verdict_slow(node: &Node) -> Verdict {
+fn verdict_slow(node: &Node, task: Option<usize>) -> Verdict {
     match node.state() {
         NEVER => return Verdict::Keep,
         CANCELLED => {}
@@ -78,10 +102,12 @@ fn verdict_slow(node: &Node) -> Verdict {
             }
         }
     }
-    if node.announced() {
-        Verdict::Drop
-    } else {
+    if !node.announced() {
         Verdict::Retry
+    } else if node.holds(task) {
+        Verdict::Held
+    } else {
+        Verdict::Drop
     }
 }
 
@@ -101,14 +127,29 @@ impl ForeignWait {
     /// passes (or soon, to retry). Either way the owner's own poller sees a
     /// hatchery await (`context::park`).
     pub(crate) fn poll(&mut self, node: &Arc<Node>, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_task(node, None, cx)
+    }
+
+    /// [`poll`](ForeignWait::poll) for a task that shares `node` with
+    /// others: its holds are told apart by `task` (`context` invariant 4).
+    pub(crate) fn poll_task(
+        &mut self,
+        node: &Arc<Node>,
+        task: Option<usize>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
         loop {
-            match verdict(node) {
+            match verdict(node, task) {
                 Verdict::Drop => {
                     self.wait = None;
                     return Poll::Ready(());
                 }
                 Verdict::Retry => {
                     cx.waker().wake_by_ref();
+                    context::park_in(node);
+                    return Poll::Pending;
+                }
+                Verdict::Held => {
                     context::park_in(node);
                     return Poll::Pending;
                 }
@@ -123,6 +164,97 @@ impl ForeignWait {
             }
         }
     }
+
+    /// Called after the task returned `Pending` with a stale `PARKED`
+    /// (module docs): keeps it, listening as for a foreign await, or, once
+    /// the scope is cancelled, polls it again for a fresh look. Never drops
+    /// it.
+    pub(crate) fn poll_stale(&mut self, node: &Arc<Node>, cx: &mut Context<'_>) {
+        context::park_in(node);
+        if verdict(node, None) == Verdict::Keep {
+            let wait = self.wait.get_or_insert_with(Box::default);
+            if wait.poll(Some(node), None, cx).is_pending() {
+                return;
+            }
+        }
+        cx.waker().wake_by_ref();
+    }
+}
+
+/// Part of each hatchery await that can return `Pending`: once it did,
+/// dropping it before it finished records that the task's `PARKED` may be
+/// stale (module docs; `context` invariant 3).
+#[derive(Default)]
+pub(crate) struct Parking {
+    pending: bool,
+}
+
+impl Parking {
+    /// Records whether the await is left pending by this poll.
+    #[inline(always)]
+    pub(crate) fn set(&mut self, pending: bool) {
+        self.pending = pending;
+    }
+}
+
+impl Drop for Parking {
+    #[inline]
+    fn drop(&mut self) {
+        if self.pending {
+            context::dropped_parked();
+        }
+    }
+}
+
+/// Part of each hatchery await that can stay pending across many polls of
+/// its task (a nested scope, nursery or `start()`, a wait on blocking work):
+/// a [`Parking`], and while it is polled with another waker than its
+/// task's, a hold on the node it was polled in (module docs; `context`
+/// invariant 4), released when it finishes or is dropped.
+#[derive(Default)]
+pub(crate) struct Hold {
+    parking: Parking,
+    held: Option<(Arc<Node>, usize)>,
+}
+
+impl Hold {
+    /// The await returns `Pending` from this poll.
+    #[inline]
+    pub(crate) fn pending(&mut self, cx: &Context<'_>) {
+        self.parking.set(true);
+        if self.held.is_none() {
+            self.hold(cx);
+        }
+    }
+
+    #[inline]
+    fn hold(&mut self, cx: &Context<'_>) {
+        let Some(task) = context::holder(cx.waker()) else {
+            return;
+        };
+        if let Some(node) = context::current() {
+            node.hold(task);
+            self.held = Some((node, task));
+            context::held();
+        }
+    }
+
+    /// The await finished (or will not return `Pending` again).
+    #[inline]
+    pub(crate) fn done(&mut self) {
+        self.parking.set(false);
+        if let Some((node, task)) = self.held.take() {
+            node.release(task);
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Some((node, task)) = self.held.take() {
+            node.release(task);
+        }
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -132,12 +264,16 @@ pin_project_lite::pin_project! {
     pub(crate) struct Parked<F> {
         #[pin]
         inner: F,
+        hold: Hold,
     }
 }
 
 impl<F> Parked<F> {
     pub(crate) fn new(inner: F) -> Self {
-        Parked { inner }
+        Parked {
+            inner,
+            hold: Hold::default(),
+        }
     }
 }
 
@@ -145,9 +281,13 @@ impl<F: std::future::Future> std::future::Future for Parked<F> {
     type Output = F::Output;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let polled = self.project().inner.poll(cx);
+        let this = self.project();
+        let polled = this.inner.poll(cx);
         if polled.is_pending() {
             context::park();
+            this.hold.pending(cx);
+        } else {
+            this.hold.done();
         }
         polled
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use pin_project_lite::pin_project;
 
 use super::CancelHandle;
-use super::foreign::ForeignWait;
+use super::foreign::{ForeignWait, Hold};
 use super::tree::{Kind, Node};
 use crate::clock;
 use crate::context;
@@ -211,6 +211,7 @@ impl CancelScope {
             timeout: self.timeout,
             phase: ScopePhase::Idle,
             foreign: ForeignWait::default(),
+            hold: Hold::default(),
             body: Some(body),
         }
     }
@@ -248,6 +249,8 @@ pin_project! {
         phase: ScopePhase,
         // How the scope waits while its body is parked in a foreign future.
         foreign: ForeignWait,
+        // What the scope tells its own task's owner (`foreign::Hold`).
+        hold: Hold,
         // `None` once the body was dropped for waiting in a foreign future
         // in the cancelled scope.
         #[pin]
@@ -309,23 +312,32 @@ where
             unreachable!("the body is present until the scope exits");
         };
         let (polled, flags) =
-            context::enter(this.slot, || context::track(None, || future.poll(cx)));
+            context::enter(this.slot, || context::track(cx.waker(), || future.poll(cx)));
         let Some(node) = this.slot else {
             unreachable!("the node is back in the slot after the poll");
         };
         let out = match polled {
             Poll::Ready(out) => out,
             Poll::Pending if flags.parked() => {
-                context::park_in(node);
+                if flags.stale() {
+                    this.foreign.poll_stale(node, cx);
+                } else {
+                    context::park_in(node);
+                }
+                this.hold.pending(cx);
                 return Poll::Pending;
             }
             // Every await is a cancellation point (`foreign`).
             Poll::Pending => {
-                std::task::ready!(this.foreign.poll(node, cx));
+                if this.foreign.poll(node, cx).is_pending() {
+                    this.hold.pending(cx);
+                    return Poll::Pending;
+                }
                 body.set(None);
                 Err(E::from(Cancelled))
             }
         };
+        this.hold.done();
         *this.phase = ScopePhase::Exited;
         let out = match out {
             Ok(value) => Ok(Some(value)),

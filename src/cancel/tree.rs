@@ -151,6 +151,9 @@ pub(crate) struct Inner {
     /// The scope has exited: its deadline no longer counts (trio: a scope
     /// never becomes `cancel_called` after it exited).
     exited: bool,
+    /// The tasks (`context` invariant 4) holding a pending hatchery await
+    /// inside a combinator, once per hold (`cancel::foreign::Hold`).
+    holds: Vec<usize>,
 }
 
 impl Inner {
@@ -210,6 +213,7 @@ impl Node {
                 shield,
                 cancelled_caught: false,
                 exited: false,
+                holds: Vec::new(),
             }),
             waiters: Waiters::default(),
             listened: AtomicBool::new(false),
@@ -277,6 +281,29 @@ impl Node {
     /// Whether the scope is shielded.
     pub(crate) fn is_shielded(&self) -> bool {
         self.lock().shield
+    }
+
+    /// Records a hold of `task` (`cancel::foreign::Hold`).
+    pub(crate) fn hold(&self, task: usize) {
+        self.lock().holds.push(task);
+    }
+
+    /// Ends one hold of `task`.
+    pub(crate) fn release(&self, task: usize) {
+        let mut inner = self.lock();
+        if let Some(at) = inner.holds.iter().position(|&held| held == task) {
+            inner.holds.swap_remove(at);
+        }
+    }
+
+    /// Whether `task` holds a pending hatchery await in this scope (any
+    /// task, if `None`: the scope's own single task).
+    pub(crate) fn holds(&self, task: Option<usize>) -> bool {
+        let inner = self.lock();
+        match task {
+            None => !inner.holds.is_empty(),
+            Some(task) => inner.holds.contains(&task),
+        }
     }
 
     /// Whether every waiter has been told of the current state (invariant 6).

@@ -453,8 +453,10 @@ pub(crate) enum Polled<O> {
     Idle,
     /// It waits at a hatchery await; what it did in this poll.
     Parked(Flags),
-    /// It waits in a future that cannot see cancellation (`cancel::foreign`).
-    Unparked,
+    /// It waits in a future that cannot see cancellation (`cancel::foreign`);
+    /// the data address of the waker it was polled with names it for the
+    /// holds (`context` invariant 4).
+    Unparked(usize),
     /// It finished (it has left the set).
     Done(CaughtPoll<O>),
 }
@@ -553,6 +555,38 @@ impl<C> Children<C> {
     /// (invariant 9): the nursery must be polled again.
     pub(crate) fn any_requeued(&self) -> bool {
         self.any_requeued
+    }
+
+    /// Queues the child at `key` for another poll, as if it woke itself:
+    /// its last poll may have left a stale `PARKED` (`cancel::foreign`).
+    pub(crate) fn requeue(&mut self, key: usize) {
+        let Some(child) = self.slab.get_mut(key) else {
+            return;
+        };
+        match &child.waker {
+            Some(waker) => ArcWake::wake_by_ref(waker),
+            None => {
+                self.queued.set(key);
+                self.requeued.set(key);
+                self.any_requeued = true;
+            }
+        }
+    }
+
+    /// The data address of the waker the child at `key` is polled with
+    /// (`context` invariant 4): its own, or the probe's.
+    pub(crate) fn task(&mut self, key: usize) -> usize {
+        match self
+            .slab
+            .get_mut(key)
+            .and_then(|child| child.waker.as_ref())
+        {
+            Some(waker) => Arc::as_ptr(waker) as usize,
+            None => self
+                .probe
+                .as_ref()
+                .map_or(0, |probe| Arc::as_ptr(probe) as usize),
+        }
     }
 
     /// Polls the children woken during their poll with the probe before this
@@ -665,11 +699,13 @@ impl<C> Children<C> {
         let future = Pin::new(&mut child.future);
         // Woken during its poll with the probe, which nobody kept.
         let mut woken = false;
+        let task;
         let polled = match &child.waker {
             Some(waker) => {
                 if !waker.take_queued() {
                     return Polled::Idle;
                 }
+                task = Arc::as_ptr(waker) as usize;
                 poll_with(future, waker, here)
             }
             None => {
@@ -682,8 +718,12 @@ impl<C> Children<C> {
                     .probe
                     .get_or_insert_with(|| waker_for(&mut self.spare, &self.wakeup, key));
                 probe.state.store(key << SHIFT | RUNNING, Ordering::Relaxed);
+                task = Arc::as_ptr(probe) as usize;
                 let polled = poll_with(future, probe, here);
-                match probe.woken_if_unique() {
+                // A child that holds something (`context` invariant 4) is
+                // named by its waker's address from now on: it keeps it.
+                let held = polled.1.held();
+                match if held { None } else { probe.woken_if_unique() } {
                     // Nobody kept it: a wake during the poll is the child's
                     // bit (below, if it is still there to be polled).
                     Some(woke) => woken = woke,
@@ -707,7 +747,7 @@ impl<C> Children<C> {
                 return if flags.parked() {
                     Polled::Parked(flags)
                 } else {
-                    Polled::Unparked
+                    Polled::Unparked(task)
                 };
             }
             (Ok(Poll::Ready(output)), _) => Ok(output),

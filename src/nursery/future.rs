@@ -17,13 +17,14 @@ use pin_project_lite::pin_project;
 
 use super::children::{BODY, Buffers, Children, Polled, TaskWaker, poll_with};
 use super::shared::Shared;
-use crate::cancel::foreign::{Verdict, verdict};
+use crate::cancel::foreign::{Hold, Verdict, verdict};
 use crate::cancel::tree::{Listener, Node};
 use crate::cancel::{CancelReason, enter_node};
 use crate::clock::{self, CANCELLED, NEVER};
 use crate::context::{self, Here};
 use crate::error::{CancelError, NurseryError, TaskFailure};
 use crate::task::TaskInfo;
+use futures_task::ArcWake;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NurseryPhase {
@@ -58,6 +59,8 @@ pin_project! {
         // for), 1 due, 2 yielded (the cancellation is checked at the close).
         exit_checkpoint: u8,
         phase: NurseryPhase,
+        // What the nursery tells its own task's owner (`cancel::foreign::Hold`).
+        hold: Hold,
     }
 
     impl<E, T, Fut, C> PinnedDrop for NurseryFuture<E, T, Fut, C> {
@@ -106,6 +109,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             yielded: false,
             exit_checkpoint: 0,
             phase: NurseryPhase::Idle,
+            hold: Hold::default(),
         }
     }
 }
@@ -193,8 +197,9 @@ impl<E: CancelError> Outcomes<'_, E> {
 
     /// A task returned `Pending` without parking at a hatchery await: true
     /// if it must be dropped now, ending as if it returned `Cancelled`.
-    fn unparked(&mut self) -> bool {
-        match verdict(self.node) {
+    /// `task` names it for the holds (`context` invariant 4).
+    fn unparked(&mut self, task: usize) -> bool {
+        match verdict(self.node, Some(task)) {
             Verdict::Keep => {
                 self.foreign.seen = true;
                 false
@@ -203,10 +208,30 @@ impl<E: CancelError> Outcomes<'_, E> {
                 self.foreign.retry = true;
                 false
             }
+            Verdict::Held => false,
             Verdict::Drop => {
                 *self.saw_cancelled = true;
                 true
             }
+        }
+    }
+
+    /// A task returned `Pending` with a stale `PARKED` (`cancel::foreign`):
+    /// kept as if it waited in a foreign future, but never dropped for it;
+    /// true if it must be polled again for a fresh look (its scope is
+    /// cancelled).
+    #[cold]
+    fn stale(&mut self, task: usize) -> bool {
+        match verdict(self.node, Some(task)) {
+            Verdict::Keep => {
+                self.foreign.seen = true;
+                false
+            }
+            Verdict::Retry => {
+                self.foreign.retry = true;
+                false
+            }
+            Verdict::Held | Verdict::Drop => true,
         }
     }
 
@@ -240,15 +265,20 @@ impl<E: CancelError> Outcomes<'_, E> {
             Polled::Done(Ok(Err(error))) if error.is_cancelled() => *self.saw_cancelled = true,
             Polled::Done(Ok(Err(error))) => self.error(children.failed(key), error),
             Polled::Done(Err(payload)) => self.panic(children.failed(key), payload),
-            Polled::Unparked if self.unparked() => {
+            Polled::Unparked(task) if self.unparked(task) => {
                 if let Err(payload) = children.drop_child(key) {
                     self.panic(children.failed(key), payload);
+                }
+            }
+            Polled::Parked(flags) if flags.stale() => {
+                if self.stale(children.task(key)) {
+                    children.requeue(key);
                 }
             }
             Polled::Parked(flags) if flags.noteworthy() && self.node.state() == CANCELLED => {
                 children.note(key, flags);
             }
-            Polled::Done(Ok(Ok(()))) | Polled::Unparked | Polled::Parked(_) | Polled::Idle => {}
+            Polled::Done(Ok(Ok(()))) | Polled::Unparked(_) | Polled::Parked(_) | Polled::Idle => {}
         }
     }
 }
@@ -349,9 +379,15 @@ where
                 if !body_flag.take_queued() {
                     continue;
                 }
+                let task = Arc::as_ptr(body_flag) as usize;
                 match poll_with(future, body_flag, here) {
-                    (Ok(Poll::Pending), flags) if flags.parked() => continue,
-                    (Ok(Poll::Pending), _) if !outcomes.unparked() => continue,
+                    (Ok(Poll::Pending), flags) if flags.parked() => {
+                        if flags.stale() && outcomes.stale(task) {
+                            ArcWake::wake_by_ref(body_flag);
+                        }
+                        continue;
+                    }
+                    (Ok(Poll::Pending), _) if !outcomes.unparked(task) => continue,
                     // Dropped below, as if it returned `Cancelled`.
                     (Ok(Poll::Pending), _) => {}
                     (Ok(Poll::Ready(Ok(value))), _) => *body_output = Some(value),
@@ -405,10 +441,12 @@ where
             *this.yielded = true;
             this.foreign.arm(node, cx);
             context::park_in(node);
+            this.hold.pending(cx);
             return Poll::Pending;
         }
 
         *this.phase = NurseryPhase::Exited;
+        this.hold.done();
         *this.watch = None;
         this.foreign.timer = None;
         if *this.exit_checkpoint == 2 && node.check().is_err() {

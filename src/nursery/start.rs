@@ -35,7 +35,7 @@ use std::task::{Context, Poll};
 use atomic_waker::AtomicWaker;
 
 use super::shared::Shared;
-use crate::cancel::foreign::ForeignWait;
+use crate::cancel::foreign::{ForeignWait, Hold};
 use crate::cancel::tree::Kind;
 use crate::cancel::tree::Node;
 use crate::context;
@@ -222,12 +222,16 @@ where
         let output = match &mut this.state {
             ScopedState::Running(child) => {
                 let (polled, flags) = context::enter(&mut this.node, || {
-                    context::track(None, || Pin::new(child).poll(cx))
+                    context::track(cx.waker(), || Pin::new(child).poll(cx))
                 });
                 match (polled, &this.node) {
                     (Poll::Ready(output), _) => output,
                     (Poll::Pending, Some(node)) if flags.parked() => {
-                        context::park_in(node);
+                        if flags.stale() {
+                            this.foreign.poll_stale(node, cx);
+                        } else {
+                            context::park_in(node);
+                        }
                         return Poll::Pending;
                     }
                     // Every await is a cancellation point (`cancel::foreign`).
@@ -286,6 +290,8 @@ pub(crate) struct StartFuture<C, V, E> {
     wrap: fn(Scoped<C, E>) -> C,
     info: TaskInfo,
     phase: StartPhase,
+    /// What `start()` tells its own task's owner (`cancel::foreign::Hold`).
+    hold: Hold,
 }
 
 impl<C: Unpin, V, E> Unpin for StartFuture<C, V, E> {}
@@ -309,6 +315,7 @@ impl<C, V, E> StartFuture<C, V, E> {
             wrap,
             info,
             phase: StartPhase::Idle,
+            hold: Hold::default(),
         }
     }
 
@@ -352,6 +359,23 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<V, E>> {
         let this = self.get_mut();
+        let polled = this.poll_start(cx);
+        if polled.is_pending() {
+            this.hold.pending(cx);
+        } else {
+            this.hold.done();
+        }
+        polled
+    }
+}
+
+impl<C, V, E> StartFuture<C, V, E>
+where
+    C: Future<Output = Result<(), E>> + Unpin,
+    E: CancelError,
+{
+    fn poll_start(&mut self, cx: &mut Context<'_>) -> Poll<Result<V, E>> {
+        let this = self;
         match this.phase {
             StartPhase::Idle => {
                 if !this.registered
@@ -376,7 +400,7 @@ where
         this.state.waker.register(cx.waker());
         let polled = catch_unwind(AssertUnwindSafe(|| {
             context::enter(&mut this.slot, || {
-                context::track(None, || Pin::new(child).poll(cx))
+                context::track(cx.waker(), || Pin::new(child).poll(cx))
             })
         }));
         let (value, dropped) = {
@@ -390,9 +414,9 @@ where
                 value => (value, slot.dropped),
             }
         };
-        let (polled, parked) = match polled {
-            Ok((polled, flags)) => (Ok(polled), flags.parked()),
-            Err(payload) => (Err(payload), false),
+        let (polled, parked, stale) = match polled {
+            Ok((polled, flags)) => (Ok(polled), flags.parked(), flags.stale()),
+            Err(payload) => (Err(payload), false, false),
         };
         // Invariant 4; a child that ended in this poll (its handle dropped
         // with it) is reported as it ended instead.
@@ -416,8 +440,10 @@ where
         let Some(value) = value else {
             return match polled {
                 Ok(Poll::Pending) if parked => {
-                    if let Some(node) = &this.slot {
-                        context::park_in(node);
+                    match &this.slot {
+                        Some(node) if stale => this.foreign.poll_stale(node, cx),
+                        Some(node) => context::park_in(node),
+                        None => {}
                     }
                     Poll::Pending
                 }

@@ -215,19 +215,10 @@ fn step(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> St
             let inner = mult * u32::from(count);
             let unordered = flags & 4 == 4;
             // `FuturesUnordered` (and `join_all` over more than 30 futures,
-            // which uses it) polls only what woke it and then yields: a
-            // nested scope or nursery in an arm is not polled in every poll
-            // of the task, and a cancelled nursery drops the task as parked
-            // in a foreign future (the known defect of
-            // tests/shield.rs::a_shield_inside_futures_unordered_holds...).
-            // Until it is fixed, their arms hold no nesting.
-            let arm_depth = if unordered || count > 30 {
-                MAX_DEPTH
-            } else {
-                depth + 1
-            };
+            // which uses it) polls only what woke it: nested scopes and
+            // nurseries in its arms hold their task (`cancel::foreign::Hold`).
             let arms = (0..1 + flags % 3)
-                .map(|_| block(u, arm_depth, inner, budget))
+                .map(|_| block(u, depth + 1, inner, budget))
                 .collect();
             Step::Join {
                 unordered,
@@ -459,11 +450,6 @@ fn rebuild(step: &Step, mut inner: Vec<Block>) -> Step {
 
 fn ticks(t: u8) -> Duration {
     Duration::from_millis(u64::from(t))
-}
-
-thread_local! {
-    /// The work-around of the open select defect (on but in its own test).
-    pub static SELECT_WORKAROUND: Cell<bool> = const { Cell::new(true) };
 }
 
 // ------------------------------------------------------------------ errors
@@ -1090,18 +1076,6 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                     let fa = Arm::new(w, da, exec(at.in_domain(da), Rc::clone(a)));
                     let fb = Arm::new(w, db, exec(at.in_domain(db), Rc::clone(b)));
                     let (out, loser) = futures::future::select(fa, fb).await.factor_first();
-                    // Work-around of an open defect (tests/fuzz_corpus.rs,
-                    // open_a_foreign_wait_after_a_select_outlives_the_deadline):
-                    // after a select whose loser waited in a sleep, a
-                    // foreign await is not dropped at its scope's deadline.
-                    // A checkpoint ends the poll.
-                    let after = if SELECT_WORKAROUND.with(Cell::get) {
-                        checkpoint().await
-                    } else {
-                        Ok(())
-                    };
-                    w.borrow_mut()
-                        .check(at.scope, after.is_err(), "the checkpoint after a select");
                     match loser {
                         futures::future::Either::Left(arm)
                         | futures::future::Either::Right(arm) => {
@@ -1109,7 +1083,6 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                         }
                     }
                     out?;
-                    after?;
                 }
                 Step::StartNoCall {
                     before,
