@@ -189,27 +189,25 @@ impl Here<'_> {
 }
 
 /// Runs `f`, one poll of a task polled with `waker`, and returns what the
-/// task did (invariant 3). The task's waits are not covered (invariant 2):
-/// they listen themselves.
+/// task did (invariant 3). Called inside `enter` (the task's own scope is
+/// current), which cleared `covering`: the task's waits are not covered
+/// (invariant 2), they listen themselves.
 #[inline]
 pub(crate) fn track<R>(waker: &Waker, f: impl FnOnce() -> R) -> (R, Flags) {
-    struct Restore(usize, u8, usize);
+    struct Restore(u8, usize);
     impl Drop for Restore {
+        #[inline]
         fn drop(&mut self) {
             CURRENT.with(|current| {
-                current.covering.set(self.0);
-                current.flags.set(self.1);
-                current.task.set(self.2);
+                current.flags.set(self.0);
+                current.task.set(self.1);
             });
         }
     }
     let task = waker.data() as usize;
     let restore = CURRENT.with(|current| {
-        Restore(
-            current.covering.replace(0),
-            current.flags.replace(0),
-            current.task.replace(task),
-        )
+        debug_assert_eq!(current.covering.get(), 0, "track runs inside enter");
+        Restore(current.flags.replace(0), current.task.replace(task))
     });
     let out = f();
     let flags = CURRENT.with(|current| current.flags.get());

@@ -213,15 +213,20 @@ impl Drop for Parking {
 /// invariant 4), released when it finishes or is dropped.
 #[derive(Default)]
 pub(crate) struct Hold {
-    parking: Parking,
-    held: Option<(Arc<Node>, usize)>,
+    /// As [`Parking`]'s (one `Drop` for both: the scope future's hot path
+    /// drops it).
+    pending: bool,
+    /// Boxed: held only inside combinators, and the awaits that carry a
+    /// `Hold` (every scope future among them) stay one word larger, not
+    /// three.
+    held: Option<Box<(Arc<Node>, usize)>>,
 }
 
 impl Hold {
     /// The await returns `Pending` from this poll.
     #[inline]
     pub(crate) fn pending(&mut self, cx: &Context<'_>) {
-        self.parking.set(true);
+        self.pending = true;
         if self.held.is_none() {
             self.hold(cx);
         }
@@ -232,9 +237,14 @@ impl Hold {
         let Some(task) = context::holder(cx.waker()) else {
             return;
         };
+        self.hold_slow(task);
+    }
+
+    #[cold]
+    fn hold_slow(&mut self, task: usize) {
         if let Some(node) = context::current() {
             node.hold(task);
-            self.held = Some((node, task));
+            self.held = Some(Box::new((node, task)));
             context::held();
         }
     }
@@ -242,17 +252,28 @@ impl Hold {
     /// The await finished (or will not return `Pending` again).
     #[inline]
     pub(crate) fn done(&mut self) {
-        self.parking.set(false);
-        if let Some((node, task)) = self.held.take() {
-            node.release(task);
+        self.pending = false;
+        if self.held.is_some() {
+            self.release();
+        }
+    }
+
+    #[cold]
+    fn release(&mut self) {
+        if let Some(held) = self.held.take() {
+            held.0.release(held.1);
         }
     }
 }
 
 impl Drop for Hold {
+    #[inline(always)]
     fn drop(&mut self) {
-        if let Some((node, task)) = self.held.take() {
-            node.release(task);
+        if self.pending {
+            context::dropped_parked();
+        }
+        if self.held.is_some() {
+            self.release();
         }
     }
 }
