@@ -779,3 +779,43 @@ fn a_parallel_child_holding_a_shield_inside_futures_unordered_finishes_its_clean
     assert!(out.is_ok(), "{out:?}");
     assert_eq!(*log.lock().unwrap(), ["flushed"]);
 }
+
+/// A thousand children, each holding shielded cleanups inside a
+/// `FuturesUnordered`, in a nursery that is cancelled: every cleanup runs,
+/// and the holds (one per pending scope) all end.
+#[test]
+fn a_thousand_children_holding_shields_inside_futures_unordered_all_clean_up() {
+    use futures::StreamExt;
+    let cleaned = AtomicUsize::new(0);
+    let cleaned = &cleaned;
+    let out = testing::run(nursery(|n: Nursery<'_, Cancelled>| async move {
+        for child in 0..1_000u64 {
+            n.spawn(async move {
+                let mut arms = futures::stream::FuturesUnordered::new();
+                for arm in 0..3u64 {
+                    arms.push(async move {
+                        let Err(cancelled) = sleep_forever().await;
+                        CancelScope::new()
+                            .shield(true)
+                            .run_typed(async {
+                                sleep(Duration::from_millis(1 + (child + arm) % 7)).await?;
+                                cleaned.fetch_add(1, Ordering::SeqCst);
+                                Ok::<_, Cancelled>(())
+                            })
+                            .await?;
+                        Err::<(), _>(cancelled)
+                    });
+                }
+                while let Some(out) = arms.next().await {
+                    let _ = out;
+                }
+                Ok(())
+            });
+        }
+        sleep(Duration::from_millis(1)).await?;
+        n.cancel_scope().cancel();
+        Ok(())
+    }));
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(cleaned.load(Ordering::SeqCst), 3_000);
+}

@@ -41,6 +41,7 @@
 //!    hatchery await is parked where the cancellation cannot reach it
 //!    (`cancel::foreign`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
@@ -151,9 +152,10 @@ pub(crate) struct Inner {
     /// The scope has exited: its deadline no longer counts (trio: a scope
     /// never becomes `cancel_called` after it exited).
     exited: bool,
-    /// The tasks (`context` invariant 4) holding a pending hatchery await
-    /// inside a combinator, once per hold (`cancel::foreign::Hold`).
-    holds: Vec<usize>,
+    /// The tasks (`context` invariant 4) holding pending hatchery awaits
+    /// inside a combinator, with how many each (`cancel::foreign::Hold`).
+    /// A map: a nursery may have thousands of children holding at once.
+    holds: Option<HashMap<usize, u32>>,
 }
 
 impl Inner {
@@ -213,7 +215,7 @@ impl Node {
                 shield,
                 cancelled_caught: false,
                 exited: false,
-                holds: Vec::new(),
+                holds: None,
             }),
             waiters: Waiters::default(),
             listened: AtomicBool::new(false),
@@ -285,14 +287,24 @@ impl Node {
 
     /// Records a hold of `task` (`cancel::foreign::Hold`).
     pub(crate) fn hold(&self, task: usize) {
-        self.lock().holds.push(task);
+        *self
+            .lock()
+            .holds
+            .get_or_insert_with(HashMap::new)
+            .entry(task)
+            .or_insert(0) += 1;
     }
 
     /// Ends one hold of `task`.
     pub(crate) fn release(&self, task: usize) {
         let mut inner = self.lock();
-        if let Some(at) = inner.holds.iter().position(|&held| held == task) {
-            inner.holds.swap_remove(at);
+        if let Some(holds) = &mut inner.holds {
+            if let Some(count) = holds.get_mut(&task) {
+                *count -= 1;
+                if *count == 0 {
+                    holds.remove(&task);
+                }
+            }
         }
     }
 
@@ -300,9 +312,12 @@ impl Node {
     /// task, if `None`: the scope's own single task).
     pub(crate) fn holds(&self, task: Option<usize>) -> bool {
         let inner = self.lock();
+        let Some(holds) = &inner.holds else {
+            return false;
+        };
         match task {
-            None => !inner.holds.is_empty(),
-            Some(task) => inner.holds.contains(&task),
+            None => !holds.is_empty(),
+            Some(task) => holds.contains_key(&task),
         }
     }
 
