@@ -292,6 +292,7 @@ impl<T> ChunkSlab<T> {
     }
 
     /// Empties the slab; its chunks' memory as chunks of `U` (`convert`).
+    #[cfg_attr(hatchery_loom, allow(dead_code))] // no per-thread pools there
     pub(crate) fn take_chunks<U>(&mut self) -> Vec<Vec<U>> {
         self.next = 0;
         self.len = 0;

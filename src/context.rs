@@ -57,6 +57,16 @@ use crate::cancel::tree::Node;
 use crate::clock::{CANCELLED, NEVER};
 use crate::error::Cancelled;
 pub(crate) use crate::task::Flags;
+// The loom models' threads share one OS thread: under them the slot is
+// loom's, one per model thread (only the `const` form used below).
+#[cfg(hatchery_loom)]
+macro_rules! thread_local {
+    (static $name:ident: $t:ty = const $init:block;) => {
+        loom::thread_local!(
+            static $name: $t = $init;
+        );
+    };
+}
 
 /// The slot's content. `ManuallyDrop` gives the thread-local no destructor,
 /// so reading it needs no "is it initialized, is it destroyed" check: the

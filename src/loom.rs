@@ -175,3 +175,47 @@ impl ChildSet {
         }
     }
 }
+
+/// The hand-off between the signal watcher and `run` (`signal::Shutdown`):
+/// the first signal recorded by the watcher thread, the root scope set by
+/// `run` once it exists, the scopes of runs that defer to it.
+pub struct Shutdown(Arc<crate::signal::Shutdown>);
+
+impl fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shutdown").finish_non_exhaustive()
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown(crate::signal::Shutdown::new(
+            crate::signal::DEFAULT_GRACE_PERIOD,
+        ))
+    }
+}
+
+impl Shutdown {
+    /// `Shutdown::record`: the watcher's half of `interrupt` (what it does
+    /// with the first signal before it prints anything).
+    pub fn record(&self, signal: i32) -> bool {
+        self.0.record(signal)
+    }
+
+    /// `Shutdown::set_scope`: `run` hands over its root scope.
+    pub fn set_scope(&self, scope: &Scope) {
+        self.0
+            .set_scope(crate::CancelHandle::from_node(Arc::clone(&scope.0)));
+    }
+
+    /// `Shutdown::defer`: a run that defers to this owner adds its scope.
+    pub fn defer(&self, scope: &Scope) -> usize {
+        self.0
+            .defer(crate::CancelHandle::from_node(Arc::clone(&scope.0)))
+    }
+
+    /// The number of the first signal recorded, if any.
+    pub fn signal(&self) -> Option<i32> {
+        self.0.signal().map(crate::Signal::number)
+    }
+}

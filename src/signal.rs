@@ -60,7 +60,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -89,6 +89,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().recover()
 }
 
+/// `lock` for the locks of the hand-off between the watcher and `run`
+/// (loom's under the models: `tests/loom.rs`).
+fn hand_off<T>(mutex: &crate::sync::Mutex<T>) -> crate::sync::MutexGuard<'_, T> {
+    mutex.lock().recover()
+}
+
 /// The conventional name of a signal number.
 fn signal_name(signal: i32) -> &'static str {
     Signal::from_number(signal).name()
@@ -98,11 +104,11 @@ fn signal_name(signal: i32) -> &'static str {
 pub(crate) struct Shutdown {
     /// The scope a signal cancels; `None` until `run` has built its root
     /// (a signal before then is applied when the scope is set).
-    scope: Mutex<Option<CancelHandle>>,
+    scope: crate::sync::Mutex<Option<CancelHandle>>,
     /// The scopes of the runs and guards that deferred to this owner.
-    deferred: Mutex<Slab<CancelHandle>>,
+    deferred: crate::sync::Mutex<Slab<CancelHandle>>,
     /// The first signal received (0: none).
-    signal: AtomicI32,
+    signal: crate::sync::atomic::AtomicI32,
     forced: AtomicBool,
     event: Event,
     grace: Mutex<Duration>,
@@ -111,9 +117,9 @@ pub(crate) struct Shutdown {
 impl Shutdown {
     pub(crate) fn new(grace: Duration) -> Arc<Self> {
         Arc::new(Shutdown {
-            scope: Mutex::new(None),
-            deferred: Mutex::new(Slab::new()),
-            signal: AtomicI32::new(0),
+            scope: crate::sync::Mutex::new(None),
+            deferred: crate::sync::Mutex::new(Slab::new()),
+            signal: crate::sync::atomic::AtomicI32::new(0),
             forced: AtomicBool::new(false),
             event: Event::new(),
             grace: Mutex::new(grace),
@@ -130,7 +136,7 @@ impl Shutdown {
 
     /// Sets the scope to cancel; cancels it at once if a signal came first.
     pub(crate) fn set_scope(&self, scope: CancelHandle) {
-        let mut slot = lock(&self.scope);
+        let mut slot = hand_off(&self.scope);
         if let Some(signal) = self.signal() {
             scope.node.cancel(CancelReason::Signal(signal));
         }
@@ -139,8 +145,8 @@ impl Shutdown {
 
     /// Adds the scope of a run or guard that defers to this owner; cancels
     /// it at once if a signal came first. Returns its key for `undefer`.
-    fn defer(&self, scope: CancelHandle) -> usize {
-        let mut deferred = lock(&self.deferred);
+    pub(crate) fn defer(&self, scope: CancelHandle) -> usize {
+        let mut deferred = hand_off(&self.deferred);
         // Checked under the lock that `interrupt` takes after recording the
         // signal: either the signal is seen here, or the scope is seen there.
         if let Some(signal) = self.signal() {
@@ -150,11 +156,11 @@ impl Shutdown {
     }
 
     fn undefer(&self, key: usize) {
-        lock(&self.deferred).try_remove(key);
+        hand_off(&self.deferred).try_remove(key);
     }
 
     fn scope(&self) -> Option<CancelHandle> {
-        lock(&self.scope).clone()
+        hand_off(&self.scope).clone()
     }
 
     fn grace(&self) -> Duration {
@@ -173,27 +179,8 @@ impl Shutdown {
     /// The first signal: cancel the scopes, then say so once. Returns false
     /// if a signal had already been recorded.
     fn interrupt(&self, signal: i32) -> bool {
-        {
-            // Under the scope lock, so that `set_scope` either sees the
-            // signal or is seen here.
-            let scope = lock(&self.scope);
-            if self
-                .signal
-                .compare_exchange(0, signal, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
-                return false;
-            }
-            if let Some(scope) = &*scope {
-                scope
-                    .node
-                    .cancel(CancelReason::Signal(Signal::from_number(signal)));
-            }
-        }
-        for (_, scope) in lock(&self.deferred).iter() {
-            scope
-                .node
-                .cancel(CancelReason::Signal(Signal::from_number(signal)));
+        if !self.record(signal) {
+            return false;
         }
         if self.is_forced() {
             // The shutdown was forced already (its grace period ran out
@@ -210,6 +197,35 @@ impl Shutdown {
             signal_name(signal),
             self.grace(),
         ));
+        true
+    }
+
+    /// The hand-off of the first signal (`interrupt`'s first half): records
+    /// it and cancels the scopes set so far. Returns false if a signal had
+    /// already been recorded.
+    pub(crate) fn record(&self, signal: i32) -> bool {
+        {
+            // Under the scope lock, so that `set_scope` either sees the
+            // signal or is seen here.
+            let scope = hand_off(&self.scope);
+            if self
+                .signal
+                .compare_exchange(0, signal, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return false;
+            }
+            if let Some(scope) = &*scope {
+                scope
+                    .node
+                    .cancel(CancelReason::Signal(Signal::from_number(signal)));
+            }
+        }
+        for (_, scope) in hand_off(&self.deferred).iter() {
+            scope
+                .node
+                .cancel(CancelReason::Signal(Signal::from_number(signal)));
+        }
         true
     }
 

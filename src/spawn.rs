@@ -28,17 +28,15 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use atomic_waker::AtomicWaker;
 use pin_project_lite::pin_project;
 
 use crate::cancel::foreign::ForeignWait;
 use crate::cancel::tree::Node;
 use crate::context;
 use crate::error::{CancelError, Cancelled};
-use crate::sync::Recover;
+use crate::sync::{Arc, AtomicWaker, Mutex, Recover};
 use crate::task::TaskInfo;
 
 /// A boxed task for an executor.

@@ -1,16 +1,21 @@
 //! Loom models of hatchery's concurrent core: the cancel tree
-//! (`src/cancel/tree.rs`, with the crate's waiter from `src/cancel/wait.rs`)
-//! and a nursery's wake path (`src/nursery/children.rs`). Loom runs each model
-//! under every interleaving of its threads (up to the preemption bound) and
-//! every outcome the memory model allows for their atomic loads; a waiter
-//! whose wakeup was lost leaves every thread parked, which loom reports as a
-//! deadlock.
+//! (`src/cancel/tree.rs`, with the crate's waiter from `src/cancel/wait.rs`),
+//! a nursery's wake path (`src/nursery/children.rs`), and whole nurseries
+//! (`typed::nursery`, the code that ships) while other threads call
+//! `started` (`src/nursery/start.rs`), run a parallel child
+//! (`src/spawn.rs`), spawn into them as they close (`src/nursery/shared.rs`)
+//! or cancel them; and the signal watcher's hand-off to `run`
+//! (`src/signal.rs`). Loom runs each model under every interleaving of its
+//! threads (up to the preemption bound) and every outcome the memory model
+//! allows for their atomic loads; a waiter whose wakeup was lost leaves
+//! every thread parked, which loom reports as a deadlock. Each model prints
+//! how many executions it explored, and in how long (`--nocapture`).
 //!
 //! Built only with `--cfg hatchery_loom` (see `src/sync.rs` for why not
-//! `--cfg loom`):
+//! `--cfg loom`); CI runs them at three preemptions:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg hatchery_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test --release --test loom
+//! RUSTFLAGS="--cfg hatchery_loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom cargo test --release --test loom
 //! ```
 
 #![cfg(hatchery_loom)]
@@ -21,7 +26,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-use hatchery::__loom::{CANCELLED, ChildSet, NEVER, Scope};
+use hatchery::__loom::{CANCELLED, ChildSet, NEVER, Scope, Shutdown};
+use hatchery::{
+    BoxTask, CancelScope, Cancelled, Nursery, Spawn, SpawnError, Started, TaskGuard, sleep_forever,
+    typed,
+};
 use loom::sync::Mutex;
 use loom::thread;
 
@@ -33,13 +42,15 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.preemption_bound.get_or_insert(3);
     let executions = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&executions);
+    let began = std::time::Instant::now();
     builder.check(move || {
         counter.fetch_add(1, Ordering::Relaxed);
         f();
     });
     let name = thread_name();
     let executions = executions.load(Ordering::Relaxed);
-    println!("{name}: {executions} executions explored");
+    let seconds = began.elapsed().as_secs_f64();
+    println!("{name}: {executions} executions explored in {seconds:.2} s");
 }
 
 /// The test's name (libtest names the thread after it).
@@ -51,14 +62,20 @@ fn thread_name() -> String {
 /// waking it are no loom operations, so nothing can be scheduled in between
 /// while the waker is used under another primitive's lock.
 ///
-/// It also raises `woken` (a std atomic: no loom operation either), which
-/// `block_on` checks before parking: loom 0.7 forgets an unpark that arrives
-/// while its thread is runnable if that thread then blocks on a loom
-/// `Mutex` before parking (`Mutex::release_lock` resets the waiter to
-/// runnable without its saved unpark), which would show as a false deadlock.
+/// It raises `woken` (a std atomic: no loom operation either), which
+/// `block_on` checks before parking, and unparks the thread only while it
+/// is parked in `block_on` (`parked`). Loom 0.7's `unpark` makes a thread
+/// that is blocked on a loom `Mutex` runnable as if it were parked there
+/// (`Thread::set_unparked`), and the thread then fails loom's own assertion
+/// "expected to be able to acquire lock"; and it forgets an unpark that
+/// arrives while the thread is runnable if the thread then blocks on a loom
+/// `Mutex` before parking. Both would be false reports. The flags are std
+/// atomics read and written with no loom operation in between, so no other
+/// model thread runs between `block_on`'s check and its park.
 struct Unpark {
     thread: thread::Thread,
     woken: AtomicBool,
+    parked: AtomicBool,
 }
 
 impl Wake for Unpark {
@@ -68,17 +85,26 @@ impl Wake for Unpark {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::SeqCst);
-        self.thread.unpark();
+        if self.parked.load(Ordering::SeqCst) {
+            self.thread.unpark();
+        }
     }
 }
 
 /// Polls `future` to completion on this loom thread, parking between polls
 /// until woken (loom parks have no spurious wakeups); returns how often it
 /// was polled.
+///
+/// A future woken before its poll returned (it woke itself: a nursery
+/// whose verdict on a foreign await is "retry" while another thread is
+/// still announcing a cancel, `cancel::foreign`) is polled again after a
+/// `yield_now`, as an executor queues it behind the others: loom then runs
+/// the other threads, where a plain loop would spin forever under it.
 fn block_on<F: Future + Unpin>(mut future: F) -> (F::Output, usize) {
     let unpark = Arc::new(Unpark {
         thread: thread::current(),
         woken: AtomicBool::new(false),
+        parked: AtomicBool::new(false),
     });
     let waker = Waker::from(Arc::clone(&unpark));
     let mut cx = Context::from_waker(&waker);
@@ -88,8 +114,14 @@ fn block_on<F: Future + Unpin>(mut future: F) -> (F::Output, usize) {
         if let Poll::Ready(output) = Pin::new(&mut future).poll(&mut cx) {
             return (output, polls);
         }
+        if unpark.woken.swap(false, Ordering::SeqCst) {
+            thread::yield_now();
+            continue;
+        }
         while !unpark.woken.swap(false, Ordering::SeqCst) {
+            unpark.parked.store(true, Ordering::SeqCst);
             thread::park();
+            unpark.parked.store(false, Ordering::SeqCst);
         }
     }
 }
@@ -442,6 +474,554 @@ fn two_wakes_from_two_threads_each_poll_their_child() {
         for signal in &signals {
             let polls = signal.lock().unwrap().polls;
             assert!(polls <= 2, "a child was polled {polls} times");
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// 5. Whole nurseries (`typed::nursery`, the code that ships) driven on one
+//    model thread while others hand values over, spawn, or cancel.
+// ---------------------------------------------------------------------------
+
+/// A one-shot event between model threads, awaited as a future that
+/// consults no hatchery await (a foreign future, `cancel::foreign`).
+#[derive(Clone)]
+struct Gate(Arc<Mutex<(bool, Option<Waker>)>>);
+
+impl Gate {
+    fn new() -> Gate {
+        Gate(Arc::new(Mutex::new((false, None))))
+    }
+
+    fn open(&self) {
+        let waker = {
+            let mut gate = self.0.lock().unwrap();
+            gate.0 = true;
+            gate.1.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let gate = self.clone();
+        poll_fn(move |cx| {
+            let mut gate = gate.0.lock().unwrap();
+            if gate.0 {
+                return Poll::Ready(());
+            }
+            gate.1 = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+}
+
+/// Model threads started from inside a poll (by a child), joined at the
+/// end of the model. The lock is std's: nothing loom does runs under it.
+#[derive(Clone, Default)]
+struct Threads(Arc<std::sync::Mutex<Vec<thread::JoinHandle<()>>>>);
+
+impl Threads {
+    fn spawn(&self, f: impl FnOnce() + Send + 'static) {
+        let handle = thread::spawn(f);
+        self.0.lock().unwrap().push(handle);
+    }
+
+    fn join(&self) {
+        loop {
+            let next = self.0.lock().unwrap().pop();
+            match next {
+                Some(handle) => handle.join().unwrap(),
+                None => return,
+            }
+        }
+    }
+}
+
+/// Nothing but the model holds `token` any more: every future, value and
+/// handle that held a clone of it was dropped.
+fn assert_released(token: &Arc<()>, what: &str) {
+    assert_eq!(Arc::strong_count(token), 1, "{what} leaked");
+}
+
+// 5.1 `start()`: `started` on another thread (src/nursery/start.rs).
+
+/// A child for `start()`: hands its `Started` to a new model thread, which
+/// calls `started` with a clone of `token` (after `before`, if any), then
+/// waits for its scope to be cancelled, holding `token`.
+fn hand_over_on_another_thread(
+    token: &Arc<()>,
+    threads: &Threads,
+    before: impl FnOnce() + Send + 'static,
+) -> impl FnOnce(Started<Arc<()>>) -> BoxFuture + 'static {
+    let (token, threads) = (Arc::clone(token), threads.clone());
+    move |status| {
+        Box::pin(async move {
+            let value = Arc::clone(&token);
+            threads.spawn(move || {
+                before();
+                status.started(value);
+            });
+            let _held = token;
+            sleep_forever().await?;
+            Ok(())
+        })
+    }
+}
+
+type BoxFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), Cancelled>> + Send>>;
+
+/// `started` from another thread while `start()` waits: the value reaches
+/// it (its waker is woken), and the child then belongs to the nursery.
+#[test]
+fn started_on_another_thread_wakes_the_start_future() {
+    model(|| {
+        let token = Arc::new(());
+        let threads = Threads::default();
+        let child = hand_over_on_another_thread(&token, &threads, || {});
+        let nursery = typed::nursery(|n: Nursery<'static, Cancelled>| async move {
+            let value = n.start(child).await?;
+            drop(value);
+            // The child is the nursery's now: this cancel ends it.
+            n.cancel_scope().cancel();
+            Ok(())
+        });
+        let (out, _) = block_on(Box::pin(nursery));
+        threads.join();
+        assert!(matches!(out, Ok(Some(()))), "{out:?}");
+        assert_released(&token, "the child, its value or its handle");
+    });
+}
+
+/// `started` on one thread while another cancels the scope `start()` was
+/// called in: the value is delivered (the child moved to the nursery) or
+/// the child ends cancelled under `start()`; a child that was cancelled
+/// when `started` ran stays (start.rs invariant 3).
+#[test]
+fn started_racing_a_cancel_of_the_caller_delivers_once_or_ends_cancelled() {
+    model(|| {
+        let token = Arc::new(());
+        let threads = Threads::default();
+        let caller = CancelScope::new();
+        let handle = caller.handle();
+        // Set once the cancel (and its push-down) is complete.
+        let cancelled = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let child = {
+            let (cancelled, seen) = (Arc::clone(&cancelled), Arc::clone(&seen));
+            hand_over_on_another_thread(&token, &threads, move || {
+                seen.store(cancelled.load(Ordering::Acquire), Ordering::Relaxed);
+            })
+        };
+        let nursery = typed::nursery(|n: Nursery<'static, Cancelled>| async move {
+            let delivered = caller.run_typed(n.start(child)).await?;
+            let delivered = delivered.is_some();
+            n.cancel_scope().cancel();
+            Ok(delivered)
+        });
+        let canceller = thread::spawn(move || {
+            handle.cancel();
+            cancelled.store(true, Ordering::Release);
+        });
+        let (out, _) = block_on(Box::pin(nursery));
+        canceller.join().unwrap();
+        threads.join();
+        let Ok(Some(delivered)) = out else {
+            panic!("the nursery ended with {out:?}");
+        };
+        if seen.load(Ordering::Relaxed) {
+            assert!(!delivered, "moved out of a cancelled scope");
+        }
+        assert_released(&token, "the child, its value or its handle");
+    });
+}
+
+/// `started` on one thread while the `start()` future is dropped (the
+/// race `or` loses) on the nursery's: the value is delivered or dropped,
+/// the child runs in the nursery or is dropped; nothing is left behind.
+#[test]
+fn started_racing_the_start_future_being_dropped_leaks_nothing() {
+    model(|| {
+        let token = Arc::new(());
+        let threads = Threads::default();
+        let stop = Gate::new();
+        let child = hand_over_on_another_thread(&token, &threads, || {});
+        let wait = stop.wait();
+        let nursery = typed::nursery(|n: Nursery<'static, Cancelled>| async move {
+            let start = n.start(child);
+            let delivered = futures_lite::future::or(async { Some(start.await) }, async {
+                wait.await;
+                None
+            })
+            .await;
+            let delivered = matches!(delivered, Some(Ok(_)));
+            n.cancel_scope().cancel();
+            Ok(delivered)
+        });
+        let stopper = {
+            let stop = stop.clone();
+            thread::spawn(move || stop.open())
+        };
+        let (out, _) = block_on(Box::pin(nursery));
+        stopper.join().unwrap();
+        threads.join();
+        assert!(matches!(out, Ok(Some(_))), "{out:?}");
+        assert_released(&token, "the child, its value or its handle");
+    });
+}
+
+// 5.2 A parallel child's join (src/spawn.rs, `Handoff`).
+
+/// A `Spawn` that runs each task on a new model thread; dropping the guard
+/// tells that thread to drop the task (without waiting for it).
+#[derive(Clone, Default)]
+struct LoomSpawner(Threads);
+
+struct DropTask(Gate);
+
+impl Drop for DropTask {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+impl Spawn<'static> for LoomSpawner {
+    fn spawn_task(&self, task: BoxTask<'static>) -> TaskGuard<'static> {
+        let cancel = Gate::new();
+        let dropped = cancel.wait();
+        self.0.spawn(move || {
+            // The task first: `or` drops it once the guard is gone.
+            block_on(Box::pin(futures_lite::future::or(task, dropped)));
+        });
+        TaskGuard::new(DropTask(cancel))
+    }
+}
+
+/// The child fails on its thread while the nursery polls the join half:
+/// the failure is reported once.
+#[test]
+fn a_parallel_childs_failure_reaches_its_nursery_once() {
+    model(|| {
+        let token = Arc::new(());
+        let spawner = LoomSpawner::default();
+        let nursery = {
+            let (token, spawner) = (Arc::clone(&token), spawner.clone());
+            typed::nursery(|n: Nursery<'static, std::io::Error>| async move {
+                n.spawn_on(&spawner, async move {
+                    let _held = token;
+                    Err(std::io::Error::other("boom"))
+                });
+                Ok(())
+            })
+        };
+        let (out, _) = block_on(Box::pin(nursery));
+        spawner.0.join();
+        let error = out.expect_err("the child failed");
+        assert_eq!(error.failures().len(), 1, "{error:?}");
+        assert_eq!(error.failures()[0].error.to_string(), "boom");
+        assert_released(&token, "the parallel child");
+    });
+}
+
+/// The nursery is cancelled (from a third thread) while its parallel child
+/// waits on its own thread: the child sees it there, its `Cancelled` comes
+/// back through the join half, and the nursery catches it.
+#[test]
+fn a_cancel_reaches_a_parallel_child_and_its_join() {
+    model(|| {
+        let token = Arc::new(());
+        let spawner = LoomSpawner::default();
+        let mut scope = None;
+        let nursery = {
+            let (token, spawner) = (Arc::clone(&token), spawner.clone());
+            typed::nursery(|n: Nursery<'static, Cancelled>| {
+                scope = Some(n.cancel_scope());
+                async move {
+                    n.spawn_on(&spawner, async move {
+                        let _held = token;
+                        sleep_forever().await?;
+                        Ok(())
+                    });
+                    Ok(())
+                }
+            })
+        };
+        let canceller = {
+            let scope = scope.take().unwrap();
+            thread::spawn(move || scope.cancel())
+        };
+        let (out, _) = block_on(Box::pin(nursery));
+        canceller.join().unwrap();
+        spawner.0.join();
+        assert!(matches!(out, Ok(None) | Ok(Some(()))), "{out:?}");
+        assert_released(&token, "the parallel child");
+    });
+}
+
+/// The nursery future is dropped (the hard cancel) while its parallel
+/// child starts waiting on its thread: dropping the join half drops the
+/// executor's guard, which makes that thread drop the task (spawn.rs
+/// invariant 2); nothing waits for anything, nothing is left behind.
+#[test]
+fn a_hard_cancel_drops_a_parallel_child_on_its_thread() {
+    model(|| {
+        let token = Arc::new(());
+        let spawner = LoomSpawner::default();
+        let nursery = {
+            let (token, spawner) = (Arc::clone(&token), spawner.clone());
+            typed::nursery(|n: Nursery<'static, std::io::Error>| async move {
+                n.spawn_on(&spawner, async move {
+                    let _held = token;
+                    sleep_forever().await?;
+                    Ok(())
+                });
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+        };
+        let mut nursery = Box::pin(nursery);
+        let polled = nursery
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        assert!(polled.is_pending());
+        drop(nursery);
+        spawner.0.join();
+        assert_released(&token, "the parallel child");
+    });
+}
+
+// 5.3 Spawns from another thread racing the nursery's close
+//     (src/nursery/shared.rs: `push`, `next_chunk`, `try_close`; nursery
+//     invariant 1). Each spawn either lands before the close, and its child
+//     runs before the nursery returns, or fails with `Closed`, its child
+//     dropped unpolled. Two spawns: the second finds the queue non-empty
+//     (or the nursery draining it) and wakes nobody.
+
+#[test]
+fn spawns_racing_the_close_run_or_fail_closed() {
+    model(|| {
+        let token = Arc::new(());
+        let ran = Arc::new([(); 2].map(|()| AtomicBool::new(false)));
+        let mut handle = None;
+        let nursery = typed::nursery(|n: Nursery<'static, Cancelled>| {
+            handle = Some(n.clone());
+            async { Ok(()) }
+        });
+        let spawner = {
+            let (handle, token, ran) =
+                (handle.take().unwrap(), Arc::clone(&token), Arc::clone(&ran));
+            thread::spawn(move || {
+                [0, 1].map(|i| {
+                    let (token, ran) = (Arc::clone(&token), Arc::clone(&ran));
+                    handle.try_spawn(async move {
+                        let _held = token;
+                        ran[i].store(true, Ordering::SeqCst);
+                        Ok(())
+                    })
+                })
+            })
+        };
+        let (out, _) = block_on(Box::pin(nursery));
+        let spawned = spawner.join().unwrap();
+        assert!(matches!(out, Ok(Some(()))), "{out:?}");
+        for (spawned, ran) in spawned.into_iter().zip(ran.iter()) {
+            match spawned {
+                Ok(()) => assert!(ran.load(Ordering::SeqCst), "spawned, never run"),
+                Err(error) => {
+                    assert_eq!(error, SpawnError::Closed);
+                    assert!(!ran.load(Ordering::SeqCst));
+                }
+            }
+        }
+        assert_released(&token, "a spawned child");
+    });
+}
+
+/// `try_start` from another thread racing the close: it fails with
+/// `Closed`, or it keeps the nursery open until its child is handed over
+/// (start.rs invariant 1), and the child then finishes in the nursery.
+#[test]
+fn a_start_racing_the_close_hands_over_or_fails_closed() {
+    model(|| {
+        let token = Arc::new(());
+        let ran = Arc::new(AtomicBool::new(false));
+        let mut handle = None;
+        let nursery = typed::nursery(|n: Nursery<'static, Cancelled>| {
+            handle = Some(n.clone());
+            async { Ok(()) }
+        });
+        let starter = {
+            let (handle, token, ran) =
+                (handle.take().unwrap(), Arc::clone(&token), Arc::clone(&ran));
+            thread::spawn(move || {
+                let start = handle.try_start(move |status: Started<()>| async move {
+                    let _held = token;
+                    status.started(());
+                    // The nursery's from here: it polls the rest.
+                    futures_lite::future::yield_now().await;
+                    ran.store(true, Ordering::SeqCst);
+                    Ok(())
+                });
+                start.map(|start| block_on(Box::pin(start)).0)
+            })
+        };
+        let (out, _) = block_on(Box::pin(nursery));
+        let started = starter.join().unwrap();
+        assert!(matches!(out, Ok(Some(()))), "{out:?}");
+        match started {
+            Ok(handed_over) => {
+                assert_eq!(
+                    handed_over,
+                    Ok(()),
+                    "the nursery closed on a start in flight"
+                );
+                assert!(ran.load(Ordering::SeqCst), "handed over, never finished");
+            }
+            Err(error) => {
+                assert_eq!(error, SpawnError::Closed);
+                assert!(!ran.load(Ordering::SeqCst));
+            }
+        }
+        assert_released(&token, "the started child");
+    });
+}
+
+// 5.4 The nursery's listener (nursery invariant 5) with children that keep
+//     no waker: one waits on the nursery's scope (covered, it listens to
+//     nothing), one in a foreign future that never saw its waker. Only the
+//     nursery's pass over its children after the cancel reaches them.
+
+#[test]
+fn a_cancel_reaches_children_that_keep_no_waker() {
+    model(|| {
+        let token = Arc::new(());
+        let mut scope = None;
+        let nursery = {
+            let token = Arc::clone(&token);
+            typed::nursery(|n: Nursery<'static, Cancelled>| {
+                scope = Some(n.cancel_scope());
+                async move {
+                    let held = Arc::clone(&token);
+                    n.spawn(async move {
+                        let _held = held;
+                        sleep_forever().await?;
+                        Ok(())
+                    });
+                    n.spawn(async move {
+                        let _held = token;
+                        poll_fn(|_| Poll::<()>::Pending).await;
+                        Ok(())
+                    });
+                    sleep_forever().await?;
+                    Ok(())
+                }
+            })
+        };
+        let canceller = {
+            let scope = scope.take().unwrap();
+            thread::spawn(move || scope.cancel())
+        };
+        let (out, _) = block_on(Box::pin(nursery));
+        canceller.join().unwrap();
+        assert!(matches!(out, Ok(None)), "{out:?}");
+        assert_released(&token, "a child");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// 6. The signal watcher's hand-off to `run` (src/signal.rs, `Shutdown`):
+//    the watcher records the first signal while `run` sets its root scope
+//    and a run that defers to it adds its own.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_signal_racing_runs_taking_over_cancels_every_scope() {
+    model(|| {
+        const SIGINT: i32 = 2;
+        let shutdown = Arc::new(Shutdown::default());
+        let watcher = {
+            let shutdown = Arc::clone(&shutdown);
+            thread::spawn(move || assert!(shutdown.record(SIGINT), "the first signal"))
+        };
+        let deferred = {
+            let shutdown = Arc::clone(&shutdown);
+            thread::spawn(move || {
+                let scope = Scope::new(None, false);
+                shutdown.defer(&scope);
+                block_on(scope.cancelled());
+            })
+        };
+        let root = Scope::new(None, false);
+        shutdown.set_scope(&root);
+        // A lost hand-off leaves this waiting forever (a deadlock to loom).
+        block_on(root.cancelled());
+        watcher.join().unwrap();
+        deferred.join().unwrap();
+        assert_eq!(shutdown.signal(), Some(SIGINT));
+        assert_eq!(root.state(), CANCELLED);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// 7. The probe's check after a poll, as the real build runs it
+//    (`TaskWaker::woken_if_unique` in src/nursery/children.rs, invariant 8).
+//
+//    The loom build of that function reads the state with a swap: the
+//    waker's reference count is std's `Arc`, whose release (in the drop of
+//    the last clone) loom cannot see, so loom would let the real path's
+//    relaxed load read a value older than the last wake even where the
+//    real program cannot. This model checks the real path itself, with the
+//    count made visible: `strong` stands for the `Arc`'s count with std's
+//    orderings (a clone's drop is a `fetch_sub` with `Release`,
+//    `Arc::strong_count` a `Relaxed` load), and `unique_then_woken` is the
+//    real build's code, line for line.
+// ---------------------------------------------------------------------------
+
+/// `QUEUED` and `RUNNING` (children.rs).
+const QUEUED: usize = 1;
+const RUNNING: usize = 2;
+
+/// The probe: its state word and its reference count.
+struct Probe {
+    state: loom::sync::atomic::AtomicUsize,
+    strong: loom::sync::atomic::AtomicUsize,
+}
+
+/// The real build's `woken_if_unique`, the count read the way
+/// `Arc::strong_count` reads it.
+fn unique_then_woken(probe: &Probe) -> Option<bool> {
+    if probe.strong.load(Ordering::Relaxed) != 1 {
+        return None;
+    }
+    loom::sync::atomic::fence(Ordering::Acquire);
+    Some(probe.state.load(Ordering::Relaxed) & QUEUED != 0)
+}
+
+/// A child kept a clone of the probe during its poll and gave it to
+/// another thread, which wakes it and drops it while the nursery checks:
+/// if the check finds the probe unique, it sees the wake.
+#[test]
+fn the_probes_fence_sees_every_wake_made_through_a_dropped_clone() {
+    model(|| {
+        let probe = Arc::new(Probe {
+            // Key 0, polled by the probe (invariant 9); one clone kept.
+            state: loom::sync::atomic::AtomicUsize::new(RUNNING),
+            strong: loom::sync::atomic::AtomicUsize::new(2),
+        });
+        let waker = {
+            let probe = Arc::clone(&probe);
+            thread::spawn(move || {
+                // `TaskWaker::queue` (RUNNING set: the bit only), then the
+                // clone's drop.
+                probe.state.fetch_or(QUEUED, Ordering::AcqRel);
+                probe.strong.fetch_sub(1, Ordering::Release);
+            })
+        };
+        let checked = unique_then_woken(&probe);
+        waker.join().unwrap();
+        if let Some(woken) = checked {
+            assert!(woken, "unique, yet the wake through the clone is lost");
         }
     });
 }

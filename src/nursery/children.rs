@@ -348,8 +348,16 @@ impl TaskWaker {
             crate::sync::atomic::fence(Ordering::Acquire);
             Some(self.state.load(Ordering::Relaxed) & QUEUED != 0)
         }
-        // Loom cannot see that pairing (std's `Arc` is no loom type); a
-        // read-modify-write reads the last wake regardless.
+        // Loom cannot see that pairing (std's `Arc` is no loom type): it
+        // would let the load above read a word older than the last wake,
+        // which the real program cannot. A read-modify-write reads the last
+        // word in its modification order, and that is what the fence makes
+        // the real load read: every wake through a clone is ordered before
+        // that clone's drop, and with the count at 1 no clone is left to
+        // write (the `RUNNING` store before the poll is this thread's). The
+        // 0 it leaves is never read: the probe's next poll, or the child it
+        // is reassigned to, stores the word first. The real path has its
+        // own model (`tests/loom.rs`: the probe's fence).
         #[cfg(hatchery_loom)]
         Some(self.state.swap(0, Ordering::Relaxed) & QUEUED != 0)
     }

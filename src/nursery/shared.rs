@@ -5,8 +5,6 @@
 
 use std::collections::VecDeque;
 use std::panic::Location;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::children::{Buffers, TaskWaker, Wakeup};
 use super::table::TaskTable;
@@ -14,7 +12,8 @@ use crate::cancel::tree::Kind;
 use crate::cancel::tree::Node;
 use crate::chunked::{convert, recast};
 use crate::error::SpawnError;
-use crate::sync::Recover;
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{Arc, Mutex, MutexGuard, Recover};
 use crate::task::TaskInfo;
 
 /// What the handles of a nursery share with the nursery future.

@@ -29,10 +29,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-
-use atomic_waker::AtomicWaker;
 
 use super::shared::Shared;
 use crate::cancel::foreign::{ForeignWait, Hold};
@@ -40,7 +37,7 @@ use crate::cancel::tree::Kind;
 use crate::cancel::tree::Node;
 use crate::context;
 use crate::error::{CancelError, Cancelled};
-use crate::sync::Recover;
+use crate::sync::{Arc, AtomicWaker, Mutex, MutexGuard, Recover};
 use crate::task::TaskInfo;
 
 /// Given to a child started with `start()`: call [`started`](Started::started)
@@ -103,7 +100,7 @@ struct Slot<V> {
 }
 
 impl<V> StartState<V> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slot<V>> {
+    fn lock(&self) -> MutexGuard<'_, Slot<V>> {
         self.slot.lock().recover()
     }
 }

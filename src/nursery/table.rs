@@ -212,6 +212,7 @@ impl TaskTable {
 
     /// Forgets every child and returns the memory of their entries, for the
     /// thread's next nursery (the nursery is being dropped).
+    #[cfg_attr(hatchery_loom, allow(dead_code))] // no per-thread pools there
     pub(crate) fn take_chunks(&self) -> (Vec<Vec<u32>>, Vec<[u64; 2]>) {
         let mut tasks = lock(&self.tasks);
         let chunks = tasks.entries.take_chunks();
