@@ -819,3 +819,41 @@ fn a_thousand_children_holding_shields_inside_futures_unordered_all_clean_up() {
     assert!(out.is_ok(), "{out:?}");
     assert_eq!(cleaned.load(Ordering::SeqCst), 3_000);
 }
+
+/// A scope whose body waits in a foreign future listens for the scope's
+/// next change only while it has no deadline; a deadline set later, from
+/// another task, is then met with a timer: the foreign future is dropped
+/// there.
+#[test]
+fn a_deadline_set_while_the_body_waits_in_a_foreign_future_drops_it_there() {
+    let dropped = flag();
+    let future = foreign(async_io::Timer::after(Duration::from_millis(300)), &dropped);
+    let (out, took) = testing::run(async {
+        let start = hatchery::now();
+        let scope = CancelScope::new();
+        let handle = scope.handle();
+        let out = nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                sleep(Duration::from_millis(5)).await?;
+                handle.set_deadline(hatchery::now() + Duration::from_millis(10));
+                Ok(())
+            });
+            let inner = scope
+                .run_typed(async {
+                    future.await;
+                    Ok::<_, Cancelled>("finished")
+                })
+                .await?;
+            assert_eq!(inner, None, "the deadline caught it");
+            Ok(())
+        })
+        .await;
+        (out.map(drop), hatchery::now() - start)
+    });
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(took, Duration::from_millis(15));
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the foreign await was dropped"
+    );
+}

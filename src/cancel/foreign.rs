@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::scope_wait::Wait;
-use super::tree::Node;
+use super::tree::{Listener, Node};
 use crate::clock::{self, CANCELLED, NEVER};
 use crate::context;
 
@@ -112,12 +112,20 @@ fn verdict_slow(node: &Node, task: Option<usize>) -> Verdict {
 }
 
 /// How a single-task owner (scope future, parallel or starting child) waits
-/// for its scope while its task is parked in a foreign future: one listener
-/// and one timer, allocated the first time the task parks there (a body that
-/// finishes at once, or parks at hatchery awaits, never pays for it).
+/// for its scope while its task is parked in a foreign future: allocated the
+/// first time the task parks there (a body that finishes at once, or parks
+/// at hatchery awaits, never pays for it). A scope with neither a deadline
+/// nor a cancel needs only a listener to its next change (a parallel child
+/// that yields in a foreign future, the common case); one with a deadline
+/// needs a timer too, in a boxed [`Wait`].
 #[derive(Default)]
 pub(crate) struct ForeignWait {
-    wait: Option<Box<Wait>>,
+    waiting: Option<Waiting>,
+}
+
+enum Waiting {
+    Listener(Listener),
+    Wait(Box<Wait>),
 }
 
 impl ForeignWait {
@@ -141,7 +149,7 @@ impl ForeignWait {
         loop {
             match verdict(node, task) {
                 Verdict::Drop => {
-                    self.wait = None;
+                    self.waiting = None;
                     return Poll::Ready(());
                 }
                 Verdict::Retry => {
@@ -154,15 +162,50 @@ impl ForeignWait {
                     return Poll::Pending;
                 }
                 Verdict::Keep => {
-                    let wait = self.wait.get_or_insert_with(Box::default);
-                    if wait.poll(Some(node), None, cx).is_pending() {
+                    if self.keep(node, cx).is_pending() {
                         context::park_in(node);
                         return Poll::Pending;
                     }
-                    // Cancelled (or expired) meanwhile: ask again.
+                    // Changed (cancelled, expired, a deadline set) meanwhile:
+                    // ask again.
                 }
             }
         }
+    }
+
+    /// Waits for the next change of `node` that matters (a cancel, or its
+    /// deadline passing): `Ready` if it may have come.
+    fn keep(&mut self, node: &Arc<Node>, cx: &mut Context<'_>) -> Poll<()> {
+        if node.state() == NEVER && !matches!(self.waiting, Some(Waiting::Wait(_))) {
+            let listener = match &mut self.waiting {
+                Some(Waiting::Listener(listener)) if Arc::ptr_eq(listener.node(), node) => listener,
+                waiting => {
+                    let listener = waiting.insert(Waiting::Listener(node.listen()));
+                    // Re-checked now that no change can be missed (tree
+                    // invariant 5).
+                    if node.state() != NEVER {
+                        *waiting = None;
+                        return Poll::Ready(());
+                    }
+                    let Waiting::Listener(listener) = listener else {
+                        unreachable!("just inserted");
+                    };
+                    listener
+                }
+            };
+            if std::pin::Pin::new(listener).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.waiting = None;
+            return Poll::Ready(());
+        }
+        if !matches!(self.waiting, Some(Waiting::Wait(_))) {
+            self.waiting = Some(Waiting::Wait(Box::default()));
+        }
+        let Some(Waiting::Wait(wait)) = &mut self.waiting else {
+            unreachable!("just inserted");
+        };
+        wait.poll(Some(node), None, cx).map(drop)
     }
 
     /// Called after the task returned `Pending` with a stale `PARKED`
@@ -171,11 +214,8 @@ impl ForeignWait {
     /// it.
     pub(crate) fn poll_stale(&mut self, node: &Arc<Node>, cx: &mut Context<'_>) {
         context::park_in(node);
-        if verdict(node, None) == Verdict::Keep {
-            let wait = self.wait.get_or_insert_with(Box::default);
-            if wait.poll(Some(node), None, cx).is_pending() {
-                return;
-            }
+        if verdict(node, None) == Verdict::Keep && self.keep(node, cx).is_pending() {
+            return;
         }
         cx.waker().wake_by_ref();
     }
