@@ -525,7 +525,7 @@ impl<E> Builder<E> {
                 // runtime, as on `run`'s own workers. (tokio starts its
                 // threads inside the runtime's context.)
                 if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                    crate::spawn::set_default(Arc::new(handle));
+                    crate::spawn::set_default(Arc::new(TokioRoot(handle)));
                 }
             })
             .build()
@@ -541,7 +541,7 @@ impl<E> Builder<E> {
             scope: _,
             cancelled_at: _,
         } = root;
-        let spawner: SharedSpawner = Arc::new(runtime.handle().clone());
+        let spawner: SharedSpawner = Arc::new(TokioRoot(runtime.handle().clone()));
         let result = {
             let _in_run = InRun::enter();
             let _context = runtime.enter();
@@ -801,6 +801,38 @@ fn work<'env>(
     match spawner {
         Some(spawner) => with_default(spawner, run),
         None => run(),
+    }
+}
+
+/// The spawner of the tokio root: tokio's, with every parallel child polled
+/// as inside this `run` (a `run` there is refused, as on `run`'s own
+/// workers). tokio's worker threads are not marked as a whole: its blocking
+/// threads are started the same way, and a `run` inside a blocking closure
+/// is allowed.
+#[cfg(feature = "tokio")]
+struct TokioRoot(tokio::runtime::Handle);
+
+#[cfg(feature = "tokio")]
+impl Spawn<'static> for TokioRoot {
+    fn spawn_task(&self, task: BoxTask<'static>) -> TaskGuard<'static> {
+        self.0.spawn_task(Box::pin(InsideRun(task)))
+    }
+}
+
+/// A task polled as inside a `run` (`IN_RUN`).
+#[cfg(feature = "tokio")]
+struct InsideRun(BoxTask<'static>);
+
+#[cfg(feature = "tokio")]
+impl Future for InsideRun {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let _in_run = InRun::enter();
+        self.0.as_mut().poll(cx)
     }
 }
 

@@ -272,6 +272,38 @@ fn run_inside_run_is_a_clear_error() {
     );
 }
 
+/// On the tokio root, a parallel child runs on one of tokio's workers,
+/// which are inside that `run` as much as `run`'s own workers are: a `run`
+/// there is refused with the same clear error.
+#[cfg(feature = "tokio")]
+#[test]
+fn run_inside_a_parallel_child_of_the_tokio_root_is_a_clear_error() {
+    let caught = catch_unwind(|| {
+        Builder::new()
+            .tokio()
+            .worker_threads(2)
+            .handle_signals(false)
+            .run(|n| async move {
+                n.spawn_parallel(async {
+                    let _ = run(|_inner: Nursery<'_, Cancelled>| async { Ok(()) });
+                    Ok(())
+                });
+                Ok(())
+            })
+    });
+    let payload = caught.unwrap_err();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .unwrap_or_default()
+        .to_string()
+        + payload.downcast_ref::<String>().map_or("", |s| s);
+    assert!(
+        message.contains("inside another hatchery::run"),
+        "{message}"
+    );
+}
+
 #[test]
 fn zero_worker_threads_is_a_clear_error() {
     let caught = catch_unwind(|| Builder::new().worker_threads(0));
