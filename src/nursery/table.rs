@@ -94,6 +94,44 @@ impl Registry {
         Some(site)
     }
 
+    /// `release` for each of `keys`, none of them named or noted: children
+    /// that finish one after another most often belong to one cohort, whose
+    /// count is updated once per run of them.
+    fn release_unnoted(&mut self, keys: &[usize]) {
+        let mut run: Option<(u32, u32)> = None;
+        for &key in keys {
+            let Some(cohort) = self
+                .entries
+                .get_mut(key)
+                .map(std::mem::take)
+                .and_then(|entry| entry.checked_sub(1))
+            else {
+                continue;
+            };
+            match &mut run {
+                Some((current, count)) if *current == cohort => *count += 1,
+                _ => {
+                    if let Some((current, count)) = run.replace((cohort, 1)) {
+                        self.leave(current, count);
+                    }
+                }
+            }
+        }
+        if let Some((cohort, count)) = run {
+            self.leave(cohort, count);
+        }
+    }
+
+    /// `count` members leave `cohort`; freed when it has none left.
+    fn leave(&mut self, cohort: u32, count: u32) {
+        let entry = &mut self.cohorts[cohort as usize];
+        entry.count -= count;
+        if entry.count == 0 {
+            entry.since = self.free.unwrap_or(NO_COHORT);
+            self.free = Some(cohort);
+        }
+    }
+
     fn take(&mut self, key: usize) -> Option<TaskInfo> {
         let location = self.release(key)?;
         Some(TaskInfo::from_parts(self.names.remove(&key), location))
@@ -170,13 +208,14 @@ impl TaskTable {
             return;
         }
         let mut tasks = lock(&self.tasks);
-        let named = !tasks.names.is_empty();
-        for &key in keys {
-            tasks.release(key);
-            if named {
+        if !tasks.names.is_empty() || tasks.notes.len() != 0 {
+            for &key in keys {
+                tasks.release(key);
                 tasks.names.remove(&key);
             }
+            return;
         }
+        tasks.release_unnoted(keys);
     }
 
     /// Records what the nursery noted of these children in a poll after its
@@ -429,6 +468,48 @@ mod tests {
         let left = listed(&table);
         assert_eq!(left.len(), 10);
         assert!(left.iter().all(|(site, name)| *site == a && name.is_none()));
+    }
+
+    /// `remove_all` counts runs of one cohort at once: runs that alternate
+    /// between cohorts, repeat a cohort later, or hold keys already gone
+    /// leave each cohort's count right (freed exactly when its last member
+    /// leaves).
+    #[test]
+    fn removing_runs_of_mixed_cohorts_frees_each_cohort_with_its_last_member() {
+        let (a, b, c) = (here(), here(), here());
+        let table = TaskTable::new(here());
+        let mut admit = table.admit(None);
+        for key in 0..6 {
+            admit.insert(key, TaskInfo::from_parts(None, a));
+        }
+        drop(admit);
+        let mut admit = table.admit(None);
+        for key in 6..9 {
+            admit.insert(key, TaskInfo::from_parts(None, b));
+        }
+        drop(admit);
+        // a a b a b, then 7 again and 42: keys no longer (or never) there.
+        table.remove_all(&[0, 1, 6, 2, 7, 7, 42]);
+        assert_eq!(sites(&table), [a, a, a, b]);
+        assert_eq!(lock(&table.tasks).free, None, "no cohort is empty yet");
+        table.remove_all(&[8, 3]);
+        assert_eq!(sites(&table), [a, a]);
+        // `b`'s cohort is free now: the next new cohort takes its place.
+        let mut admit = table.admit(None);
+        admit.insert(6, TaskInfo::from_parts(None, c));
+        drop(admit);
+        assert_eq!(lock(&table.tasks).cohorts.len(), 2);
+        assert_eq!(sites(&table), [a, a, c]);
+        table.remove_all(&[4, 5, 6]);
+        assert!(listed(&table).is_empty());
+        // Both cohorts are free again: two new sites take them.
+        let (d, e) = (here(), here());
+        let mut admit = table.admit(None);
+        admit.insert(0, TaskInfo::from_parts(None, d));
+        admit.insert(1, TaskInfo::from_parts(None, e));
+        drop(admit);
+        assert_eq!(lock(&table.tasks).cohorts.len(), 2);
+        assert_eq!(sites(&table), [d, e]);
     }
 
     #[test]
