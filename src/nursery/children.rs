@@ -787,22 +787,32 @@ impl<C> Children<C> {
 
     /// Keeps a gone child's waker for reuse and queues its table entry for
     /// removal (invariant 6).
-    #[inline]
+    #[inline(always)]
     fn retire(&mut self, key: usize, waker: Option<Arc<TaskWaker>>) {
-        // Kept for reuse, up to what the thread's pool would keep: a
-        // million finished children need no list of a million wakers.
         if let Some(waker) = waker {
-            if Arc::strong_count(&waker) == 1 && self.spare.len() < MAX_SPARE {
-                self.spare.push(waker);
-            }
+            self.keep_spare(waker);
         }
         // Flushed before this key joins the list, not after: the caller
         // may still need this child's entry (`failed`).
         if self.finished.len() >= FINISHED_BATCH {
-            self.table.remove_all(&self.finished);
-            self.finished.clear();
+            self.flush_finished();
         }
         self.finished.push(key);
+    }
+
+    /// Keeps a gone child's waker for reuse, up to what the thread's pool
+    /// would keep: a million finished children need no list of a million
+    /// wakers.
+    fn keep_spare(&mut self, waker: Arc<TaskWaker>) {
+        if Arc::strong_count(&waker) == 1 && self.spare.len() < MAX_SPARE {
+            self.spare.push(waker);
+        }
+    }
+
+    #[cold]
+    fn flush_finished(&mut self) {
+        self.table.remove_all(&self.finished);
+        self.finished.clear();
     }
 
     /// The identity of a child that just finished with a failure.
