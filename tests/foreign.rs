@@ -857,3 +857,83 @@ fn a_deadline_set_while_the_body_waits_in_a_foreign_future_drops_it_there() {
         "the foreign await was dropped"
     );
 }
+
+/// A `start()` inside `FuturesUnordered` whose starting child cleans up
+/// behind a shield when the nursery is cancelled: the start holds its task,
+/// the cleanup runs, and `start()` then returns `Cancelled`.
+#[test]
+fn a_start_inside_futures_unordered_lets_its_child_clean_up_on_cancel() {
+    use futures::StreamExt;
+    let log = Mutex::new(Vec::new());
+    let log = &log;
+    let out = testing::run(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let cancel = n.cancel_scope();
+        n.spawn(async move {
+            sleep(Duration::from_millis(1)).await?;
+            cancel.cancel();
+            Ok(())
+        });
+        let mut arms = futures::stream::FuturesUnordered::new();
+        arms.push(n.start(|status: hatchery::Started<()>| async move {
+            // Held, never called: the child is still starting when cancelled.
+            let _status = status;
+            let Err(cancelled) = sleep_forever().await;
+            CancelScope::new()
+                .shield(true)
+                .run_typed(async {
+                    sleep(Duration::from_millis(10)).await?;
+                    log.lock().unwrap().push("starting child cleaned up");
+                    Ok::<_, Cancelled>(())
+                })
+                .await?;
+            Err(cancelled)
+        }));
+        while let Some(out) = arms.next().await {
+            log.lock().unwrap().push(if out.is_err() {
+                "start() returned Cancelled"
+            } else {
+                "start() returned a value"
+            });
+        }
+        Ok(())
+    }));
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["starting child cleaned up", "start() returned Cancelled"]
+    );
+}
+
+/// `join_all` over more than 30 futures polls only what woke it (it runs a
+/// `FuturesUnordered` inside): forty shielded cleanups in a cancelled
+/// nursery all run.
+#[test]
+fn join_all_over_forty_shielded_cleanups_runs_each_on_cancel() {
+    let cleaned = AtomicUsize::new(0);
+    let cleaned = &cleaned;
+    let out = testing::run(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let cancel = n.cancel_scope();
+        n.spawn(async move {
+            sleep(Duration::from_millis(1)).await?;
+            cancel.cancel();
+            Ok(())
+        });
+        let arms = (0..40u64).map(|i| async move {
+            let Err(cancelled) = sleep_forever().await;
+            CancelScope::new()
+                .shield(true)
+                .run_typed(async {
+                    sleep(Duration::from_millis(1 + i % 5)).await?;
+                    cleaned.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, Cancelled>(())
+                })
+                .await?;
+            Err::<(), _>(cancelled)
+        });
+        let outs = futures::future::join_all(arms).await;
+        assert!(outs.iter().all(Result::is_err));
+        Ok(())
+    }));
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(cleaned.load(Ordering::SeqCst), 40);
+}
