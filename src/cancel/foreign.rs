@@ -180,17 +180,16 @@ impl ForeignWait {
             let listener = match &mut self.waiting {
                 Some(Waiting::Listener(listener)) if Arc::ptr_eq(listener.node(), node) => listener,
                 waiting => {
-                    let listener = waiting.insert(Waiting::Listener(node.listen()));
+                    // Listening with the waker registered already: no poll
+                    // of the listener is needed before `Pending`.
+                    *waiting = Some(Waiting::Listener(node.listen_with(cx.waker())));
                     // Re-checked now that no change can be missed (tree
                     // invariant 5).
                     if node.state() != NEVER {
                         *waiting = None;
                         return Poll::Ready(());
                     }
-                    let Waiting::Listener(listener) = listener else {
-                        unreachable!("just inserted");
-                    };
-                    listener
+                    return Poll::Pending;
                 }
             };
             if std::pin::Pin::new(listener).poll(cx).is_pending() {

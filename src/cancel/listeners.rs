@@ -71,6 +71,19 @@ impl Waiters {
 
     /// Ready once `key` has been notified (invariant 2); else remembers the
     /// task's waker.
+    /// `listen`, with the task's waker registered at once, as a first
+    /// `poll` returning `Pending` would: one lock instead of two.
+    pub(crate) fn listen_with(&self, waker: &Waker) -> usize {
+        let waker = waker.clone();
+        let mut list = self.lock();
+        let key = list.entries.insert(Entry {
+            notified: false,
+            waker: Some(waker),
+        });
+        list.end = list.end.max(key + 1);
+        key
+    }
+
     pub(crate) fn poll(&self, key: usize, cx: &mut Context<'_>) -> Poll<()> {
         let mut list = self.lock();
         let entry = list

@@ -72,6 +72,8 @@ impl Wait {
         target: Option<Instant>,
         cx: &mut Context<'_>,
     ) -> Poll<Woke> {
+        // A listener made in this call already holds `cx`'s waker.
+        let mut fresh = false;
         loop {
             if node.is_some_and(|node| node.check().is_err()) {
                 self.listener = None;
@@ -93,7 +95,8 @@ impl Wait {
                 (Some(_), None) => false,
             };
             if let (Some(node), false) = (node, listening) {
-                self.listener = Some(node.listen());
+                self.listener = Some(node.listen_with(cx.waker()));
+                fresh = true;
                 continue; // re-check now that no change can be missed
             }
             let scope_deadline = node.and_then(|node| node.deadline_instant(node.state()));
@@ -111,7 +114,7 @@ impl Wait {
                 (Some(_), Some(_)) => {}
             }
             if let Some(listener) = &mut self.listener {
-                if Pin::new(listener).poll(cx).is_ready() {
+                if !std::mem::take(&mut fresh) && Pin::new(listener).poll(cx).is_ready() {
                     self.listener = None;
                     continue;
                 }

@@ -45,7 +45,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use slab::Slab;
@@ -275,6 +275,20 @@ impl Node {
         fence(Ordering::SeqCst);
         Listener {
             key: self.waiters.listen(),
+            node: Arc::clone(self),
+            _live: Token::new(),
+        }
+    }
+
+    /// `listen`, with `waker` registered at once (`Waiters::listen_with`):
+    /// the caller need not poll the listener before it re-checks the state
+    /// and returns `Pending`.
+    pub(crate) fn listen_with(self: &Arc<Self>, waker: &Waker) -> Listener {
+        self.listened.store(true, Ordering::Relaxed);
+        // As in `listen`.
+        fence(Ordering::SeqCst);
+        Listener {
+            key: self.waiters.listen_with(waker),
             node: Arc::clone(self),
             _live: Token::new(),
         }

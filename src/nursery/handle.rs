@@ -536,12 +536,11 @@ macro_rules! handle_methods {
             /// # futures::executor::block_on(async {
             #[doc = concat!($example_nursery, "(|n| async move {")]
             ///     n.spawn_blocking(|cancel| {
-            ///         let mut rounds = 0u64;
+            ///         // On a busy machine the thread may start only after the
+            ///         // cancel: the loop then runs no round at all.
             ///         while !cancel.is_cancelled() {
             ///             std::thread::sleep(Duration::from_millis(1)); // blocking work
-            ///             rounds += 1;
             ///         }
-            ///         assert!(rounds > 0);
             ///         Err(Cancelled.into()) // unwind like any cancelled task
             ///     });
             ///     sleep(Duration::from_millis(20)).await?;
