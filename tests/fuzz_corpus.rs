@@ -47,18 +47,21 @@ fn the_corpus_replays_without_a_violation() {
         inputs.len()
     );
     let mut failures = Vec::new();
-    let (mut nurseries, mut panics) = (0, 0);
+    let (mut nurseries, mut panics, mut blocking, mut forevers) = (0, 0, 0, 0);
     for path in &inputs {
         let data = std::fs::read(path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy();
         if let Some(stats) = run_input(&name, &data, &mut failures) {
             nurseries += stats.nurseries;
             panics += usize::from(stats.panicked);
+            blocking += stats.blocking;
+            forevers += stats.forevers;
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     eprintln!(
-        "replayed {} inputs: {nurseries} nurseries, {panics} ended in a panic",
+        "replayed {} inputs: {nurseries} nurseries, {panics} ended in a panic, {blocking} \
+         blocking closures, {forevers} sleep_forever waits",
         inputs.len()
     );
     assert!(
@@ -97,6 +100,7 @@ fn random_programs_keep_every_invariant() {
     };
     let mut failures = Vec::new();
     let (mut nurseries, mut scopes, mut polls, mut panics) = (0, 0, 0, 0);
+    let (mut blocking, mut forevers) = (0, 0);
     for index in 0..count {
         let len = (next() % 512) as usize;
         let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
@@ -105,6 +109,8 @@ fn random_programs_keep_every_invariant() {
             scopes += stats.scopes;
             polls += stats.polls;
             panics += usize::from(stats.panicked);
+            blocking += stats.blocking;
+            forevers += stats.forevers;
         }
         if failures.len() >= 3 {
             break;
@@ -113,7 +119,7 @@ fn random_programs_keep_every_invariant() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     eprintln!(
         "{count} random programs: {nurseries} nurseries, {scopes} scopes, {polls} polls, \
-         {panics} ended in a panic"
+         {panics} ended in a panic, {blocking} blocking closures, {forevers} sleep_forever waits"
     );
     assert!(
         nurseries > 2 * count,
@@ -189,6 +195,8 @@ fn write_seeds() {
         "MoveDeadline",
         "DropNursery",
         "BombAfter",
+        "Blocking",
+        "Forever",
     ];
     let mut found = vec![0; kinds.len()];
     let mut wide = 0;

@@ -43,10 +43,25 @@
 //! dropped for a visible cancellation (the task is kept while a sibling arm
 //! is parked at a hatchery await, so it may be dropped later, or finish).
 //! `parallel.rs` is the program of the `parallel` target.
+//!
+//! Then: blocking work (`Blocking`, `spawn_blocking`, run in lock-step with
+//! the driver: see `blocking.rs`): its cancel handle says exactly what the
+//! model says at every instant the driver is idle, its failure and panic
+//! come out of its nursery, the nursery waits for it, the report lists it
+//! (abandoned exactly when a nursery around it was dropped); and a wait in
+//! `sleep_forever()` or `cancelled()` (`Forever`) in a scope of its own:
+//! it ends only for a cancellation visible from it, at once, and its scope
+//! catches that cancellation exactly when none from outside is visible; when
+//! every task waits and no timer is pending, the driver cancels the scope
+//! of each such wait (after checking that none of them missed a visible
+//! cancellation), so that a stall is still a lost wakeup or a deadlock.
 #![allow(dead_code)]
 
 #[path = "parallel.rs"]
 pub mod parallel;
+
+#[path = "blocking.rs"]
+mod blocking;
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -131,6 +146,31 @@ pub enum Step {
     Report,
     /// A spawned child whose future panics in its `Drop`, after it returned.
     BombAfter,
+    /// Blocking work (`spawn_blocking`) in the nursery: a closure on a
+    /// thread that polls its cancel handle until it is cancelled or that
+    /// many ticks passed, then ends as `end` says (see `blocking.rs`).
+    Blocking(u8, BlockEnd),
+    /// A wait in `sleep_forever()` (`cancelled()` if `cancelled`) in a scope
+    /// of its own, which the driver cancels if every task waits and nothing
+    /// else can (so the block moves on). Cancelled from outside, it runs
+    /// `cleanup` (behind a shield of its own if `shield`; a failure there
+    /// replaces the cancellation) and unwinds.
+    Forever {
+        cleanup: Block,
+        shield: bool,
+        cancelled: bool,
+    },
+}
+
+/// How blocking work ends, at its time or when it sees the cancellation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockEnd {
+    /// `Ok`, or `Cancelled` if it saw the cancellation.
+    Done,
+    /// A failure (a failure during cleanup, if it was cancelled).
+    Fail,
+    /// A panic.
+    Panic,
 }
 
 const MAX_DEPTH: u32 = 5;
@@ -166,7 +206,6 @@ fn block_of(u: &mut Unstructured<'_>, len: u32, depth: u32, mult: u32, budget: &
 fn step(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> Step {
     // Failures and panics end a block: they get one weight in 30 each.
     let kind = match u.int_in_range(0..=29u8).unwrap_or(0) {
-        14 => 1,
         15 | 16 => 3,
         17 => 5,
         18 => 7,
@@ -202,6 +241,18 @@ fn step(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> St
         11 => Step::Fail,
         12 => Step::Panic,
         13 if nested => Step::DropNursery(byte(u) % 24, block(u, depth + 1, mult, budget)),
+        14 => {
+            let flags = byte(u);
+            Step::Forever {
+                cleanup: if nested {
+                    block(u, depth + 1, mult, budget)
+                } else {
+                    Block::default()
+                },
+                shield: flags & 1 == 1,
+                cancelled: flags & 2 == 2,
+            }
+        }
         20 | 21 if nested => Step::Guard {
             body: block(u, depth + 1, mult, budget),
             cleanup: block(u, depth + 1, mult, budget),
@@ -252,7 +303,15 @@ fn step(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> St
         // Not in the body of `Many` (a snapshot per child of a thousand).
         28 if nested => Step::Report,
         29 => Step::BombAfter,
-        0 => Step::Foreign(byte(u) % 24),
+        0 => {
+            let b = byte(u);
+            let end = match (b / 24) % 4 {
+                0 | 1 => BlockEnd::Done,
+                2 => BlockEnd::Fail,
+                _ => BlockEnd::Panic,
+            };
+            Step::Blocking(b % 24, end)
+        }
         _ => Step::Checkpoint,
     }
 }
@@ -261,7 +320,8 @@ fn step(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> St
 /// replayed with the corpus: the 1,024th child to finish since the last
 /// flush of the finished batch fails (issue 15, item 7), after 1,023 that
 /// finished at once or were cancelled; sleeps inside combinators in a
-/// nursery that fails.
+/// nursery that fails; blocking work and `sleep_forever` in each of the
+/// ways they end.
 pub fn fixed_programs() -> Vec<Block> {
     let block = |steps: Vec<Step>| -> Block { steps.into() };
     let fail = || block(vec![Step::Fail]);
@@ -299,6 +359,103 @@ pub fn fixed_programs() -> Vec<Block> {
             Step::Sleep(1),
             Step::Fail,
         ]),
+        // Blocking work: cancelled by a deadline around its nursery; its
+        // failure cancelling its siblings; its panic; abandoned by a dropped
+        // nursery (and so reported).
+        block(vec![Step::Scope {
+            deadline: Some(5),
+            shield: false,
+            body: block(vec![Step::Nursery(block(vec![
+                Step::Blocking(20, BlockEnd::Done),
+                Step::Blocking(20, BlockEnd::Fail),
+                Step::Sleep(1),
+            ]))]),
+        }]),
+        block(vec![Step::Nursery(block(vec![
+            Step::Blocking(3, BlockEnd::Fail),
+            Step::Spawn(block(vec![Step::Sleep(20)])),
+            Step::Sleep(20),
+        ]))]),
+        block(vec![Step::Nursery(block(vec![
+            Step::Blocking(2, BlockEnd::Panic),
+            Step::Spawn(block(vec![Step::Forever {
+                cleanup: block(vec![Step::Checkpoint]),
+                shield: true,
+                cancelled: false,
+            }])),
+        ]))]),
+        block(vec![
+            Step::DropNursery(
+                2,
+                block(vec![
+                    Step::Blocking(20, BlockEnd::Done),
+                    Step::Sleep(1),
+                    Step::Report,
+                    Step::Sleep(5),
+                ]),
+            ),
+            Step::Report,
+            Step::Sleep(1),
+            Step::Report,
+        ]),
+        // sleep_forever: cancelled from outside (cleanup, shielded or not,
+        // and a failure in it); moved on by the driver; in combinators'
+        // arms in a nursery that fails.
+        block(vec![
+            Step::Scope {
+                deadline: Some(4),
+                shield: false,
+                body: block(vec![Step::Forever {
+                    cleanup: block(vec![Step::Checkpoint, Step::Sleep(3)]),
+                    shield: false,
+                    cancelled: true,
+                }]),
+            },
+            Step::Scope {
+                deadline: Some(4),
+                shield: false,
+                body: block(vec![Step::Forever {
+                    cleanup: block(vec![Step::Sleep(3), Step::Fail]),
+                    shield: true,
+                    cancelled: false,
+                }]),
+            },
+        ]),
+        block(vec![
+            Step::Forever {
+                cleanup: block(vec![Step::Fail]),
+                shield: false,
+                cancelled: false,
+            },
+            Step::Sleep(1),
+            Step::Spawn(block(vec![Step::Forever {
+                cleanup: block(Vec::new()),
+                shield: false,
+                cancelled: true,
+            }])),
+            Step::Sleep(2),
+        ]),
+        block(vec![
+            Step::Spawn(block(vec![Step::Join {
+                unordered: true,
+                count: 3,
+                arms: vec![block(vec![Step::Forever {
+                    cleanup: block(vec![Step::Checkpoint]),
+                    shield: true,
+                    cancelled: false,
+                }])],
+            }])),
+            Step::Spawn(block(vec![Step::Select(
+                block(vec![Step::Forever {
+                    cleanup: block(Vec::new()),
+                    shield: false,
+                    cancelled: true,
+                }]),
+                block(vec![Step::Sleep(4)]),
+            )])),
+            Step::Sleep(2),
+            Step::Fail,
+        ]),
     ]
 }
 
@@ -319,6 +476,7 @@ fn reporting(block: &Block) -> Block {
                 vec![reporting(before), reporting(after)]
             }
             Step::Guard { body, cleanup, .. } => vec![reporting(body), reporting(cleanup)],
+            Step::Forever { cleanup, .. } => vec![reporting(cleanup)],
             Step::Join { arms, .. } => arms.iter().map(reporting).collect(),
             Step::Select(a, b) => vec![reporting(a), reporting(b)],
             _ => Vec::new(),
@@ -372,6 +530,7 @@ fn smaller(block: &Block) -> Vec<Block> {
                 vec![Rc::clone(before), Rc::clone(after)]
             }
             Step::Guard { body, cleanup, .. } => vec![Rc::clone(body), Rc::clone(cleanup)],
+            Step::Forever { cleanup, .. } => vec![Rc::clone(cleanup)],
             Step::Join { arms, .. } => arms.clone(),
             Step::Select(a, b) => vec![Rc::clone(a), Rc::clone(b)],
             _ => Vec::new(),
@@ -444,6 +603,13 @@ fn rebuild(step: &Step, mut inner: Vec<Block>) -> Step {
             arms: inner,
         },
         Step::Select(..) => Step::Select(next(), next()),
+        Step::Forever {
+            shield, cancelled, ..
+        } => Step::Forever {
+            cleanup: next(),
+            shield: *shield,
+            cancelled: *cancelled,
+        },
         other => other.clone(),
     }
 }
@@ -604,6 +770,14 @@ struct World {
     spawned: Vec<(String, Rc<Task>)>,
     next_id: u32,
     polls: u64,
+    /// The run's clock (entered by blocking work on its threads).
+    clock: Option<Arc<VirtualClock>>,
+    /// How many blocking closures the run spawned.
+    blocking: usize,
+    /// The scopes of the `sleep_forever` waits in progress.
+    forever: Vec<usize>,
+    /// How many `sleep_forever` waits the run entered.
+    forevers: usize,
 }
 
 type W = Rc<RefCell<World>>;
@@ -681,6 +855,23 @@ impl World {
 
     /// Checks what a checkpoint at scope `cur` observed against the model.
     fn check(&mut self, cur: usize, cancelled: bool, what: &str) {
+        let (definite, handing_over) = self.visible(cur);
+        if cancelled && !definite && !handing_over {
+            self.violation(format!(
+                "{what} in scope {cur} returned Cancelled, but no cancelled scope is visible from it"
+            ));
+        }
+        if !cancelled && definite {
+            self.violation(format!(
+                "{what} in scope {cur} returned Ok although a cancelled scope is visible from it"
+            ));
+        }
+    }
+
+    /// Whether a cancellation is visible from scope `cur` now, for certain;
+    /// and whether one may be (a failure of a child handed over in this
+    /// instant).
+    fn visible(&self, cur: usize) -> (bool, bool) {
         let now = hatchery::now();
         // A failure cancels its nursery's scope synchronously, as soon as
         // the nursery sees the task end (before any other task runs): it
@@ -697,16 +888,32 @@ impl World {
             }
             at = scope.parent;
         }
-        if cancelled && !definite && !handing_over {
-            self.violation(format!(
-                "{what} in scope {cur} returned Cancelled, but no cancelled scope is visible from it"
-            ));
+        (definite, handing_over)
+    }
+
+    /// Every task waits and no timer is pending: cancels the scope of each
+    /// `sleep_forever` wait in progress (it must not have been woken by a
+    /// cancellation visible from it: that would be a lost wakeup). False
+    /// if there is none (a stall).
+    fn watchdog(&mut self) -> bool {
+        let now = hatchery::now();
+        let waits = self.forever.clone();
+        for &id in &waits {
+            if self.visible(id).0 {
+                self.violation(format!(
+                    "sleep_forever in scope {id} still waits, though a cancellation is \
+                     visible from it (a lost wakeup)"
+                ));
+                return false;
+            }
         }
-        if !cancelled && definite {
-            self.violation(format!(
-                "{what} in scope {cur} returned Ok although a cancelled scope is visible from it"
-            ));
+        for &id in &waits {
+            let scope = &mut self.scopes[id];
+            scope.explicit = true;
+            scope.explicit_at.get_or_insert(now);
+            scope.handle.cancel();
         }
+        !waits.is_empty()
     }
 
     /// A wait that began at `began` in scope `cur` ended with `Cancelled`
@@ -1009,29 +1216,7 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                 } => {
                     let out = exec(at.clone(), Rc::clone(body)).await;
                     if out == Err(Fault::Cancelled) {
-                        let cleaned = if *shield {
-                            let scope = CancelScope::new().shield(true);
-                            let id = w.borrow_mut().new_scope(
-                                scope.handle(),
-                                Some(at.scope),
-                                true,
-                                None,
-                            );
-                            let inner = At {
-                                scope: id,
-                                ..at.clone()
-                            };
-                            scope
-                                .run_typed(exec(inner, Rc::clone(cleanup)))
-                                .await
-                                .map(drop)
-                        } else {
-                            exec(at.clone(), Rc::clone(cleanup)).await
-                        };
-                        // A failure during cleanup replaces the cancellation.
-                        if let Err(Fault::Code(code)) = cleaned {
-                            return Err(Fault::Code(code));
-                        }
+                        clean_up(&at, cleanup, *shield).await?;
                     }
                     out?;
                 }
@@ -1101,8 +1286,66 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                     }
                 }
                 Step::Report => {
+                    let running = blocking::running();
                     let report = hatchery::Report::capture();
-                    w.borrow_mut().check_report(&report);
+                    let mut world = w.borrow_mut();
+                    world.check_report(&report);
+                    blocking::check_report(&mut world, &report, &running);
+                }
+                Step::Blocking(t, end) => blocking::spawn(&at, *t, *end),
+                Step::Forever {
+                    cleanup,
+                    shield,
+                    cancelled,
+                } => {
+                    let began = hatchery::now();
+                    let scope = CancelScope::new();
+                    let id = {
+                        let mut world = w.borrow_mut();
+                        let id = world.new_scope(scope.handle(), Some(at.scope), false, None);
+                        world.forever.push(id);
+                        world.forevers += 1;
+                        id
+                    };
+                    let waiting = Waiting {
+                        world: Rc::clone(w),
+                        scope: id,
+                    };
+                    let which = *cancelled;
+                    let world = Rc::clone(w);
+                    let out = scope
+                        .run_typed(async move {
+                            let Err(cancel) = if which {
+                                hatchery::cancelled().await
+                            } else {
+                                hatchery::sleep_forever().await
+                            };
+                            let mut world = world.borrow_mut();
+                            world.check(id, true, "sleep_forever");
+                            world.check_prompt(id, began, "sleep_forever");
+                            Err::<(), Fault>(cancel.into())
+                        })
+                        .await;
+                    drop(waiting);
+                    {
+                        // Caught by its own scope unless a cancellation
+                        // from outside is visible to that scope.
+                        let mut world = w.borrow_mut();
+                        let (definite, maybe) = world.visible(at.scope);
+                        let passes = !world.scopes[id].shield && definite;
+                        let may_pass = !world.scopes[id].shield && maybe;
+                        if out.is_err() != passes && !may_pass {
+                            world.violation(format!(
+                                "the scope {id} of sleep_forever returned {out:?}, but a \
+                                 cancellation from outside is {}visible to it",
+                                if passes { "" } else { "not " }
+                            ));
+                        }
+                    }
+                    if out.is_err() {
+                        clean_up(&at, cleanup, *shield).await?;
+                    }
+                    out?;
                 }
                 Step::BombAfter => at.task.bomb_after.set(true),
                 Step::Spawn(body) => spawn(&at, Rc::clone(body)),
@@ -1185,6 +1428,46 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
         }
         Ok(())
     })
+}
+
+/// Cleanup after a `Cancelled`: runs `cleanup` (behind a shield of its own
+/// if `shield`); `Err` only for a failure there, which replaces the
+/// cancellation.
+async fn clean_up(at: &At<'_>, cleanup: &Block, shield: bool) -> Result<(), Fault> {
+    let cleaned = if shield {
+        let scope = CancelScope::new().shield(true);
+        let id = at
+            .world
+            .borrow_mut()
+            .new_scope(scope.handle(), Some(at.scope), true, None);
+        let inner = At {
+            scope: id,
+            ..at.clone()
+        };
+        scope
+            .run_typed(exec(inner, Rc::clone(cleanup)))
+            .await
+            .map(drop)
+    } else {
+        exec(at.clone(), Rc::clone(cleanup)).await
+    };
+    match cleaned {
+        Err(Fault::Code(code)) => Err(Fault::Code(code)),
+        _ => Ok(()),
+    }
+}
+
+/// A `sleep_forever` wait in progress (for the driver's watchdog).
+struct Waiting {
+    world: W,
+    scope: usize,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut world = self.world.borrow_mut();
+        world.forever.retain(|&id| id != self.scope);
+    }
 }
 
 /// The task's result from its combinator's arms: the first failure, else a
@@ -1810,6 +2093,9 @@ fn wake_foreign() {
 pub struct Stats {
     pub scopes: usize,
     pub nurseries: usize,
+    /// Blocking closures spawned, `sleep_forever` waits entered.
+    pub blocking: usize,
+    pub forevers: usize,
     pub polls: u64,
     pub panicked: bool,
 }
@@ -1831,9 +2117,15 @@ impl Wake for Flag {
 pub fn run(program: &Block) -> Result<Stats, String> {
     quiet_program_panics();
     let before = testing::live();
-    let clock = VirtualClock::new();
+    let clock = Arc::new(VirtualClock::new());
     let world: W = Rc::default();
-    let stats = clock.enter(|| drive(&clock, &world, program))?;
+    world.borrow_mut().clock = Some(Arc::clone(&clock));
+    let stats = clock.enter(|| drive(&clock, &world, program));
+    // Abandoned blocking work is told to return, and waited for.
+    let ended = blocking::shutdown();
+    let stats = stats?;
+    ended?;
+    world.borrow_mut().clock = None;
     let world = Rc::try_unwrap(world)
         .map_err(|_| "the program's model outlived the program".to_string())?
         .into_inner();
@@ -1841,6 +2133,7 @@ pub fn run(program: &Block) -> Result<Stats, String> {
         return Err(world.violations.join("\n"));
     }
     let (scopes, nurseries) = (world.scopes.len(), world.nurseries.len());
+    let (blocking, forevers) = (world.blocking, world.forevers);
     drop(world); // its handles keep the scopes alive
     let after = testing::live();
     if after != before {
@@ -1851,6 +2144,8 @@ pub fn run(program: &Block) -> Result<Stats, String> {
     Ok(Stats {
         scopes,
         nurseries,
+        blocking,
+        forevers,
         ..stats
     })
 }
@@ -1913,21 +2208,37 @@ fn drive(clock: &VirtualClock, world: &W, program: &Block) -> Result<Stats, Stri
                 Poll::Pending => continue,
             }
         }
-        let next = match (clock.next_deadline(), next_foreign()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // Idle: blocking work looks at its cancel handle, or returns.
+        if blocking::settle(world, &|| flag.0.load(Ordering::Acquire))? {
+            continue;
+        }
+        let next = [
+            clock.next_deadline(),
+            next_foreign(),
+            blocking::next_end(world),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match next {
             Some(at) => {
                 clock.advance_to(at);
                 wake_foreign();
             }
+            None if world.borrow_mut().watchdog() => {}
             None => {
-                return Err(
-                    "stalled: every task waits, no timer is pending, and nothing woke the \
-                     program (a lost wakeup or a deadlock)"
-                        .to_string(),
-                );
+                let mut why = "stalled: every task waits, no timer is pending, and nothing woke \
+                               the program (a lost wakeup or a deadlock)"
+                    .to_string();
+                let world = world.borrow();
+                let jobs = blocking::describe(&world);
+                if !jobs.is_empty() {
+                    why = format!("{why}\nblocking work: {jobs}");
+                }
+                for violation in &world.violations {
+                    why = format!("{why}\n{violation}");
+                }
+                return Err(why);
             }
         }
     }
