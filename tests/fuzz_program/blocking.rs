@@ -175,6 +175,7 @@ impl Job {
     fn abandoned(&self, world: &World) -> bool {
         self.task
             .ancestors
+            .borrow()
             .iter()
             .any(|&n| world.nurseries[n].dropped)
     }
@@ -217,6 +218,15 @@ pub(super) fn spawn(at: &At<'_>, t: u8, kind: BlockEnd) {
 /// not started yet, and ticks each live one in turn. `Ok(true)` when one
 /// returned and its task has been woken (poll again before anything else).
 pub(super) fn settle(world: &W, woken: &dyn Fn() -> bool) -> Result<bool, String> {
+    // The closures whose task is gone, as the crate says (outside any
+    // scope, the report lists only blocking work).
+    let report = hatchery::Report::capture();
+    let gone: Vec<&str> = report
+        .blocking()
+        .iter()
+        .filter(|task| task.is_abandoned())
+        .filter_map(|task| task.info().name())
+        .collect();
     let mut index = 0;
     loop {
         let Some((shared, name)) = JOBS.with(|jobs| {
@@ -246,6 +256,13 @@ pub(super) fn settle(world: &W, woken: &dyn Fn() -> bool) -> Result<bool, String
             other => return Err(format!("blocking work {name} idle in phase {other:?}")),
         }
         let abandoned = JOBS.with(|jobs| jobs.borrow()[index].abandoned(&world.borrow()));
+        if !abandoned && gone.contains(&name.as_str()) {
+            world.borrow_mut().violation(format!(
+                "blocking work {name} was abandoned (its task dropped), though no nursery \
+                 around it was dropped"
+            ));
+            return Err(world.borrow().violations.join("\n"));
+        }
         if abandoned {
             index += 1;
             continue;

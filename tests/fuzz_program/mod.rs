@@ -456,6 +456,28 @@ pub fn fixed_programs() -> Vec<Block> {
             Step::Sleep(2),
             Step::Fail,
         ]),
+        // Found by the fuzzer (a fault of the model, not of the crate): a
+        // child started from a combinator's arm, handed over, belongs to the
+        // nursery; the arm unwinding with a panic does not drop it, nor the
+        // blocking work of a nursery inside it.
+        block(vec![Step::Join {
+            unordered: false,
+            count: 4,
+            arms: vec![
+                block(Vec::new()),
+                block(Vec::new()),
+                block(vec![
+                    Step::Start {
+                        before: block(Vec::new()),
+                        after: block(vec![Step::Nursery(block(vec![Step::Blocking(
+                            18,
+                            BlockEnd::Done,
+                        )]))]),
+                    },
+                    Step::Panic,
+                ]),
+            ],
+        }]),
     ]
 }
 
@@ -703,8 +725,9 @@ struct Task {
     attached: Cell<bool>,
     /// Who called `start()`, for a task that is starting.
     caller: Option<Rc<Task>>,
-    /// The nurseries whose early drop may drop this task unfinished.
-    ancestors: Vec<usize>,
+    /// The nurseries whose early drop may drop this task unfinished (for a
+    /// started child, those of its caller until it is handed over).
+    ancestors: RefCell<Vec<usize>>,
     completed: Cell<bool>,
     panicked: Cell<bool>,
     /// How many foreign awaits it is in (a combinator may hold several).
@@ -746,7 +769,7 @@ impl Task {
             nursery,
             attached: Cell::new(caller.is_none()),
             caller,
-            ancestors,
+            ancestors: RefCell::new(ancestors),
             completed: Cell::new(false),
             panicked: Cell::new(false),
             foreign: Cell::new(0),
@@ -1071,7 +1094,11 @@ impl World {
                     && !task.gone.get()
                     && !task.completed.get()
                     && !task.panicked.get()
-                    && !task.ancestors.iter().any(|&n| self.nurseries[n].dropped)
+                    && !task
+                        .ancestors
+                        .borrow()
+                        .iter()
+                        .any(|&n| self.nurseries[n].dropped)
             })
             .map(|(name, _)| name.as_str())
             .filter(|name| names.binary_search(name).is_err())
@@ -1119,7 +1146,11 @@ impl Drop for Alive {
         world.nurseries[self.task.nursery].alive -= 1;
         let task = &self.task;
         if !task.completed.get() && !task.panicked.get() {
-            let dropped = task.ancestors.iter().any(|&n| world.nurseries[n].dropped);
+            let dropped = task
+                .ancestors
+                .borrow()
+                .iter()
+                .any(|&n| world.nurseries[n].dropped);
             // Dropped at a foreign await (which checked, in its own drop,
             // that a cancellation was visible and had just appeared), or
             // abandoned by a `start()` whose handle it dropped (checked
@@ -1161,7 +1192,7 @@ impl At<'_> {
     /// The nurseries (real or drop domains) whose drop may drop what runs
     /// here unfinished.
     fn droppable(&self) -> Vec<usize> {
-        let mut all = self.task.ancestors.clone();
+        let mut all = self.task.ancestors.borrow().clone();
         all.extend(self.domains.iter());
         all
     }
@@ -1729,8 +1760,13 @@ async fn start(at: &At<'_>, before: Block, after: Block) -> Result<(), Fault> {
                     }
                     task.attached.set(true);
                     task.handing_over.set(true);
+                    let within = starting.world.borrow().within(starting.nid);
+                    *task.ancestors.borrow_mut() = within;
+                    // Handed over, it belongs to the nursery, no longer to
+                    // the combinator arm that started it.
                     let running = At {
                         scope: nursery_scope,
+                        domains: Rc::default(),
                         ..starting
                     };
                     exec(running, after).await
