@@ -478,6 +478,28 @@ pub fn fixed_programs() -> Vec<Block> {
                 ]),
             ],
         }]),
+        // Found by the fuzzer (a fault of the model): a `Bomb` in a
+        // `join_all` inside a `FuturesUnordered` arm, dropped with its task
+        // (a foreign wait in a nursery that blocking work failed), made the
+        // `FuturesUnordered` leak its other arms.
+        block(vec![Step::Join {
+            unordered: true,
+            count: 5,
+            arms: vec![
+                block(vec![
+                    Step::Blocking(10, BlockEnd::Fail),
+                    Step::Join {
+                        unordered: false,
+                        count: 3,
+                        arms: vec![
+                            block(Vec::new()),
+                            block(vec![Step::Bomb, Step::Foreign(15)]),
+                        ],
+                    },
+                ]),
+                block(Vec::new()),
+            ],
+        }]),
     ]
 }
 
@@ -1265,7 +1287,8 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                         .enumerate()
                         .map(|(i, &domain)| {
                             let arm = At {
-                                bombs: !(*unordered || *count > 30),
+                                // Nor in the arms of a `join_all` inside such an arm.
+                                bombs: at.bombs && !(*unordered || *count > 30),
                                 ..at.in_domain(domain)
                             };
                             let fut = exec(arm, Rc::clone(&arms[i % arms.len()]));
