@@ -197,6 +197,7 @@ fn write_seeds() {
         "BombAfter",
         "Blocking",
         "Forever",
+        "Race",
     ];
     let mut found = vec![0; kinds.len()];
     let mut wide = 0;

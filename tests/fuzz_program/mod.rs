@@ -54,7 +54,10 @@
 //! catches that cancellation exactly when none from outside is visible; when
 //! every task waits and no timer is pending, the driver cancels the scope
 //! of each such wait (after checking that none of them missed a visible
-//! cancellation), so that a stall is still a lost wakeup or a deadlock.
+//! cancellation), so that a stall is still a lost wakeup or a deadlock;
+//! and `Race`, a block raced by `select` against `cancelled()`, the wait
+//! winning exactly when a cancellation is visible, at once (a wait dropped
+//! in the poll it parked in must not leave its task marked parked).
 #![allow(dead_code)]
 
 #[path = "parallel.rs"]
@@ -160,6 +163,12 @@ pub enum Step {
         shield: bool,
         cancelled: bool,
     },
+    /// A block raced by `select` against `cancelled()` (`sleep_forever()`
+    /// if false), the wait polled first: the wait wins exactly when a
+    /// cancellation is visible (the block is dropped), else the block ends
+    /// and the wait is dropped (in the very poll it parked in, if the block
+    /// ends at once).
+    Race(bool, Block),
 }
 
 /// How blocking work ends, at its time or when it sees the cancellation.
@@ -240,7 +249,7 @@ fn step(u: &mut Unstructured<'_>, depth: u32, mult: u32, budget: &mut u32) -> St
         10 => Step::ToggleShield(byte(u)),
         11 => Step::Fail,
         12 => Step::Panic,
-        13 if nested => Step::DropNursery(byte(u) % 24, block(u, depth + 1, mult, budget)),
+        13 if nested => Step::Race(byte(u) & 1 == 1, block(u, depth + 1, mult, budget)),
         14 => {
             let flags = byte(u);
             Step::Forever {
@@ -478,6 +487,26 @@ pub fn fixed_programs() -> Vec<Block> {
                 ]),
             ],
         }]),
+        // `cancelled()` dropped by a `select` in the poll it parked in (the
+        // block it races ends at once), then a foreign wait in a shielded
+        // scope whose deadline comes first: dropped at the deadline.
+        block(vec![Step::Scope {
+            deadline: Some(15),
+            shield: true,
+            body: block(vec![
+                Step::Race(true, block(Vec::new())),
+                Step::Race(false, block(vec![Step::Checkpoint])),
+                Step::Foreign(19),
+            ]),
+        }]),
+        block(vec![Step::Scope {
+            deadline: Some(3),
+            shield: false,
+            body: block(vec![Step::Race(
+                false,
+                block(vec![Step::Sleep(9), Step::Fail]),
+            )]),
+        }]),
         // Found by the fuzzer (a fault of the model): a `Bomb` in a
         // `join_all` inside a `FuturesUnordered` arm, dropped with its task
         // (a foreign wait in a nursery that blocking work failed), made the
@@ -521,6 +550,7 @@ fn reporting(block: &Block) -> Block {
             }
             Step::Guard { body, cleanup, .. } => vec![reporting(body), reporting(cleanup)],
             Step::Forever { cleanup, .. } => vec![reporting(cleanup)],
+            Step::Race(_, b) => vec![reporting(b)],
             Step::Join { arms, .. } => arms.iter().map(reporting).collect(),
             Step::Select(a, b) => vec![reporting(a), reporting(b)],
             _ => Vec::new(),
@@ -575,6 +605,7 @@ fn smaller(block: &Block) -> Vec<Block> {
             }
             Step::Guard { body, cleanup, .. } => vec![Rc::clone(body), Rc::clone(cleanup)],
             Step::Forever { cleanup, .. } => vec![Rc::clone(cleanup)],
+            Step::Race(_, b) => vec![Rc::clone(b)],
             Step::Join { arms, .. } => arms.clone(),
             Step::Select(a, b) => vec![Rc::clone(a), Rc::clone(b)],
             _ => Vec::new(),
@@ -647,6 +678,7 @@ fn rebuild(step: &Step, mut inner: Vec<Block>) -> Step {
             arms: inner,
         },
         Step::Select(..) => Step::Select(next(), next()),
+        Step::Race(which, _) => Step::Race(*which, next()),
         Step::Forever {
             shield, cancelled, ..
         } => Step::Forever {
@@ -1322,6 +1354,30 @@ fn exec<'n>(at: At<'n>, block: Block) -> Fut<'n> {
                         }
                     }
                     out?;
+                }
+                Step::Race(which, body) => {
+                    let domain = w.borrow_mut().new_domain();
+                    let arm = Arm::new(w, domain, exec(at.in_domain(domain), Rc::clone(body)));
+                    let which = *which;
+                    let wait = pin!(async move {
+                        if which {
+                            hatchery::cancelled().await
+                        } else {
+                            hatchery::sleep_forever().await
+                        }
+                    });
+                    let began = hatchery::now();
+                    match futures::future::select(wait, arm).await {
+                        futures::future::Either::Left((Err(cancel), arm)) => {
+                            arm.abandon();
+                            let mut world = w.borrow_mut();
+                            world.check(at.scope, true, "cancelled() racing a block");
+                            world.check_prompt(at.scope, began, "cancelled() racing a block");
+                            drop(world);
+                            return Err(cancel.into());
+                        }
+                        futures::future::Either::Right((out, _)) => out?,
+                    }
                 }
                 Step::StartNoCall {
                     before,
