@@ -507,6 +507,19 @@ pub fn fixed_programs() -> Vec<Block> {
                 block(vec![Step::Sleep(9), Step::Fail]),
             )]),
         }]),
+        // Found by the fuzzer (a fault of the harness): blocking work whose
+        // nursery is dropped before a thread runs it is dropped on that
+        // thread, with its cancel handle, a moment later.
+        block(vec![
+            Step::DropNursery(0, block(vec![Step::Checkpoint, Step::Checkpoint])),
+            Step::DropNursery(
+                1,
+                block(vec![
+                    Step::Blocking(1, BlockEnd::Done),
+                    Step::Blocking(5, BlockEnd::Done),
+                ]),
+            ),
+        ]),
         // Found by the fuzzer (a fault of the model): a `Bomb` in a
         // `join_all` inside a `FuturesUnordered` arm, dropped with its task
         // (a foreign wait in a nursery that blocking work failed), made the
@@ -2250,7 +2263,17 @@ pub fn run(program: &Block) -> Result<Stats, String> {
     let (scopes, nurseries) = (world.scopes.len(), world.nurseries.len());
     let (blocking, forevers) = (world.blocking, world.forevers);
     drop(world); // its handles keep the scopes alive
-    let after = testing::live();
+    let mut after = testing::live();
+    if blocking > 0 {
+        // Blocking work dropped unrun (its nursery dropped first) drops its
+        // cancel handle on a thread of the pool, when that thread gets to
+        // it: wait for it, a while.
+        let until = Instant::now() + Duration::from_secs(10);
+        while after != before && Instant::now() < until {
+            std::thread::sleep(Duration::from_micros(50));
+            after = testing::live();
+        }
+    }
     if after != before {
         return Err(format!(
             "left alive after the run: {after:?} (before: {before:?})"
