@@ -57,6 +57,10 @@ fn the_corpus_replays_without_a_violation() {
             blocking += stats.blocking;
             forevers += stats.forevers;
         }
+        // Enough to read; the rest may each wait out a hung thread.
+        if failures.len() >= 3 {
+            break;
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     eprintln!(
@@ -151,6 +155,9 @@ fn replay_corpus(corpus: &str, run_one: impl Fn(&[u8]) -> Result<(), String>) {
         if let Err(why) = run_one(&std::fs::read(path).unwrap()) {
             let name = path.file_name().unwrap().to_string_lossy();
             failures.push(format!("{name}: {why}"));
+            if failures.len() >= 3 {
+                break;
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

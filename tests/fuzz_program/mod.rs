@@ -2268,7 +2268,7 @@ pub fn run(program: &Block) -> Result<Stats, String> {
         // Blocking work dropped unrun (its nursery dropped first) drops its
         // cancel handle on a thread of the pool, when that thread gets to
         // it: wait for it, a while.
-        let until = Instant::now() + Duration::from_secs(10);
+        let until = Instant::now() + Duration::from_secs(2);
         while after != before && Instant::now() < until {
             std::thread::sleep(Duration::from_micros(50));
             after = testing::live();
