@@ -251,6 +251,16 @@ fn a_child_lost_by_its_executor_is_a_clear_panic_not_a_silent_loss() {
     );
 }
 
+/// The text of a panic payload (`&str` or `String`).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .map(str::to_string)
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 #[test]
 fn run_inside_run_is_a_clear_error() {
     let caught = catch_unwind(|| {
@@ -259,13 +269,7 @@ fn run_inside_run_is_a_clear_error() {
             Ok(())
         })
     });
-    let payload = caught.unwrap_err();
-    let message = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .unwrap_or_default()
-        .to_string()
-        + payload.downcast_ref::<String>().map_or("", |s| s);
+    let message = panic_text(&*caught.unwrap_err());
     assert!(
         message.contains("inside another hatchery::run"),
         "{message}"
@@ -291,13 +295,7 @@ fn run_inside_a_parallel_child_of_the_tokio_root_is_a_clear_error() {
                 Ok(())
             })
     });
-    let payload = caught.unwrap_err();
-    let message = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .unwrap_or_default()
-        .to_string()
-        + payload.downcast_ref::<String>().map_or("", |s| s);
+    let message = panic_text(&*caught.unwrap_err());
     assert!(
         message.contains("inside another hatchery::run"),
         "{message}"

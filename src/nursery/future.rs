@@ -195,25 +195,27 @@ impl<E: CancelError> Outcomes<'_, E> {
         *self.panic = Some(payload);
     }
 
+    /// The verdict for a task that returned `Pending` without a (live)
+    /// hatchery await, `task` naming it for the holds (`context` invariant
+    /// 4); what "keep" and "retry" ask of the nursery is recorded here.
+    fn verdict(&mut self, task: usize) -> Verdict {
+        let verdict = verdict(self.node, Some(task));
+        match verdict {
+            Verdict::Keep => self.foreign.seen = true,
+            Verdict::Retry => self.foreign.retry = true,
+            Verdict::Held | Verdict::Drop => {}
+        }
+        verdict
+    }
+
     /// A task returned `Pending` without parking at a hatchery await: true
     /// if it must be dropped now, ending as if it returned `Cancelled`.
-    /// `task` names it for the holds (`context` invariant 4).
     fn unparked(&mut self, task: usize) -> bool {
-        match verdict(self.node, Some(task)) {
-            Verdict::Keep => {
-                self.foreign.seen = true;
-                false
-            }
-            Verdict::Retry => {
-                self.foreign.retry = true;
-                false
-            }
-            Verdict::Held => false,
-            Verdict::Drop => {
-                *self.saw_cancelled = true;
-                true
-            }
+        let drop = self.verdict(task) == Verdict::Drop;
+        if drop {
+            *self.saw_cancelled = true;
         }
+        drop
     }
 
     /// A task returned `Pending` with a stale `PARKED` (`cancel::foreign`):
@@ -222,17 +224,7 @@ impl<E: CancelError> Outcomes<'_, E> {
     /// cancelled).
     #[cold]
     fn stale(&mut self, task: usize) -> bool {
-        match verdict(self.node, Some(task)) {
-            Verdict::Keep => {
-                self.foreign.seen = true;
-                false
-            }
-            Verdict::Retry => {
-                self.foreign.retry = true;
-                false
-            }
-            Verdict::Held | Verdict::Drop => true,
-        }
+        matches!(self.verdict(task), Verdict::Held | Verdict::Drop)
     }
 
     /// Polls the child at `key` (if it is queued) and records how it ended.
