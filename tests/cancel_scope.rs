@@ -335,3 +335,134 @@ fn a_scope_catches_the_cancellation_among_failures_and_lets_the_failure_go_on() 
     assert!(!error.is_cancelled());
     assert!(handle.cancelled_caught());
 }
+
+/// What a scope entered in a state that no other scope set reports from
+/// inside: nothing cancelled, no deadline, no shield, no reason.
+fn assert_fresh_inside(outer_cancelled: bool) {
+    let out = futures_lite::future::block_on(CancelScope::new().run_typed(async {
+        let me = current_scope().expect("inside a scope");
+        assert!(!me.cancel_called());
+        assert_eq!(me.reason(), None);
+        assert_eq!(me.deadline(), None);
+        assert!(!me.is_shielded());
+        assert!(!me.cancelled_caught());
+        drop(me);
+        assert_eq!(check_cancelled().is_err(), outer_cancelled);
+        Ok::<_, Cancelled>("fresh")
+    }));
+    assert_eq!(out, Ok(Some("fresh")));
+}
+
+/// A thread keeps the state of the last scope that exited on it (with no
+/// handle, listener or child left) for its next `CancelScope::new`: whatever
+/// a scope ended as (cancelled, caught, expired, shielded, with a reason),
+/// the next one on the thread starts fresh, and inside a cancelled scope it
+/// inherits that cancellation (a leftover shield would hide it).
+#[test]
+fn a_scope_made_after_others_exited_on_the_same_thread_starts_fresh() {
+    type Ended = fn() -> Result<Option<()>, Cancelled>;
+    // How each scope ends, and what it returns (checked each time: a scope
+    // made from a spare must behave as a new one, deadline included).
+    let endings: [(&str, Ended, Option<()>); 5] = [
+        (
+            "cancelled and caught",
+            || {
+                futures_lite::future::block_on(CancelScope::new().run_typed(async {
+                    current_scope().unwrap().cancel_with_reason("done here");
+                    checkpoint().await?;
+                    Ok(())
+                }))
+            },
+            None,
+        ),
+        (
+            "deadline expired",
+            || {
+                futures_lite::future::block_on(hatchery::typed::move_on_after(
+                    Duration::ZERO,
+                    async {
+                        checkpoint().await?;
+                        Ok(())
+                    },
+                ))
+            },
+            None,
+        ),
+        (
+            "deadline not reached",
+            || {
+                futures_lite::future::block_on(hatchery::typed::move_on_after(
+                    Duration::from_secs(60),
+                    async { Ok(()) },
+                ))
+            },
+            Some(()),
+        ),
+        (
+            "shielded",
+            || {
+                futures_lite::future::block_on(
+                    CancelScope::new().shield(true).run_typed(async { Ok(()) }),
+                )
+            },
+            Some(()),
+        ),
+        (
+            "absolute deadline, then dropped before it ended",
+            || {
+                let at = Instant::now() + Duration::from_secs(60);
+                let mut body = Box::pin(CancelScope::new().deadline(at).run_typed(async {
+                    sleep_forever().await?;
+                    Ok::<_, Cancelled>(())
+                }));
+                let waker = futures::task::noop_waker();
+                assert!(
+                    body.as_mut()
+                        .poll(&mut std::task::Context::from_waker(&waker))
+                        .is_pending()
+                );
+                drop(body);
+                Ok(None)
+            },
+            None,
+        ),
+    ];
+    for (what, end, returns) in endings {
+        assert_eq!(end(), Ok(returns), "a scope {what}");
+        assert_fresh_inside(false);
+        assert_eq!(end(), Ok(returns), "a scope {what}, again");
+        let out = futures_lite::future::block_on(CancelScope::new().run_typed(async {
+            current_scope().unwrap().cancel();
+            assert_fresh_inside(true);
+            checkpoint().await?;
+            Ok::<_, Cancelled>(())
+        }));
+        assert_eq!(out, Ok(None), "after a scope {what}");
+    }
+}
+
+/// A handle kept past its scope goes on reporting that scope, not the scopes
+/// made after it on the thread.
+#[test]
+fn a_handle_kept_past_its_scope_reports_that_scope_only() {
+    let scope = CancelScope::new().timeout(Duration::from_secs(60));
+    let kept = scope.handle();
+    let out = futures_lite::future::block_on(scope.run_typed(async {
+        current_scope().unwrap().cancel_with_reason("first");
+        checkpoint().await?;
+        Ok::<_, Cancelled>(())
+    }));
+    assert_eq!(out, Ok(None));
+    for _ in 0..3 {
+        let out = futures_lite::future::block_on(CancelScope::new().run_typed(async {
+            check_cancelled()?;
+            Ok::<_, Cancelled>(1)
+        }));
+        assert_eq!(out, Ok(Some(1)));
+    }
+    assert!(kept.cancel_called());
+    assert!(kept.cancelled_caught());
+    assert_eq!(kept.reason().map(|r| r.to_string()), Some("first".into()));
+    // An exited scope's deadline no longer counts; a cancel still records.
+    assert!(kept.is_cancelled());
+}

@@ -329,3 +329,20 @@ fn deadlines_past_five_hundred_years_of_virtual_time_are_exact() {
     });
     assert_eq!(out, (Ok(Some(SEC)), Ok(None), SEC));
 }
+
+/// A thread keeps the last exited scope's state as a spare for its next
+/// scope: the spare is not a live scope, and a scope made from it is one.
+#[test]
+fn a_spare_scope_state_is_not_counted_as_a_live_scope() {
+    let _serial = one_at_a_time();
+    let before = testing::live();
+    for _ in 0..3 {
+        let out = testing::run(move_on_after(HOUR, async {
+            let inside = testing::live();
+            assert_eq!(inside.scopes, before.scopes + 1, "{inside:?}");
+            Ok::<_, Cancelled>(())
+        }));
+        assert_eq!(out, Ok(Some(())));
+        assert_eq!(testing::live(), before);
+    }
+}

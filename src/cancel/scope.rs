@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 
 use super::CancelHandle;
 use super::foreign::{ForeignWait, Hold};
-use super::tree::{Kind, Node};
+use super::tree::{Link, Node};
 use crate::clock;
 use crate::context;
 use crate::error::{CancelError, Cancelled, Error};
@@ -77,7 +77,7 @@ impl CancelScope {
     #[track_caller]
     pub fn new() -> Self {
         CancelScope {
-            node: Node::new(None, false, Kind::Scope(Location::caller())),
+            node: Node::scope(Location::caller()),
             timeout: None,
         }
     }
@@ -210,6 +210,7 @@ impl CancelScope {
             slot: Some(self.node),
             timeout: self.timeout,
             phase: ScopePhase::Idle,
+            link: None,
             foreign: ForeignWait::default(),
             hold: Hold::default(),
             body: Some(body),
@@ -247,6 +248,8 @@ pin_project! {
         slot: Option<Arc<Node>>,
         timeout: Option<Duration>,
         phase: ScopePhase,
+        // Where the node was linked when the scope was entered.
+        link: Option<Link>,
         // How the scope waits while its body is parked in a foreign future.
         foreign: ForeignWait,
         // What the scope tells its own task's owner (`foreign::Hold`).
@@ -261,9 +264,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if *this.phase == ScopePhase::Entered {
-                if let Some(node) = this.slot {
-                    node.exit();
-                }
+                Node::exit_owned(this.slot, this.link.take());
             }
         }
     }
@@ -300,7 +301,7 @@ where
                     let deadline = this
                         .timeout
                         .and_then(|timeout| clock::now().checked_add(timeout));
-                    Node::enter_owned(node, context::current(), deadline);
+                    *this.link = Node::enter_owned(node, context::current(), deadline);
                 }
                 *this.phase = ScopePhase::Entered;
             }
@@ -351,7 +352,7 @@ where
                 Err(error)
             }
         };
-        node.exit();
+        Node::exit_owned(this.slot, this.link.take());
         Poll::Ready(out)
     }
 }

@@ -107,7 +107,8 @@ pub(crate) struct Node {
     unannounced: AtomicUsize,
     /// What this node is, for the report.
     kind: Kind,
-    _live: Token<SCOPES>,
+    /// `None` while the node is a thread's spare (`Node::scope`).
+    _live: Option<Token<SCOPES>>,
 }
 
 /// A listener to a node's state changes, counted while it exists: ready
@@ -158,7 +159,32 @@ pub(crate) struct Inner {
     holds: Option<HashMap<usize, u32>>,
 }
 
+#[cfg(not(hatchery_loom))]
+thread_local! {
+    /// This thread's spare scope node (`Node::scope`): never linked, never
+    /// listened to, counted by no live counter.
+    static SPARE: std::cell::Cell<Option<Arc<Node>>> = const { std::cell::Cell::new(None) };
+}
+
+/// Where an owner linked its scope's node (`Node::enter_owned`), so that it
+/// can unlink it without taking the node's own lock (`Node::exit_owned`).
+pub(crate) struct Link {
+    parent: Arc<Node>,
+    key: usize,
+}
+
 impl Inner {
+    /// Takes `child` out of this node's children, if it is still there
+    /// under `key` (an owner that unlinked it already may have seen the key
+    /// reused by a sibling since).
+    fn remove_child(&mut self, key: usize, child: &Node) -> Option<Arc<Node>> {
+        let listed = self
+            .children
+            .get(key)
+            .is_some_and(|listed| std::ptr::eq(Arc::as_ptr(listed), child));
+        listed.then(|| self.children.remove(key))
+    }
+
     fn effective(&self) -> u64 {
         if self.cancel_called {
             return CANCELLED;
@@ -221,8 +247,24 @@ impl Node {
             listened: AtomicBool::new(false),
             unannounced: AtomicUsize::new(0),
             kind,
-            _live: Token::new(),
+            _live: Some(Token::new()),
         })
+    }
+
+    /// A node for a [`CancelScope`](crate::CancelScope) made at `location`:
+    /// the thread's spare node, left by the last scope that exited on this
+    /// thread (`exit_owned`), if there is one. A program that enters
+    /// timeout after timeout allocates no node for them once warm.
+    pub(crate) fn scope(location: &'static Location<'static>) -> Arc<Node> {
+        #[cfg(not(hatchery_loom))]
+        if let Some(mut spare) = SPARE.try_with(std::cell::Cell::take).ok().flatten() {
+            if let Some(node) = Arc::get_mut(&mut spare) {
+                node.kind = Kind::Scope(location);
+                node._live = Some(Token::new());
+                return spare;
+            }
+        }
+        Node::new(None, false, Kind::Scope(location))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -506,8 +548,13 @@ impl Node {
     }
 
     /// Links this node (see `link`) and, in the same locked step, lowers its
-    /// deadline to `deadline` (a relative timeout fixed at entry).
-    pub(crate) fn enter(self: &Arc<Self>, parent: Option<&Arc<Node>>, deadline: Option<Instant>) {
+    /// deadline to `deadline` (a relative timeout fixed at entry). Returns
+    /// the node's key in its parent's list.
+    pub(crate) fn enter(
+        self: &Arc<Self>,
+        parent: Option<&Arc<Node>>,
+        deadline: Option<Instant>,
+    ) -> Option<usize> {
         let key = parent.map(|parent| parent.lock().children.insert(Arc::clone(self)));
         let mut inner = self.lock();
         if let (Some(parent), Some(key)) = (parent, key) {
@@ -518,19 +565,22 @@ impl Node {
             inner.lower_deadline(deadline);
         }
         self.update_locked(inner);
+        key
     }
 
     /// `enter` for a scope's own node, which may have no other owner yet (no
     /// handle was taken): then it is set up without its own lock, and no
     /// waiter can be listening (invariant 2's exception). This is what makes
-    /// entering a scope cheap.
+    /// entering a scope cheap. Returns where the node was linked, for
+    /// `exit_owned`.
     pub(crate) fn enter_owned(
         this: &mut Arc<Node>,
         parent: Option<Arc<Node>>,
         deadline: Option<Instant>,
-    ) {
+    ) -> Option<Link> {
         let Some(node) = Arc::get_mut(this) else {
-            return this.enter(parent.as_ref(), deadline);
+            let key = this.enter(parent.as_ref(), deadline);
+            return parent.zip(key).map(|(parent, key)| Link { parent, key });
         };
         let inner = node.inner.get_mut().recover();
         if let Some(deadline) = deadline {
@@ -538,39 +588,101 @@ impl Node {
         }
         let Some(parent) = parent else {
             node.state.store(inner.effective(), Ordering::Release);
-            return;
+            return None;
         };
         let mut siblings = parent.lock();
         let entry = siblings.children.vacant_entry();
-        inner.key_in_parent = entry.key();
+        let key = entry.key();
+        inner.key_in_parent = key;
         inner.parent = Some(Arc::clone(&parent));
         // The parent's state cannot change while its lock is held; any later
         // change finds this node in its list.
         node.state.store(inner.effective(), Ordering::Release);
         entry.insert(Arc::clone(this));
+        drop(siblings);
+        Some(Link { parent, key })
+    }
+
+    /// `exit` for a scope's own node, by the owner that entered it with
+    /// `enter_owned`: the node is taken out of its parent's list first
+    /// (under the parent's lock); if nobody else refers to it then (no
+    /// handle, listener or child), nobody can be listening or reach it, and
+    /// the rest needs no lock of its own (invariant 2's exception, as at
+    /// entry); such a node, if it never had a listener, child or hold to
+    /// keep memory for, becomes the thread's spare (`Node::scope`) and
+    /// `slot` is left empty. Otherwise as `exit`.
+    pub(crate) fn exit_owned(slot: &mut Option<Arc<Node>>, link: Option<Link>) {
+        let Some(this) = slot else {
+            return;
+        };
+        if let Some(Link { parent, key }) = link {
+            let removed = parent.lock().remove_child(key, this);
+            // Dropped outside the parent's lock.
+            drop(removed);
+        }
+        let Some(node) = Arc::get_mut(this) else {
+            return this.exit();
+        };
+        let inner = node.inner.get_mut().recover();
+        inner.exited = true;
+        inner.parent = None;
+        let clean = !node.listened.load(Ordering::Relaxed)
+            && inner.children.capacity() == 0
+            && inner.holds.is_none()
+            && matches!(node.kind, Kind::Scope(_));
+        if !clean {
+            node.state.store(inner.effective(), Ordering::Release);
+            return;
+        }
+        #[cfg(not(hatchery_loom))]
+        {
+            // Reset as `Node::new(None, false, ..)` leaves it.
+            inner.cancel_called = false;
+            inner.reason = None;
+            inner.deadline = None;
+            inner.deadline_nanos = NEVER;
+            inner.shield = false;
+            inner.cancelled_caught = false;
+            inner.exited = false;
+            node.state.store(NEVER, Ordering::Relaxed);
+            node._live = None;
+            if let Some(spare) = slot.take() {
+                // A thread being torn down keeps no spare.
+                let _ = SPARE.try_with(|cell| cell.set(Some(spare)));
+            }
+        }
+        #[cfg(hatchery_loom)]
+        node.state.store(inner.effective(), Ordering::Release);
     }
 
     /// Removes this node from its parent's children (invariant 4). The state
     /// then reflects the scope's own cancellation and deadline only, so a
     /// handle to an exited scope does not follow its former parent.
     pub(crate) fn unlink(&self) {
-        let mut inner = self.lock();
-        let Some(parent) = inner.parent.take() else {
-            return;
-        };
-        let key = inner.key_in_parent;
-        self.update_locked(inner);
-        parent.lock().children.try_remove(key);
+        self.leave(false);
     }
 
     /// The scope exits: unlinked (invariant 4), and from now on its own
     /// deadline no longer counts, so that it never becomes cancelled after
-    /// it exited.
+    /// it exited. One locked step on the node, then one on its parent.
     pub(crate) fn exit(&self) {
+        self.leave(true);
+    }
+
+    fn leave(&self, exit: bool) {
         let mut inner = self.lock();
-        inner.exited = true;
+        let parent = inner.parent.take();
+        if exit {
+            inner.exited = true;
+        } else if parent.is_none() {
+            return;
+        }
+        let key = inner.key_in_parent;
         self.update_locked(inner);
-        self.unlink();
+        if let Some(parent) = parent {
+            let removed = parent.lock().remove_child(key, self);
+            drop(removed);
+        }
     }
 
     /// Moves this node under a new parent (used when a starting task is handed
