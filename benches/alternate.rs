@@ -46,6 +46,15 @@ const PAIRS: &[(&str, &str)] = &[
     ("checkpoint/hatchery", "checkpoint/tokio_is_cancelled"),
     ("timeout_scope/hatchery", "timeout_scope/tokio"),
     ("scale/hatchery_1000000", "scale/hatchery_1000"),
+    // Not hatchery against a peer: the peers' own growth, for comparison.
+    (
+        "scale/futures_unordered_1000000",
+        "scale/futures_unordered_1000",
+    ),
+    (
+        "scale/tokio_abort_all_1000000",
+        "scale/tokio_abort_all_1000",
+    ),
 ];
 
 const BATCHES: usize = 20;

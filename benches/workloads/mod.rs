@@ -26,6 +26,37 @@ fn tokio_current_thread() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// `scale`'s work for `FuturesUnordered`: `n` futures that wait forever,
+/// each polled once, then all dropped.
+fn futures_unordered_scale(n: usize) {
+    block_on(async {
+        let mut set: FuturesUnordered<_> = (0..n)
+            .map(|_| async { std::future::pending::<()>().await })
+            .collect();
+        futures::future::poll_fn(|cx| {
+            assert!(set.poll_next_unpin(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        drop(set);
+    })
+}
+
+/// `scale`'s work for tokio: `n` tasks that wait forever, each polled once,
+/// then aborted and joined.
+fn tokio_abort_all_scale(runtime: &tokio::runtime::Runtime, n: usize) {
+    runtime.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            set.spawn(std::future::pending::<()>());
+        }
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+    })
+}
+
 pub const WORKLOADS: &[Workload] = &[
     ("spawn_join/hatchery", CHILDREN, || {
         Box::new(|| {
@@ -133,6 +164,21 @@ pub const WORKLOADS: &[Workload] = &[
     }),
     ("scale/hatchery_1000000", 1_000_000, || {
         Box::new(|| common::scale(1_000_000))
+    }),
+    // The peers' own growth from a thousand to a million, for comparison.
+    ("scale/futures_unordered_1000", 1_000, || {
+        Box::new(|| futures_unordered_scale(1_000))
+    }),
+    ("scale/futures_unordered_1000000", 1_000_000, || {
+        Box::new(|| futures_unordered_scale(1_000_000))
+    }),
+    ("scale/tokio_abort_all_1000", 1_000, || {
+        let runtime = tokio_current_thread();
+        Box::new(move || tokio_abort_all_scale(&runtime, 1_000))
+    }),
+    ("scale/tokio_abort_all_1000000", 1_000_000, || {
+        let runtime = tokio_current_thread();
+        Box::new(move || tokio_abort_all_scale(&runtime, 1_000_000))
     }),
     ("checkpoint/hatchery", CHILDREN, || {
         Box::new(|| {
