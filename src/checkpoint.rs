@@ -18,7 +18,7 @@ use pin_project_lite::pin_project;
 
 use crate::cancel::foreign::{Hold, Parking};
 use crate::cancel::scope_wait::Wait;
-use crate::cancel::tree::{Kind, Node};
+use crate::cancel::tree::{Link, Node};
 use crate::clock;
 use crate::context;
 use crate::error::Cancelled;
@@ -242,6 +242,7 @@ pub trait CancellableExt: Future + Sized {
             grace,
             wait: Wait::default(),
             shield: None,
+            link: None,
             deadline: None,
             location: Location::caller(),
             hold: Hold::default(),
@@ -329,6 +330,8 @@ pin_project! {
         // (moved into the current-scope slot while it is polled), and the end
         // of the grace period (`None`: no limit).
         shield: Option<Arc<Node>>,
+        // Where the shield was linked when it was entered.
+        link: Option<Link>,
         deadline: Option<clock::Timer>,
         location: &'static Location<'static>,
         hold: Hold,
@@ -336,9 +339,8 @@ pin_project! {
 
     impl<F, S> PinnedDrop for CancelGracefully<F, S> {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(shield) = this.project().shield {
-                shield.exit();
-            }
+            let this = this.project();
+            Node::exit_owned(this.shield, this.link.take());
         }
     }
 }
@@ -390,26 +392,22 @@ where
             let polled = context::enter(this.shield, || inner.poll(cx));
             if let Poll::Ready(output) = polled {
                 this.inner.set(None);
-                if let Some(shield) = this.shield {
-                    shield.exit();
-                }
+                Node::exit_owned(this.shield, this.link.take());
                 return Poll::Ready(Ok(output));
             }
             if let Some(timer) = this.deadline
                 && Pin::new(timer).poll(cx).is_ready()
             {
                 this.inner.set(None);
-                if let Some(shield) = this.shield {
-                    shield.exit();
-                }
+                Node::exit_owned(this.shield, this.link.take());
                 return Poll::Ready(Err(Cancelled));
             }
             context::park();
             return Poll::Pending;
         }
         if context::check().is_err() {
-            let mut shield = Node::new(None, true, Kind::Scope(this.location));
-            Node::enter_owned(&mut shield, context::current(), None);
+            let mut shield = Node::scope(this.location, true);
+            *this.link = Node::enter_owned(&mut shield, context::current(), None);
             *this.shield = Some(shield);
             *this.deadline = clock::now().checked_add(*this.grace).map(clock::timer_at);
             // Polled once more, shielded, before the stop, so that what
@@ -418,9 +416,7 @@ where
             let polled = context::enter(this.shield, || inner.as_mut().poll(cx));
             if let Poll::Ready(output) = polled {
                 this.inner.set(None);
-                if let Some(shield) = this.shield {
-                    shield.exit();
-                }
+                Node::exit_owned(this.shield, this.link.take());
                 return Poll::Ready(Ok(output));
             }
             if let Some(stop) = this.stop.take() {

@@ -363,7 +363,7 @@ fn a_scope_made_after_others_exited_on_the_same_thread_starts_fresh() {
     type Ended = fn() -> Result<Option<()>, Cancelled>;
     // How each scope ends, and what it returns (checked each time: a scope
     // made from a spare must behave as a new one, deadline included).
-    let endings: [(&str, Ended, Option<()>); 5] = [
+    let endings: [(&str, Ended, Option<()>); 6] = [
         (
             "cancelled and caught",
             || {
@@ -397,6 +397,26 @@ fn a_scope_made_after_others_exited_on_the_same_thread_starts_fresh() {
                 ))
             },
             Some(()),
+        ),
+        (
+            "cancelled around a cancel_gracefully (a shield of its own)",
+            || {
+                futures_lite::future::block_on(CancelScope::new().run_typed(async {
+                    current_scope().unwrap().cancel();
+                    // A scope that ends here leaves the thread a spare
+                    // for the shield below.
+                    let inner = CancelScope::new().run_typed(async { Ok::<_, Cancelled>(()) });
+                    assert_eq!(inner.await, Ok(Some(())));
+                    // Its shield hides the cancellation from what it stops.
+                    let stopped = async { check_cancelled() }
+                        .cancel_gracefully(Duration::from_secs(60), |_| {})
+                        .await;
+                    assert_eq!(stopped, Ok(Ok(())));
+                    checkpoint().await?;
+                    Ok(())
+                }))
+            },
+            None,
         ),
         (
             "shielded",

@@ -77,7 +77,7 @@ impl CancelScope {
     #[track_caller]
     pub fn new() -> Self {
         CancelScope {
-            node: Node::scope(Location::caller()),
+            node: Node::scope(Location::caller(), false),
             timeout: None,
         }
     }

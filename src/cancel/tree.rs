@@ -251,20 +251,22 @@ impl Node {
         })
     }
 
-    /// A node for a [`CancelScope`](crate::CancelScope) made at `location`:
+    /// A node for a [`CancelScope`](crate::CancelScope) (or another scope of
+    /// hatchery's own) made at `location`, shielded if `shield`:
     /// the thread's spare node, left by the last scope that exited on this
     /// thread (`exit_owned`), if there is one. A program that enters
     /// timeout after timeout allocates no node for them once warm.
-    pub(crate) fn scope(location: &'static Location<'static>) -> Arc<Node> {
+    pub(crate) fn scope(location: &'static Location<'static>, shield: bool) -> Arc<Node> {
         #[cfg(not(hatchery_loom))]
         if let Some(mut spare) = SPARE.try_with(std::cell::Cell::take).ok().flatten() {
             if let Some(node) = Arc::get_mut(&mut spare) {
+                node.inner.get_mut().recover().shield = shield;
                 node.kind = Kind::Scope(location);
                 node._live = Some(Token::new());
                 return spare;
             }
         }
-        Node::new(None, false, Kind::Scope(location))
+        Node::new(None, shield, Kind::Scope(location))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
