@@ -339,7 +339,13 @@ fn a_scope_catches_the_cancellation_among_failures_and_lets_the_failure_go_on() 
 /// What a scope entered in a state that no other scope set reports from
 /// inside: nothing cancelled, no deadline, no shield, no reason.
 fn assert_fresh_inside(outer_cancelled: bool) {
-    let out = futures_lite::future::block_on(CancelScope::new().run_typed(async {
+    let scope = CancelScope::new();
+    // Seen from a handle before it is entered (its state not yet computed).
+    let handle = scope.handle();
+    assert!(!handle.is_cancelled());
+    assert!(!handle.cancel_called());
+    drop(handle);
+    let out = futures_lite::future::block_on(scope.run_typed(async {
         let me = current_scope().expect("inside a scope");
         assert!(!me.cancel_called());
         assert_eq!(me.reason(), None);
@@ -353,17 +359,77 @@ fn assert_fresh_inside(outer_cancelled: bool) {
     assert_eq!(out, Ok(Some("fresh")));
 }
 
+/// A scope whose body sleeps until another thread cancels it is woken
+/// (its waiter list and `listened` flag start fresh too).
+fn assert_a_cancel_from_another_thread_wakes_it() {
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(2));
+        handle.cancel();
+    });
+    let out = futures_lite::future::block_on(scope.run_typed(async {
+        sleep_forever().await?;
+        Ok::<_, Cancelled>(())
+    }));
+    canceller.join().unwrap();
+    assert_eq!(out, Ok(None));
+}
+
 /// A thread keeps the state of the last scope that exited on it (with no
 /// handle, listener or child left) for its next `CancelScope::new`: whatever
-/// a scope ended as (cancelled, caught, expired, shielded, with a reason),
-/// the next one on the thread starts fresh, and inside a cancelled scope it
-/// inherits that cancellation (a leftover shield would hide it).
+/// a scope ended as (cancelled, caught, expired, shielded, with a reason,
+/// with waiters or children it had), the next one on the thread starts
+/// fresh, a cancel from another thread wakes it, and inside a cancelled
+/// scope it inherits that cancellation (a leftover shield would hide it).
 #[test]
 fn a_scope_made_after_others_exited_on_the_same_thread_starts_fresh() {
     type Ended = fn() -> Result<Option<()>, Cancelled>;
     // How each scope ends, and what it returns (checked each time: a scope
     // made from a spare must behave as a new one, deadline included).
-    let endings: [(&str, Ended, Option<()>); 6] = [
+    let endings: [(&str, Ended, Option<()>); 9] = [
+        (
+            "that slept until its deadline (a waiter in its list)",
+            || {
+                futures_lite::future::block_on(hatchery::typed::move_on_after(
+                    Duration::from_millis(1),
+                    async {
+                        sleep_forever().await?;
+                        Ok(())
+                    },
+                ))
+            },
+            None,
+        ),
+        (
+            "with a scope nested in it (a child in its list)",
+            || {
+                futures_lite::future::block_on(CancelScope::new().run_typed(async {
+                    let nested = CancelScope::new().run_typed(async { Ok::<_, Cancelled>(()) });
+                    assert_eq!(nested.await, Ok(Some(())));
+                    Ok(())
+                }))
+            },
+            Some(()),
+        ),
+        (
+            "dropped while its body was pending at a checkpoint",
+            || {
+                let mut body = Box::pin(CancelScope::new().run_typed(async {
+                    checkpoint().await?;
+                    Ok::<_, Cancelled>(())
+                }));
+                let waker = futures::task::noop_waker();
+                assert!(
+                    body.as_mut()
+                        .poll(&mut std::task::Context::from_waker(&waker))
+                        .is_pending()
+                );
+                drop(body);
+                Ok(None)
+            },
+            None,
+        ),
         (
             "cancelled and caught",
             || {
@@ -451,7 +517,12 @@ fn a_scope_made_after_others_exited_on_the_same_thread_starts_fresh() {
         assert_eq!(end(), Ok(returns), "a scope {what}");
         assert_fresh_inside(false);
         assert_eq!(end(), Ok(returns), "a scope {what}, again");
-        let out = futures_lite::future::block_on(CancelScope::new().run_typed(async {
+        assert_a_cancel_from_another_thread_wakes_it();
+        // Made before the ending below, so that the scope entered inside it
+        // is the one made from that ending's spare.
+        let outer = CancelScope::new();
+        assert_eq!(end(), Ok(returns), "a scope {what}, a third time");
+        let out = futures_lite::future::block_on(outer.run_typed(async {
             current_scope().unwrap().cancel();
             assert_fresh_inside(true);
             checkpoint().await?;

@@ -346,3 +346,38 @@ fn a_spare_scope_state_is_not_counted_as_a_live_scope() {
         assert_eq!(testing::live(), before);
     }
 }
+
+/// An error type whose `CancelError::is_cancelled` panics.
+#[derive(Debug)]
+struct PanicsWhenAsked;
+
+impl From<Cancelled> for PanicsWhenAsked {
+    fn from(_: Cancelled) -> Self {
+        PanicsWhenAsked
+    }
+}
+
+impl hatchery::CancelError for PanicsWhenAsked {
+    fn is_cancelled(&self) -> bool {
+        panic!("is_cancelled panics")
+    }
+}
+
+/// A panic in the error type's own code while a scope exits (its
+/// `CancelError` methods run then) still exits the scope: its state is
+/// freed, not left linked under its parent.
+#[test]
+fn a_panic_in_cancel_error_code_at_a_scope_exit_leaves_nothing_alive() {
+    let _serial = one_at_a_time();
+    let before = testing::live();
+    let panicked = std::panic::catch_unwind(|| {
+        futures_lite::future::block_on(CancelScope::new().run_typed(async {
+            CancelScope::new()
+                .run_typed(async { Err::<(), _>(PanicsWhenAsked) })
+                .await
+                .map(drop)
+        }))
+    });
+    assert!(panicked.is_err(), "is_cancelled was asked and panicked");
+    assert_eq!(testing::live(), before);
+}

@@ -58,6 +58,24 @@ impl Waiters {
         self.list.lock().recover()
     }
 
+    /// Empties a list that nobody can reach any more (its node is about to
+    /// be a thread's spare, `tree::Node::scope`), keeping its memory if it
+    /// is small: `false` if it held more than its first chunk's keys (then
+    /// the node is not kept).
+    #[cfg_attr(hatchery_loom, allow(dead_code))] // no spare nodes there
+    pub(crate) fn reset_if_small(&mut self) -> bool {
+        let list = self.list.get_mut().recover();
+        if list.end > 16 || !list.entries.is_empty() {
+            return false;
+        }
+        if list.end > 0 {
+            // Its free list starts over from key 0.
+            list.entries.clear();
+            list.end = 0;
+        }
+        true
+    }
+
     /// Adds a waiter, not yet notified; returns its key.
     pub(crate) fn listen(&self) -> usize {
         let mut list = self.lock();

@@ -339,7 +339,8 @@ where
             }
         };
         this.hold.done();
-        *this.phase = ScopePhase::Exited;
+        // Still `Entered` while user code (`CancelError`'s methods) runs:
+        // if it panics, the drop exits the scope.
         let out = match out {
             Ok(value) => Ok(Some(value)),
             Err(error) if error.is_cancelled() && node.exit_catches() => Ok(None),
@@ -353,6 +354,7 @@ where
             }
         };
         Node::exit_owned(this.slot, this.link.take());
+        *this.phase = ScopePhase::Exited;
         Poll::Ready(out)
     }
 }

@@ -20,11 +20,14 @@
 //! 2. A node's `state` is written only while its own `inner` lock is held, and
 //!    the node's children are read under that same lock. So a child linked
 //!    after a parent's write sees the new value when it computes its own, and a
-//!    child linked before is in the list the writer pushes to. The one
-//!    exception, `enter_owned`: a node nobody else refers to yet is set up
-//!    without its own lock, its state computed and stored under its parent's
-//!    lock just before it is inserted into the parent's list, which is the
-//!    only way anyone else can reach it.
+//!    child linked before is in the list the writer pushes to. The
+//!    exceptions, `enter_owned` and `exit_owned`: a node nobody else refers
+//!    to yet is set up without its own lock, its state computed and stored
+//!    under its parent's lock just before it is inserted into the parent's
+//!    list, which is the only way anyone else can reach it; and a node taken
+//!    out of that list (under the parent's lock) that nobody else refers to
+//!    then (`Arc::get_mut`) is exited without it. A thread's spare node
+//!    (`Node::scope`) is such a node, reset, and enters the same way.
 //! 3. No thread ever holds two node locks at once: updates walk the tree with
 //!    an explicit work list, one lock at a time, so they cannot deadlock, and
 //!    they never recurse, so 10,000-deep chains are fine.
@@ -161,8 +164,8 @@ pub(crate) struct Inner {
 
 #[cfg(not(hatchery_loom))]
 thread_local! {
-    /// This thread's spare scope node (`Node::scope`): never linked, never
-    /// listened to, counted by no live counter.
+    /// This thread's spare scope node (`Node::scope`): not linked, nobody
+    /// listening, counted by no live counter.
     static SPARE: std::cell::Cell<Option<Arc<Node>>> = const { std::cell::Cell::new(None) };
 }
 
@@ -254,8 +257,10 @@ impl Node {
     /// A node for a [`CancelScope`](crate::CancelScope) (or another scope of
     /// hatchery's own) made at `location`, shielded if `shield`:
     /// the thread's spare node, left by the last scope that exited on this
-    /// thread (`exit_owned`), if there is one. A program that enters
-    /// timeout after timeout allocates no node for them once warm.
+    /// thread (`exit_owned`) with nothing else referring to it, if there is
+    /// one. A program that enters timeout after timeout (a request's
+    /// deadline around a socket read, say) allocates no node for them once
+    /// warm; a handle kept past a scope keeps that scope's node for itself.
     pub(crate) fn scope(location: &'static Location<'static>, shield: bool) -> Arc<Node> {
         #[cfg(not(hatchery_loom))]
         if let Some(mut spare) = SPARE.try_with(std::cell::Cell::take).ok().flatten() {
@@ -606,54 +611,49 @@ impl Node {
     }
 
     /// `exit` for a scope's own node, by the owner that entered it with
-    /// `enter_owned`: the node is taken out of its parent's list first
-    /// (under the parent's lock); if nobody else refers to it then (no
-    /// handle, listener or child), nobody can be listening or reach it, and
-    /// the rest needs no lock of its own (invariant 2's exception, as at
-    /// entry); such a node, if it never had a listener, child or hold to
-    /// keep memory for, becomes the thread's spare (`Node::scope`) and
-    /// `slot` is left empty. Otherwise as `exit`.
+    /// `enter_owned`; leaves `slot` empty. The node is taken out of its
+    /// parent's list first (under the parent's lock); if nobody else refers
+    /// to it then (no handle, listener or child), nobody can reach it or
+    /// listen any more, and the rest needs no lock of its own (invariant 2's
+    /// exception, as at entry); such a node, unless it kept much memory
+    /// (more than a chunk of waiters or 16 children's slots) or holds,
+    /// becomes the thread's spare (`Node::scope`; never in the loom
+    /// models). Otherwise as `exit`.
     pub(crate) fn exit_owned(slot: &mut Option<Arc<Node>>, link: Option<Link>) {
-        let Some(this) = slot else {
+        let Some(mut this) = slot.take() else {
             return;
         };
         if let Some(Link { parent, key }) = link {
-            let removed = parent.lock().remove_child(key, this);
-            // Dropped outside the parent's lock.
+            let removed = parent.lock().remove_child(key, &this);
             drop(removed);
         }
-        let Some(node) = Arc::get_mut(this) else {
+        let Some(node) = Arc::get_mut(&mut this) else {
             return this.exit();
         };
         let inner = node.inner.get_mut().recover();
         inner.exited = true;
         inner.parent = None;
-        let clean = !node.listened.load(Ordering::Relaxed)
-            && inner.children.capacity() == 0
+        // Nobody can listen any more: the waiter list is empty.
+        let clean = inner.children.capacity() <= 16
             && inner.holds.is_none()
             && matches!(node.kind, Kind::Scope(_));
-        if !clean {
-            node.state.store(inner.effective(), Ordering::Release);
-            return;
-        }
         #[cfg(not(hatchery_loom))]
-        {
+        if clean && node.waiters.reset_if_small() {
             // Reset as `Node::new(None, false, ..)` leaves it.
             inner.cancel_called = false;
             inner.reason = None;
             inner.deadline = None;
             inner.deadline_nanos = NEVER;
-            inner.shield = false;
             inner.cancelled_caught = false;
             inner.exited = false;
             node.state.store(NEVER, Ordering::Relaxed);
+            node.listened.store(false, Ordering::Relaxed);
             node._live = None;
-            if let Some(spare) = slot.take() {
-                // A thread being torn down keeps no spare.
-                let _ = SPARE.try_with(|cell| cell.set(Some(spare)));
-            }
+            // A thread being torn down keeps no spare.
+            let _ = SPARE.try_with(|cell| cell.set(Some(this)));
+            return;
         }
-        #[cfg(hatchery_loom)]
+        let _ = clean;
         node.state.store(inner.effective(), Ordering::Release);
     }
 
@@ -890,6 +890,30 @@ mod tests {
         child.unlink();
         assert_eq!(Arc::strong_count(&parent), 1);
         assert_eq!(Arc::strong_count(&child), 1);
+    }
+
+    /// `exit_owned` takes the node out of its parent's list first; if the
+    /// node is not unique it then exits as `exit`, whose own removal must
+    /// not take a sibling that was entered meanwhile under the same key.
+    #[test]
+    fn an_exit_after_the_owner_unlinked_leaves_a_sibling_under_the_same_key() {
+        let parent = Node::new(None, false, Kind::Starting);
+        parent.link(None);
+        let mut child = Node::new(None, false, Kind::Starting);
+        let link = Node::enter_owned(&mut child, Some(Arc::clone(&parent)), None);
+        let key = link.as_ref().map(|link| link.key).unwrap();
+        // What `exit_owned` does first, under the parent's lock.
+        drop(parent.lock().remove_child(key, &child));
+        let sibling = Node::new(None, false, Kind::Starting);
+        let sibling_key = sibling.enter(Some(&parent), None);
+        assert_eq!(sibling_key, Some(key), "the slab reuses the key");
+        // The fallback when someone else still holds the node.
+        child.exit();
+        parent.cancel(CancelReason::Explicit);
+        assert_eq!(sibling.state(), CANCELLED, "the sibling is still listed");
+        assert_eq!(child.state(), NEVER, "the exited child follows nobody");
+        sibling.unlink();
+        drop(link);
     }
 
     #[test]
