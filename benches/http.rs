@@ -86,6 +86,7 @@ mod bench {
             Ok("tokio_tracker") => tokio_tracker_main(),
             Ok(other) => panic!("{SERVER}={other}: no such server"),
             Err(_) => {
+                refuse_if_sigint_is_ignored();
                 benches();
                 criterion::Criterion::default()
                     .configure_from_args()
@@ -467,6 +468,28 @@ mod bench {
             ratios[ROUNDS / 4],
             ratios[3 * ROUNDS / 4],
         );
+    }
+
+    /// The servers inherit this process's signal dispositions, and hatchery
+    /// leaves a SIGINT that was ignored at startup ignored (as Python and
+    /// trio do): a bench started as a background job of a non-interactive
+    /// shell (`cmd &`), where SIGINT starts ignored, would wait for ever for
+    /// the hatchery server to shut down. Says so and exits instead.
+    fn refuse_if_sigint_is_ignored() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let ignored = status
+            .lines()
+            .find_map(|line| line.strip_prefix("SigIgn:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (2 - 1)) != 0);
+        if ignored {
+            eprintln!(
+                "benches/http.rs: SIGINT is ignored in this process (a background job of a \
+                 non-interactive shell?); the servers it starts would inherit that and never \
+                 shut down. Run the bench in the foreground."
+            );
+            std::process::exit(2);
+        }
     }
 
     /// Whether the command line's filter (if any) selects `name`.
