@@ -108,6 +108,43 @@ impl Scope {
     }
 }
 
+/// A scope's own node as its owner holds it (a `CancelScope` run): entered
+/// with `Node::enter_owned`, exited with `Node::exit_owned` (without its own
+/// lock when nobody else refers to it then), no other reference kept.
+pub struct OwnedScope {
+    slot: Option<Arc<Node>>,
+    link: Option<crate::cancel::tree::Link>,
+}
+
+impl fmt::Debug for OwnedScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedScope").finish_non_exhaustive()
+    }
+}
+
+impl OwnedScope {
+    /// Enters a new scope under `parent`.
+    pub fn enter(parent: Option<&Scope>) -> OwnedScope {
+        let mut node = Node::new(None, false, Kind::Scope(Location::caller()));
+        let link = Node::enter_owned(&mut node, parent.map(|parent| Arc::clone(&parent.0)), None);
+        OwnedScope {
+            slot: Some(node),
+            link,
+        }
+    }
+
+    /// The cached effective state (one load).
+    pub fn state(&self) -> u64 {
+        self.slot.as_ref().map_or(NEVER, |node| node.state())
+    }
+
+    /// Exits the scope (`Node::exit_owned`).
+    pub fn exit(mut self) {
+        Node::exit_owned(&mut self.slot, self.link.take());
+        assert!(self.slot.is_none(), "exit_owned empties its slot");
+    }
+}
+
 type Child = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A nursery's child set (`nursery::children`), driven the way the

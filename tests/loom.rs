@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-use hatchery::__loom::{CANCELLED, ChildSet, NEVER, Scope, Shutdown};
+use hatchery::__loom::{CANCELLED, ChildSet, NEVER, OwnedScope, Scope, Shutdown};
 use hatchery::{
     BoxTask, CancelScope, Cancelled, Nursery, Spawn, SpawnError, Started, TaskGuard, sleep_forever,
     typed,
@@ -394,6 +394,51 @@ fn an_uncancelled_child_exiting_under_a_cancelled_parent_frees_its_subtree() {
         for scope in [&parent, &child, &grandchild] {
             assert_eq!(scope.references(), 1);
         }
+    });
+}
+
+/// A scope's owner exits it without the node's own lock (`exit_owned`:
+/// taken out of the parent's list under the parent's lock, then exited if
+/// nobody else refers to it) while another thread cancels the parent, whose
+/// push-down may hold the node meanwhile (then the owner takes the locked
+/// path). Either way the child leaves the list and drops its parent.
+#[test]
+fn a_scope_exiting_without_its_lock_while_its_parent_is_cancelled_leaves_no_link() {
+    model(|| {
+        let parent = Scope::new(None, false);
+        let child = OwnedScope::enter(Some(&parent));
+        let canceller = cancel_on_another_thread(&parent);
+        child.exit();
+        canceller.join().unwrap();
+        assert_eq!(parent.state(), CANCELLED);
+        assert_eq!(parent.children(), 0);
+        assert_eq!(parent.references(), 1, "the child dropped its parent");
+    });
+}
+
+/// A scope's owner exits it while one thread cancels the parent (whose
+/// push-down may hold the node, sending the owner down the locked path
+/// after it already took the node out of the list) and another enters a
+/// sibling under the same parent (which may take the key the exiting one
+/// left): the sibling stays listed and the cancel reaches it.
+#[test]
+fn a_sibling_entered_while_a_scope_exits_stays_listed() {
+    model(|| {
+        let parent = Scope::new(None, false);
+        let child = OwnedScope::enter(Some(&parent));
+        let canceller = cancel_on_another_thread(&parent);
+        let entering = {
+            let parent = parent.clone();
+            thread::spawn(move || Scope::enter_owned(Some(&parent)))
+        };
+        child.exit();
+        let sibling = entering.join().unwrap();
+        canceller.join().unwrap();
+        assert_eq!(parent.children(), 1, "the sibling is still listed");
+        assert_eq!(sibling.state(), CANCELLED);
+        sibling.unlink();
+        assert_eq!(parent.children(), 0);
+        assert_eq!(parent.references(), 1);
     });
 }
 
