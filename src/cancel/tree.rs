@@ -638,7 +638,7 @@ impl Node {
             && inner.holds.is_none()
             && matches!(node.kind, Kind::Scope(_));
         #[cfg(not(hatchery_loom))]
-        if clean && node.waiters.reset_if_small() {
+        if clean && (!node.listened.load(Ordering::Relaxed) || node.waiters.reset_if_small()) {
             // Reset as `Node::new(None, false, ..)` leaves it.
             inner.cancel_called = false;
             inner.reason = None;
