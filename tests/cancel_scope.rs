@@ -359,6 +359,17 @@ fn assert_fresh_inside(outer_cancelled: bool) {
     assert_eq!(out, Ok(Some("fresh")));
 }
 
+/// Polls `future` once (it must stay pending), then drops it: a scope left
+/// in the middle of its body.
+fn poll_once_then_drop(future: impl std::future::Future) {
+    let mut future = Box::pin(future);
+    let waker = futures::task::noop_waker();
+    let polled = future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(&waker));
+    assert!(polled.is_pending());
+}
+
 /// A scope whose body sleeps until another thread cancels it is woken
 /// (its waiter list and `listened` flag start fresh too).
 fn assert_a_cancel_from_another_thread_wakes_it() {
@@ -415,17 +426,10 @@ fn a_scope_made_after_others_exited_on_the_same_thread_starts_fresh() {
         (
             "dropped while its body was pending at a checkpoint",
             || {
-                let mut body = Box::pin(CancelScope::new().run_typed(async {
+                poll_once_then_drop(CancelScope::new().run_typed(async {
                     checkpoint().await?;
                     Ok::<_, Cancelled>(())
                 }));
-                let waker = futures::task::noop_waker();
-                assert!(
-                    body.as_mut()
-                        .poll(&mut std::task::Context::from_waker(&waker))
-                        .is_pending()
-                );
-                drop(body);
                 Ok(None)
             },
             None,
@@ -497,17 +501,10 @@ fn a_scope_made_after_others_exited_on_the_same_thread_starts_fresh() {
             "absolute deadline, then dropped before it ended",
             || {
                 let at = Instant::now() + Duration::from_secs(60);
-                let mut body = Box::pin(CancelScope::new().deadline(at).run_typed(async {
+                poll_once_then_drop(CancelScope::new().deadline(at).run_typed(async {
                     sleep_forever().await?;
                     Ok::<_, Cancelled>(())
                 }));
-                let waker = futures::task::noop_waker();
-                assert!(
-                    body.as_mut()
-                        .poll(&mut std::task::Context::from_waker(&waker))
-                        .is_pending()
-                );
-                drop(body);
                 Ok(None)
             },
             None,

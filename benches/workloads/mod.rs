@@ -42,8 +42,8 @@ fn futures_unordered_scale(n: usize) {
     })
 }
 
-/// `scale`'s work for tokio: `n` tasks that wait forever, each polled once,
-/// then aborted and joined.
+/// `cancel_idle/tokio_abort_all` and `scale`'s work for tokio: `n` tasks
+/// that wait forever, each polled once, then aborted and joined.
 fn tokio_abort_all_scale(runtime: &tokio::runtime::Runtime, n: usize) {
     runtime.block_on(async {
         let mut set = tokio::task::JoinSet::new();
@@ -146,18 +146,7 @@ pub const WORKLOADS: &[Workload] = &[
     }),
     ("cancel_idle/tokio_abort_all", CHILDREN, || {
         let runtime = tokio_current_thread();
-        Box::new(move || {
-            runtime.block_on(async {
-                let mut set = tokio::task::JoinSet::new();
-                for _ in 0..CHILDREN {
-                    set.spawn(std::future::pending::<()>());
-                }
-                tokio::task::yield_now().await;
-                tokio::task::yield_now().await;
-                set.abort_all();
-                while set.join_next().await.is_some() {}
-            })
-        })
+        Box::new(move || tokio_abort_all_scale(&runtime, CHILDREN))
     }),
     ("scale/hatchery_1000", 1_000, || {
         Box::new(|| common::scale(1_000))
