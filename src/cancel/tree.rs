@@ -633,27 +633,29 @@ impl Node {
         let inner = node.inner.get_mut().recover();
         inner.exited = true;
         inner.parent = None;
-        // Nobody can listen any more: the waiter list is empty.
-        let clean = inner.children.capacity() <= 16
-            && inner.holds.is_none()
-            && matches!(node.kind, Kind::Scope(_));
         #[cfg(not(hatchery_loom))]
-        if clean && (!node.listened.load(Ordering::Relaxed) || node.waiters.reset_if_small()) {
-            // Reset as `Node::new(None, false, ..)` leaves it.
-            inner.cancel_called = false;
-            inner.reason = None;
-            inner.deadline = None;
-            inner.deadline_nanos = NEVER;
-            inner.cancelled_caught = false;
-            inner.exited = false;
-            node.state.store(NEVER, Ordering::Relaxed);
-            node.listened.store(false, Ordering::Relaxed);
-            node._live = None;
-            // A thread being torn down keeps no spare.
-            let _ = SPARE.try_with(|cell| cell.set(Some(this)));
-            return;
+        {
+            // Nobody can listen any more: the waiter list is empty.
+            let keep = inner.children.capacity() <= 16
+                && inner.holds.is_none()
+                && matches!(node.kind, Kind::Scope(_))
+                && (!node.listened.load(Ordering::Relaxed) || node.waiters.reset_if_small());
+            if keep {
+                // Reset as `Node::new(None, false, ..)` leaves it.
+                inner.cancel_called = false;
+                inner.reason = None;
+                inner.deadline = None;
+                inner.deadline_nanos = NEVER;
+                inner.cancelled_caught = false;
+                inner.exited = false;
+                node.state.store(NEVER, Ordering::Relaxed);
+                node.listened.store(false, Ordering::Relaxed);
+                node._live = None;
+                // A thread being torn down keeps no spare.
+                let _ = SPARE.try_with(|cell| cell.set(Some(this)));
+                return;
+            }
         }
-        let _ = clean;
         node.state.store(inner.effective(), Ordering::Release);
     }
 
