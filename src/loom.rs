@@ -145,6 +145,52 @@ impl OwnedScope {
     }
 }
 
+/// The count a nursery keeps of its parallel children on an async-executor
+/// (`spawn::Parallel`), driven the way the children and the nursery future
+/// drive it.
+pub struct ParallelCount(Arc<crate::spawn::Parallel<std::io::Error>>);
+
+impl fmt::Debug for ParallelCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParallelCount").finish_non_exhaustive()
+    }
+}
+
+impl ParallelCount {
+    /// A count of `children` started children.
+    pub fn new(children: usize) -> ParallelCount {
+        let parallel = Arc::new(crate::spawn::Parallel::default());
+        for _ in 0..children {
+            parallel.started();
+        }
+        ParallelCount(parallel)
+    }
+
+    /// What a child does when it ends: succeeded, or failed.
+    pub fn finish(&self, failed: bool) {
+        let outcome = if failed {
+            Err(std::io::Error::other("boom"))
+        } else {
+            Ok(())
+        };
+        self.0.finish_with(crate::TaskInfo::new(None), outcome);
+    }
+
+    /// What the nursery future does in each poll: registers its waker,
+    /// reads the count, takes the failures. `Ready(failures taken)` once
+    /// none runs.
+    pub fn poll_nursery(&self, cx: &mut Context<'_>, failures: &mut usize) -> Poll<()> {
+        self.0.register(cx.waker());
+        let running = self.0.running();
+        *failures += self.0.take_outcomes().len();
+        if running == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 type Child = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A nursery's child set (`nursery::children`), driven the way the

@@ -4,23 +4,37 @@
 //! A parallel child is split in two. The **remote** half runs on the
 //! executor: it polls the child with the nursery's scope as the current
 //! scope (so checkpoints see the nursery's cancellation on whatever thread
-//! they run), catches a panic, and hands the outcome over. The **join** half
-//! is an ordinary inline child of the nursery: it waits for that outcome and
-//! reports it exactly as an inline child would (error, panic payload), so
-//! failures are collected the same way and the nursery waits for it.
+//! they run), catches a panic, drops the child, and hands the outcome over.
+//! What the nursery keeps depends on the executor:
+//!
+//! * On an async-executor `Executor` (the default of [`run`](crate::run)),
+//!   the nursery keeps only the task handle, in its table (for the hard
+//!   cancel and the report), and a count of the children running
+//!   ([`Parallel`]): a child that succeeds counts itself out, and only the
+//!   last one wakes the nursery; any other outcome (error, `Cancelled`,
+//!   panic, lost) is queued for the nursery to record as an inline child's.
+//! * Through [`Spawn::spawn_task`] (tokio, a user's executor), and for a
+//!   supervised child, the **join** half is an ordinary inline child of the
+//!   nursery: it waits for the outcome and reports it exactly as an inline
+//!   child would, so failures are collected the same way and the nursery
+//!   waits for it.
 //!
 //! # Invariants
 //!
 //! 1. Every remote half reports exactly one outcome: its output, its panic,
 //!    or (when the executor drops it unfinished) that it was lost. A child is
 //!    never lost silently.
-//! 2. Dropping the join half drops the executor's task handle, which cancels
-//!    the task without waiting for it: `Drop` never blocks.
+//! 2. Dropping the task handle (the join half's, or the one in the table)
+//!    cancels the task without waiting for it: `Drop` never blocks.
 //! 3. Cancellation is applied where the child runs: the remote half drops a
 //!    child that waits in a foreign future in its cancelled scope, on its
 //!    own thread (`cancel::foreign`), and reports it as `Cancelled`. The
 //!    join half is a hatchery await (`context::park`): the nursery never
 //!    drops it for that rule, only on a hard cancel.
+//! 4. The remote half reports only once nothing of the child is left: the
+//!    child's `Drop` has run (on its thread), and the half holds neither
+//!    the scope nor a listener of it. So a nursery that heard from all its
+//!    children returns with none of them still running code.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -36,6 +50,7 @@ use crate::cancel::foreign::ForeignWait;
 use crate::cancel::tree::Node;
 use crate::context;
 use crate::error::{CancelError, Cancelled};
+use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::sync::{Arc, AtomicWaker, Mutex, Recover};
 use crate::task::TaskInfo;
 
@@ -255,6 +270,43 @@ where
     }
 }
 
+impl<F> InScope<F> {
+    /// Drops the child (if it is still there), catching a panic of its
+    /// `Drop`, then lets go of the scope and stops listening to it: nothing
+    /// of the child is left once its nursery hears that it ended.
+    fn release(self: Pin<&mut Self>) -> Result<(), Box<dyn Any + Send>> {
+        let this = self.project();
+        let mut child = this.child;
+        let dropped = if child.is_none() {
+            Ok(())
+        } else {
+            catch_unwind(AssertUnwindSafe(|| child.set(None)))
+        };
+        *this.foreign = ForeignWait::default();
+        *this.scope = None;
+        dropped
+    }
+}
+
+/// The outcome of a parallel child that just ended, once nothing of it is
+/// left (`InScope::release`): a panic of its `Drop` replaces a success or
+/// an error; after a panic it is only reported on stderr (the first panic
+/// is the one resumed, and this one is not lost).
+fn released<F, O>(
+    inner: Pin<&mut InScope<F>>,
+    outcome: RemoteOutcome<O>,
+    info: &dyn fmt::Display,
+) -> RemoteOutcome<O> {
+    match (inner.release(), outcome) {
+        (Ok(()), outcome) => outcome,
+        (Err(_), outcome @ RemoteOutcome::Panicked(_)) => {
+            eprintln!("hatchery: {info} panicked, then its `Drop` panicked too");
+            outcome
+        }
+        (Err(payload), _) => RemoteOutcome::Panicked(payload),
+    }
+}
+
 pin_project! {
     /// The half of a parallel child that an executor reached through
     /// [`Spawn::spawn_task`] polls: hands the outcome over when it ends.
@@ -269,7 +321,8 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if !*this.done {
-                this.handoff.finish(RemoteOutcome::Lost);
+                let outcome = released(this.inner, RemoteOutcome::Lost, &"a parallel child");
+                this.handoff.finish(outcome);
             }
         }
     }
@@ -283,9 +336,12 @@ where
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        let outcome = std::task::ready!(this.inner.poll(cx));
+        let mut this = self.project();
+        let outcome = std::task::ready!(this.inner.as_mut().poll(cx));
         *this.done = true;
+        // The child is gone before the nursery hears that it ended: its
+        // `Drop` runs here, on the thread where it ran.
+        let outcome = released(this.inner, outcome, &"a parallel child");
         this.handoff.finish(outcome);
         Poll::Ready(())
     }
@@ -331,12 +387,7 @@ impl<O> Future for Join<'_, O> {
         match outcome {
             RemoteOutcome::Finished(output) => Poll::Ready(output),
             RemoteOutcome::Panicked(payload) => resume_unwind(payload),
-            RemoteOutcome::Lost => panic!(
-                "hatchery: the executor dropped the parallel child ({}) before it finished; \
-                 was the executor shut down or dropped while the nursery was still running? \
-                 Keep the executor alive (and running) until the nursery returns",
-                this.info
-            ),
+            RemoteOutcome::Lost => lost(&this.info),
         }
     }
 }
@@ -388,6 +439,192 @@ where
         },
         info,
     }
+}
+
+/// What the parallel children a nursery started on an async-executor share
+/// with it (`spawn_counted`): how many still run, and the outcomes other
+/// than success, which the nursery records as an inline child's. A child
+/// that succeeds only counts itself out: no wake of the nursery unless it
+/// was the last one, no lock.
+pub(crate) struct Parallel<E> {
+    running: AtomicUsize,
+    outcomes: Mutex<Vec<Reported<E>>>,
+    any_outcome: AtomicBool,
+    /// The nursery future's waker.
+    waker: AtomicWaker,
+}
+
+impl<E> Default for Parallel<E> {
+    fn default() -> Self {
+        Parallel {
+            running: AtomicUsize::new(0),
+            outcomes: Mutex::new(Vec::new()),
+            any_outcome: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        }
+    }
+}
+
+/// A parallel child that did not succeed, and how it ended.
+type Reported<E> = (TaskInfo, RemoteOutcome<Result<(), E>>);
+
+/// How a parallel child ended, for the nursery to record.
+pub(crate) enum Ended<E> {
+    /// It returned this error (maybe `Cancelled`).
+    Failed(E),
+    /// It panicked with this payload.
+    Panicked(Box<dyn Any + Send>),
+}
+
+impl<E> Parallel<E> {
+    /// Counts in a child about to be started. Called under the lock that
+    /// closes the nursery (`TaskTable::start_remote`), so that the nursery
+    /// never closes between this and the start.
+    pub(crate) fn started(&self) {
+        self.running.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Children started and not finished. Everything a child reported
+    /// before it counted itself out is visible to the caller after this
+    /// reads the decrement (acquire).
+    pub(crate) fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Registers the nursery future's waker: woken when the last child
+    /// finishes and on every outcome to record.
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+
+    /// The outcomes to record since the last call, each with its child, in
+    /// the order they came. A child that was lost (its executor dropped it
+    /// unfinished) panics here, inside `catch_unwind`, so that the panic
+    /// hook prints the message as for any panic.
+    pub(crate) fn take_outcomes(&self) -> Vec<(TaskInfo, Ended<E>)> {
+        if !self.any_outcome.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        let taken = std::mem::take(&mut *self.outcomes.lock().recover());
+        taken
+            .into_iter()
+            .map(|(info, outcome)| {
+                let ended = match outcome {
+                    RemoteOutcome::Finished(Err(error)) => Ended::Failed(error),
+                    RemoteOutcome::Finished(Ok(())) => {
+                        unreachable!("successes are only counted out")
+                    }
+                    RemoteOutcome::Panicked(payload) => Ended::Panicked(payload),
+                    RemoteOutcome::Lost => {
+                        Ended::Panicked(catch_unwind(|| lost(&info)).expect_err("`lost` panics"))
+                    }
+                };
+                (info, ended)
+            })
+            .collect()
+    }
+
+    /// A child ended with `output` (for the loom models).
+    #[cfg(hatchery_loom)]
+    pub(crate) fn finish_with(&self, info: TaskInfo, output: Result<(), E>) {
+        self.finish(info, RemoteOutcome::Finished(output));
+    }
+
+    /// A child ended with `outcome`: counted out, its outcome kept unless
+    /// it succeeded.
+    fn finish(&self, info: TaskInfo, outcome: RemoteOutcome<Result<(), E>>) {
+        let report = !matches!(outcome, RemoteOutcome::Finished(Ok(())));
+        if report {
+            self.outcomes.lock().recover().push((info, outcome));
+            // A read-modify-write, not a store: loom (0.7, issue #254) lets a
+            // store slip between the read and the write of the nursery's
+            // `swap`; on the failure path only, so it costs nothing that
+            // matters.
+            self.any_outcome.swap(true, Ordering::Release);
+        }
+        // Release: the outcome is pushed before the count says it ended.
+        let last = self.running.fetch_sub(1, Ordering::AcqRel) == 1;
+        if report || last {
+            self.waker.wake();
+        }
+    }
+}
+
+/// The message of a parallel child its executor dropped unfinished.
+fn lost(info: &TaskInfo) -> ! {
+    panic!(
+        "hatchery: the executor dropped the parallel child ({info}) before it finished; \
+         was the executor shut down or dropped while the nursery was still running? \
+         Keep the executor alive (and running) until the nursery returns"
+    )
+}
+
+pin_project! {
+    /// A parallel child on an async-executor, as its executor polls it:
+    /// reports how it ended to its nursery's `Parallel` (a lost child when
+    /// it is dropped unfinished).
+    struct Counted<F, E> {
+        #[pin]
+        inner: InScope<F>,
+        parallel: Arc<Parallel<E>>,
+        info: Option<TaskInfo>,
+    }
+
+    impl<F, E> PinnedDrop for Counted<F, E> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(info) = this.info.take() {
+                // The child is gone before the nursery hears of it.
+                let outcome = released(this.inner, RemoteOutcome::Lost, &info);
+                this.parallel.finish(info, outcome);
+            }
+        }
+    }
+}
+
+impl<F, E> Future for Counted<F, E>
+where
+    F: Future<Output = Result<(), E>>,
+    E: CancelError,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let outcome = std::task::ready!(this.inner.as_mut().poll(cx));
+        if let Some(info) = this.info.take() {
+            // The child is gone before the nursery hears that it ended: its
+            // `Drop` runs here, on the thread where it ran.
+            let outcome = released(this.inner, outcome, &info);
+            this.parallel.finish(info, outcome);
+        }
+        Poll::Ready(())
+    }
+}
+
+/// Starts `child` on `executor` in `scope`, counted in `parallel`; the
+/// caller keeps the task handle (dropping it cancels the task).
+pub(crate) fn spawn_counted<'env, F, E>(
+    executor: &async_executor::Executor<'env>,
+    scope: Arc<Node>,
+    child: F,
+    info: TaskInfo,
+    parallel: &Arc<Parallel<E>>,
+) -> async_executor::Task<()>
+where
+    F: Future<Output = Result<(), E>> + Send + 'env,
+    E: CancelError + Send + 'env,
+{
+    parallel.started();
+    executor.spawn(Counted {
+        inner: InScope {
+            scope: Some(scope),
+            foreign: ForeignWait::default(),
+            child: Some(child),
+        },
+        parallel: Arc::clone(parallel),
+        info: Some(info),
+    })
 }
 
 /// The spawner of the surrounding [`run`](crate::run), shared by its threads.

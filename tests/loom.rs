@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-use hatchery::__loom::{CANCELLED, ChildSet, NEVER, OwnedScope, Scope, Shutdown};
+use hatchery::__loom::{CANCELLED, ChildSet, NEVER, OwnedScope, ParallelCount, Scope, Shutdown};
 use hatchery::{
     BoxTask, CancelScope, Cancelled, Nursery, Spawn, SpawnError, Started, TaskGuard, sleep_forever,
     typed,
@@ -766,6 +766,31 @@ fn a_parallel_childs_failure_reaches_its_nursery_once() {
         assert_eq!(error.failures().len(), 1, "{error:?}");
         assert_eq!(error.failures()[0].error.to_string(), "boom");
         assert_released(&token, "the parallel child");
+    });
+}
+
+/// Two parallel children on an async-executor end on their threads, one
+/// with a failure, while the nursery polls: it is woken after the last one
+/// (never left waiting) and records the failure once.
+#[test]
+fn the_last_parallel_child_to_end_wakes_its_nursery_with_every_failure() {
+    model(|| {
+        let count = Arc::new(ParallelCount::new(2));
+        let children: Vec<_> = [false, true]
+            .into_iter()
+            .map(|failed| {
+                let count = Arc::clone(&count);
+                thread::spawn(move || count.finish(failed))
+            })
+            .collect();
+        let mut failures = 0;
+        let (_, _) = block_on(std::future::poll_fn(|cx| {
+            count.poll_nursery(cx, &mut failures)
+        }));
+        for child in children {
+            child.join().unwrap();
+        }
+        assert_eq!(failures, 1, "the failure is recorded once");
     });
 }
 

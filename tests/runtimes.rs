@@ -580,3 +580,125 @@ fn a_cancelled_tokio_root_drops_children_parked_in_tokio_timers() {
     assert_eq!(out.unwrap(), Some(()));
     assert_eq!(dropped.load(Ordering::SeqCst), 4);
 }
+
+/// An executor seen only through `Spawn::spawn_task` (as a user's own
+/// executor would be): hatchery hands it boxed tasks.
+struct Opaque(async_executor::Executor<'static>);
+
+impl hatchery::Spawn<'static> for Opaque {
+    fn spawn_task(&self, task: hatchery::BoxTask<'static>) -> hatchery::TaskGuard<'static> {
+        hatchery::TaskGuard::new(self.0.spawn(task))
+    }
+}
+
+/// A 2-thread executor for the rest of the test binary.
+fn two_threads() -> &'static Opaque {
+    static EXECUTOR: std::sync::OnceLock<&'static Opaque> = std::sync::OnceLock::new();
+    EXECUTOR.get_or_init(|| {
+        let executor: &'static Opaque =
+            Box::leak(Box::new(Opaque(async_executor::Executor::new())));
+        for _ in 0..2 {
+            thread::spawn(move || block_on(executor.0.run(std::future::pending::<()>())));
+        }
+        executor
+    })
+}
+
+/// Sets its flag when dropped, after a while: a `Drop` still running on
+/// the child's thread when the nursery returns leaves the flag unset.
+struct SlowDrop(Arc<AtomicUsize>);
+
+impl Drop for SlowDrop {
+    fn drop(&mut self) {
+        thread::sleep(Duration::from_millis(30));
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A child that ends with `outcome` (or waits forever in a future of
+/// another crate, if `None`) and keeps its guard until it is dropped: unlike
+/// an async block, which drops its locals when it returns.
+struct Ends {
+    _guard: SlowDrop,
+    outcome: Option<io::Result<()>>,
+}
+
+impl std::future::Future for Ends {
+    type Output = io::Result<()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.outcome.take() {
+            Some(outcome) => std::task::Poll::Ready(outcome),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+#[test]
+fn a_parallel_childs_drop_has_run_when_its_nursery_returns() {
+    let executor = &two_threads().0;
+    for ends in ["succeeds", "fails", "is cancelled"] {
+        for through_spawn_task in [false, true] {
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let out = block_on(nursery(|n: Nursery<'_, io::Error>| {
+                let dropped = Arc::clone(&dropped);
+                async move {
+                    let child = Ends {
+                        _guard: SlowDrop(dropped),
+                        outcome: match ends {
+                            "succeeds" => Some(Ok(())),
+                            "fails" => Some(Err(io::Error::other("boom"))),
+                            _ => None,
+                        },
+                    };
+                    if through_spawn_task {
+                        n.spawn_on(two_threads(), child);
+                    } else {
+                        n.spawn_on(executor, child);
+                    }
+                    if ends == "is cancelled" {
+                        sleep(Duration::from_millis(5)).await?;
+                        n.cancel_scope().cancel();
+                    }
+                    Ok(())
+                }
+            }));
+            assert_eq!(
+                dropped.load(Ordering::SeqCst),
+                1,
+                "the child that {ends} (spawn_task: {through_spawn_task}) was still being dropped"
+            );
+            assert_eq!(out.is_err(), ends == "fails", "{ends}: {out:?}");
+        }
+    }
+}
+
+#[test]
+fn a_closed_nursery_refuses_a_parallel_child_without_starting_it() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&ran);
+    let out = run(|outer: Nursery<'_, Cancelled>| async move {
+        let mut kept = None;
+        hatchery::typed::nursery(|n: Nursery<'_, Cancelled>| {
+            kept = Some(n.clone());
+            async move { Ok(()) }
+        })
+        .await
+        .unwrap();
+        let closed = kept.unwrap();
+        let refused = closed.try_spawn_parallel(async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        assert_eq!(refused, Err(SpawnError::Closed));
+        // Given time to run on the workers, had it been started.
+        sleep(Duration::from_millis(50)).await?;
+        drop(outer);
+        Ok(())
+    });
+    assert_eq!(out.unwrap(), Some(()));
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "a refused child ran");
+}

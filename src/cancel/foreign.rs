@@ -124,6 +124,9 @@ pub(crate) struct ForeignWait {
 }
 
 enum Waiting {
+    /// A parallel child kept for the first time, woken to be polled again
+    /// rather than listening (`poll_task`).
+    PolledAgain,
     Listener(Listener),
     Wait(Box<Wait>),
 }
@@ -135,15 +138,31 @@ impl ForeignWait {
     /// passes (or soon, to retry). Either way the owner's own poller sees a
     /// hatchery await (`context::park`).
     pub(crate) fn poll(&mut self, node: &Arc<Node>, cx: &mut Context<'_>) -> Poll<()> {
-        self.poll_task(node, None, cx)
+        self.verdict_loop(node, None, false, cx)
     }
 
-    /// [`poll`](ForeignWait::poll) for a task that shares `node` with
-    /// others: its holds are told apart by `task` (`context` invariant 4).
+    /// [`poll`](ForeignWait::poll) for a parallel child, which shares
+    /// `node` with others: its holds are told apart by `task` (`context`
+    /// invariant 4). The first time the child is kept, it is woken to be
+    /// polled once more instead of listening: a child that yielded (woke
+    /// itself) is polled again anyway, and one that finishes on that poll
+    /// never takes the node's lock to listen and again to stop. The next
+    /// poll sees a cancel that came meanwhile, as the listener would have
+    /// made it.
     pub(crate) fn poll_task(
         &mut self,
         node: &Arc<Node>,
         task: Option<usize>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        self.verdict_loop(node, task, true, cx)
+    }
+
+    fn verdict_loop(
+        &mut self,
+        node: &Arc<Node>,
+        task: Option<usize>,
+        poll_again_first: bool,
         cx: &mut Context<'_>,
     ) -> Poll<()> {
         loop {
@@ -158,6 +177,12 @@ impl ForeignWait {
                     return Poll::Pending;
                 }
                 Verdict::Held => {
+                    context::park_in(node);
+                    return Poll::Pending;
+                }
+                Verdict::Keep if poll_again_first && self.waiting.is_none() => {
+                    self.waiting = Some(Waiting::PolledAgain);
+                    cx.waker().wake_by_ref();
                     context::park_in(node);
                     return Poll::Pending;
                 }

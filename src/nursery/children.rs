@@ -204,16 +204,20 @@ mod pool {
     pub(super) fn take() -> Option<(Arc<Wakeup>, Vec<Arc<TaskWaker>>)> {
         POOL.try_with(|pool| {
             let mut pool = pool.try_borrow_mut().ok()?;
-            while let Some(unit) = pool.units.pop() {
-                pool.wakers -= unit.wakers.len();
-                // Nobody but the unit may hold the wakeup: not the old
-                // nursery's handles, not a waker some task kept.
-                if Arc::strong_count(&unit.wakeup) == 1 + unit.wakers.len() {
-                    unit.wakeup.reset();
-                    return Some((unit.wakeup, unit.wakers));
-                }
-            }
-            None
+            // Nobody but the unit may hold the wakeup: not the old
+            // nursery's handles, not a waker some task kept. A unit that
+            // is still referred to stays for a later nursery: the last
+            // wakes of a nursery's parallel children may still be on their
+            // way (another thread drops the waker just after the wake the
+            // nursery saw), and its wakers are worth keeping.
+            let index = pool
+                .units
+                .iter()
+                .rposition(|unit| Arc::strong_count(&unit.wakeup) == 1 + unit.wakers.len())?;
+            let unit = pool.units.remove(index);
+            pool.wakers -= unit.wakers.len();
+            unit.wakeup.reset();
+            Some((unit.wakeup, unit.wakers))
         })
         .ok()
         .flatten()
@@ -224,12 +228,20 @@ mod pool {
         let _registered = wakeup.waker.take();
         // A pooled wakeup keeps no large buffer.
         wakeup.reset_queue();
+        // The oldest units make room (dropped outside the borrow): one a
+        // waker is kept from forever never blocks the pool.
+        let mut evicted = Vec::new();
         let _ = POOL.try_with(|pool| {
             let Ok(mut pool) = pool.try_borrow_mut() else {
                 return;
             };
-            if pool.units.len() == MAX_UNITS {
-                return;
+            let wanted = wakers.len().min(MAX_WAKERS);
+            while !pool.units.is_empty()
+                && (pool.units.len() == MAX_UNITS || pool.wakers + wanted > MAX_WAKERS)
+            {
+                let unit = pool.units.remove(0);
+                pool.wakers -= unit.wakers.len();
+                evicted.push(unit);
             }
             wakers.truncate(MAX_WAKERS - pool.wakers);
             pool.wakers += wakers.len();
@@ -238,6 +250,7 @@ mod pool {
                 wakers: std::mem::take(&mut wakers),
             });
         });
+        drop(evicted);
     }
 }
 

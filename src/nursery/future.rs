@@ -23,6 +23,7 @@ use crate::cancel::{CancelReason, enter_node};
 use crate::clock::{self, CANCELLED, NEVER};
 use crate::context::{self, Here};
 use crate::error::{CancelError, NurseryError, TaskFailure};
+use crate::spawn::Ended;
 use crate::task::TaskInfo;
 use futures_task::ArcWake;
 
@@ -49,7 +50,7 @@ pin_project! {
         watch: Option<Listener>,
         // Invariant 6.
         foreign: Foreign,
-        shared: Arc<Shared<C>>,
+        shared: Arc<Shared<C, E>>,
         children: Children<C>,
         failures: Vec<TaskFailure<E>>,
         panic: Option<Box<dyn Any + Send>>,
@@ -81,7 +82,7 @@ pin_project! {
 impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
     #[track_caller]
     pub(super) fn new(
-        shared: Arc<Shared<C>>,
+        shared: Arc<Shared<C, E>>,
         spare: Vec<Arc<TaskWaker>>,
         buffers: Buffers,
         body: Fut,
@@ -343,6 +344,7 @@ where
         let body_output = &mut *this.body_output;
         let yielded = *this.yielded;
         let exit_checkpoint = &mut *this.exit_checkpoint;
+        let waker = cx.waker();
         let (done, more) = context::enter_here(this.slot, |here| {
             let body_was_running = body.is_some();
             // The tasks woken since the last poll, the body among them; all of
@@ -412,11 +414,31 @@ where
                 }
             };
             children.recycle(batch);
-            let finished = body.is_none() && children.is_empty();
+            // The parallel children on an async-executor: those spawned in
+            // this poll get their admission time; those that failed are
+            // recorded. The waker is registered before the count is read,
+            // so that the last one to finish wakes the nursery.
+            let running = match shared.parallel.get() {
+                None => 0,
+                Some(parallel) => {
+                    parallel.register(waker);
+                    shared.table.stamp_remote();
+                    let running = parallel.running();
+                    for (task, ended) in parallel.take_outcomes() {
+                        match ended {
+                            Ended::Failed(error) => outcomes.error(task, error),
+                            Ended::Panicked(payload) => outcomes.panic(task, payload),
+                        }
+                    }
+                    running
+                }
+            };
+            let idle = children.is_empty() && running == 0;
+            let finished = body.is_none() && idle;
             if body_was_running && body.is_none() {
                 // The body is done: with nothing left to wait for, leaving is
                 // a checkpoint (invariant 7).
-                *exit_checkpoint = u8::from(children.is_empty());
+                *exit_checkpoint = u8::from(idle);
             }
             // Invariant 7: the nursery closes only once it has yielded.
             let must_yield = finished && (!yielded || *exit_checkpoint == 1);

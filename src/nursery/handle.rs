@@ -19,7 +19,7 @@ use super::{LocalChild, SendChild};
 use crate::cancel::CancelHandle;
 use crate::cancel::foreign::Parked;
 use crate::error::{CancelError, Error, SpawnError, TaskFailure};
-use crate::spawn::{Spawn, default_spawner, spawn_parallel};
+use crate::spawn::{Spawn, default_spawner, spawn_counted, spawn_parallel};
 use crate::task::TaskInfo;
 
 /// Marks a blocking closure abandoned if its task is dropped first.
@@ -63,7 +63,7 @@ fn closed_panic(error: SpawnError) -> ! {
 /// # });
 /// ```
 pub struct Nursery<'a, E = Error> {
-    pub(super) shared: Arc<Shared<SendChild<'a, E>>>,
+    pub(super) shared: Arc<Shared<SendChild<'a, E>, E>>,
 }
 
 /// The handle of a [`local_nursery`](crate::local_nursery): like [`Nursery`], for `!Send` children.
@@ -88,7 +88,7 @@ pub struct Nursery<'a, E = Error> {
 /// # });
 /// ```
 pub struct LocalNursery<'a, E = Error> {
-    pub(super) shared: Arc<Shared<LocalChild<'a, E>>>,
+    pub(super) shared: Arc<Shared<LocalChild<'a, E>, E>>,
 }
 
 /// The methods both kinds of handle share, written once.
@@ -228,8 +228,23 @@ macro_rules! handle_methods {
                 E: Send + 'env,
             {
                 let future = crate::task::instrument(future, &info);
-                let join = spawn_parallel(spawner, Arc::clone(&self.shared.node), future, info.clone());
-                self.shared.push(Box::pin(join), info)
+                let shared = &*self.shared;
+                if let Some(executor) = spawner.__async_executor() {
+                    // Started and counted in the nursery's table, not its
+                    // slab: the outcome comes back only if it is not a
+                    // success (`spawn::Parallel`).
+                    let parallel = shared.parallel();
+                    let node = Arc::clone(&shared.node);
+                    let unstamped = shared.table.start_remote(info, |info| {
+                        spawn_counted(executor, node, future, info, parallel)
+                    })?;
+                    if unstamped && !shared.draining.load(Ordering::Relaxed) {
+                        shared.wakeup.waker.wake();
+                    }
+                    return Ok(());
+                }
+                let join = spawn_parallel(spawner, Arc::clone(&shared.node), future, info.clone());
+                shared.push(Box::pin(join), info)
             }
 
             fn spawn_parallel_as<F>(&self, info: TaskInfo, future: F) -> Result<(), SpawnError>

@@ -4,10 +4,13 @@
 //! # Invariants
 //!
 //! 1. The nursery future completes only when its body has completed, its
-//!    child set is empty, no child is waiting in `incoming`, and no `start()`
-//!    is in flight. That check and setting `closed` happen under the
-//!    `incoming` lock, so a spawn either lands before the nursery closes (and
-//!    is waited for) or fails with [`SpawnError::Closed`]: never lost.
+//!    child set is empty, no child is waiting in `incoming`, no `start()`
+//!    is in flight, and no parallel child it started on an async-executor
+//!    still runs (`spawn::Parallel`). That check and setting `closed` happen
+//!    under the `incoming` lock (and, for the parallel children, the table's
+//!    `remote` lock, which their start takes), so a spawn either lands
+//!    before the nursery closes (and is waited for) or fails with
+//!    [`SpawnError::Closed`]: never lost.
 //! 2. The body and every child are polled with the nursery's scope as the
 //!    current scope (children handed over by `start()` carry their own task
 //!    scope, a child of the nursery's).
@@ -271,7 +274,7 @@ where
 /// Builds a nursery future around `body`, given how to make its handle.
 #[track_caller]
 fn open<H, E, T, Fut, C>(
-    handle: impl FnOnce(Arc<Shared<C>>) -> H,
+    handle: impl FnOnce(Arc<Shared<C, E>>) -> H,
     body: impl FnOnce(H) -> Fut,
 ) -> NurseryFuture<E, T, Fut, C> {
     let (shared, spare, buffers) = Shared::new(Location::caller());
@@ -286,9 +289,9 @@ fn open<H, E, T, Fut, C>(
 /// Closes a nursery whose body closure panicked before the nursery future
 /// existed: children it spawned may hold handles, and would otherwise keep
 /// the shared state (and themselves) alive forever.
-struct CloseIfUnwinding<'s, C>(&'s Shared<C>);
+struct CloseIfUnwinding<'s, C, E>(&'s Shared<C, E>);
 
-impl<C> Drop for CloseIfUnwinding<'_, C> {
+impl<C, E> Drop for CloseIfUnwinding<'_, C, E> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             drop(self.0.close());

@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::panic::Location;
+use std::sync::OnceLock;
 
 use super::children::{Buffers, TaskWaker, Wakeup};
 use super::table::TaskTable;
@@ -12,13 +13,17 @@ use crate::cancel::tree::Kind;
 use crate::cancel::tree::Node;
 use crate::chunked::{convert, recast};
 use crate::error::SpawnError;
+use crate::spawn::Parallel;
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{Arc, Mutex, MutexGuard, Recover};
 use crate::task::TaskInfo;
 
 /// What the handles of a nursery share with the nursery future.
-pub(crate) struct Shared<C> {
+pub(crate) struct Shared<C, E> {
     pub(super) node: Arc<Node>,
+    /// What its parallel children on an async-executor share with it, made
+    /// when the first one starts.
+    pub(super) parallel: OnceLock<Arc<Parallel<E>>>,
     pub(super) table: Arc<TaskTable>,
     pub(super) wakeup: Arc<Wakeup>,
     pub(super) incoming: Mutex<Incoming<C>>,
@@ -55,7 +60,7 @@ pub(super) struct Incoming<C> {
     pending_starts: usize,
 }
 
-impl<C> Shared<C> {
+impl<C, E> Shared<C, E> {
     /// A nursery's shared state, and spare wakers and buffers for its
     /// children (children invariants 7 and 10).
     pub(super) fn new(
@@ -66,6 +71,7 @@ impl<C> Shared<C> {
         let mut buffers = Buffers::take();
         let shared = Shared {
             node: Node::new(None, false, Kind::Nursery(Arc::clone(&table) as _)),
+            parallel: OnceLock::new(),
             table,
             wakeup,
             draining: AtomicBool::new(false),
@@ -143,23 +149,46 @@ impl<C> Shared<C> {
         result
     }
 
-    /// Closes the nursery if nothing can still arrive (invariant 1).
+    /// Closes the nursery if nothing can still arrive (invariant 1): no
+    /// child waits to be admitted, no `start()` is in flight, no parallel
+    /// child runs.
     pub(super) fn try_close(&self) -> bool {
         let mut incoming = self.lock();
-        if incoming.len == 0 && incoming.pending_starts == 0 {
-            incoming.closed = true;
+        if incoming.closed || incoming.len != 0 || incoming.pending_starts != 0 {
+            return incoming.closed;
         }
-        incoming.closed
+        let (closed, finished) = self.table.close_remote(|| self.running());
+        incoming.closed = closed;
+        drop(incoming);
+        drop(finished);
+        closed
+    }
+
+    /// Parallel children started on an async-executor and not finished.
+    pub(super) fn running(&self) -> usize {
+        self.parallel.get().map_or(0, |parallel| parallel.running())
+    }
+
+    /// The state the nursery's parallel children on an async-executor
+    /// share with it.
+    pub(super) fn parallel(&self) -> &Arc<Parallel<E>> {
+        self.parallel.get_or_init(Arc::default)
     }
 
     /// Closes for good (on drop) and returns what was still waiting, to be
     /// dropped without the lock held (their `Drop` is user code). The list's
-    /// buffer stays, for `take_buffers`.
+    /// buffer stays, for `take_buffers`. The parallel children still
+    /// running are cancelled (their task handles dropped; their executor
+    /// drops them).
     pub(super) fn close(&self) -> Vec<Vec<(C, TaskInfo)>> {
-        let mut incoming = self.lock();
-        incoming.closed = true;
-        incoming.len = 0;
-        incoming.chunks.drain(..).collect()
+        let waiting = {
+            let mut incoming = self.lock();
+            incoming.closed = true;
+            incoming.len = 0;
+            incoming.chunks.drain(..).collect()
+        };
+        drop(self.table.abandon_remote());
+        waiting
     }
 
     /// Hands back a drained chunk (if any) and takes the next one to admit,

@@ -274,7 +274,7 @@ enum StartPhase {
 
 /// The future of `start()`.
 pub(crate) struct StartFuture<C, V, E> {
-    shared: Arc<Shared<C>>,
+    shared: Arc<Shared<C, E>>,
     child: Option<C>,
     foreign: ForeignWait,
     /// The value of a child that stays under `start()` (invariant 3).
@@ -295,7 +295,7 @@ impl<C: Unpin, V, E> Unpin for StartFuture<C, V, E> {}
 
 impl<C, V, E> StartFuture<C, V, E> {
     pub(crate) fn new(
-        shared: Arc<Shared<C>>,
+        shared: Arc<Shared<C, E>>,
         child: C,
         state: Arc<StartState<V>>,
         wrap: fn(Scoped<C, E>) -> C,

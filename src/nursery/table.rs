@@ -10,6 +10,12 @@
 //! 2. A cohort's `count` is the number of keys that refer to it; a cohort
 //!    with count 0 is on the free list (linked through `since`) and no key
 //!    refers to it.
+//! 3. Parallel children started on an async-executor are not in the slab:
+//!    the table keeps their task handles, from the start (under its
+//!    `remote` lock, refused once the nursery closed) until the nursery
+//!    closes or is dropped, and lists those not finished in the report.
+//!    Finished ones are swept out as the list grows (amortized: twice the
+//!    length left after the last sweep).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -21,6 +27,7 @@ use std::time::{Duration, Instant};
 use crate::cancel::tree::Tasks;
 use crate::chunked::{ChunkVec, recast};
 use crate::clock;
+use crate::error::SpawnError;
 use crate::sync::Recover;
 use crate::task::{Flags, TaskInfo};
 
@@ -42,9 +49,38 @@ pub(crate) struct TaskTable {
     pub(crate) location: &'static Location<'static>,
     epoch: Instant,
     tasks: Mutex<Registry>,
+    /// The parallel children started on an async-executor (invariant 3).
+    remote: Mutex<Remotes>,
     /// Failures of supervised children that their handler took.
     handled: AtomicUsize,
 }
+
+/// The parallel children a nursery started on an async-executor: their
+/// task handles (dropped to cancel them: the hard cancel) and their
+/// identities, for the report, until they finish (invariant 3).
+#[derive(Default)]
+struct Remotes {
+    tasks: Vec<RemoteTask>,
+    /// The entries from this index on have no admission time yet: the
+    /// nursery gives them one in its next poll (`stamp_remote`), one clock
+    /// read for all.
+    stamped: usize,
+    /// Finished tasks are swept out when `tasks` grows to this length.
+    sweep_at: usize,
+    /// The nursery has closed: nothing more starts.
+    closed: bool,
+}
+
+/// A parallel child in [`Remotes`].
+pub(crate) struct RemoteTask {
+    task: async_executor::Task<()>,
+    info: TaskInfo,
+    /// When the nursery first saw it, in milliseconds after the epoch.
+    since: u32,
+}
+
+/// Past this many entries, finished ones are swept out.
+const MIN_SWEEP: usize = 64;
 
 /// The end of the free list of cohorts.
 const NO_COHORT: u32 = u32::MAX;
@@ -166,8 +202,80 @@ impl TaskTable {
             location,
             epoch: clock::now(),
             tasks: Mutex::new(Registry::default()),
+            remote: Mutex::new(Remotes::default()),
             handled: AtomicUsize::new(0),
         })
+    }
+
+    /// Starts a parallel child with `start` and keeps its task handle,
+    /// unless the nursery has closed; both under the lock that closes it
+    /// (`close_remote`), so that a child either starts before the close
+    /// (and is waited for) or not at all. `Ok(true)`: the nursery must be
+    /// polled to give it an admission time (the first such since its last
+    /// poll).
+    pub(crate) fn start_remote(
+        &self,
+        info: TaskInfo,
+        start: impl FnOnce(TaskInfo) -> async_executor::Task<()>,
+    ) -> Result<bool, SpawnError> {
+        let mut remote = lock(&self.remote);
+        if remote.closed {
+            return Err(SpawnError::Closed);
+        }
+        let task = start(info.clone());
+        remote.tasks.push(RemoteTask {
+            task,
+            info,
+            since: 0,
+        });
+        Ok(remote.stamped + 1 == remote.tasks.len())
+    }
+
+    /// Gives the parallel children started since the last call their
+    /// admission time (now), and sweeps out the finished ones once there
+    /// are many. Called by the nursery future in each poll.
+    pub(crate) fn stamp_remote(&self) {
+        let mut remote = lock(&self.remote);
+        let remote = &mut *remote;
+        if remote.stamped < remote.tasks.len() {
+            let ms = clock::now()
+                .saturating_duration_since(self.epoch)
+                .as_millis();
+            let since = u32::try_from(ms).unwrap_or(u32::MAX);
+            for task in &mut remote.tasks[remote.stamped..] {
+                task.since = since;
+            }
+            remote.stamped = remote.tasks.len();
+        }
+        if remote.tasks.len() >= remote.sweep_at.max(MIN_SWEEP) {
+            // A finished task's future is gone already: dropping its
+            // handle runs no code of the user's.
+            remote.tasks.retain(|task| !task.task.is_finished());
+            remote.stamped = remote.tasks.len();
+            remote.sweep_at = 2 * remote.tasks.len();
+        }
+    }
+
+    /// Closes the nursery to parallel children if `running` (read under
+    /// the lock) says none is left; returns whether it did, and the
+    /// handles, all finished, to drop outside the lock.
+    pub(crate) fn close_remote(&self, running: impl FnOnce() -> usize) -> (bool, Vec<RemoteTask>) {
+        let mut remote = lock(&self.remote);
+        if running() != 0 {
+            return (false, Vec::new());
+        }
+        remote.closed = true;
+        remote.stamped = 0;
+        (true, std::mem::take(&mut remote.tasks))
+    }
+
+    /// Closes the nursery to parallel children for good and returns their
+    /// handles (to drop outside the lock: that cancels the unfinished).
+    pub(crate) fn abandon_remote(&self) -> Vec<RemoteTask> {
+        let mut remote = lock(&self.remote);
+        remote.closed = true;
+        remote.stamped = 0;
+        std::mem::take(&mut remote.tasks)
     }
 
     /// Counts a failure a supervised child's handler took.
@@ -286,6 +394,20 @@ impl TaskTable {
                 each(TaskInfo::from_parts(name, cohort.site), since, note);
             }
         }
+        drop(tasks);
+        let remote = lock(&self.remote);
+        for (index, task) in remote.tasks.iter().enumerate() {
+            if task.task.is_finished() {
+                continue;
+            }
+            let since = if index < remote.stamped {
+                self.epoch + Duration::from_millis(task.since.into())
+            } else {
+                clock::now()
+            };
+            // Told where it runs, if its scope is cancelled.
+            each(task.info.clone(), since, Flags::from_bits(Flags::REMOTE));
+        }
     }
 }
 
@@ -402,6 +524,55 @@ mod tests {
     #[track_caller]
     fn here() -> &'static Location<'static> {
         Location::caller()
+    }
+
+    #[test]
+    fn invariant_3_finished_parallel_children_are_swept_out_and_never_listed() {
+        let table = TaskTable::new(here());
+        let executor = async_executor::Executor::new();
+        let start = |name: &'static str, forever: bool| {
+            let info = TaskInfo::new(Some(name.into()));
+            table
+                .start_remote(info, |_| {
+                    executor.spawn(async move {
+                        if forever {
+                            std::future::pending::<()>().await;
+                        }
+                    })
+                })
+                .unwrap()
+        };
+        // The first start since the nursery's last poll asks for a stamp.
+        assert!(start("waits", true));
+        assert!(!start("done", false));
+        table.stamp_remote();
+        for round in 0..1_000 {
+            assert_eq!(start("done", false), round % 10 == 0);
+            if round % 10 == 9 {
+                while executor.try_tick() {}
+                table.stamp_remote();
+                let kept = lock(&table.remote).tasks.len();
+                // Never more than twice what ran at the last sweep (one),
+                // or the minimum, plus one round.
+                assert!(
+                    kept < MIN_SWEEP + 10,
+                    "{kept} handles kept at round {round}"
+                );
+            }
+        }
+        let names: Vec<_> = listed(&table).into_iter().map(|(_, name)| name).collect();
+        assert_eq!(
+            names,
+            [Some("waits".to_owned())],
+            "only the unfinished is listed"
+        );
+        let (closed, handles) = table.close_remote(|| 1);
+        assert!(!closed && handles.is_empty(), "one still runs");
+        let (closed, handles) = table.close_remote(|| 0);
+        assert!(closed && !handles.is_empty());
+        drop(handles);
+        let refused = table.start_remote(TaskInfo::new(None), |_| executor.spawn(async {}));
+        assert_eq!(refused.unwrap_err(), SpawnError::Closed);
     }
 
     /// Each listed child's spawn site (compared by file, line and column)
