@@ -67,7 +67,7 @@ use futures_task::{ArcWake, waker_ref};
 
 use crate::chunked::ChunkSlab;
 use crate::context::{Flags, Here};
-use crate::nursery::table::{Site, TaskTable};
+use crate::nursery::table::{Site, TableBuffers, TaskTable};
 use crate::sync::Recover;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};
@@ -262,7 +262,7 @@ pub(crate) struct Buffers {
     /// The slab's chunks.
     pub(crate) slab: Vec<Vec<[usize; 3]>>,
     /// The task table's entries and cohorts.
-    pub(crate) table: (Vec<Vec<u32>>, Vec<[u64; 2]>),
+    pub(crate) table: TableBuffers,
     /// `queued`, `requeued`, `requeued_now`.
     pub(crate) bits: [Vec<u64>; 3],
     /// `batch`, `finished`.
@@ -290,6 +290,7 @@ impl Buffers {
         of(&self.slab)
             + of(&self.table.0)
             + self.table.1.capacity() * 16
+            + self.table.2.capacity() * size_of::<crate::nursery::table::RemoteTask>()
             + of(&self.bits)
             + of(&self.keys)
             + of(&self.incoming)

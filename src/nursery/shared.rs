@@ -160,7 +160,9 @@ impl<C, E> Shared<C, E> {
         let (closed, finished) = self.table.close_remote(|| self.running());
         incoming.closed = closed;
         drop(incoming);
-        drop(finished);
+        if closed {
+            self.table.give_back_remote(finished);
+        }
         closed
     }
 
@@ -187,7 +189,8 @@ impl<C, E> Shared<C, E> {
             incoming.len = 0;
             incoming.chunks.drain(..).collect()
         };
-        drop(self.table.abandon_remote());
+        let handles = self.table.abandon_remote();
+        self.table.give_back_remote(handles);
         waiting
     }
 

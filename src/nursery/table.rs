@@ -71,6 +71,10 @@ struct Remotes {
     closed: bool,
 }
 
+/// What a dropped nursery's table leaves for the thread's next one: entry
+/// chunks, cohorts, the list of parallel children (all empty).
+pub(crate) type TableBuffers = (Vec<Vec<u32>>, Vec<[u64; 2]>, Vec<RemoteTask>);
+
 /// A parallel child in [`Remotes`].
 pub(crate) struct RemoteTask {
     task: async_executor::Task<()>,
@@ -349,25 +353,45 @@ impl TaskTable {
 
     /// Gives the table the memory of a finished one's entries (see
     /// `take_chunks`), for it to fill before allocating.
-    pub(crate) fn reuse(&self, (chunks, cohorts): (Vec<Vec<u32>>, Vec<[u64; 2]>)) {
+    pub(crate) fn reuse(&self, (chunks, cohorts, remote): TableBuffers) {
         if !chunks.is_empty() || cohorts.capacity() > 0 {
             let mut tasks = lock(&self.tasks);
             tasks.entries.reuse(chunks);
             tasks.cohorts = recast(cohorts);
+        }
+        if remote.capacity() > 0 {
+            lock(&self.remote).tasks = remote;
         }
     }
 
     /// Forgets every child and returns the memory of their entries, for the
     /// thread's next nursery (the nursery is being dropped).
     #[cfg_attr(hatchery_loom, allow(dead_code))] // no per-thread pools there
-    pub(crate) fn take_chunks(&self) -> (Vec<Vec<u32>>, Vec<[u64; 2]>) {
+    pub(crate) fn take_chunks(&self) -> TableBuffers {
         let mut tasks = lock(&self.tasks);
         let chunks = tasks.entries.take_chunks();
         let cohorts = recast(std::mem::take(&mut tasks.cohorts));
         tasks.notes.clear();
         tasks.free = None;
         tasks.names.clear();
-        (chunks, cohorts)
+        drop(tasks);
+        // Closed by now: empty (`give_back_remote`), or the handles of a
+        // nursery whose close was refused, which are not kept.
+        let mut remote = std::mem::take(&mut lock(&self.remote).tasks);
+        if !remote.is_empty() {
+            remote = Vec::new();
+        }
+        (chunks, cohorts, remote)
+    }
+
+    /// Takes back the list `close_remote` or `abandon_remote` returned, its
+    /// handles dropped, for `take_chunks` to keep its memory.
+    pub(crate) fn give_back_remote(&self, mut handles: Vec<RemoteTask>) {
+        handles.clear();
+        let mut remote = lock(&self.remote);
+        if remote.tasks.capacity() < handles.capacity() {
+            remote.tasks = handles;
+        }
     }
 
     /// Forgets every child (the nursery dropped them all).
