@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use pin_project_lite::pin_project;
@@ -23,7 +23,8 @@ use crate::cancel::{CancelReason, enter_node};
 use crate::clock::{self, CANCELLED, NEVER};
 use crate::context::{self, Here};
 use crate::error::{CancelError, NurseryError, TaskFailure};
-use crate::spawn::Ended;
+use crate::nursery::table::TaskTable;
+use crate::spawn::{Ended, Parallel};
 use crate::task::TaskInfo;
 use futures_task::ArcWake;
 
@@ -228,6 +229,26 @@ impl<E: CancelError> Outcomes<'_, E> {
         matches!(self.verdict(task), Verdict::Held | Verdict::Drop)
     }
 
+    /// The parallel children on an async-executor, in a poll of the
+    /// nursery: those spawned since its last poll get their admission
+    /// time, those that did not succeed are recorded; returns how many
+    /// still run. The waker is registered before the count is read, so
+    /// that the last one to finish wakes the nursery. Not inlined: the
+    /// nursery's poll loop over its own children stays as lean.
+    #[inline(never)]
+    fn parallel(&mut self, parallel: &Parallel<E>, table: &TaskTable, waker: &Waker) -> usize {
+        parallel.register(waker);
+        table.stamp_remote();
+        let running = parallel.running();
+        for (task, ended) in parallel.take_outcomes() {
+            match ended {
+                Ended::Failed(error) => self.error(task, error),
+                Ended::Panicked(payload) => self.panic(task, payload),
+            }
+        }
+        running
+    }
+
     /// Polls the child at `key` (if it is queued) and records how it ended.
     fn poll_child<C>(&mut self, children: &mut Children<C>, key: usize, here: Here<'_>)
     where
@@ -414,24 +435,10 @@ where
                 }
             };
             children.recycle(batch);
-            // The parallel children on an async-executor: those spawned in
-            // this poll get their admission time; those that failed are
-            // recorded. The waker is registered before the count is read,
-            // so that the last one to finish wakes the nursery.
+            // The parallel children on an async-executor.
             let running = match shared.parallel.get() {
                 None => 0,
-                Some(parallel) => {
-                    parallel.register(waker);
-                    shared.table.stamp_remote();
-                    let running = parallel.running();
-                    for (task, ended) in parallel.take_outcomes() {
-                        match ended {
-                            Ended::Failed(error) => outcomes.error(task, error),
-                            Ended::Panicked(payload) => outcomes.panic(task, payload),
-                        }
-                    }
-                    running
-                }
+                Some(parallel) => outcomes.parallel(parallel, &shared.table, waker),
             };
             let idle = children.is_empty() && running == 0;
             let finished = body.is_none() && idle;
