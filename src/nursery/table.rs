@@ -71,6 +71,29 @@ struct Remotes {
     closed: bool,
 }
 
+impl Remotes {
+    /// Drops the handles of the finished tasks once the list has grown to
+    /// twice what the last sweep kept (and at least `MIN_SWEEP`): one look
+    /// per task started, amortized. A finished task's future is gone
+    /// already: dropping its handle runs no code of the user's.
+    fn sweep_if_grown(&mut self) {
+        if self.tasks.len() < self.sweep_at.max(MIN_SWEEP) {
+            return;
+        }
+        // The stamped entries come first, and stay first.
+        let stamped = self.stamped;
+        let (mut index, mut kept_stamped) = (0, 0);
+        self.tasks.retain(|task| {
+            let keep = !task.task.is_finished();
+            kept_stamped += usize::from(keep && index < stamped);
+            index += 1;
+            keep
+        });
+        self.stamped = kept_stamped;
+        self.sweep_at = 2 * self.tasks.len();
+    }
+}
+
 /// What a dropped nursery's table leaves for the thread's next one: entry
 /// chunks, cohorts, the list of parallel children (all empty).
 pub(crate) type TableBuffers = (Vec<Vec<u32>>, Vec<[u64; 2]>, Vec<RemoteTask>);
@@ -227,12 +250,17 @@ impl TaskTable {
             return Err(SpawnError::Closed);
         }
         let task = start(info.clone());
+        let first_unstamped = remote.stamped == remote.tasks.len();
         remote.tasks.push(RemoteTask {
             task,
             info,
             since: 0,
         });
-        Ok(remote.stamped + 1 == remote.tasks.len())
+        // Here too, not only in the nursery's poll: a burst of starts from
+        // the body (one poll of the nursery) drops the handles of children
+        // that finished meanwhile while the others still run.
+        remote.sweep_if_grown();
+        Ok(first_unstamped)
     }
 
     /// Gives the parallel children started since the last call their
@@ -251,13 +279,7 @@ impl TaskTable {
             }
             remote.stamped = remote.tasks.len();
         }
-        if remote.tasks.len() >= remote.sweep_at.max(MIN_SWEEP) {
-            // A finished task's future is gone already: dropping its
-            // handle runs no code of the user's.
-            remote.tasks.retain(|task| !task.task.is_finished());
-            remote.stamped = remote.tasks.len();
-            remote.sweep_at = 2 * remote.tasks.len();
-        }
+        remote.sweep_if_grown();
     }
 
     /// Closes the nursery to parallel children if `running` (read under
