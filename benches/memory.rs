@@ -77,7 +77,8 @@ fn main() {
 
     // Parallel children on an async-executor (ticked on this thread, so
     // that every child is polled once and parked): the executor's task,
-    // the nursery's join half, and their bookkeeping.
+    // the task handle and identity the nursery keeps in its table, the
+    // running child's listener to its scope.
     let executor = async_executor::Executor::new();
     let before = live();
     let mut fut = Box::pin(nursery(|n: Nursery<'_, Cancelled>| {

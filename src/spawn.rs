@@ -86,8 +86,8 @@ pub trait Spawn<'env> {
     fn spawn_task(&self, task: BoxTask<'env>) -> TaskGuard<'env>;
 
     /// The async-executor behind this spawner, if it is one: hatchery then
-    /// spawns a parallel child on it directly, unboxed, and joins it
-    /// through the executor's own task handle. Not for implementors.
+    /// spawns a parallel child on it directly, unboxed, and keeps the
+    /// executor's own task handle (module docs). Not for implementors.
     #[doc(hidden)]
     fn __async_executor(&self) -> Option<&async_executor::Executor<'env>> {
         None
@@ -495,6 +495,17 @@ impl<E> Parallel<E> {
     /// finishes and on every outcome to record.
     pub(crate) fn register(&self, waker: &std::task::Waker) {
         self.waker.register(waker);
+    }
+
+    /// Takes the registered waker out (the nursery closed or was dropped).
+    pub(crate) fn take_waker(&self) -> Option<std::task::Waker> {
+        self.waker.take()
+    }
+
+    /// Some outcome is left for `take_outcomes`. Read after `running`:
+    /// everything a child reported before it counted itself out is seen.
+    pub(crate) fn has_outcomes(&self) -> bool {
+        self.any_outcome.load(Ordering::Acquire)
     }
 
     /// The outcomes to record since the last call, each with its child, in

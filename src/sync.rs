@@ -62,10 +62,13 @@ impl AtomicWaker {
     }
 
     pub(crate) fn wake(&self) {
-        let waker = self.0.lock().recover().take();
-        if let Some(waker) = waker {
+        if let Some(waker) = self.take() {
             waker.wake();
         }
+    }
+
+    pub(crate) fn take(&self) -> Option<std::task::Waker> {
+        self.0.lock().recover().take()
     }
 }
 

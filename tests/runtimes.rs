@@ -702,3 +702,67 @@ fn a_closed_nursery_refuses_a_parallel_child_without_starting_it() {
     assert_eq!(out.unwrap(), Some(()));
     assert_eq!(ran.load(Ordering::SeqCst), 0, "a refused child ran");
 }
+
+#[test]
+fn a_parallel_child_started_while_its_nursery_closes_is_waited_for_or_refused() {
+    // A handle kept outside the nursery starts failing children on another
+    // thread, as fast as it can, while the nursery closes: each start
+    // either panics with "closed" or its failure is in the nursery's error.
+    let executor: &'static async_executor::Executor<'static> =
+        Box::leak(Box::new(async_executor::Executor::new()));
+    for _ in 0..2_000 {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let starter = thread::spawn(move || {
+            let n: Nursery<'static, io::Error> = handle_rx.recv().unwrap();
+            let mut started = 0;
+            loop {
+                let start = catch_unwind(AssertUnwindSafe(|| {
+                    n.spawn_on(executor, async { Err(io::Error::other("boom")) });
+                }));
+                if start.is_err() {
+                    return started;
+                }
+                started += 1;
+                // The child runs here, on this thread, at once.
+                while executor.try_tick() {}
+            }
+        });
+        let out = block_on(nursery(|n: Nursery<'static, io::Error>| {
+            handle_tx.send(n).unwrap();
+            async { Ok(()) }
+        }));
+        let started = starter.join().unwrap();
+        let recorded = out.map_or_else(|error| error.failures().len(), |_| 0);
+        assert_eq!(recorded, started, "a started child's failure was lost");
+    }
+}
+
+#[test]
+fn a_parallel_child_started_before_the_nursery_future_exists_is_waited_for() {
+    let executor = &two_threads().0;
+    // A nursery with many parallel children at once leaves a long list to
+    // this thread's pool; the next one takes it after its body closure
+    // (which runs before the nursery future exists) started a child.
+    block_on(nursery(|n: Nursery<'_, Cancelled>| {
+        for _ in 0..1_000 {
+            n.spawn_on(executor, async {
+                sleep(Duration::from_millis(5)).await?;
+                Ok(())
+            });
+        }
+        async { Ok(()) }
+    }))
+    .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| {
+        let ran = Arc::clone(&ran);
+        n.spawn_on(executor, async move {
+            sleep(Duration::from_millis(5)).await?;
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        async { Ok(()) }
+    }));
+    assert_eq!(out.unwrap(), Some(()));
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "the child ran to its end");
+}

@@ -18,7 +18,9 @@
 //!   polled again when the scope is cancelled or its deadline passes (the
 //!   nursery listens to its node anyway and arms one timer for all its
 //!   tasks; the other owners use a [`ForeignWait`], which listens and arms a
-//!   timer only once their task parked in a foreign future);
+//!   timer only once their task parked in a foreign future, and for a
+//!   parallel child only the second time: the first time it is polled once
+//!   more instead, which sees a cancel that came meanwhile);
 //! * the scope is cancelled and every waiter has been told (tree invariant
 //!   6): **drop** the task;
 //! * the scope is cancelled but waiters are still being woken (another
@@ -116,7 +118,8 @@ fn verdict_slow(node: &Node, task: Option<usize>) -> Verdict {
 /// first time the task parks there (a body that finishes at once, or parks
 /// at hatchery awaits, never pays for it). A scope with neither a deadline
 /// nor a cancel needs only a listener to its next change (a parallel child
-/// that yields in a foreign future, the common case); one with a deadline
+/// that waits in a foreign future, past the extra poll of `poll_task`);
+/// one with a deadline
 /// needs a timer too, in a boxed [`Wait`].
 #[derive(Default)]
 pub(crate) struct ForeignWait {

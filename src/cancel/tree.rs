@@ -83,7 +83,7 @@ pub(crate) trait Tasks: Send + Sync {
     /// Failures of supervised children their handlers took.
     fn handled_failures(&self) -> usize;
     /// Calls `each` with the identity, admission time and notes of every
-    /// child (one lock; `each` must not call user code).
+    /// child (no user code runs meanwhile; `each` must not call any).
     fn for_each(&self, each: &mut dyn FnMut(TaskInfo, Instant, Flags));
 }
 

@@ -449,7 +449,7 @@ where
             }
             // Invariant 7: the nursery closes only once it has yielded.
             let must_yield = finished && (!yielded || *exit_checkpoint == 1);
-            let done = finished && !must_yield && shared.try_close();
+            let done = finished && !must_yield && shared.try_close(waker);
             if must_yield && *exit_checkpoint == 1 {
                 *exit_checkpoint = 2;
             }

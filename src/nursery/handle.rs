@@ -40,8 +40,9 @@ fn closed_panic(error: SpawnError) -> ! {
 
 /// The handle of a nursery: spawn children into it, start them, or cancel it.
 ///
-/// Cheap to clone and `Send + Sync`; children may hold clones to spawn
-/// siblings. Once the nursery has closed (its body and every child finished),
+/// Cheap to clone and `Send + Sync` (when the error type is `Send`, as
+/// [`Error`] is: the failures of parallel children cross threads through
+/// it); children may hold clones to spawn siblings. Once the nursery has closed (its body and every child finished),
 /// spawning fails with [`SpawnError::Closed`].
 ///
 /// # Examples
@@ -233,12 +234,16 @@ macro_rules! handle_methods {
                     // Started and counted in the nursery's table, not its
                     // slab: the outcome comes back only if it is not a
                     // success (`spawn::Parallel`).
-                    let parallel = shared.parallel();
+                    let (parallel, made) = shared.parallel();
                     let node = Arc::clone(&shared.node);
                     let unstamped = shared.table.start_remote(info, |info| {
                         spawn_counted(executor, node, future, info, parallel)
                     })?;
-                    if unstamped && !shared.draining.load(Ordering::Relaxed) {
+                    // The nursery gives it its admission time in its next
+                    // poll (a poll that is still to come needs no wake),
+                    // and registers its waker with `parallel` if it never
+                    // did (then it is woken in any case).
+                    if made || (unstamped && !shared.draining.load(Ordering::Relaxed)) {
                         shared.wakeup.waker.wake();
                     }
                     return Ok(());

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::panic::Location;
 use std::sync::OnceLock;
+use std::task::Waker;
 
 use super::children::{Buffers, TaskWaker, Wakeup};
 use super::table::TaskTable;
@@ -30,7 +31,11 @@ pub(crate) struct Shared<C, E> {
     /// The nursery future is in a poll that will still drain `incoming`: a
     /// spawn then need not wake it. Set at the start of each poll, cleared
     /// under the `incoming` lock by the call that finds nothing more to admit
-    /// (so a spawn after that point wakes the nursery).
+    /// (so a spawn after that point wakes the nursery). A parallel child's
+    /// start reads it outside that lock, only to save a wake for its
+    /// admission time (the report's age): its completion never depends on
+    /// it (`try_close` registers the nursery's waker under the lock the
+    /// start takes).
     pub(super) draining: AtomicBool,
 }
 
@@ -151,30 +156,54 @@ impl<C, E> Shared<C, E> {
 
     /// Closes the nursery if nothing can still arrive (invariant 1): no
     /// child waits to be admitted, no `start()` is in flight, no parallel
-    /// child runs.
-    pub(super) fn try_close(&self) -> bool {
+    /// child runs or left an outcome to record. `waker` is the nursery
+    /// future's: when a parallel child keeps it open, the nursery is woken
+    /// when that child ends (or at once, if it ended already and left an
+    /// outcome since the nursery looked).
+    pub(super) fn try_close(&self, waker: &Waker) -> bool {
         let mut incoming = self.lock();
         if incoming.closed || incoming.len != 0 || incoming.pending_starts != 0 {
             return incoming.closed;
         }
-        let (closed, finished) = self.table.close_remote(|| self.running());
+        let mut ended_since = false;
+        let (closed, finished) = self.table.close_remote(|| {
+            let Some(parallel) = self.parallel.get() else {
+                return true;
+            };
+            // Registered before the count is read, under the lock every
+            // start takes: a child started meanwhile wakes the nursery.
+            parallel.register(waker);
+            let running = parallel.running();
+            ended_since = running == 0 && parallel.has_outcomes();
+            running == 0 && !ended_since
+        });
         incoming.closed = closed;
         drop(incoming);
         if closed {
+            if let Some(parallel) = self.parallel.get() {
+                // Nothing will wake the nursery through it any more.
+                drop(parallel.take_waker());
+            }
             self.table.give_back_remote(finished);
+        } else if ended_since {
+            waker.wake_by_ref();
         }
         closed
     }
 
-    /// Parallel children started on an async-executor and not finished.
-    pub(super) fn running(&self) -> usize {
-        self.parallel.get().map_or(0, |parallel| parallel.running())
-    }
-
     /// The state the nursery's parallel children on an async-executor
-    /// share with it.
-    pub(super) fn parallel(&self) -> &Arc<Parallel<E>> {
-        self.parallel.get_or_init(Arc::default)
+    /// share with it, and whether this call made it: the nursery has never
+    /// registered its waker there then, and must be polled to do so.
+    pub(super) fn parallel(&self) -> (&Arc<Parallel<E>>, bool) {
+        if let Some(parallel) = self.parallel.get() {
+            return (parallel, false);
+        }
+        let mut made = false;
+        let parallel = self.parallel.get_or_init(|| {
+            made = true;
+            Arc::default()
+        });
+        (parallel, made)
     }
 
     /// Closes for good (on drop) and returns what was still waiting, to be
@@ -190,6 +219,10 @@ impl<C, E> Shared<C, E> {
             incoming.chunks.drain(..).collect()
         };
         let handles = self.table.abandon_remote();
+        if let Some(parallel) = self.parallel.get() {
+            // Children still ending report to a nursery that is gone.
+            drop(parallel.take_waker());
+        }
         self.table.give_back_remote(handles);
         waiting
     }

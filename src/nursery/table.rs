@@ -1,10 +1,12 @@
 //! The nursery's child table: the name, spawn location and admission time of
-//! every child a nursery still polls, readable from any thread (the report
-//! reads it through the tree's `Kind::Nursery`).
+//! every child a nursery still polls, and of its parallel children on an
+//! async-executor, readable from any thread (the report reads it through
+//! the tree's `Kind::Nursery`).
 //!
 //! # Invariants
 //!
-//! 1. A nursery's table holds exactly the children of its slab: an entry is
+//! 1. A nursery's table holds exactly the children of its slab (beside the
+//!    parallel children of invariant 3): an entry is
 //!    written when a child is admitted and removed when it finishes or is
 //!    dropped (in both cases by the nursery future that owns the slab).
 //! 2. A cohort's `count` is the number of keys that refer to it; a cohort
@@ -76,21 +78,30 @@ impl Remotes {
     /// twice what the last sweep kept (and at least `MIN_SWEEP`): one look
     /// per task started, amortized. A finished task's future is gone
     /// already: dropping its handle runs no code of the user's.
-    fn sweep_if_grown(&mut self) {
+    ///
+    /// Returns the handles taken out, for the caller to drop once it let go
+    /// of the lock: the last handle of a task whose executor is gone drops
+    /// what is left of that executor, other tasks (user code) among it.
+    #[must_use = "the swept handles are to be dropped outside the lock"]
+    fn sweep_if_grown(&mut self) -> Vec<RemoteTask> {
         if self.tasks.len() < self.sweep_at.max(MIN_SWEEP) {
-            return;
+            return Vec::new();
         }
         // The stamped entries come first, and stay first.
-        let stamped = self.stamped;
-        let (mut index, mut kept_stamped) = (0, 0);
-        self.tasks.retain(|task| {
-            let keep = !task.task.is_finished();
-            kept_stamped += usize::from(keep && index < stamped);
-            index += 1;
-            keep
-        });
+        // The unfinished move to the front in their order (a stable
+        // partition), the finished are split off behind them.
+        let (mut kept, mut kept_stamped) = (0, 0);
+        for index in 0..self.tasks.len() {
+            if !self.tasks[index].task.is_finished() {
+                kept_stamped += usize::from(index < self.stamped);
+                self.tasks.swap(index, kept);
+                kept += 1;
+            }
+        }
+        let swept = self.tasks.split_off(kept);
         self.stamped = kept_stamped;
         self.sweep_at = 2 * self.tasks.len();
+        swept
     }
 }
 
@@ -259,7 +270,9 @@ impl TaskTable {
         // Here too, not only in the nursery's poll: a burst of starts from
         // the body (one poll of the nursery) drops the handles of children
         // that finished meanwhile while the others still run.
-        remote.sweep_if_grown();
+        let swept = remote.sweep_if_grown();
+        drop(remote);
+        drop(swept);
         Ok(first_unstamped)
     }
 
@@ -268,26 +281,36 @@ impl TaskTable {
     /// are many. Called by the nursery future in each poll.
     pub(crate) fn stamp_remote(&self) {
         let mut remote = lock(&self.remote);
-        let remote = &mut *remote;
+        self.stamp(&mut remote);
+        let swept = remote.sweep_if_grown();
+        drop(remote);
+        drop(swept);
+    }
+
+    /// Gives the parallel children not stamped yet the time now (one clock
+    /// read for all).
+    fn stamp(&self, remote: &mut Remotes) {
         if remote.stamped < remote.tasks.len() {
             let ms = clock::now()
                 .saturating_duration_since(self.epoch)
                 .as_millis();
             let since = u32::try_from(ms).unwrap_or(u32::MAX);
-            for task in &mut remote.tasks[remote.stamped..] {
+            let stamped = remote.stamped;
+            for task in &mut remote.tasks[stamped..] {
                 task.since = since;
             }
             remote.stamped = remote.tasks.len();
         }
-        remote.sweep_if_grown();
     }
 
-    /// Closes the nursery to parallel children if `running` (read under
-    /// the lock) says none is left; returns whether it did, and the
-    /// handles, all finished, to drop outside the lock.
-    pub(crate) fn close_remote(&self, running: impl FnOnce() -> usize) -> (bool, Vec<RemoteTask>) {
+    /// Closes the nursery to parallel children if `settled` (asked under
+    /// the lock, which every start takes) says none runs and nothing they
+    /// reported is left to record; returns whether it did, and the
+    /// handles, to drop outside the lock (their tasks are done, or about to
+    /// return from their last poll).
+    pub(crate) fn close_remote(&self, settled: impl FnOnce() -> bool) -> (bool, Vec<RemoteTask>) {
         let mut remote = lock(&self.remote);
-        if running() != 0 {
+        if !settled() {
             return (false, Vec::new());
         }
         remote.closed = true;
@@ -381,8 +404,11 @@ impl TaskTable {
             tasks.entries.reuse(chunks);
             tasks.cohorts = recast(cohorts);
         }
-        if remote.capacity() > 0 {
-            lock(&self.remote).tasks = remote;
+        // Parallel children may have started already (the body closure runs
+        // before the nursery future takes the buffers): their handles stay.
+        let mut kept = lock(&self.remote);
+        if kept.tasks.is_empty() && kept.tasks.capacity() < remote.capacity() {
+            kept.tasks = remote;
         }
     }
 
@@ -411,7 +437,7 @@ impl TaskTable {
     pub(crate) fn give_back_remote(&self, mut handles: Vec<RemoteTask>) {
         handles.clear();
         let mut remote = lock(&self.remote);
-        if remote.tasks.capacity() < handles.capacity() {
+        if remote.tasks.is_empty() && remote.tasks.capacity() < handles.capacity() {
             remote.tasks = handles;
         }
     }
@@ -427,8 +453,10 @@ impl TaskTable {
     }
 
     /// Calls `each` with the identity, admission time and notes of every
-    /// child, in key order, under the table's lock (`each` must not call
-    /// user code).
+    /// child, in key order, then of every unfinished parallel child, under
+    /// the table's two locks in turn (`each` must not call user code). A
+    /// parallel child the nursery has not seen yet is stamped now: its age
+    /// counts from the first report that lists it.
     pub(crate) fn for_each(&self, mut each: impl FnMut(TaskInfo, Instant, Flags)) {
         let tasks = lock(&self.tasks);
         for (key, &entry) in tasks.entries.iter().enumerate() {
@@ -441,16 +469,13 @@ impl TaskTable {
             }
         }
         drop(tasks);
-        let remote = lock(&self.remote);
-        for (index, task) in remote.tasks.iter().enumerate() {
+        let mut remote = lock(&self.remote);
+        self.stamp(&mut remote);
+        for task in &remote.tasks {
             if task.task.is_finished() {
                 continue;
             }
-            let since = if index < remote.stamped {
-                self.epoch + Duration::from_millis(task.since.into())
-            } else {
-                clock::now()
-            };
+            let since = self.epoch + Duration::from_millis(task.since.into());
             // Told where it runs, if its scope is cancelled.
             each(task.info.clone(), since, Flags::from_bits(Flags::REMOTE));
         }
@@ -612,9 +637,9 @@ mod tests {
             [Some("waits".to_owned())],
             "only the unfinished is listed"
         );
-        let (closed, handles) = table.close_remote(|| 1);
+        let (closed, handles) = table.close_remote(|| false);
         assert!(!closed && handles.is_empty(), "one still runs");
-        let (closed, handles) = table.close_remote(|| 0);
+        let (closed, handles) = table.close_remote(|| true);
         assert!(closed && !handles.is_empty());
         drop(handles);
         let refused = table.start_remote(TaskInfo::new(None), |_| executor.spawn(async {}));
