@@ -71,6 +71,9 @@ struct Remotes {
     sweep_at: usize,
     /// The nursery has closed: nothing more starts.
     closed: bool,
+    /// Where a sweep puts the handles it takes out, to be dropped outside
+    /// the lock; kept for the next sweep (no allocation per sweep).
+    swept: Vec<async_executor::Task<()>>,
 }
 
 impl Remotes {
@@ -83,22 +86,27 @@ impl Remotes {
     /// of the lock: the last handle of a task whose executor is gone drops
     /// what is left of that executor, other tasks (user code) among it.
     #[must_use = "the swept handles are to be dropped outside the lock"]
-    fn sweep_if_grown(&mut self) -> Vec<RemoteTask> {
+    fn sweep_if_grown(&mut self) -> Vec<async_executor::Task<()>> {
         if self.tasks.len() < self.sweep_at.max(MIN_SWEEP) {
             return Vec::new();
         }
         // The stamped entries come first, and stay first.
-        // The unfinished move to the front in their order (a stable
-        // partition), the finished are split off behind them.
-        let (mut kept, mut kept_stamped) = (0, 0);
-        for index in 0..self.tasks.len() {
-            if !self.tasks[index].task.is_finished() {
-                kept_stamped += usize::from(index < self.stamped);
-                self.tasks.swap(index, kept);
-                kept += 1;
+        let mut swept = std::mem::take(&mut self.swept);
+        let stamped = self.stamped;
+        let (mut index, mut kept_stamped) = (0, 0);
+        self.tasks.retain_mut(|task| {
+            let finished = task
+                .task
+                .as_ref()
+                .is_none_or(async_executor::Task::is_finished);
+            if finished {
+                swept.extend(task.task.take());
+            } else {
+                kept_stamped += usize::from(index < stamped);
             }
-        }
-        let swept = self.tasks.split_off(kept);
+            index += 1;
+            !finished
+        });
         self.stamped = kept_stamped;
         self.sweep_at = 2 * self.tasks.len();
         swept
@@ -111,7 +119,8 @@ pub(crate) type TableBuffers = (Vec<Vec<u32>>, Vec<[u64; 2]>, Vec<RemoteTask>);
 
 /// A parallel child in [`Remotes`].
 pub(crate) struct RemoteTask {
-    task: async_executor::Task<()>,
+    /// `None` once a sweep took it out (to drop it outside the lock).
+    task: Option<async_executor::Task<()>>,
     info: TaskInfo,
     /// When the nursery first saw it, in milliseconds after the epoch.
     since: u32,
@@ -263,7 +272,7 @@ impl TaskTable {
         let task = start(info.clone());
         let first_unstamped = remote.stamped == remote.tasks.len();
         remote.tasks.push(RemoteTask {
-            task,
+            task: Some(task),
             info,
             since: 0,
         });
@@ -272,8 +281,21 @@ impl TaskTable {
         // that finished meanwhile while the others still run.
         let swept = remote.sweep_if_grown();
         drop(remote);
-        drop(swept);
+        self.drop_swept(swept);
         Ok(first_unstamped)
+    }
+
+    /// Drops the handles a sweep took out, outside the lock, and keeps the
+    /// list for the next sweep.
+    fn drop_swept(&self, mut swept: Vec<async_executor::Task<()>>) {
+        if swept.capacity() == 0 {
+            return;
+        }
+        swept.clear();
+        let mut remote = lock(&self.remote);
+        if remote.swept.capacity() < swept.capacity() {
+            remote.swept = swept;
+        }
     }
 
     /// Gives the parallel children started since the last call their
@@ -284,7 +306,7 @@ impl TaskTable {
         self.stamp(&mut remote);
         let swept = remote.sweep_if_grown();
         drop(remote);
-        drop(swept);
+        self.drop_swept(swept);
     }
 
     /// Gives the parallel children not stamped yet the time now (one clock
@@ -472,7 +494,11 @@ impl TaskTable {
         let mut remote = lock(&self.remote);
         self.stamp(&mut remote);
         for task in &remote.tasks {
-            if task.task.is_finished() {
+            if task
+                .task
+                .as_ref()
+                .is_none_or(async_executor::Task::is_finished)
+            {
                 continue;
             }
             let since = self.epoch + Duration::from_millis(task.since.into());
