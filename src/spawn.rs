@@ -307,42 +307,79 @@ fn released<F, O>(
     }
 }
 
-pin_project! {
-    /// The half of a parallel child that an executor reached through
-    /// [`Spawn::spawn_task`] polls: hands the outcome over when it ends.
-    struct Remote<F: Future> {
-        #[pin]
-        inner: InScope<F>,
-        handoff: Arc<Handoff<F::Output>>,
-        done: bool,
+/// Where the remote half of a parallel child hands its outcome over.
+trait Report<O> {
+    /// Names the child in a message.
+    fn name(&self) -> &dyn fmt::Display;
+    /// Hands the outcome over (once nothing of the child is left).
+    fn report(self, outcome: RemoteOutcome<O>);
+}
+
+/// Through [`Spawn::spawn_task`]: to the join half.
+impl<O> Report<O> for Arc<Handoff<O>> {
+    fn name(&self) -> &dyn fmt::Display {
+        &"a parallel child"
     }
 
-    impl<F: Future> PinnedDrop for Remote<F> {
+    fn report(self, outcome: RemoteOutcome<O>) {
+        self.finish(outcome);
+    }
+}
+
+/// On an async-executor: to the nursery's count (`spawn_counted`).
+struct Counted<E> {
+    parallel: Arc<Parallel<E>>,
+    info: TaskInfo,
+}
+
+impl<E> Report<Result<(), E>> for Counted<E> {
+    fn name(&self) -> &dyn fmt::Display {
+        &self.info
+    }
+
+    fn report(self, outcome: RemoteOutcome<Result<(), E>>) {
+        self.parallel.finish(self.info, outcome);
+    }
+}
+
+pin_project! {
+    /// The remote half of a parallel child, as its executor polls it: hands
+    /// the outcome over when it ends, or that it was lost when the executor
+    /// drops it unfinished (invariants 1 and 4).
+    struct Remote<F: Future, R: Report<F::Output>> {
+        #[pin]
+        inner: InScope<F>,
+        report: Option<R>,
+    }
+
+    impl<F: Future, R: Report<F::Output>> PinnedDrop for Remote<F, R> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if !*this.done {
-                let outcome = released(this.inner, RemoteOutcome::Lost, &"a parallel child");
-                this.handoff.finish(outcome);
+            if let Some(report) = this.report.take() {
+                let outcome = released(this.inner, RemoteOutcome::Lost, report.name());
+                report.report(outcome);
             }
         }
     }
 }
 
-impl<F, E> Future for Remote<F>
+impl<F, E, R> Future for Remote<F, R>
 where
     F: Future<Output = Result<(), E>>,
     E: CancelError,
+    R: Report<F::Output>,
 {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
         let outcome = std::task::ready!(this.inner.as_mut().poll(cx));
-        *this.done = true;
-        // The child is gone before the nursery hears that it ended: its
-        // `Drop` runs here, on the thread where it ran.
-        let outcome = released(this.inner, outcome, &"a parallel child");
-        this.handoff.finish(outcome);
+        if let Some(report) = this.report.take() {
+            // The child is gone before it is heard of: its `Drop` runs
+            // here, on the thread where it ran.
+            let outcome = released(this.inner, outcome, report.name());
+            report.report(outcome);
+        }
         Poll::Ready(())
     }
 }
@@ -428,8 +465,7 @@ where
     });
     let remote = Remote {
         inner,
-        handoff: Arc::clone(&handoff),
-        done: false,
+        report: Some(Arc::clone(&handoff)),
     };
     let guard = spawner.spawn_task(Box::pin(remote));
     Join {
@@ -570,49 +606,6 @@ fn lost(info: &TaskInfo) -> ! {
     )
 }
 
-pin_project! {
-    /// A parallel child on an async-executor, as its executor polls it:
-    /// reports how it ended to its nursery's `Parallel` (a lost child when
-    /// it is dropped unfinished).
-    struct Counted<F, E> {
-        #[pin]
-        inner: InScope<F>,
-        parallel: Arc<Parallel<E>>,
-        info: Option<TaskInfo>,
-    }
-
-    impl<F, E> PinnedDrop for Counted<F, E> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(info) = this.info.take() {
-                // The child is gone before the nursery hears of it.
-                let outcome = released(this.inner, RemoteOutcome::Lost, &info);
-                this.parallel.finish(info, outcome);
-            }
-        }
-    }
-}
-
-impl<F, E> Future for Counted<F, E>
-where
-    F: Future<Output = Result<(), E>>,
-    E: CancelError,
-{
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        let outcome = std::task::ready!(this.inner.as_mut().poll(cx));
-        if let Some(info) = this.info.take() {
-            // The child is gone before the nursery hears that it ended: its
-            // `Drop` runs here, on the thread where it ran.
-            let outcome = released(this.inner, outcome, &info);
-            this.parallel.finish(info, outcome);
-        }
-        Poll::Ready(())
-    }
-}
-
 /// Starts `child` on `executor` in `scope`, counted in `parallel`; the
 /// caller keeps the task handle (dropping it cancels the task).
 pub(crate) fn spawn_counted<'env, F, E>(
@@ -627,14 +620,16 @@ where
     E: CancelError + Send + 'env,
 {
     parallel.started();
-    executor.spawn(Counted {
+    executor.spawn(Remote {
         inner: InScope {
             scope: Some(scope),
             foreign: ForeignWait::default(),
             child: Some(child),
         },
-        parallel: Arc::clone(parallel),
-        info: Some(info),
+        report: Some(Counted {
+            parallel: Arc::clone(parallel),
+            info,
+        }),
     })
 }
 
