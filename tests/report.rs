@@ -173,3 +173,55 @@ fn after_a_cancel_the_report_says_who_was_told_and_who_is_shielded() {
         "{text}"
     );
 }
+
+#[test]
+fn the_report_lists_a_running_parallel_child_by_name_and_forgets_it_once_finished() {
+    use std::time::Duration;
+
+    use hatchery::{Builder, sleep};
+    let (running, finished) = Builder::new()
+        .error_type()
+        .handle_signals(false)
+        .worker_threads(2)
+        .run(|n: Nursery<'_, Cancelled>| async move {
+            let (started_tx, started_rx) = futures::channel::oneshot::channel();
+            let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
+            n.named("cruncher").spawn_parallel(async move {
+                started_tx.send(()).unwrap();
+                let _ = stop_rx.await;
+                Ok(())
+            });
+            n.named("brief").spawn_parallel(async { Ok(()) });
+            started_rx.await.unwrap();
+            sleep(Duration::from_millis(20)).await?;
+            let running = Report::capture().to_string();
+            stop_tx.send(()).unwrap();
+            // Given the time to finish.
+            sleep(Duration::from_millis(20)).await?;
+            let finished = Report::capture().to_string();
+            Ok((running, finished))
+        })
+        .unwrap()
+        .unwrap();
+    let line = running
+        .lines()
+        .find(|line| line.contains("task `cruncher`"))
+        .unwrap_or_else(|| panic!("the running child is listed:\n{running}"));
+    assert!(line.contains("tests/report.rs"), "its spawn site: {line}");
+    assert!(line.ends_with("running"), "{line}");
+    let age: f64 = line
+        .split("age ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit() && c != '.').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("an age: {line}"));
+    assert!(age > 0.0, "it has been running a while: {line}");
+    assert!(
+        !running.contains("task `brief`"),
+        "a finished child is not listed:\n{running}"
+    );
+    assert!(
+        !finished.contains("cruncher"),
+        "nor once it finished:\n{finished}"
+    );
+}
