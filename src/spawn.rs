@@ -387,19 +387,9 @@ where
 /// The nursery's half of a parallel child: a child of the nursery that
 /// finishes with the remote half's outcome.
 pub(crate) struct Join<'env, O> {
-    how: How<'env, O>,
+    handoff: Arc<Handoff<O>>,
+    _guard: TaskGuard<'env>,
     info: TaskInfo,
-}
-
-enum How<'env, O> {
-    /// Spawned on an async-executor: its task handle brings the outcome
-    /// (`None`: the executor dropped the task unfinished).
-    Task(async_executor::FallibleTask<RemoteOutcome<O>>),
-    /// Spawned through `Spawn::spawn_task`.
-    Handoff {
-        handoff: Arc<Handoff<O>>,
-        _guard: TaskGuard<'env>,
-    },
 }
 
 impl<O> Future for Join<'_, O> {
@@ -407,19 +397,10 @@ impl<O> Future for Join<'_, O> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O> {
         let this = self.get_mut();
-        let outcome = match &mut this.how {
-            How::Task(task) => match Pin::new(task).poll(cx) {
-                Poll::Ready(outcome) => outcome.unwrap_or(RemoteOutcome::Lost),
-                Poll::Pending => return pending(),
-            },
-            How::Handoff { handoff, .. } => {
-                handoff.waker.register(cx.waker());
-                let outcome = handoff.outcome.lock().recover().take();
-                match outcome {
-                    Some(outcome) => outcome,
-                    None => return pending(),
-                }
-            }
+        this.handoff.waker.register(cx.waker());
+        let outcome = this.handoff.outcome.lock().recover().take();
+        let Some(outcome) = outcome else {
+            return pending();
         };
         match outcome {
             RemoteOutcome::Finished(output) => Poll::Ready(output),
@@ -453,12 +434,10 @@ where
         foreign: ForeignWait::default(),
         child: Some(child),
     };
-    if let Some(executor) = spawner.__async_executor() {
-        return Join {
-            how: How::Task(executor.spawn(inner).fallible()),
-            info,
-        };
-    }
+    // Through `spawn_task` also on an async-executor (a supervised child):
+    // the remote half reports once the child's `Drop` ran (invariant 4),
+    // where async-task would drop a finished future in a place that must
+    // not unwind.
     let handoff = Arc::new(Handoff {
         outcome: Mutex::new(None),
         waker: AtomicWaker::new(),
@@ -469,10 +448,8 @@ where
     };
     let guard = spawner.spawn_task(Box::pin(remote));
     Join {
-        how: How::Handoff {
-            handoff,
-            _guard: guard,
-        },
+        handoff,
+        _guard: guard,
         info,
     }
 }

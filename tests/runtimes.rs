@@ -766,3 +766,44 @@ fn a_parallel_child_started_before_the_nursery_future_exists_is_waited_for() {
     assert_eq!(out.unwrap(), Some(()));
     assert_eq!(ran.load(Ordering::SeqCst), 1, "the child ran to its end");
 }
+
+#[test]
+fn a_supervised_parallel_childs_drop_that_panics_is_its_panic_not_a_hang() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("dropped badly");
+        }
+    }
+    /// Ends at once, keeping its guard until it is dropped.
+    struct Ends(#[allow(dead_code)] PanicsOnDrop);
+    impl std::future::Future for Ends {
+        type Output = hatchery::Result<()>;
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<hatchery::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            hatchery::run(|n| async move {
+                n.named("careless")
+                    .on_failure(|_failure| Ok(()))
+                    .spawn_parallel(Ends(PanicsOnDrop));
+                Ok(())
+            })
+        }));
+        let _ = done_tx.send(out.map(drop).map_err(|payload| panic_text(&*payload)));
+    });
+    let out = done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the nursery returned (it hung, waiting for a child whose Drop panicked)");
+    assert_eq!(
+        out,
+        Err("dropped badly".to_owned()),
+        "the Drop's panic is the child's panic"
+    );
+}

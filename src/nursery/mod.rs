@@ -17,7 +17,8 @@
 //! 3. The first failure (error or panic) cancels the nursery's scope; every
 //!    failure is recorded; `Cancelled` is never recorded as a failure.
 //! 4. Dropping the nursery future closes it and drops every child and the body
-//!    synchronously.
+//!    synchronously (a parallel child: its task handle, which cancels it on
+//!    its executor without waiting, `spawn` invariant 2).
 //! 5. The nursery listens to its own node from its first poll on, before it
 //!    polls any task, and when that listener fires (any change of the node's
 //!    state) it polls the body and every child again. So its tasks, polled

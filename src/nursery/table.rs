@@ -445,12 +445,10 @@ impl TaskTable {
         tasks.free = None;
         tasks.names.clear();
         drop(tasks);
-        // Closed by now: empty (`give_back_remote`), or the handles of a
-        // nursery whose close was refused, which are not kept.
-        let mut remote = std::mem::take(&mut lock(&self.remote).tasks);
-        if !remote.is_empty() {
-            remote = Vec::new();
-        }
+        // Closed or abandoned by now: the list is empty (its handles were
+        // taken and dropped), only its memory is left.
+        let remote = std::mem::take(&mut lock(&self.remote).tasks);
+        debug_assert!(remote.is_empty(), "the nursery closed first");
         (chunks, cohorts, remote)
     }
 
