@@ -477,6 +477,42 @@ macro_rules! handle_methods {
                 }
             }
 
+            /// Like [`spawn_on`](Self::spawn_on), but returns an error
+            /// instead of panicking when the nursery has closed (the child
+            /// is then not started).
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::{", $example_nursery, ", SpawnError};")]
+            ///
+            /// let executor = async_executor::Executor::new();
+            /// let ex = &executor;
+            /// let mut kept = None;
+            /// futures_lite::future::block_on(ex.run(async {
+            #[doc = concat!("    ", $example_nursery, "(|n| {")]
+            ///         kept = Some(n.clone());
+            ///         async move {
+            ///             assert_eq!(n.try_spawn_on(ex, async { Ok(()) }), Ok(()));
+            ///             Ok(())
+            ///         }
+            ///     })
+            ///     .await
+            ///     .unwrap();
+            /// }));
+            /// // The nursery has returned: too late to start a child in it.
+            /// let late = kept.unwrap().try_spawn_on(ex, async { Ok(()) });
+            /// assert_eq!(late, Err(SpawnError::Closed));
+            /// ```
+            #[track_caller]
+            pub fn try_spawn_on<'env, S, F>(&self, spawner: &S, future: F) -> Result<(), SpawnError>
+            where
+                'env: 'a,
+                S: Spawn<'env> + ?Sized,
+                F: Future<Output = Result<(), E>> + Send + 'env,
+                E: Send + 'env,
+            {
+                self.spawn_on_as(TaskInfo::new(None), spawner, future)
+            }
+
             /// Spawns a parallel child on the executor of the surrounding
             /// [`run`](crate::run); see [`spawn_on`](Self::spawn_on).
             ///
@@ -739,6 +775,33 @@ macro_rules! handle_methods {
                 if let Err(error) = self.handle.spawn_on_as(info, spawner, future) {
                     closed_panic(error)
                 }
+            }
+
+            /// [`try_spawn_on`]($handle::try_spawn_on), named.
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::", $example_nursery, ";")]
+            ///
+            /// let executor = async_executor::Executor::new();
+            /// let ex = &executor;
+            /// futures_lite::future::block_on(ex.run(async {
+            #[doc = concat!("    ", $example_nursery, "(|n| async move {")]
+            ///         n.named("cruncher").try_spawn_on(ex, async { Ok(()) })?;
+            ///         Ok(())
+            ///     })
+            ///     .await
+            ///     .unwrap();
+            /// }));
+            /// ```
+            #[track_caller]
+            pub fn try_spawn_on<'env, S, F>(self, spawner: &S, future: F) -> Result<(), SpawnError>
+            where
+                'env: 'a,
+                S: Spawn<'env> + ?Sized,
+                F: Future<Output = Result<(), E>> + Send + 'env,
+                E: Send + 'env,
+            {
+                self.handle.spawn_on_as(TaskInfo::new(Some(self.name)), spawner, future)
             }
 
             /// [`spawn_parallel`]($handle::spawn_parallel), named.
