@@ -42,8 +42,9 @@ fn closed_panic(error: SpawnError) -> ! {
 ///
 /// Cheap to clone and `Send + Sync` (when the error type is `Send`, as
 /// [`Error`] is: the failures of parallel children cross threads through
-/// it); children may hold clones to spawn siblings. Once the nursery has closed (its body and every child finished),
-/// spawning fails with [`SpawnError::Closed`].
+/// it); children may hold clones to spawn siblings. Once the nursery has
+/// closed (its body and every child finished), spawning fails with
+/// [`SpawnError::Closed`].
 ///
 /// # Examples
 ///

@@ -491,14 +491,13 @@ impl TaskTable {
         drop(tasks);
         let mut remote = lock(&self.remote);
         self.stamp(&mut remote);
-        for task in &remote.tasks {
-            if task
-                .task
+        // (A `None` handle exists only inside a sweep.)
+        let running = remote.tasks.iter().filter(|task| {
+            task.task
                 .as_ref()
-                .is_none_or(async_executor::Task::is_finished)
-            {
-                continue;
-            }
+                .is_some_and(|handle| !handle.is_finished())
+        });
+        for task in running {
             let since = self.epoch + Duration::from_millis(task.since.into());
             // Told where it runs, if its scope is cancelled.
             each(task.info.clone(), since, Flags::from_bits(Flags::REMOTE));
