@@ -550,9 +550,22 @@ impl<E> Builder<E> {
         };
         // A worker stuck in a child that never awaits must not hold `run`:
         // the runtime is left to finish on its own (its tasks were all
-        // aborted when the root nursery dropped their join halves).
-        runtime.shutdown_background();
-        self.finish(result, shutdown, guard)
+        // aborted when the root nursery dropped their join halves). When
+        // the process is about to exit on a signal, it is not even told:
+        // its threads would spend the last moments of the program handing
+        // their stacks and heaps back, which the exit does anyway.
+        let exiting = self.exit_on_signal && shutdown.signal().is_some();
+        let runtime = if exiting {
+            Some(runtime)
+        } else {
+            runtime.shutdown_background();
+            None
+        };
+        let out = self.finish(result, shutdown, guard);
+        if let Some(runtime) = runtime {
+            runtime.shutdown_background();
+        }
+        out
     }
 
     fn threads(&self) -> usize {
@@ -815,25 +828,20 @@ struct TokioRoot(tokio::runtime::Handle);
 #[cfg(feature = "tokio")]
 impl Spawn<'static> for TokioRoot {
     fn spawn_task(&self, task: BoxTask<'static>) -> TaskGuard<'static> {
-        self.0.spawn_task(Box::pin(InsideRun(task)))
+        self.0
+            .spawn_task(Box::pin(crate::spawn::Marked::new(task, mark_in_run)))
+    }
+
+    fn __tokio(&self) -> Option<crate::spawn::Tokio<'_>> {
+        Some(crate::spawn::Tokio::new(&self.0, Some(mark_in_run)))
     }
 }
 
-/// A task polled as inside a `run` (`IN_RUN`).
+/// Marks this thread as inside a `run` (`IN_RUN`), or not; returns what it
+/// was: for the tasks of the tokio root, polled as inside this `run`.
 #[cfg(feature = "tokio")]
-struct InsideRun(BoxTask<'static>);
-
-#[cfg(feature = "tokio")]
-impl Future for InsideRun {
-    type Output = ();
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        let _in_run = InRun::enter();
-        self.0.as_mut().poll(cx)
-    }
+fn mark_in_run(inside: bool) -> bool {
+    IN_RUN.replace(inside)
 }
 
 /// Gives this thread back the timers it used before `run` on tokio.

@@ -8,16 +8,19 @@
 //! What the nursery keeps depends on the executor:
 //!
 //! * On an async-executor `Executor` (the default of [`run`](crate::run)),
-//!   the nursery keeps only the task handle, in its table (for the hard
-//!   cancel and the report), and a count of the children running
-//!   ([`Parallel`]): a child that succeeds counts itself out, and only the
-//!   last one wakes the nursery; any other outcome (error, `Cancelled`,
-//!   panic, lost) is queued for the nursery to record as an inline child's.
-//! * Through [`Spawn::spawn_task`] (tokio, a user's executor), and for a
-//!   supervised child, the **join** half is an ordinary inline child of the
-//!   nursery: it waits for the outcome and reports it exactly as an inline
-//!   child would, so failures are collected the same way and the nursery
-//!   waits for it.
+//!   and on tokio for a `'static` child (`spawn_parallel`: the tokio root
+//!   of `run`, or a runtime of the user's), the nursery keeps only the task
+//!   handle ([`RemoteHandle`]), in its table (for the hard cancel and the
+//!   report), and a count of the children running ([`Parallel`]): a child
+//!   that succeeds counts itself out, and only the last one wakes the
+//!   nursery; any other outcome (error, `Cancelled`, panic, lost) is queued
+//!   for the nursery to record as an inline child's. A supervised child
+//!   takes its handlers along (`Supervise` inside the remote half).
+//! * Through [`Spawn::spawn_task`] (another executor of the user's, or
+//!   `spawn_on` a tokio `Handle`, whose children may borrow), the **join**
+//!   half is an ordinary inline child of the nursery: it waits for the
+//!   outcome and reports it exactly as an inline child would, so failures
+//!   are collected the same way and the nursery waits for it.
 //!
 //! # Invariants
 //!
@@ -92,6 +95,15 @@ pub trait Spawn<'env> {
     fn __async_executor(&self) -> Option<&async_executor::Executor<'env>> {
         None
     }
+
+    /// The tokio runtime behind this spawner, if it is one: hatchery then
+    /// spawns a `'static` parallel child on it directly (module docs). Not
+    /// for implementors.
+    #[cfg(feature = "tokio")]
+    #[doc(hidden)]
+    fn __tokio(&self) -> Option<Tokio<'_>> {
+        None
+    }
 }
 
 impl<'env, S: Spawn<'env> + ?Sized> Spawn<'env> for &S {
@@ -102,6 +114,11 @@ impl<'env, S: Spawn<'env> + ?Sized> Spawn<'env> for &S {
     fn __async_executor(&self) -> Option<&async_executor::Executor<'env>> {
         (**self).__async_executor()
     }
+
+    #[cfg(feature = "tokio")]
+    fn __tokio(&self) -> Option<Tokio<'_>> {
+        (**self).__tokio()
+    }
 }
 
 impl<'env, S: Spawn<'env> + ?Sized> Spawn<'env> for Arc<S> {
@@ -111,6 +128,11 @@ impl<'env, S: Spawn<'env> + ?Sized> Spawn<'env> for Arc<S> {
 
     fn __async_executor(&self) -> Option<&async_executor::Executor<'env>> {
         (**self).__async_executor()
+    }
+
+    #[cfg(feature = "tokio")]
+    fn __tokio(&self) -> Option<Tokio<'_>> {
+        (**self).__tokio()
     }
 }
 
@@ -144,6 +166,10 @@ impl Spawn<'static> for tokio::runtime::Handle {
             }
         }
         TaskGuard::new(AbortOnDrop(self.spawn(task)))
+    }
+
+    fn __tokio(&self) -> Option<Tokio<'_>> {
+        Some(Tokio::new(self, None))
     }
 }
 
@@ -583,21 +609,53 @@ fn lost(info: &TaskInfo) -> ! {
     )
 }
 
-/// Starts `child` on `executor` in `scope`, counted in `parallel`; the
-/// caller keeps the task handle (dropping it cancels the task).
-pub(crate) fn spawn_counted<'env, F, E>(
-    executor: &async_executor::Executor<'env>,
+/// The task handle of a counted parallel child, kept in its nursery's
+/// table (`spawn_counted`): dropping it cancels the task if it has not
+/// finished (invariant 2).
+pub(crate) enum RemoteHandle {
+    /// async-executor's task: dropping it cancels.
+    Executor(async_executor::Task<()>),
+    /// tokio's: aborted when dropped unfinished.
+    #[cfg(feature = "tokio")]
+    Tokio(tokio::task::JoinHandle<()>),
+}
+
+impl RemoteHandle {
+    /// Whether the task has finished: its future is gone.
+    pub(crate) fn is_finished(&self) -> bool {
+        match self {
+            RemoteHandle::Executor(task) => task.is_finished(),
+            #[cfg(feature = "tokio")]
+            RemoteHandle::Tokio(handle) => handle.is_finished(),
+        }
+    }
+}
+
+impl Drop for RemoteHandle {
+    fn drop(&mut self) {
+        #[cfg(feature = "tokio")]
+        if let RemoteHandle::Tokio(handle) = self
+            && !handle.is_finished()
+        {
+            // (Aborting a finished task costs a read-modify-write loop for
+            // nothing.)
+            handle.abort();
+        }
+    }
+}
+
+/// The remote half of a child counted in `parallel`.
+fn counted<F, E>(
     scope: Arc<Node>,
     child: F,
     info: TaskInfo,
     parallel: &Arc<Parallel<E>>,
-) -> async_executor::Task<()>
+) -> Remote<F, Counted<E>>
 where
-    F: Future<Output = Result<(), E>> + Send + 'env,
-    E: CancelError + Send + 'env,
+    F: Future<Output = Result<(), E>>,
 {
     parallel.started();
-    executor.spawn(Remote {
+    Remote {
         inner: InScope {
             scope: Some(scope),
             foreign: ForeignWait::default(),
@@ -607,9 +665,99 @@ where
             parallel: Arc::clone(parallel),
             info,
         }),
+    }
+}
+
+/// Starts `child` on `executor` in `scope`, counted in `parallel`; the
+/// caller keeps the task handle (dropping it cancels the task).
+pub(crate) fn spawn_counted<'env, F, E>(
+    executor: &async_executor::Executor<'env>,
+    scope: Arc<Node>,
+    child: F,
+    info: TaskInfo,
+    parallel: &Arc<Parallel<E>>,
+) -> RemoteHandle
+where
+    F: Future<Output = Result<(), E>> + Send + 'env,
+    E: CancelError + Send + 'env,
+{
+    RemoteHandle::Executor(executor.spawn(counted(scope, child, info, parallel)))
+}
+
+/// `spawn_counted` on tokio (for `'static` children: the runtime may run
+/// them for as long as it likes).
+#[cfg(feature = "tokio")]
+pub(crate) fn spawn_counted_tokio<F, E>(
+    tokio: Tokio<'_>,
+    scope: Arc<Node>,
+    child: F,
+    info: TaskInfo,
+    parallel: &Arc<Parallel<E>>,
+) -> RemoteHandle
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: CancelError + Send + 'static,
+{
+    let remote = counted(scope, child, info, parallel);
+    RemoteHandle::Tokio(match tokio.mark {
+        Some(mark) => tokio.handle.spawn(Marked::new(remote, mark)),
+        None => tokio.handle.spawn(remote),
     })
 }
 
+/// A tokio runtime behind a [`Spawn`] (`Spawn::__tokio`). Not for
+/// implementors.
+#[cfg(feature = "tokio")]
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct Tokio<'a> {
+    handle: &'a tokio::runtime::Handle,
+    /// Marks the thread while it polls one of these tasks (the root of
+    /// `run` on tokio: `Marked`).
+    mark: Option<fn(bool) -> bool>,
+}
+
+#[cfg(feature = "tokio")]
+impl<'a> Tokio<'a> {
+    pub(crate) fn new(handle: &'a tokio::runtime::Handle, mark: Option<fn(bool) -> bool>) -> Self {
+        Tokio { handle, mark }
+    }
+}
+
+#[cfg(feature = "tokio")]
+pin_project! {
+    /// A task polled with a mark on its thread: `mark(true)` before each
+    /// poll, `mark` of what it returned after (also when the poll panics).
+    pub(crate) struct Marked<F> {
+        #[pin]
+        task: F,
+        mark: fn(bool) -> bool,
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<F> Marked<F> {
+    pub(crate) fn new(task: F, mark: fn(bool) -> bool) -> Self {
+        Marked { task, mark }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<F: Future> Future for Marked<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        struct Restore(fn(bool) -> bool, bool);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                (self.0)(self.1);
+            }
+        }
+        let this = self.project();
+        let _restore = Restore(*this.mark, (this.mark)(true));
+        this.task.poll(cx)
+    }
+}
 /// The spawner of the surrounding [`run`](crate::run), shared by its threads.
 pub(crate) type SharedSpawner = Arc<dyn Spawn<'static> + Send + Sync>;
 

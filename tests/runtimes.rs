@@ -806,3 +806,82 @@ fn a_supervised_parallel_childs_drop_that_panics_is_its_panic_not_a_hang() {
         "the Drop's panic is the child's panic"
     );
 }
+
+/// Issue 18, item 2, with parallel children, on each root: one of 100
+/// fails; its handler sees exactly that failure, once, with the nursery's
+/// scope current; the other 99 finish and the nursery returns `Ok`. A
+/// failure a handler returns still fails the nursery.
+#[test]
+fn supervised_parallel_children_fail_into_their_handler_on_each_root() {
+    let roots: &[fn() -> Builder] = &[
+        Builder::new,
+        #[cfg(feature = "tokio")]
+        || Builder::new().tokio(),
+    ];
+    for root in roots {
+        let finished = Arc::new(AtomicUsize::new(0));
+        let handled = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let marker = std::time::Instant::now() + Duration::from_secs(3_600);
+        let out = root().worker_threads(2).run(|n| {
+            let (finished, handled) = (Arc::clone(&finished), Arc::clone(&handled));
+            async move {
+                // A deadline nobody else has: the handler finds it current.
+                n.cancel_scope().set_deadline(marker);
+                for id in 0..100 {
+                    let (finished, handled) = (Arc::clone(&finished), Arc::clone(&handled));
+                    n.named(format!("connection {id}"))
+                        .on_failure(move |failure| {
+                            let current = hatchery::current_scope().and_then(|s| s.deadline());
+                            handled.lock().unwrap().push((
+                                failure.task.name().map(String::from),
+                                failure.error.to_string(),
+                                current == Some(marker),
+                            ));
+                            Ok(())
+                        })
+                        .spawn_parallel(async move {
+                            sleep(Duration::from_millis(5)).await?;
+                            if id == 42 {
+                                return Err(hatchery::Error::msg("malformed request"));
+                            }
+                            sleep(Duration::from_millis(5)).await?;
+                            finished.fetch_add(1, Ordering::SeqCst);
+                            Ok(())
+                        });
+                }
+                Ok("served")
+            }
+        });
+        assert_eq!(out.unwrap(), Some("served"));
+        assert_eq!(finished.load(Ordering::SeqCst), 99);
+        assert_eq!(
+            *handled.lock().unwrap(),
+            [(
+                Some("connection 42".to_owned()),
+                "malformed request".to_owned(),
+                true
+            )]
+        );
+
+        let out = root().worker_threads(2).run(|n| async move {
+            n.named("escalates")
+                .on_failure(|failure| {
+                    Err(hatchery::Error::msg(format!(
+                        "escalated: {}",
+                        failure.error
+                    )))
+                })
+                .spawn_parallel(async { Err(hatchery::Error::msg("disk full")) });
+            n.spawn_parallel(async {
+                sleep_forever().await?;
+                Ok(())
+            });
+            Ok(())
+        });
+        let error = out.unwrap_err();
+        let failures = error.failures();
+        assert_eq!(failures.len(), 1, "{error}");
+        assert_eq!(failures[0].task.name(), Some("escalates"));
+        assert_eq!(failures[0].error.to_string(), "escalated: disk full");
+    }
+}

@@ -235,19 +235,9 @@ macro_rules! handle_methods {
                     // Started and counted in the nursery's table, not its
                     // slab: the outcome comes back only if it is not a
                     // success (`spawn::Parallel`).
-                    let (parallel, made) = shared.parallel();
-                    let node = Arc::clone(&shared.node);
-                    let unstamped = shared.table.start_remote(info, |info| {
+                    return shared.start_counted(info, |node, info, parallel| {
                         spawn_counted(executor, node, future, info, parallel)
-                    })?;
-                    // The nursery gives it its admission time in its next
-                    // poll (a poll that is still to come needs no wake),
-                    // and registers its waker with `parallel` if it never
-                    // did (then it is woken in any case).
-                    if made || (unstamped && !shared.draining.load(Ordering::Relaxed)) {
-                        shared.wakeup.waker.wake();
-                    }
-                    return Ok(());
+                    });
                 }
                 let join = spawn_parallel(spawner, Arc::clone(&shared.node), future, info.clone());
                 shared.push(Box::pin(join), info)
@@ -259,6 +249,14 @@ macro_rules! handle_methods {
                 E: Send + 'static,
             {
                 let spawner = default_spawner().ok_or(SpawnError::NoExecutor)?;
+                #[cfg(feature = "tokio")]
+                if let Some(tokio) = spawner.__tokio() {
+                    // Counted, as on an async-executor (`spawn_on_as`).
+                    let future = crate::task::instrument(future, &info);
+                    return self.shared.start_counted(info, |node, info, parallel| {
+                        crate::spawn::spawn_counted_tokio(tokio, node, future, info, parallel)
+                    });
+                }
                 self.spawn_on_as(info, &*spawner, future)
             }
 
@@ -989,7 +987,9 @@ macro_rules! handle_methods {
 
             /// Spawns the supervised child on the executor of the surrounding
             /// [`run`](crate::run); see [`TaskBuilder::on_failure`]. Its
-            /// handler runs in the nursery, not on the worker.
+            /// handlers travel with it: they run where the child ran, right
+            /// after it ended, with the nursery's scope current (so they are
+            /// `Send + 'static`, like the child).
             ///
             /// ```
             /// hatchery::run(|n| async move {
@@ -1005,18 +1005,14 @@ macro_rules! handle_methods {
             where
                 F: Future<Output = Result<(), E>> + Send + 'static,
                 E: Send + 'static,
+                H: Send + 'static,
+                P: Send + 'static,
             {
                 let info = TaskInfo::new(Some(self.builder.name));
                 let handle = self.builder.handle;
-                let spawner = match default_spawner() {
-                    Some(spawner) => spawner,
-                    None => closed_panic(SpawnError::NoExecutor),
-                };
-                let future = crate::task::instrument(future, &info);
-                let join = spawn_parallel(&*spawner, Arc::clone(&handle.shared.node), future, info.clone());
                 let table = Arc::clone(&handle.shared.table);
-                let supervised = Supervise::new(join, info.clone(), table, self.on_error, self.on_panic);
-                if let Err(error) = handle.shared.push(Box::pin(supervised), info) {
+                let supervised = Supervise::new(future, info.clone(), table, self.on_error, self.on_panic);
+                if let Err(error) = handle.spawn_parallel_as(info, supervised) {
                     closed_panic(error)
                 }
             }

@@ -14,7 +14,7 @@ use crate::cancel::tree::Kind;
 use crate::cancel::tree::Node;
 use crate::chunked::{convert, recast};
 use crate::error::SpawnError;
-use crate::spawn::Parallel;
+use crate::spawn::{Parallel, RemoteHandle};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{Arc, Mutex, MutexGuard, Recover};
 use crate::task::TaskInfo;
@@ -204,6 +204,28 @@ impl<C, E> Shared<C, E> {
             Arc::default()
         });
         (parallel, made)
+    }
+
+    /// Starts a parallel child counted in `parallel` rather than admitted
+    /// to the slab (`spawn::Parallel`): `start` spawns it, under the lock
+    /// that closes the nursery; the table keeps its task handle.
+    pub(super) fn start_counted(
+        &self,
+        info: TaskInfo,
+        start: impl FnOnce(Arc<Node>, TaskInfo, &Arc<Parallel<E>>) -> RemoteHandle,
+    ) -> Result<(), SpawnError> {
+        let (parallel, made) = self.parallel();
+        let node = Arc::clone(&self.node);
+        let unstamped = self
+            .table
+            .start_remote(info, |info| start(node, info, parallel))?;
+        // The nursery gives the child its admission time in its next poll (a
+        // poll that is still to come needs no wake), and registers its waker
+        // with `parallel` if it never did (then it is woken in any case).
+        if made || (unstamped && !self.draining.load(Ordering::Relaxed)) {
+            self.wakeup.waker.wake();
+        }
+        Ok(())
     }
 
     /// Closes for good (on drop) and returns what was still waiting, to be

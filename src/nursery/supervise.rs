@@ -7,7 +7,8 @@
 //! 1. The handler runs inside the child's poll, so in the nursery's context
 //!    (its scope is current), exactly once, and only for a real failure: a
 //!    child that ends with `Cancelled` is not a failure and reaches no
-//!    handler.
+//!    handler. For a parallel child that poll is the remote half's, on the
+//!    thread where the child ran (its handlers are `Send + 'static`).
 //! 2. Nothing is lost: a failure the handler returns is the child's
 //!    failure, recorded by the nursery like any other (and cancels the
 //!    siblings); a panic with no panic handler is resumed as the child's

@@ -30,6 +30,7 @@ use crate::cancel::tree::Tasks;
 use crate::chunked::{ChunkVec, recast};
 use crate::clock;
 use crate::error::SpawnError;
+use crate::spawn::RemoteHandle;
 use crate::sync::Recover;
 use crate::task::{Flags, TaskInfo};
 
@@ -73,7 +74,7 @@ struct Remotes {
     closed: bool,
     /// Where a sweep puts the handles it takes out, to be dropped outside
     /// the lock; kept for the next sweep (no allocation per sweep).
-    swept: Vec<async_executor::Task<()>>,
+    swept: Vec<RemoteHandle>,
 }
 
 impl Remotes {
@@ -86,7 +87,7 @@ impl Remotes {
     /// of the lock: the last handle of a task whose executor is gone drops
     /// what is left of that executor, other tasks (user code) among it.
     #[must_use = "the swept handles are to be dropped outside the lock"]
-    fn sweep_if_grown(&mut self) -> Vec<async_executor::Task<()>> {
+    fn sweep_if_grown(&mut self) -> Vec<RemoteHandle> {
         if self.tasks.len() < self.sweep_at.max(MIN_SWEEP) {
             return Vec::new();
         }
@@ -95,10 +96,7 @@ impl Remotes {
         let stamped = self.stamped;
         let (mut index, mut kept_stamped) = (0, 0);
         self.tasks.retain_mut(|task| {
-            let finished = task
-                .task
-                .as_ref()
-                .is_none_or(async_executor::Task::is_finished);
+            let finished = task.task.as_ref().is_none_or(RemoteHandle::is_finished);
             if finished {
                 swept.extend(task.task.take());
             } else {
@@ -120,7 +118,7 @@ pub(crate) type TableBuffers = (Vec<Vec<u32>>, Vec<[u64; 2]>, Vec<RemoteTask>);
 /// A parallel child in [`Remotes`].
 pub(crate) struct RemoteTask {
     /// `None` once a sweep took it out (to drop it outside the lock).
-    task: Option<async_executor::Task<()>>,
+    task: Option<RemoteHandle>,
     info: TaskInfo,
     /// When the nursery first saw it, in milliseconds after the epoch.
     since: u32,
@@ -263,7 +261,7 @@ impl TaskTable {
     pub(crate) fn start_remote(
         &self,
         info: TaskInfo,
-        start: impl FnOnce(TaskInfo) -> async_executor::Task<()>,
+        start: impl FnOnce(TaskInfo) -> RemoteHandle,
     ) -> Result<bool, SpawnError> {
         let mut remote = lock(&self.remote);
         if remote.closed {
@@ -287,7 +285,7 @@ impl TaskTable {
 
     /// Drops the handles a sweep took out, outside the lock, and keeps the
     /// list for the next sweep.
-    fn drop_swept(&self, mut swept: Vec<async_executor::Task<()>>) {
+    fn drop_swept(&self, mut swept: Vec<RemoteHandle>) {
         if swept.capacity() == 0 {
             return;
         }
@@ -628,11 +626,11 @@ mod tests {
             let info = TaskInfo::new(Some(name.into()));
             table
                 .start_remote(info, |_| {
-                    executor.spawn(async move {
+                    RemoteHandle::Executor(executor.spawn(async move {
                         if forever {
                             std::future::pending::<()>().await;
                         }
-                    })
+                    }))
                 })
                 .unwrap()
         };
@@ -665,7 +663,9 @@ mod tests {
         let (closed, handles) = table.close_remote(|| true);
         assert!(closed && !handles.is_empty());
         drop(handles);
-        let refused = table.start_remote(TaskInfo::new(None), |_| executor.spawn(async {}));
+        let refused = table.start_remote(TaskInfo::new(None), |_| {
+            RemoteHandle::Executor(executor.spawn(async {}))
+        });
         assert_eq!(refused.unwrap_err(), SpawnError::Closed);
     }
 
