@@ -59,13 +59,14 @@ pub fn main() {
         println!("listening on {}", listener.local_addr()?);
         // Ctrl+C cancels the root scope.
         let ctrl_c = n.cancel_scope();
-        // The server is a parallel child: its accept loop, and the
-        // bookkeeping of one child per connection, run on tokio's workers
-        // like the connections, rather than on the thread that called
-        // `run` (which would be woken for every connection that ends).
-        // Behind a shield, so that Ctrl+C reaches the connections only
-        // through the accept loop, once the listener is closed.
-        n.named("server").spawn_parallel(async move {
+        // The accept loop runs on the thread that called `run` (as a
+        // plain tokio server's does in `block_on`); the connections are
+        // parallel children, on tokio's workers. One that ends wakes
+        // nobody (it only counts itself out), and at the shutdown they are
+        // told from this thread, so that every worker starts closing them
+        // at once. Behind a shield, so that Ctrl+C reaches the connections
+        // only through the accept loop, once the listener is closed.
+        n.named("server").spawn(async move {
             CancelScope::new()
                 .shield(true)
                 .run(hatchery::nursery(|connections| {

@@ -332,7 +332,7 @@ pin_project! {
         shield: Option<Arc<Node>>,
         // Where the shield was linked when it was entered.
         link: Option<Link>,
-        deadline: Option<clock::Timer>,
+        deadline: Option<Deadline>,
         location: &'static Location<'static>,
         hold: Hold,
     }
@@ -374,6 +374,26 @@ where
     }
 }
 
+/// The end of a grace period: its instant, and a timer only once the
+/// future is still pending after the stop (most stop at once: a timer made
+/// and dropped for nothing is what an idle connection would cost).
+enum Deadline {
+    At(std::time::Instant),
+    Timer(clock::Timer),
+}
+
+impl Deadline {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Deadline::At(at) = *self {
+            *self = Deadline::Timer(clock::timer_at(at));
+        }
+        match self {
+            Deadline::Timer(timer) => Pin::new(timer).poll(cx),
+            Deadline::At(_) => unreachable!("made a timer above"),
+        }
+    }
+}
+
 fn poll_gracefully<F, S>(
     this: &mut CancelGracefullyProj<'_, F, S>,
     cx: &mut Context<'_>,
@@ -395,8 +415,8 @@ where
                 Node::exit_owned(this.shield, this.link.take());
                 return Poll::Ready(Ok(output));
             }
-            if let Some(timer) = this.deadline
-                && Pin::new(timer).poll(cx).is_ready()
+            if let Some(deadline) = this.deadline
+                && deadline.poll(cx).is_ready()
             {
                 this.inner.set(None);
                 Node::exit_owned(this.shield, this.link.take());
@@ -409,7 +429,7 @@ where
             let mut shield = Node::scope(this.location, true);
             *this.link = Node::enter_owned(&mut shield, context::current(), None);
             *this.shield = Some(shield);
-            *this.deadline = clock::now().checked_add(*this.grace).map(clock::timer_at);
+            *this.deadline = clock::now().checked_add(*this.grace).map(Deadline::At);
             // Polled once more, shielded, before the stop, so that what
             // arrived with the cancellation (a request on a connection)
             // is taken in.
