@@ -145,7 +145,7 @@ impl OwnedScope {
     }
 }
 
-/// The count a nursery keeps of its parallel children on an async-executor
+/// The count a nursery keeps of its counted parallel children
 /// (`spawn::Parallel`), driven the way the children and the nursery future
 /// drive it.
 pub struct ParallelCount(Arc<crate::spawn::Parallel<std::io::Error>>);

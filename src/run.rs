@@ -549,23 +549,25 @@ impl<E> Builder<E> {
             with_default(spawner, || runtime.block_on(future))
         };
         // A worker stuck in a child that never awaits must not hold `run`:
-        // the runtime is left to finish on its own (its tasks were all
-        // aborted when the root nursery dropped their join halves). When
-        // the process is about to exit on a signal, it is not even told:
-        // its threads would spend the last moments of the program handing
-        // their stacks and heaps back, which the exit does anyway.
-        let exiting = self.exit_on_signal && shutdown.signal().is_some();
-        let runtime = if exiting {
-            Some(runtime)
-        } else {
-            runtime.shutdown_background();
-            None
-        };
-        let out = self.finish(result, shutdown, guard);
-        if let Some(runtime) = runtime {
-            runtime.shutdown_background();
+        // the runtime is left to finish on its own (the root nursery
+        // aborted its tasks when it dropped their handles), however `run`
+        // ends, also by unwinding. When the process is about to exit on a
+        // signal, it is not even told: its threads would spend the last
+        // moments of the program handing their stacks and heaps back,
+        // which the exit does anyway.
+        struct InBackground(Option<tokio::runtime::Runtime>);
+        impl Drop for InBackground {
+            fn drop(&mut self) {
+                if let Some(runtime) = self.0.take() {
+                    runtime.shutdown_background();
+                }
+            }
         }
-        out
+        let mut runtime = InBackground(Some(runtime));
+        if !(self.exit_on_signal && shutdown.signal().is_some()) {
+            drop(InBackground(runtime.0.take()));
+        }
+        self.finish(result, shutdown, guard)
     }
 
     fn threads(&self) -> usize {
@@ -833,7 +835,7 @@ impl Spawn<'static> for TokioRoot {
     }
 
     fn __tokio(&self) -> Option<crate::spawn::Tokio<'_>> {
-        Some(crate::spawn::Tokio::new(&self.0, Some(mark_in_run)))
+        Some(crate::spawn::Tokio::new(&self.0, mark_in_run))
     }
 }
 

@@ -8,16 +8,15 @@
 //! What the nursery keeps depends on the executor:
 //!
 //! * On an async-executor `Executor` (the default of [`run`](crate::run)),
-//!   and on tokio for a `'static` child (`spawn_parallel`: the tokio root
-//!   of `run`, or a runtime of the user's), the nursery keeps only the task
-//!   handle ([`RemoteHandle`]), in its table (for the hard cancel and the
+//!   and on the tokio root of `run` (`spawn_parallel`), the nursery keeps
+//!   only the task handle ([`RemoteHandle`]), in its table (for the hard cancel and the
 //!   report), and a count of the children running ([`Parallel`]): a child
 //!   that succeeds counts itself out, and only the last one wakes the
 //!   nursery; any other outcome (error, `Cancelled`, panic, lost) is queued
 //!   for the nursery to record as an inline child's. A supervised child
 //!   takes its handlers along (`Supervise` inside the remote half).
 //! * Through [`Spawn::spawn_task`] (another executor of the user's, or
-//!   `spawn_on` a tokio `Handle`, whose children may borrow), the **join**
+//!   `spawn_on` a tokio `Handle`), the **join**
 //!   half is an ordinary inline child of the nursery: it waits for the
 //!   outcome and reports it exactly as an inline child would, so failures
 //!   are collected the same way and the nursery waits for it.
@@ -96,9 +95,9 @@ pub trait Spawn<'env> {
         None
     }
 
-    /// The tokio runtime behind this spawner, if it is one: hatchery then
-    /// spawns a `'static` parallel child on it directly (module docs). Not
-    /// for implementors.
+    /// The tokio root of `run` behind this spawner, if it is one: hatchery
+    /// then spawns a `'static` parallel child on it directly (module docs).
+    /// Not for implementors.
     #[cfg(feature = "tokio")]
     #[doc(hidden)]
     fn __tokio(&self) -> Option<Tokio<'_>> {
@@ -166,10 +165,6 @@ impl Spawn<'static> for tokio::runtime::Handle {
             }
         }
         TaskGuard::new(AbortOnDrop(self.spawn(task)))
-    }
-
-    fn __tokio(&self) -> Option<Tokio<'_>> {
-        Some(Tokio::new(self, None))
     }
 }
 
@@ -352,7 +347,7 @@ impl<O> Report<O> for Arc<Handoff<O>> {
     }
 }
 
-/// On an async-executor: to the nursery's count (`spawn_counted`).
+/// Counted (`spawn_counted`): to the nursery's count.
 struct Counted<E> {
     parallel: Arc<Parallel<E>>,
     info: TaskInfo,
@@ -460,10 +455,7 @@ where
         foreign: ForeignWait::default(),
         child: Some(child),
     };
-    // Through `spawn_task` also on an async-executor (a supervised child):
-    // the remote half reports once the child's `Drop` ran (invariant 4),
-    // where async-task would drop a finished future in a place that must
-    // not unwind.
+    // The remote half reports once the child's `Drop` ran (invariant 4).
     let handoff = Arc::new(Handoff {
         outcome: Mutex::new(None),
         waker: AtomicWaker::new(),
@@ -480,7 +472,7 @@ where
     }
 }
 
-/// What the parallel children a nursery started on an async-executor share
+/// What the counted parallel children of a nursery share
 /// with it (`spawn_counted`): how many still run, and the outcomes other
 /// than success, which the nursery records as an inline child's. A child
 /// that succeeds only counts itself out: no wake of the nursery unless it
@@ -699,27 +691,24 @@ where
     E: CancelError + Send + 'static,
 {
     let remote = counted(scope, child, info, parallel);
-    RemoteHandle::Tokio(match tokio.mark {
-        Some(mark) => tokio.handle.spawn(Marked::new(remote, mark)),
-        None => tokio.handle.spawn(remote),
-    })
+    RemoteHandle::Tokio(tokio.handle.spawn(Marked::new(remote, tokio.mark)))
 }
 
-/// A tokio runtime behind a [`Spawn`] (`Spawn::__tokio`). Not for
-/// implementors.
+/// The tokio runtime of `run`'s tokio root, behind its [`Spawn`]
+/// (`Spawn::__tokio`). Not for implementors.
 #[cfg(feature = "tokio")]
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug)]
 pub struct Tokio<'a> {
     handle: &'a tokio::runtime::Handle,
-    /// Marks the thread while it polls one of these tasks (the root of
-    /// `run` on tokio: `Marked`).
-    mark: Option<fn(bool) -> bool>,
+    /// Marks the thread while it polls one of these tasks (`Marked`): as
+    /// inside that `run`.
+    mark: fn(bool) -> bool,
 }
 
 #[cfg(feature = "tokio")]
 impl<'a> Tokio<'a> {
-    pub(crate) fn new(handle: &'a tokio::runtime::Handle, mark: Option<fn(bool) -> bool>) -> Self {
+    pub(crate) fn new(handle: &'a tokio::runtime::Handle, mark: fn(bool) -> bool) -> Self {
         Tokio { handle, mark }
     }
 }

@@ -229,7 +229,7 @@ impl<E: CancelError> Outcomes<'_, E> {
         matches!(self.verdict(task), Verdict::Held | Verdict::Drop)
     }
 
-    /// The parallel children on an async-executor, in a poll of the
+    /// The counted parallel children, in a poll of the
     /// nursery: those spawned since its last poll get their admission
     /// time, those that did not succeed are recorded; returns how many
     /// still run. The waker is registered before the count is read, so
@@ -435,7 +435,7 @@ where
                 }
             };
             children.recycle(batch);
-            // The parallel children on an async-executor.
+            // The counted parallel children.
             let running = match shared.parallel.get() {
                 None => 0,
                 Some(parallel) => outcomes.parallel(parallel, &shared.table, waker),

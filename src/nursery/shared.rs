@@ -22,7 +22,7 @@ use crate::task::TaskInfo;
 /// What the handles of a nursery share with the nursery future.
 pub(crate) struct Shared<C, E> {
     pub(super) node: Arc<Node>,
-    /// What its parallel children on an async-executor share with it, made
+    /// What its counted parallel children share with it, made
     /// when the first one starts.
     pub(super) parallel: OnceLock<Arc<Parallel<E>>>,
     pub(super) table: Arc<TaskTable>,
@@ -191,7 +191,7 @@ impl<C, E> Shared<C, E> {
         closed
     }
 
-    /// The state the nursery's parallel children on an async-executor
+    /// The state the nursery's counted parallel children
     /// share with it, and whether this call made it: the nursery has never
     /// registered its waker there then, and must be polled to do so.
     pub(super) fn parallel(&self) -> (&Arc<Parallel<E>>, bool) {

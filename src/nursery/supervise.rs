@@ -9,6 +9,10 @@
 //!    child that ends with `Cancelled` is not a failure and reaches no
 //!    handler. For a parallel child that poll is the remote half's, on the
 //!    thread where the child ran (its handlers are `Send + 'static`).
+//!    What happens after the handler does not reach it: a panic of the
+//!    child's `Drop` (which runs once the child ended, inline or on its
+//!    worker), or a parallel child its executor dropped unfinished, is the
+//!    child's panic, recorded by the nursery.
 //! 2. Nothing is lost: a failure the handler returns is the child's
 //!    failure, recorded by the nursery like any other (and cancels the
 //!    siblings); a panic with no panic handler is resumed as the child's

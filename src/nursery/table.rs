@@ -1,6 +1,6 @@
 //! The nursery's child table: the name, spawn location and admission time of
 //! every child a nursery still polls, and of its parallel children on an
-//! async-executor, readable from any thread (the report reads it through
+//! executor, readable from any thread (the report reads it through
 //! the tree's `Kind::Nursery`).
 //!
 //! # Invariants
@@ -12,7 +12,8 @@
 //! 2. A cohort's `count` is the number of keys that refer to it; a cohort
 //!    with count 0 is on the free list (linked through `since`) and no key
 //!    refers to it.
-//! 3. Parallel children started on an async-executor are not in the slab:
+//! 3. Counted parallel children (on an async-executor or the tokio root)
+//!    are not in the slab:
 //!    the table keeps their task handles, from the start (under its
 //!    `remote` lock, refused once the nursery closed) until the nursery
 //!    closes or is dropped, and lists those not finished in the report.
@@ -52,13 +53,13 @@ pub(crate) struct TaskTable {
     pub(crate) location: &'static Location<'static>,
     epoch: Instant,
     tasks: Mutex<Registry>,
-    /// The parallel children started on an async-executor (invariant 3).
+    /// The counted parallel children (invariant 3).
     remote: Mutex<Remotes>,
     /// Failures of supervised children that their handler took.
     handled: AtomicUsize,
 }
 
-/// The parallel children a nursery started on an async-executor: their
+/// The counted parallel children of a nursery: their
 /// task handles (dropped to cancel them: the hard cancel) and their
 /// identities, for the report, until they finish (invariant 3).
 #[derive(Default)]
@@ -257,7 +258,9 @@ impl TaskTable {
     /// (`close_remote`), so that a child either starts before the close
     /// (and is waited for) or not at all. `Ok(true)`: the nursery must be
     /// polled to give it an admission time (the first such since its last
-    /// poll).
+    /// poll). (A runtime already shut down drops the child inside `start`,
+    /// so its `Drop` runs under the lock: it must not start a child of the
+    /// same nursery.)
     pub(crate) fn start_remote(
         &self,
         info: TaskInfo,
