@@ -347,7 +347,7 @@ impl<O> Report<O> for Arc<Handoff<O>> {
     }
 }
 
-/// Counted (`spawn_counted`): to the nursery's count.
+/// Counted (`counted`): to the nursery's count.
 struct Counted<E> {
     parallel: Arc<Parallel<E>>,
     info: TaskInfo,
@@ -473,7 +473,7 @@ where
 }
 
 /// What the counted parallel children of a nursery share
-/// with it (`spawn_counted`): how many still run, and the outcomes other
+/// with it (`counted`): how many still run, and the outcomes other
 /// than success, which the nursery records as an inline child's. A child
 /// that succeeds only counts itself out: no wake of the nursery unless it
 /// was the last one, no lock.
@@ -602,7 +602,7 @@ fn lost(info: &TaskInfo) -> ! {
 }
 
 /// The task handle of a counted parallel child, kept in its nursery's
-/// table (`spawn_counted`): dropping it cancels the task if it has not
+/// table (`counted`): dropping it cancels the task if it has not
 /// finished (invariant 2).
 pub(crate) enum RemoteHandle {
     /// async-executor's task: dropping it cancels.
@@ -636,15 +636,18 @@ impl Drop for RemoteHandle {
     }
 }
 
-/// The remote half of a child counted in `parallel`.
-fn counted<F, E>(
+/// The remote half of `child`, counted in `parallel` (counted in now: start
+/// it at once, on an async-executor or `Tokio::spawn`); the caller keeps
+/// the task handle (dropping it cancels the task).
+pub(crate) fn counted<F, E>(
     scope: Arc<Node>,
     child: F,
     info: TaskInfo,
     parallel: &Arc<Parallel<E>>,
-) -> Remote<F, Counted<E>>
+) -> impl Future<Output = ()> + use<F, E>
 where
     F: Future<Output = Result<(), E>>,
+    E: CancelError,
 {
     parallel.started();
     Remote {
@@ -658,40 +661,6 @@ where
             info,
         }),
     }
-}
-
-/// Starts `child` on `executor` in `scope`, counted in `parallel`; the
-/// caller keeps the task handle (dropping it cancels the task).
-pub(crate) fn spawn_counted<'env, F, E>(
-    executor: &async_executor::Executor<'env>,
-    scope: Arc<Node>,
-    child: F,
-    info: TaskInfo,
-    parallel: &Arc<Parallel<E>>,
-) -> RemoteHandle
-where
-    F: Future<Output = Result<(), E>> + Send + 'env,
-    E: CancelError + Send + 'env,
-{
-    RemoteHandle::Executor(executor.spawn(counted(scope, child, info, parallel)))
-}
-
-/// `spawn_counted` on tokio (for `'static` children: the runtime may run
-/// them for as long as it likes).
-#[cfg(feature = "tokio")]
-pub(crate) fn spawn_counted_tokio<F, E>(
-    tokio: Tokio<'_>,
-    scope: Arc<Node>,
-    child: F,
-    info: TaskInfo,
-    parallel: &Arc<Parallel<E>>,
-) -> RemoteHandle
-where
-    F: Future<Output = Result<(), E>> + Send + 'static,
-    E: CancelError + Send + 'static,
-{
-    let remote = counted(scope, child, info, parallel);
-    RemoteHandle::Tokio(tokio.handle.spawn(Marked::new(remote, tokio.mark)))
 }
 
 /// The tokio runtime of `run`'s tokio root, behind its [`Spawn`]
@@ -710,6 +679,11 @@ pub struct Tokio<'a> {
 impl<'a> Tokio<'a> {
     pub(crate) fn new(handle: &'a tokio::runtime::Handle, mark: fn(bool) -> bool) -> Self {
         Tokio { handle, mark }
+    }
+
+    /// Starts a remote half (`counted`) on this runtime, marked.
+    pub(crate) fn spawn(self, task: impl Future<Output = ()> + Send + 'static) -> RemoteHandle {
+        RemoteHandle::Tokio(self.handle.spawn(Marked::new(task, self.mark)))
     }
 }
 

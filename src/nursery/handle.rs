@@ -19,7 +19,7 @@ use super::{LocalChild, SendChild};
 use crate::cancel::CancelHandle;
 use crate::cancel::foreign::Parked;
 use crate::error::{CancelError, Error, SpawnError, TaskFailure};
-use crate::spawn::{Spawn, default_spawner, spawn_counted, spawn_parallel};
+use crate::spawn::{RemoteHandle, Spawn, counted, default_spawner, spawn_parallel};
 use crate::task::TaskInfo;
 
 /// Marks a blocking closure abandoned if its task is dropped first.
@@ -236,7 +236,7 @@ macro_rules! handle_methods {
                     // slab: the outcome comes back only if it is not a
                     // success (`spawn::Parallel`).
                     return shared.start_counted(info, |node, info, parallel| {
-                        spawn_counted(executor, node, future, info, parallel)
+                        RemoteHandle::Executor(executor.spawn(counted(node, future, info, parallel)))
                     });
                 }
                 let join = spawn_parallel(spawner, Arc::clone(&shared.node), future, info.clone());
@@ -254,7 +254,7 @@ macro_rules! handle_methods {
                     // Counted, as on an async-executor (`spawn_on_as`).
                     let future = crate::task::instrument(future, &info);
                     return self.shared.start_counted(info, |node, info, parallel| {
-                        crate::spawn::spawn_counted_tokio(tokio, node, future, info, parallel)
+                        tokio.spawn(counted(node, future, info, parallel))
                     });
                 }
                 self.spawn_on_as(info, &*spawner, future)
