@@ -14,7 +14,7 @@
 //!    thread; code polled outside any scope sees a scope that is never
 //!    cancelled.
 //! 2. `covering` is nonzero only while a nursery polls one of its own tasks
-//!    (body or inline child) with its own node current (`track`); it is the
+//!    (body or inline child) with its own node current (`Here::begin`); it is the
 //!    address of the waker that task is polled with. Every `enter` clears it
 //!    for its duration. A wait polled with *that* waker is re-polled by the
 //!    nursery after every change of the node's state, so it need not listen
@@ -22,7 +22,7 @@
 //!    waker sits inside a combinator (`FuturesUnordered`, `join_all`, …)
 //!    that re-polls only what woke it: it listens.
 //! 3. `flags` are cleared when an owner (nursery, scope future, parallel or
-//!    starting child) starts polling a task (`track`). `PARKED` is set by
+//!    starting child) starts polling a task (`enter_track`). `PARKED` is set by
 //!    every hatchery await that returns `Pending`: a checkpoint, sleep or
 //!    `cancelled()` wait, `.cancellable()`, and a nested scope, nursery or
 //!    `start()` future. A task that returns `Pending` without it is parked
@@ -30,14 +30,14 @@
 //!    cancellation point" rule, `cancel::foreign`). `TOLD`, `SHIELDED` and
 //!    `REMOTE` say, for the report, that the task met `Cancelled`, waits
 //!    behind a shield, or runs on another thread. The outer task's flags are
-//!    restored when `track` returns, so nested owners do not disturb them.
+//!    restored when `enter_track` returns, so nested owners do not disturb them.
 //!    `STALE` is set when a hatchery await that returned `Pending` is
 //!    dropped while `PARKED` is set (`Parking`): most likely in the poll it
 //!    parked in (the losing arm of a `select`), so `PARKED` may no longer
 //!    stand for a live hatchery await; the owner takes a fresh look instead
 //!    of trusting it (`cancel::foreign`).
 //! 4. `task` is the data address of the waker the innermost tracking owner
-//!    (scope future, parallel or starting child: `track`) polls its task
+//!    (scope future, parallel or starting child: `enter_track`) polls its task
 //!    with; a nursery polling its own task sets `covering` instead, which
 //!    takes precedence while nonzero. A hatchery await that stays pending
 //!    across polls (a nested scope, nursery, `start()`) and is polled with
@@ -179,7 +179,7 @@ pub(crate) fn here<R>(f: impl FnOnce(Here<'_>) -> R) -> R {
 pub(crate) struct Here<'c>(&'c Current);
 
 impl Here<'_> {
-    /// `track` in two halves, for an owner that catches the task's panics
+    /// `enter_track`'s tracking in two halves, for an owner that catches the task's panics
     /// itself (the nursery): call `end` after the poll, also when it
     /// panicked, with what `begin` returned. No drop guard on the hot path.
     #[inline(always)]
@@ -198,30 +198,63 @@ impl Here<'_> {
     }
 }
 
-/// Runs `f`, one poll of a task polled with `waker`, and returns what the
-/// task did (invariant 3). Called inside `enter` (the task's own scope is
-/// current), which cleared `covering`: the task's waits are not covered
-/// (invariant 2), they listen themselves.
-#[inline]
-pub(crate) fn track<R>(waker: &Waker, f: impl FnOnce() -> R) -> (R, Flags) {
-    struct Restore(u8, usize);
-    impl Drop for Restore {
-        #[inline]
-        fn drop(&mut self) {
+/// For an owner that polls one task in its scope (a scope future, a
+/// parallel or starting child): runs `f`, one poll of the task polled with
+/// `waker`, with the node in `slot` as the current scope (as `enter`), and
+/// returns what the task did (invariant 3). `covering` is cleared: the
+/// task's waits are not covered (invariant 2), they listen themselves.
+#[inline(always)]
+pub(crate) fn enter_track<R>(
+    slot: &mut Option<Arc<Node>>,
+    waker: &Waker,
+    f: impl FnOnce() -> R,
+) -> (R, Flags) {
+    /// What the poll replaced, put back by `restore` (by `Drop` if the
+    /// poll panics).
+    struct Restore<'s> {
+        slot: &'s mut Option<Arc<Node>>,
+        covering: usize,
+        task: usize,
+        flags: u8,
+    }
+    impl Restore<'_> {
+        /// Puts the outer node and tracking back; returns the task's flags.
+        #[inline(always)]
+        fn restore(&mut self) -> u8 {
             CURRENT.with(|current| {
-                current.flags.set(self.0);
-                current.task.set(self.1);
-            });
+                let inner = current.node.replace(ManuallyDrop::new(self.slot.take()));
+                *self.slot = ManuallyDrop::into_inner(inner);
+                current.covering.set(self.covering);
+                current.task.set(self.task);
+                current.flags.replace(self.flags)
+            })
         }
     }
-    let task = waker.data() as usize;
-    let restore = CURRENT.with(|current| {
-        debug_assert_eq!(current.covering.get(), 0, "track runs inside enter");
-        Restore(current.flags.replace(0), current.task.replace(task))
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            self.restore();
+        }
+    }
+    // Two small thread-local accesses around `f`, not one around it: a
+    // closure that polls the task would keep `with` from being inlined.
+    let (covering, task, flags) = CURRENT.with(|current| {
+        let outer = current.node.replace(ManuallyDrop::new(slot.take()));
+        *slot = ManuallyDrop::into_inner(outer);
+        (
+            current.covering.replace(0),
+            current.task.replace(waker.data() as usize),
+            current.flags.replace(0),
+        )
     });
+    let mut restore = Restore {
+        slot,
+        covering,
+        task,
+        flags,
+    };
     let out = f();
-    let flags = CURRENT.with(|current| current.flags.get());
-    drop(restore);
+    let flags = restore.restore();
+    std::mem::forget(restore);
     (out, Flags::from_bits(flags))
 }
 
@@ -293,18 +326,24 @@ pub(crate) fn park_remote() {
 /// `park` for a nested scope or nursery future of `node`, waiting: when the
 /// running task's own scope is cancelled, also whether `node` shields the
 /// task from that, or passes it on (the task is told through it).
+#[inline]
 pub(crate) fn park_in(node: &Node) {
-    let outer_cancelled =
-        with_current(|outer| outer.is_some_and(|outer| outer.state() == CANCELLED));
-    if !outer_cancelled {
-        return park();
-    }
-    set(Flags::PARKED
-        | if node.is_shielded() {
-            Flags::SHIELDED
+    CURRENT.with(|current| {
+        let outer_cancelled = {
+            let lent = Lent::take(&current.node);
+            lent.node
+                .as_ref()
+                .is_some_and(|outer| outer.state() == CANCELLED)
+        };
+        let flag = if !outer_cancelled {
+            Flags::PARKED
+        } else if node.is_shielded() {
+            Flags::PARKED | Flags::SHIELDED
         } else {
-            Flags::TOLD
-        });
+            Flags::PARKED | Flags::TOLD
+        };
+        current.flags.set(current.flags.get() | flag);
+    });
 }
 
 /// A reference to the current scope's node, if any.

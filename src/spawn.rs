@@ -261,7 +261,7 @@ where
             let Some(future) = child.as_mut().as_pin_mut() else {
                 unreachable!("a parallel child is present until it finishes");
             };
-            context::enter(scope, || context::track(cx.waker(), || future.poll(cx)))
+            context::enter_track(scope, cx.waker(), || future.poll(cx))
         }));
         match polled {
             Ok((Poll::Pending, flags)) if flags.parked() => {
@@ -303,7 +303,7 @@ impl<F> InScope<F> {
         } else {
             catch_unwind(AssertUnwindSafe(|| child.set(None)))
         };
-        *this.foreign = ForeignWait::default();
+        this.foreign.clear();
         *this.scope = None;
         dropped
     }

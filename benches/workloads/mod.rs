@@ -179,6 +179,19 @@ pub const WORKLOADS: &[Workload] = &[
             }));
         })
     }),
+    // The loop around the checks alone (the same `black_box` and `?` on an
+    // `Ok` that is always there): its count, taken from the two above, is
+    // what one check costs.
+    ("checkpoint/loop_only", CHILDREN, || {
+        Box::new(|| {
+            let _ = block_on(CancelScope::new().run_typed(async {
+                for _ in 0..CHILDREN {
+                    black_box(Ok::<(), Cancelled>(()))?;
+                }
+                Ok::<_, Cancelled>(())
+            }));
+        })
+    }),
     ("checkpoint/tokio_is_cancelled", CHILDREN, || {
         let root = tokio_util::sync::CancellationToken::new();
         let token = root.child_token();

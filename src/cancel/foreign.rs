@@ -144,6 +144,22 @@ impl ForeignWait {
         self.verdict_loop(node, None, false, cx)
     }
 
+    /// Stops waiting: drops the listener or timer, if there is one.
+    #[inline]
+    pub(crate) fn clear(&mut self) {
+        if matches!(self.waiting, None | Some(Waiting::PolledAgain)) {
+            // Nothing to drop (no drop glue called).
+            std::mem::forget(self.waiting.take());
+        } else {
+            self.stop();
+        }
+    }
+
+    #[cold]
+    fn stop(&mut self) {
+        self.waiting = None;
+    }
+
     /// [`poll`](ForeignWait::poll) for a parallel child, which shares
     /// `node` with others: its holds are told apart by `task` (`context`
     /// invariant 4). The first time the child is kept, it is woken to be
@@ -152,12 +168,20 @@ impl ForeignWait {
     /// never takes the node's lock to listen and again to stop. The next
     /// poll sees a cancel that came meanwhile, as the listener would have
     /// made it.
+    #[inline]
     pub(crate) fn poll_task(
         &mut self,
         node: &Arc<Node>,
         task: Option<usize>,
         cx: &mut Context<'_>,
     ) -> Poll<()> {
+        // The common first time, inline: kept, polled once more.
+        if self.waiting.is_none() && node.state() == NEVER {
+            self.waiting = Some(Waiting::PolledAgain);
+            cx.waker().wake_by_ref();
+            context::park_in(node);
+            return Poll::Pending;
+        }
         self.verdict_loop(node, task, true, cx)
     }
 

@@ -312,8 +312,7 @@ where
         let Some(future) = body.as_mut().as_pin_mut() else {
             unreachable!("the body is present until the scope exits");
         };
-        let (polled, flags) =
-            context::enter(this.slot, || context::track(cx.waker(), || future.poll(cx)));
+        let (polled, flags) = context::enter_track(this.slot, cx.waker(), || future.poll(cx));
         let Some(node) = this.slot else {
             unreachable!("the node is back in the slot after the poll");
         };

@@ -218,9 +218,8 @@ where
         let this = self.get_mut();
         let output = match &mut this.state {
             ScopedState::Running(child) => {
-                let (polled, flags) = context::enter(&mut this.node, || {
-                    context::track(cx.waker(), || Pin::new(child).poll(cx))
-                });
+                let (polled, flags) =
+                    context::enter_track(&mut this.node, cx.waker(), || Pin::new(child).poll(cx));
                 match (polled, &this.node) {
                     (Poll::Ready(output), _) => output,
                     (Poll::Pending, Some(node)) if flags.parked() => {
@@ -396,9 +395,7 @@ where
         };
         this.state.waker.register(cx.waker());
         let polled = catch_unwind(AssertUnwindSafe(|| {
-            context::enter(&mut this.slot, || {
-                context::track(cx.waker(), || Pin::new(child).poll(cx))
-            })
+            context::enter_track(&mut this.slot, cx.waker(), || Pin::new(child).poll(cx))
         }));
         let (value, dropped) = {
             let mut slot = this.state.lock();

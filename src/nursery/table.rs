@@ -288,10 +288,17 @@ impl TaskTable {
 
     /// Drops the handles a sweep took out, outside the lock, and keeps the
     /// list for the next sweep.
-    fn drop_swept(&self, mut swept: Vec<RemoteHandle>) {
+    #[inline]
+    fn drop_swept(&self, swept: Vec<RemoteHandle>) {
         if swept.capacity() == 0 {
+            // Nothing was swept (the common case): no call, no drop.
+            std::mem::forget(swept);
             return;
         }
+        self.keep_swept(swept);
+    }
+
+    fn keep_swept(&self, mut swept: Vec<RemoteHandle>) {
         swept.clear();
         let mut remote = lock(&self.remote);
         if remote.swept.capacity() < swept.capacity() {
