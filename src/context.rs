@@ -299,6 +299,7 @@ pub(crate) struct Saved {
     flags: u8,
 }
 
+#[inline(always)]
 fn set(flag: u8) {
     CURRENT.with(|current| current.flags.set(current.flags.get() | flag));
 }
@@ -335,15 +336,24 @@ pub(crate) fn park_in(node: &Node) {
                 .as_ref()
                 .is_some_and(|outer| outer.state() == CANCELLED)
         };
-        let flag = if !outer_cancelled {
-            Flags::PARKED
-        } else if node.is_shielded() {
-            Flags::PARKED | Flags::SHIELDED
+        let flag = if outer_cancelled {
+            told_or_shielded(node)
         } else {
-            Flags::PARKED | Flags::TOLD
+            Flags::PARKED
         };
         current.flags.set(current.flags.get() | flag);
     });
+}
+
+/// `park_in`'s flags once the running task's scope is cancelled.
+#[cold]
+fn told_or_shielded(node: &Node) -> u8 {
+    Flags::PARKED
+        | if node.is_shielded() {
+            Flags::SHIELDED
+        } else {
+            Flags::TOLD
+        }
 }
 
 /// A reference to the current scope's node, if any.
