@@ -885,3 +885,83 @@ fn supervised_parallel_children_fail_into_their_handler_on_each_root() {
         assert_eq!(failures[0].error.to_string(), "escalated: disk full");
     }
 }
+
+/// A supervised parallel child's panic goes to its panic handler (on the
+/// worker, with the nursery's scope current) instead of cancelling its
+/// siblings; a panic handler's own error is the nursery's failure.
+#[test]
+fn supervised_parallel_children_panic_into_their_handler_on_each_root() {
+    let roots: &[fn() -> Builder] = &[
+        Builder::new,
+        #[cfg(feature = "tokio")]
+        || Builder::new().tokio(),
+    ];
+    for root in roots {
+        let finished = Arc::new(AtomicUsize::new(0));
+        let handled = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let marker = std::time::Instant::now() + Duration::from_secs(3_600);
+        let out = root().worker_threads(2).run(|n| {
+            let (finished, handled) = (Arc::clone(&finished), Arc::clone(&handled));
+            async move {
+                n.cancel_scope().set_deadline(marker);
+                for id in 0..20 {
+                    let (finished, handled) = (Arc::clone(&finished), Arc::clone(&handled));
+                    n.named(format!("parser {id}"))
+                        .on_failure(|_failure| Ok(()))
+                        .on_panic(move |task, payload| {
+                            let current = hatchery::current_scope().and_then(|s| s.deadline());
+                            handled.lock().unwrap().push((
+                                task.name().map(String::from),
+                                panic_text(&*payload),
+                                current == Some(marker),
+                            ));
+                            Ok(())
+                        })
+                        .spawn_parallel(async move {
+                            sleep(Duration::from_millis(5)).await?;
+                            if id == 7 {
+                                panic!("a bug in the parser");
+                            }
+                            sleep(Duration::from_millis(5)).await?;
+                            finished.fetch_add(1, Ordering::SeqCst);
+                            Ok(())
+                        });
+                }
+                Ok("served")
+            }
+        });
+        assert_eq!(out.unwrap(), Some("served"));
+        assert_eq!(finished.load(Ordering::SeqCst), 19);
+        assert_eq!(
+            *handled.lock().unwrap(),
+            [(
+                Some("parser 7".to_owned()),
+                "a bug in the parser".to_owned(),
+                true
+            )]
+        );
+
+        let out = root().worker_threads(2).run(|n| async move {
+            n.named("escalates")
+                .on_failure(|_failure| Ok(()))
+                .on_panic(|task, payload| {
+                    Err(hatchery::Error::msg(format!(
+                        "{} panicked: {}",
+                        task.name().unwrap_or("?"),
+                        panic_text(&*payload)
+                    )))
+                })
+                .spawn_parallel(async { panic!("boom") });
+            n.spawn_parallel(async {
+                sleep_forever().await?;
+                Ok(())
+            });
+            Ok(())
+        });
+        let error = out.unwrap_err();
+        let failures = error.failures();
+        assert_eq!(failures.len(), 1, "{error}");
+        assert_eq!(failures[0].task.name(), Some("escalates"));
+        assert_eq!(failures[0].error.to_string(), "escalates panicked: boom");
+    }
+}
