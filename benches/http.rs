@@ -23,6 +23,10 @@
 //!   runtime let go, `process::exit(130)`). Measured in rounds, one server
 //!   of each kind per round in alternating order, outside criterion (see
 //!   `shutdown_rounds`); printed as medians, ranges and their ratio.
+//! * `http_keepalive_rounds`: the load of `http_keepalive` on `hatchery`
+//!   and `tokio_spawn`, both started, one batch each per round in
+//!   alternating order (`keepalive_rounds`); printed as medians and their
+//!   ratio, throughput and server CPU per request.
 //!
 //! Every server runs a multi-thread tokio runtime with one worker per core
 //! and its accept loop on the main thread. Run with
@@ -91,6 +95,9 @@ mod bench {
                 criterion::Criterion::default()
                     .configure_from_args()
                     .final_summary();
+                if selected("http_keepalive_rounds") {
+                    keepalive_rounds();
+                }
                 if selected("http_shutdown") {
                     shutdown_rounds();
                 }
@@ -429,6 +436,73 @@ mod bench {
             }
         }
         group.finish();
+    }
+
+    /// `http_keepalive_rounds`: the keep-alive load of `http_keepalive`,
+    /// on `hatchery` and `tokio_spawn` started side by side, measured in
+    /// rounds of one batch (`CONNECTIONS` × `REQUESTS_PER_CONNECTION`) per
+    /// server in alternating order, so that the machine's other load and
+    /// whatever builds up over the run fall on both alike (criterion's rows
+    /// run one server after the other). Prints each side's median
+    /// throughput and server CPU per request, and the ratios of the medians
+    /// with the quartiles of a single round's.
+    fn keepalive_rounds() {
+        const ROUNDS: usize = 200;
+        const NAMES: [&str; 2] = ["hatchery", "tokio_spawn"];
+        const REQUESTS: f64 = (CONNECTIONS * REQUESTS_PER_CONNECTION) as f64;
+        let client = client_runtime();
+        let servers = NAMES.map(Server::start);
+        for server in &servers {
+            for _ in 0..2 {
+                client.block_on(clients(server.addr, CONNECTIONS, REQUESTS_PER_CONNECTION));
+            }
+        }
+        // Per side and round: requests per second, server CPU µs per request.
+        let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut cpus: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..ROUNDS {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for side in order {
+                let server = &servers[side];
+                let cpu_before = server.cpu();
+                let start = Instant::now();
+                client.block_on(clients(server.addr, CONNECTIONS, REQUESTS_PER_CONNECTION));
+                let took = start.elapsed();
+                rates[side].push(REQUESTS / took.as_secs_f64());
+                if let (Some(after), Some(before)) = (server.cpu(), cpu_before) {
+                    cpus[side].push(after.saturating_sub(before).as_secs_f64() * 1e6 / REQUESTS);
+                }
+            }
+        }
+        let quartiles = |ratios: &mut Vec<f64>| {
+            ratios.sort_by(f64::total_cmp);
+            let n = ratios.len();
+            (ratios[n / 4], ratios[3 * n / 4])
+        };
+        let mut rate_ratios: Vec<f64> = (0..ROUNDS).map(|r| rates[0][r] / rates[1][r]).collect();
+        let (rate_q1, rate_q3) = quartiles(&mut rate_ratios);
+        let median = |values: &mut Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let [rate_h, rate_t] = rates.each_mut().map(median);
+        println!(
+            "http_keepalive_rounds: requests per second, median over {ROUNDS} rounds: hatchery \
+             {rate_h:.0}, tokio_spawn {rate_t:.0}; hatchery / tokio_spawn {:.2} (medians), \
+             quartiles of a round's ratio {rate_q1:.2} and {rate_q3:.2}",
+            rate_h / rate_t,
+        );
+        if cpus.iter().all(|cpus| cpus.len() == ROUNDS) {
+            let mut cpu_ratios: Vec<f64> = (0..ROUNDS).map(|r| cpus[0][r] / cpus[1][r]).collect();
+            let (cpu_q1, cpu_q3) = quartiles(&mut cpu_ratios);
+            let [cpu_h, cpu_t] = cpus.each_mut().map(median);
+            println!(
+                "http_keepalive_rounds: server CPU per request, median: hatchery {cpu_h:.2} µs, \
+                 tokio_spawn {cpu_t:.2} µs; hatchery / tokio_spawn {:.2} (medians), quartiles \
+                 of a round's ratio {cpu_q1:.2} and {cpu_q3:.2}",
+                cpu_h / cpu_t,
+            );
+        }
     }
 
     /// `http_shutdown`, measured in rounds rather than as criterion rows:
