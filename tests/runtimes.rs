@@ -807,60 +807,142 @@ fn a_supervised_parallel_childs_drop_that_panics_is_its_panic_not_a_hang() {
     );
 }
 
-/// Issue 18, item 2, with parallel children, on each root: one of 100
-/// fails; its handler sees exactly that failure, once, with the nursery's
-/// scope current; the other 99 finish and the nursery returns `Ok`. A
-/// failure a handler returns still fails the nursery.
-#[test]
-fn supervised_parallel_children_fail_into_their_handler_on_each_root() {
-    let roots: &[fn() -> Builder] = &[
+/// The roots a parallel child can run on: the default, and tokio's.
+fn parallel_roots() -> Vec<fn() -> Builder> {
+    vec![
         Builder::new,
         #[cfg(feature = "tokio")]
         || Builder::new().tokio(),
-    ];
-    for root in roots {
-        let finished = Arc::new(AtomicUsize::new(0));
-        let handled = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let marker = std::time::Instant::now() + Duration::from_secs(3_600);
-        let out = root().worker_threads(2).run(|n| {
-            let (finished, handled) = (Arc::clone(&finished), Arc::clone(&handled));
-            async move {
-                // A deadline nobody else has: the handler finds it current.
-                n.cancel_scope().set_deadline(marker);
-                for id in 0..100 {
-                    let (finished, handled) = (Arc::clone(&finished), Arc::clone(&handled));
-                    n.named(format!("connection {id}"))
-                        .on_failure(move |failure| {
-                            let current = hatchery::current_scope().and_then(|s| s.deadline());
-                            handled.lock().unwrap().push((
-                                failure.task.name().map(String::from),
-                                failure.error.to_string(),
-                                current == Some(marker),
-                            ));
-                            Ok(())
-                        })
-                        .spawn_parallel(async move {
-                            sleep(Duration::from_millis(5)).await?;
-                            if id == 42 {
-                                return Err(hatchery::Error::msg("malformed request"));
-                            }
-                            sleep(Duration::from_millis(5)).await?;
-                            finished.fetch_add(1, Ordering::SeqCst);
-                            Ok(())
-                        });
-                }
-                Ok("served")
+    ]
+}
+
+/// What a supervised child's handler saw: the task's name, the failure's
+/// text, and whether the nursery's scope was current (its deadline is
+/// `marker`, which nobody else has).
+type Handled = Arc<std::sync::Mutex<Seen>>;
+
+/// Each failure a handler saw: the task's name, the failure's text, and
+/// whether the nursery's scope was current.
+type Seen = Vec<(Option<String>, String, bool)>;
+
+/// What `serve_supervised` returns: `run`'s result, the children that
+/// finished, what the handlers saw.
+type Served = (
+    Result<Option<&'static str>, hatchery::NurseryError>,
+    usize,
+    Seen,
+);
+
+/// Records one failure in `handled`, as a handler running with `marker`'s
+/// scope current would see it.
+fn record(handled: &Handled, marker: std::time::Instant, task: &hatchery::TaskInfo, text: String) {
+    let current = hatchery::current_scope().and_then(|s| s.deadline());
+    handled
+        .lock()
+        .unwrap()
+        .push((task.name().map(String::from), text, current == Some(marker)));
+}
+
+/// A server nursery on `root`: `children` supervised parallel children,
+/// started by `spawn(n, id, finished, handled, marker)` under the
+/// nursery's deadline `marker`. Returns what `run` returned, how many
+/// children counted themselves as finished, and what the handlers saw.
+fn serve_supervised(
+    root: fn() -> Builder,
+    children: usize,
+    spawn: fn(&hatchery::Nursery<'_>, usize, Arc<AtomicUsize>, Handled, std::time::Instant),
+) -> Served {
+    let finished = Arc::new(AtomicUsize::new(0));
+    let handled: Handled = Arc::default();
+    let marker = std::time::Instant::now() + Duration::from_secs(3_600);
+    let out = root().worker_threads(2).run(|n| {
+        let (finished, handled) = (Arc::clone(&finished), Arc::clone(&handled));
+        async move {
+            n.cancel_scope().set_deadline(marker);
+            for id in 0..children {
+                spawn(&n, id, Arc::clone(&finished), Arc::clone(&handled), marker);
             }
-        });
-        assert_eq!(out.unwrap(), Some("served"));
-        assert_eq!(finished.load(Ordering::SeqCst), 99);
-        assert_eq!(
-            *handled.lock().unwrap(),
-            [(
-                Some("connection 42".to_owned()),
-                "malformed request".to_owned(),
-                true
-            )]
+            Ok("served")
+        }
+    });
+    let handled = handled.lock().unwrap().clone();
+    (out, finished.load(Ordering::SeqCst), handled)
+}
+
+/// A supervised child: 5 ms of work, then `fail` if it is the bad one, 5 ms
+/// more, then it counts itself in `finished`.
+async fn served(
+    bad: bool,
+    finished: Arc<AtomicUsize>,
+    fail: fn() -> hatchery::Result<()>,
+) -> hatchery::Result<()> {
+    sleep(Duration::from_millis(5)).await?;
+    if bad {
+        fail()?;
+    }
+    sleep(Duration::from_millis(5)).await?;
+    finished.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// `serve_supervised` returned `Ok`, all but one child finished, and the
+/// handlers saw exactly that one child's failure, with the nursery's scope
+/// current: `expected` is (finished, its name, the failure's text).
+fn assert_one_handled(
+    out: Result<Option<&'static str>, hatchery::NurseryError>,
+    finished: usize,
+    handled: Seen,
+    expected: (usize, &str, &str),
+) {
+    assert_eq!(out.unwrap(), Some("served"));
+    assert_eq!(finished, expected.0);
+    assert_eq!(
+        handled,
+        [(Some(expected.1.to_owned()), expected.2.to_owned(), true)]
+    );
+}
+
+/// A parallel sibling that waits until the nursery is cancelled.
+fn spawn_idle_sibling(n: &hatchery::Nursery<'_>) {
+    n.spawn_parallel(async {
+        sleep_forever().await?;
+        Ok(())
+    });
+}
+
+/// `run` failed with one failure, the task `escalates`'s, whose error the
+/// handler made `text`.
+fn assert_escalated(out: Result<Option<()>, hatchery::NurseryError>, text: &str) {
+    let error = out.unwrap_err();
+    let failures = error.failures();
+    assert_eq!(failures.len(), 1, "{error}");
+    assert_eq!(failures[0].task.name(), Some("escalates"));
+    assert_eq!(failures[0].error.to_string(), text);
+}
+
+/// The issue's server: 100 connection children, one of which fails; its
+/// handler sees exactly that failure, once, with the nursery's scope
+/// current; the other 99 finish and the nursery returns `Ok`. A failure a
+/// handler returns still fails the nursery.
+#[test]
+fn supervised_parallel_children_fail_into_their_handler_on_each_root() {
+    for root in parallel_roots() {
+        let (out, finished, handled) =
+            serve_supervised(root, 100, |n, id, finished, handled, marker| {
+                n.named(format!("connection {id}"))
+                    .on_failure(move |failure| {
+                        record(&handled, marker, &failure.task, failure.error.to_string());
+                        Ok(())
+                    })
+                    .spawn_parallel(served(id == 42, finished, || {
+                        Err(hatchery::Error::msg("malformed request"))
+                    }));
+            });
+        assert_one_handled(
+            out,
+            finished,
+            handled,
+            (99, "connection 42", "malformed request"),
         );
 
         let out = root().worker_threads(2).run(|n| async move {
@@ -872,17 +954,10 @@ fn supervised_parallel_children_fail_into_their_handler_on_each_root() {
                     )))
                 })
                 .spawn_parallel(async { Err(hatchery::Error::msg("disk full")) });
-            n.spawn_parallel(async {
-                sleep_forever().await?;
-                Ok(())
-            });
+            spawn_idle_sibling(&n);
             Ok(())
         });
-        let error = out.unwrap_err();
-        let failures = error.failures();
-        assert_eq!(failures.len(), 1, "{error}");
-        assert_eq!(failures[0].task.name(), Some("escalates"));
-        assert_eq!(failures[0].error.to_string(), "escalated: disk full");
+        assert_escalated(out, "escalated: disk full");
     }
 }
 
@@ -891,54 +966,22 @@ fn supervised_parallel_children_fail_into_their_handler_on_each_root() {
 /// siblings; a panic handler's own error is the nursery's failure.
 #[test]
 fn supervised_parallel_children_panic_into_their_handler_on_each_root() {
-    let roots: &[fn() -> Builder] = &[
-        Builder::new,
-        #[cfg(feature = "tokio")]
-        || Builder::new().tokio(),
-    ];
-    for root in roots {
-        let finished = Arc::new(AtomicUsize::new(0));
-        let handled = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let marker = std::time::Instant::now() + Duration::from_secs(3_600);
-        let out = root().worker_threads(2).run(|n| {
-            let (finished, handled) = (Arc::clone(&finished), Arc::clone(&handled));
-            async move {
-                n.cancel_scope().set_deadline(marker);
-                for id in 0..20 {
-                    let (finished, handled) = (Arc::clone(&finished), Arc::clone(&handled));
-                    n.named(format!("parser {id}"))
-                        .on_failure(|_failure| Ok(()))
-                        .on_panic(move |task, payload| {
-                            let current = hatchery::current_scope().and_then(|s| s.deadline());
-                            handled.lock().unwrap().push((
-                                task.name().map(String::from),
-                                panic_text(&*payload),
-                                current == Some(marker),
-                            ));
-                            Ok(())
-                        })
-                        .spawn_parallel(async move {
-                            sleep(Duration::from_millis(5)).await?;
-                            if id == 7 {
-                                panic!("a bug in the parser");
-                            }
-                            sleep(Duration::from_millis(5)).await?;
-                            finished.fetch_add(1, Ordering::SeqCst);
-                            Ok(())
-                        });
-                }
-                Ok("served")
-            }
-        });
-        assert_eq!(out.unwrap(), Some("served"));
-        assert_eq!(finished.load(Ordering::SeqCst), 19);
-        assert_eq!(
-            *handled.lock().unwrap(),
-            [(
-                Some("parser 7".to_owned()),
-                "a bug in the parser".to_owned(),
-                true
-            )]
+    for root in parallel_roots() {
+        let (out, finished, handled) =
+            serve_supervised(root, 20, |n, id, finished, handled, marker| {
+                n.named(format!("parser {id}"))
+                    .on_failure(|_failure| Ok(()))
+                    .on_panic(move |task, payload| {
+                        record(&handled, marker, &task, panic_text(&*payload));
+                        Ok(())
+                    })
+                    .spawn_parallel(served(id == 7, finished, || panic!("a bug in the parser")));
+            });
+        assert_one_handled(
+            out,
+            finished,
+            handled,
+            (19, "parser 7", "a bug in the parser"),
         );
 
         let out = root().worker_threads(2).run(|n| async move {
@@ -952,16 +995,9 @@ fn supervised_parallel_children_panic_into_their_handler_on_each_root() {
                     )))
                 })
                 .spawn_parallel(async { panic!("boom") });
-            n.spawn_parallel(async {
-                sleep_forever().await?;
-                Ok(())
-            });
+            spawn_idle_sibling(&n);
             Ok(())
         });
-        let error = out.unwrap_err();
-        let failures = error.failures();
-        assert_eq!(failures.len(), 1, "{error}");
-        assert_eq!(failures[0].task.name(), Some("escalates"));
-        assert_eq!(failures[0].error.to_string(), "escalates panicked: boom");
+        assert_escalated(out, "escalates panicked: boom");
     }
 }
