@@ -60,6 +60,24 @@ impl Wait {
                 }
                 return answer;
             }
+        } else if self.timer.is_none()
+            && let Some(listener) = &mut self.listener
+        {
+            // Listening already to the current scope, which has neither a
+            // deadline nor a cancel, for a task its poller does not cover
+            // (a parallel child's wait, each poll): as `poll` would, poll
+            // the listener, without a reference to the node taken and let
+            // go (a cache line every thread of the runtime writes).
+            let listening = context::peek(cx.waker(), |node, covered| {
+                !covered && node.is_some_and(|node| Arc::ptr_eq(node, listener.node()))
+            });
+            if listening && listener.node().state() == NEVER {
+                if Pin::new(listener).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // Notified: look again, as `poll` does.
+                self.listener = None;
+            }
         }
         self.poll(context::current().as_ref(), None, cx)
     }
