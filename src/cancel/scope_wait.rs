@@ -60,7 +60,15 @@ impl Wait {
                 }
                 return answer;
             }
-        } else if self.timer.is_none()
+        }
+        self.poll_current_slow(cx)
+    }
+
+    /// `poll_current` past its quick answers: out of line, so that those
+    /// stay a few instructions.
+    #[inline(never)]
+    fn poll_current_slow(&mut self, cx: &mut Context<'_>) -> Poll<Woke> {
+        if self.timer.is_none()
             && let Some(listener) = &mut self.listener
         {
             // Listening already to the current scope, which has neither a
