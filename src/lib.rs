@@ -34,8 +34,8 @@
 //!   time, until the scope is left: code unwinds with `?`, running its
 //!   cleanup. A nested scope, nursery or `start()` is a hatchery await too:
 //!   never dropped for this rule, it passes the cancellation on to its own
-//!   tasks (entering a scope is not a checkpoint; leaving a nursery with
-//!   nothing left to wait for is one, as in trio);
+//!   tasks (entering a scope is not a checkpoint, and leaving a nursery is
+//!   a schedule point but not a cancellation point, as in trio and anyio);
 //! * any other await (a socket read, a channel, another crate's timer) cannot
 //!   see the cancellation, so its owner (the nursery, for its body and each
 //!   child; the scope future, for its body) drops it at once, as

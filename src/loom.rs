@@ -166,6 +166,17 @@ impl ParallelCount {
         ParallelCount(parallel)
     }
 
+    /// Counts in one more started child (the caller holds the lock every
+    /// start takes, as `TaskTable::start_remote` does).
+    pub fn start(&self) {
+        self.0.started();
+    }
+
+    /// Children started and not finished.
+    pub fn running(&self) -> usize {
+        self.0.running()
+    }
+
     /// What a child does when it ends: succeeded, or failed.
     pub fn finish(&self, failed: bool) {
         let outcome = if failed {

@@ -478,7 +478,12 @@ where
 /// that succeeds only counts itself out: no wake of the nursery unless it
 /// was the last one, no lock.
 pub(crate) struct Parallel<E> {
-    running: AtomicUsize,
+    /// Children started: written only under the lock that closes the
+    /// nursery (`started`), so a load and a store, not a read-modify-write.
+    started: AtomicUsize,
+    /// Children that ended (a read-modify-write each: they end on any
+    /// thread).
+    finished: AtomicUsize,
     outcomes: Mutex<Vec<Reported<E>>>,
     any_outcome: AtomicBool,
     /// The nursery future's waker.
@@ -488,7 +493,8 @@ pub(crate) struct Parallel<E> {
 impl<E> Default for Parallel<E> {
     fn default() -> Self {
         Parallel {
-            running: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
             outcomes: Mutex::new(Vec::new()),
             any_outcome: AtomicBool::new(false),
             waker: AtomicWaker::new(),
@@ -508,18 +514,26 @@ pub(crate) enum Ended<E> {
 }
 
 impl<E> Parallel<E> {
-    /// Counts in a child about to be started. Called under the lock that
-    /// closes the nursery (`TaskTable::start_remote`), so that the nursery
-    /// never closes between this and the start.
+    /// Counts in a child about to be started. Called only under the lock
+    /// that closes the nursery (`TaskTable::start_remote`, or the loom
+    /// models' single thread), so that the nursery never closes between
+    /// this and the start: no other thread writes `started`, and a plain
+    /// store does (one locked instruction less per child). The start that
+    /// follows publishes it to the child's thread.
     pub(crate) fn started(&self) {
-        self.running.fetch_add(1, Ordering::Relaxed);
+        let started = self.started.load(Ordering::Relaxed);
+        self.started.store(started + 1, Ordering::Release);
     }
 
     /// Children started and not finished. Everything a child reported
     /// before it counted itself out is visible to the caller after this
-    /// reads the decrement (acquire).
+    /// reads its increment (acquire). `finished` is read first: every child
+    /// it counts was started before (its start happened before its end), so
+    /// the later read of `started` counts it too, and the difference never
+    /// underflows.
     pub(crate) fn running(&self) -> usize {
-        self.running.load(Ordering::Acquire)
+        let finished = self.finished.load(Ordering::Acquire);
+        self.started.load(Ordering::Acquire) - finished
     }
 
     /// Registers the nursery future's waker: woken when the last child
@@ -585,7 +599,12 @@ impl<E> Parallel<E> {
             self.any_outcome.swap(true, Ordering::Release);
         }
         // Release: the outcome is pushed before the count says it ended.
-        let last = self.running.fetch_sub(1, Ordering::AcqRel) == 1;
+        // The last one to end reads every start: each happened before its
+        // child ended, and this read-modify-write acquires every earlier
+        // end. A child started meanwhile (not read here) wakes the nursery
+        // when it ends.
+        let finished = self.finished.fetch_add(1, Ordering::AcqRel) + 1;
+        let last = finished == self.started.load(Ordering::Acquire);
         if report || last {
             self.waker.wake();
         }

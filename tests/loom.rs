@@ -794,6 +794,58 @@ fn the_last_parallel_child_to_end_wakes_its_nursery_with_every_failure() {
     });
 }
 
+/// A child is started from another thread (under the lock that closes the
+/// nursery, as every start is) while the only other one ends: the count of
+/// started children is a plain store there, and the last to end compares
+/// it with the ends. The nursery closes only once every started child
+/// ended, and is never left waiting for one that did.
+#[test]
+fn a_parallel_child_started_while_the_last_one_ends_is_waited_for() {
+    model(|| {
+        let count = Arc::new(ParallelCount::new(1));
+        let closed = Arc::new(Mutex::new(false));
+        let starter = {
+            let (count, closed) = (Arc::clone(&count), Arc::clone(&closed));
+            thread::spawn(move || {
+                let started = {
+                    let closed = closed.lock().unwrap();
+                    if !*closed {
+                        count.start();
+                    }
+                    !*closed
+                };
+                if started {
+                    count.finish(false);
+                }
+                started
+            })
+        };
+        let ender = {
+            let count = Arc::clone(&count);
+            thread::spawn(move || count.finish(false))
+        };
+        let mut failures = 0;
+        let (_, polls) = block_on(poll_fn(|cx| {
+            if count.poll_nursery(cx, &mut failures).is_pending() {
+                return Poll::Pending;
+            }
+            // Closes under the lock every start takes, once none runs.
+            let mut closed = closed.lock().unwrap();
+            if count.running() != 0 {
+                return Poll::Pending;
+            }
+            *closed = true;
+            Poll::Ready(())
+        }));
+        assert_eq!(count.running(), 0, "closed while a started child ran");
+        let started = starter.join().unwrap();
+        ender.join().unwrap();
+        assert_eq!(count.running(), 0);
+        assert!(polls <= 4, "polled {polls} times");
+        let _ = started;
+    });
+}
+
 /// The nursery is cancelled (from a third thread) while its parallel child
 /// waits on its own thread: the child sees it there, its `Cancelled` comes
 /// back through the join half, and the nursery catches it.

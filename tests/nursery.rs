@@ -404,15 +404,28 @@ fn leaving_an_empty_nursery_lets_a_sibling_in_the_outer_nursery_run() {
     .unwrap();
 }
 
-/// As in trio, leaving a nursery that has nothing left to wait for is a
-/// checkpoint: in a cancelled scope, it raises `Cancelled` even though the
-/// body never awaited.
+/// As in trio (`test_trivial_yields`: the exit is a
+/// `cancel_shielded_checkpoint`) and anyio
+/// (`test_cancel_before_entering_task_group`): leaving a nursery is a
+/// schedule point, not a cancellation point. In a cancelled scope, an empty
+/// nursery returns its value and the scope catches nothing; the next
+/// checkpoint raises `Cancelled`.
 #[test]
-fn leaving_a_nursery_with_nothing_to_wait_for_is_a_checkpoint() {
+fn leaving_a_nursery_with_nothing_to_wait_for_is_not_a_cancellation_point() {
     let scope = CancelScope::new();
-    scope.handle().cancel();
-    let out = block_on(scope.run_typed(nursery(|_n: Nursery<'_, Cancelled>| async { Ok(5) })));
-    assert!(matches!(out, Ok(None)), "the exit met the cancel: {out:?}");
+    let handle = scope.handle();
+    handle.cancel();
+    let after = std::sync::atomic::AtomicBool::new(false);
+    let after = &after;
+    let out = block_on(scope.run_typed(async move {
+        let value = nursery(|_n: Nursery<'_, Cancelled>| async { Ok(5) }).await?;
+        after.store(true, std::sync::atomic::Ordering::SeqCst);
+        checkpoint().await?;
+        Ok::<_, Cancelled>(value)
+    }));
+    assert!(matches!(out, Ok(None)), "the checkpoint met the cancel: {out:?}");
+    assert!(after.load(std::sync::atomic::Ordering::SeqCst), "the nursery returned its value");
+    assert!(handle.cancelled_caught(), "caught at the checkpoint after the nursery");
     // Not cancelled: the same nursery returns its value.
     let out = block_on(nursery(|_n: Nursery<'_, Cancelled>| async { Ok(5) }));
     assert_eq!(out.unwrap(), Some(5));

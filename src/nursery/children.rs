@@ -1133,7 +1133,7 @@ mod tests {
         b_done.store(true, Ordering::Relaxed);
         c_done.store(true, Ordering::Relaxed);
         scope.lock().unwrap().take().unwrap().cancel();
-        // Everything finished in that poll: leaving is a checkpoint (it
+        // Everything finished in that poll: leaving is a schedule point (it
         // yields once), then the nursery returns.
         assert!(run.as_mut().poll(&mut cx).is_pending());
         assert!(matches!(run.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));

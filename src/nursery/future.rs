@@ -57,9 +57,9 @@ pin_project! {
         panic: Option<Box<dyn Any + Send>>,
         // The nursery returned `Pending` at least once (invariant 7).
         yielded: bool,
-        // Invariant 7's exit checkpoint: 0 none (children were left to wait
-        // for), 1 due, 2 yielded (the cancellation is checked at the close).
-        exit_checkpoint: u8,
+        // Invariant 7: the body finished with nothing left to wait for, and
+        // leaving is still to yield once more.
+        exit_yield: bool,
         phase: NurseryPhase,
         // What the nursery tells its own task's owner (`cancel::foreign::Hold`).
         hold: Hold,
@@ -109,7 +109,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             failures: Vec::new(),
             panic: None,
             yielded: false,
-            exit_checkpoint: 0,
+            exit_yield: false,
             phase: NurseryPhase::Idle,
             hold: Hold::default(),
         }
@@ -364,7 +364,7 @@ where
         let body_info = &*this.body_info;
         let body_output = &mut *this.body_output;
         let yielded = *this.yielded;
-        let exit_checkpoint = &mut *this.exit_checkpoint;
+        let exit_yield = &mut *this.exit_yield;
         let waker = cx.waker();
         let (done, more) = context::enter_here(this.slot, |here| {
             let body_was_running = body.is_some();
@@ -443,15 +443,15 @@ where
             let idle = children.is_empty() && running == 0;
             let finished = body.is_none() && idle;
             if body_was_running && body.is_none() {
-                // The body is done: with nothing left to wait for, leaving is
-                // a checkpoint (invariant 7).
-                *exit_checkpoint = u8::from(idle);
+                // The body is done: with nothing left to wait for, leaving
+                // yields once more (invariant 7).
+                *exit_yield = idle;
             }
             // Invariant 7: the nursery closes only once it has yielded.
-            let must_yield = finished && (!yielded || *exit_checkpoint == 1);
+            let must_yield = finished && (!yielded || *exit_yield);
             let done = finished && !must_yield && shared.try_close(waker);
-            if must_yield && *exit_checkpoint == 1 {
-                *exit_checkpoint = 2;
+            if must_yield {
+                *exit_yield = false;
             }
             (done, more || must_yield || children.any_requeued())
         });
@@ -470,10 +470,6 @@ where
         this.hold.done();
         *this.watch = None;
         this.foreign.timer = None;
-        if *this.exit_checkpoint == 2 && node.check().is_err() {
-            // The exit checkpoint met a cancellation, as trio's does.
-            *this.saw_cancelled = true;
-        }
         // Like trio: a cancellation that some task unwound with, and that this
         // nursery's scope does not catch, propagates out of the nursery even
         // if the body itself returned a value.
@@ -666,7 +662,7 @@ mod tests {
     }
 
     #[test]
-    fn invariant_7_leaving_is_a_schedule_point_and_a_bare_exit_a_checkpoint() {
+    fn invariant_7_leaving_is_a_schedule_point_but_not_a_cancellation_point() {
         let waker = futures_task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
         let mut empty = Box::pin(nursery(|_n: Nursery<'_, Cancelled>| async { Ok(1) }));
@@ -675,12 +671,41 @@ mod tests {
             empty.as_mut().poll(&mut cx),
             std::task::Poll::Ready(Ok(Some(1)))
         ));
+        // trio's `test_trivial_yields`: in a cancelled scope, an empty
+        // nursery and one whose child never reaches a checkpoint still yield
+        // but raise no `Cancelled`; the scope catches nothing.
         let scope = CancelScope::new();
-        scope.handle().cancel();
-        let out = block_on(scope.run_typed(nursery(|_n: Nursery<'_, Cancelled>| async { Ok(1) })));
+        let handle = scope.handle();
+        handle.cancel();
+        let out = block_on(scope.run_typed(async {
+            let empty = nursery(|_n: Nursery<'_, Cancelled>| async { Ok(1) }).await?;
+            let quiet = nursery(|n: Nursery<'_, Cancelled>| async move {
+                n.spawn(async { Ok(()) });
+                Ok(2)
+            })
+            .await?;
+            Ok::<_, Cancelled>((empty, quiet))
+        }));
         assert!(
-            matches!(out, Ok(None)),
-            "the bare exit met the cancel: {out:?}"
+            matches!(out, Ok(Some((Some(1), Some(2))))),
+            "leaving met the cancel: {out:?}"
         );
+        assert!(!handle.cancelled_caught());
+        // A child that does reach a checkpoint unwinds with `Cancelled`,
+        // which the cancelled scope catches.
+        let scope = CancelScope::new();
+        let handle = scope.handle();
+        handle.cancel();
+        let out = block_on(
+            scope.run_typed(nursery(|n: Nursery<'_, Cancelled>| async move {
+                n.spawn(async {
+                    crate::checkpoint().await?;
+                    Ok(())
+                });
+                Ok(3)
+            })),
+        );
+        assert!(matches!(out, Ok(None)), "{out:?}");
+        assert!(handle.cancelled_caught());
     }
 }

@@ -32,12 +32,13 @@
 //!    counts as having returned `Cancelled`. Once any task parked in such a
 //!    future, the nursery keeps a timer at its scope's effective deadline,
 //!    so that the expiry reaches it too.
-//! 7. Leaving a nursery is a schedule point, as in trio and anyio: a nursery
-//!    that never returned `Pending` yields once before it closes, so that a
-//!    sibling spawned just before into an outer nursery gets to run. When
-//!    the body finished with no child left to wait for, that exit is a full
-//!    checkpoint, as trio's: in a cancelled scope it counts as `Cancelled`
-//!    (caught by the nursery's own scope, or passed on).
+//! 7. Leaving a nursery is a schedule point but not a cancellation point, as
+//!    in trio (a `cancel_shielded_checkpoint` at the exit) and anyio: a
+//!    nursery that never returned `Pending` yields once before it closes, so
+//!    that a sibling spawned just before into an outer nursery gets to run,
+//!    and so does one whose body finished with no child left to wait for.
+//!    In a cancelled scope the nursery raises `Cancelled` only if one of its
+//!    tasks unwound with it: an empty nursery there returns its value.
 
 pub(crate) mod blocking;
 mod children;
