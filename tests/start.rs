@@ -398,6 +398,75 @@ fn dropping_started_without_calling_it_fails_start_at_once() {
     );
 }
 
+/// A child whose handle is dropped while it unwinds from a timeout of its
+/// own (the `move_on_after` around the wait for readiness ran out) and then
+/// fails: `start()` returns that error, as trio's does, instead of ending
+/// at the drop with a panic that would lose it.
+#[test]
+fn a_handle_dropped_by_a_timeout_inside_the_child_lets_start_return_its_error() {
+    let out = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+        let got = n
+            .start(|status: Started<u16>| async move {
+                let ready = hatchery::typed::move_on_after(Duration::from_millis(20), async move {
+                    sleep(Duration::from_secs(3600)).await?;
+                    status.started(8080);
+                    Ok::<_, io::Error>(())
+                })
+                .await?;
+                if ready.is_none() {
+                    // Cleanup after the handle is gone: still awaited.
+                    sleep(Duration::from_millis(5)).await?;
+                    return Err(io::Error::other("not ready in time"));
+                }
+                Ok(())
+            })
+            .await;
+        assert_eq!(got.unwrap_err().to_string(), "not ready in time");
+        Ok(())
+    }));
+    assert!(out.is_ok(), "{out:?}");
+}
+
+/// The same when the handle sits in a grandchild whose nested nursery is
+/// cancelled by a failing sibling: the nested nursery's error comes out of
+/// `start()` once the shielded cleanup is over.
+#[test]
+fn a_handle_dropped_by_a_failing_nested_nursery_lets_start_return_its_error() {
+    let out = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+        let got = n
+            .start(|status: Started<()>| async move {
+                nursery(|inner: Nursery<'_, io::Error>| async move {
+                    inner.spawn(async move {
+                        sleep_forever().await?;
+                        status.started(());
+                        Ok(())
+                    });
+                    inner.spawn(async {
+                        sleep(Duration::from_millis(5)).await?;
+                        Err(io::Error::other("sibling failed"))
+                    });
+                    inner.spawn(async {
+                        let _ = sleep_forever().await;
+                        CancelScope::new()
+                            .shield(true)
+                            .run_typed(sleep(Duration::from_millis(20)))
+                            .await?;
+                        Ok(())
+                    });
+                    Ok(())
+                })
+                .await
+                .map(|_| ())
+                .map_err(|error| io::Error::other(error.to_string()))
+            })
+            .await;
+        let error = got.unwrap_err().to_string();
+        assert!(error.contains("sibling failed"), "{error}");
+        Ok(())
+    }));
+    assert!(out.is_ok(), "{out:?}");
+}
+
 /// Issue 15, item 15: `try_start` on a closed nursery returns an error and
 /// never calls the child.
 #[test]

@@ -322,8 +322,13 @@ macro_rules! handle_methods {
             ///
             /// # Panics
             ///
-            /// If the nursery has already closed, or if the child returns
-            /// `Ok(())` without calling `started` (while not cancelled).
+            /// If the nursery has already closed, if the child returns
+            /// `Ok(())` without calling `started` (while not cancelled), or
+            /// as soon as it drops its [`Started`] handle without calling
+            /// it while it keeps running (the caller would wait forever).
+            /// A handle dropped while the child unwinds (in a cancelled
+            /// scope, or in a panic) does not count: `start()` then returns
+            /// whatever the child ends with.
             ///
             /// # Examples
             ///

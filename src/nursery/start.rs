@@ -21,8 +21,12 @@
 //!    scope would catch the `Cancelled` it may be unwinding with.
 //! 4. A `Started` handle dropped without `started` ends the `start()` at
 //!    once, with a panic that says so (the caller would wait forever),
-//!    unless the starting child is cancelled: then it is unwinding, and
-//!    `start()` waits for it to finish as usual.
+//!    unless the child is unwinding: its task scope is cancelled, or the
+//!    handle was dropped in a panic or in a cancelled scope (a timeout
+//!    inside the child that ran out, a nested nursery whose sibling failed).
+//!    Then `start()` waits for the child to finish as usual and returns its
+//!    error (or panics if it returns `Ok` without calling `started`), as
+//!    trio does: the child's error is never replaced by this panic.
 
 use std::any::Any;
 use std::fmt;
@@ -183,7 +187,15 @@ impl<V> Drop for Started<V> {
         if self.called {
             return;
         }
-        // Invariant 4.
+        // Invariant 4: a handle dropped while its child unwinds (a panic, or
+        // a cancelled scope around the drop: a `move_on_after` that timed
+        // out, a nested nursery whose sibling failed) does not end the
+        // `start()`: the child is finishing, and `start()` returns how.
+        let unwinding = std::thread::panicking()
+            || context::current().is_some_and(|node| node.check().is_err());
+        if unwinding {
+            return;
+        }
         self.state.lock().dropped = true;
         self.state.waker.wake();
     }
@@ -426,7 +438,9 @@ where
             panic!(
                 "hatchery: the child passed to start() ({}) dropped its Started handle without \
                  calling started(); start() would wait forever. Call `status.started(value)` \
-                 once the child is ready, or use spawn() if nobody needs to wait for it",
+                 once the child is ready, or use spawn() if nobody needs to wait for it (a \
+                 closure parameter its async block does not use, such as `_status`, is dropped \
+                 when the closure returns: `let _keep = status;` inside the block keeps it)",
                 this.info
             );
         }
