@@ -41,8 +41,9 @@
 //!   child; the scope future, for its body) drops it at once, as
 //!   `tokio::time::timeout` or `select!` would, and treats it as having
 //!   returned `Cancelled`. This is decided per poll: a task polled in the
-//!   cancelled scope that waits without having reached a hatchery await in
-//!   that poll is parked where the cancellation cannot reach it.
+//!   cancelled scope that waits while none of its hatchery awaits is pending
+//!   in that poll is parked where the cancellation cannot reach it (a
+//!   checkpoint that already returned `Cancelled` no longer holds it).
 //!
 //! So a shutdown never waits on a read nobody told. Wrap a foreign await in
 //! [`.cancellable()`](CancellableExt::cancellable) when you want
@@ -53,7 +54,9 @@
 //! finish: cleanup that awaits (a flush, a goodbye, a commit) goes there, as
 //! in trio. Combinators inside a task (`join_all`, `FuturesUnordered`,
 //! `select`) are fine: the checkpoints inside them are woken and return
-//! `Cancelled`.
+//! `Cancelled`. One that then keeps waiting on a foreign future
+//! (`join(sleep(d), read)`) waits where the cancellation cannot reach, and
+//! its task is dropped: `try_join` returns at the first `Err` instead.
 //!
 //! A scope **catches** the cancellation when the body
 //! returns it, the scope was cancelled itself, and no cancelled scope outside

@@ -400,6 +400,45 @@ common::matrix! {
         assert!(cleaned.load(Ordering::SeqCst), "the child was told, not dropped");
     }
 
+    /// A `join` whose checkpoint returned `Cancelled` but which keeps
+    /// waiting on a foreign future is a foreign wait: its task is dropped
+    /// there (no code after the join runs, its `Drop` does). `try_join`
+    /// returns at the first `Err`, and the code after it runs.
+    #[test]
+    fn a_join_still_waiting_on_a_foreign_future_is_dropped_and_try_join_is_told() {
+        let joined = AtomicBool::new(false);
+        let try_joined = AtomicBool::new(false);
+        let dropped = flag();
+        let (joined_ref, try_joined_ref, dropped_ref) = (&joined, &try_joined, &dropped);
+        let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn(async move {
+                let (slept, ()) = futures::future::join(
+                    sleep(Duration::from_secs(3600)),
+                    foreign(std::future::pending::<()>(), dropped_ref),
+                )
+                .await;
+                joined_ref.store(true, Ordering::SeqCst);
+                slept
+            });
+            n.spawn(async move {
+                let out = futures::future::try_join(sleep(Duration::from_secs(3600)), async {
+                    std::future::pending::<()>().await;
+                    Ok(())
+                })
+                .await;
+                try_joined_ref.store(true, Ordering::SeqCst);
+                out.map(|_| ())
+            });
+            sleep(Duration::from_millis(20)).await?;
+            n.cancel_scope().cancel();
+            Ok(())
+        }));
+        assert_eq!(out.unwrap(), Some(()));
+        assert!(!joined.load(Ordering::SeqCst), "the join's task was dropped");
+        assert!(dropped.load(Ordering::SeqCst), "with its foreign half");
+        assert!(try_joined.load(Ordering::SeqCst), "try_join returned Cancelled");
+    }
+
     #[test]
     fn futures_unordered_and_buffer_unordered_inside_one_child_see_the_cancel() {
         use futures::StreamExt;
