@@ -33,7 +33,11 @@ use crate::task::{Flags, TaskInfo};
 /// and what holds them. Printed by [`run`](crate::run) when a shutdown runs
 /// out of grace; take one yourself with [`Report::capture`] (the whole tree
 /// of the current task) or [`Report::of`] (one scope's subtree) and show it
-/// anywhere — it implements `Display`.
+/// anywhere — it implements `Display`. The text is bounded: at most a
+/// thousand lines of the tree (then how many scopes and tasks were left
+/// out), and scopes deeper than two dozen levels drawn with their depth
+/// written out instead of more guides; [`tasks`](Report::tasks) and
+/// [`scopes`](Report::scopes) hold everything.
 ///
 /// # Examples
 ///
@@ -85,6 +89,16 @@ struct Pending {
 
 /// Paths longer than this many scopes are shown with their middle elided.
 const PATH_MAX: usize = 12;
+
+/// Deeper scopes are drawn with this many levels of guides and their depth
+/// written out, so that a line stays short however deep the tree is.
+const INDENT_MAX: usize = 24;
+
+/// `Display` lists at most this many lines of the tree, then says how many
+/// scopes and tasks it left out ([`Report::tasks`] and [`Report::scopes`]
+/// hold them all): a report printed to a terminal stays readable, and a
+/// tree of a million tasks does not flood it.
+const LINES_MAX: usize = 1000;
 
 /// A task in a [`Report`]: who it is, how long it has run, what it is doing.
 ///
@@ -634,14 +648,18 @@ impl Report {
     fn fmt_tree(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // `guides[d]` continues the line of the ancestor at depth `d + 1`.
         let mut guides: Vec<&str> = Vec::new();
-        for item in &self.items {
+        let mut lines = 0;
+        for (shown, item) in self.items.iter().enumerate() {
+            if lines + 1 + item.tasks.len().min(1) > LINES_MAX {
+                return self.fmt_left_out(f, shown);
+            }
             guides.truncate(item.depth.saturating_sub(1));
             if item.depth > 0 {
-                let indent = guides.concat();
+                let indent = Guides(&guides, item.depth);
                 write!(f, "{indent}{}", if item.last { "└─ " } else { "├─ " })?;
                 guides.push(if item.last { "   " } else { "│  " });
             }
-            let inner = guides.concat();
+            let inner = Guides(&guides, item.depth + 1);
             let scope = &self.scopes[item.scope];
             write!(f, "{}", scope.label)?;
             if let Some(reason) = &scope.reason {
@@ -662,7 +680,13 @@ impl Report {
                 }
             }
             writeln!(f)?;
+            lines += 1;
             for (index, &task) in item.tasks.iter().enumerate() {
+                if lines + 1 == LINES_MAX && index + 1 < item.tasks.len() {
+                    let left = item.tasks.len() - index;
+                    writeln!(f, "{inner}└─ … and {left} more tasks here")?;
+                    return self.fmt_left_out(f, shown + 1);
+                }
                 let last = index + 1 == item.tasks.len() && !item.has_children;
                 let task = &self.tasks[task];
                 let note = task.note;
@@ -685,7 +709,40 @@ impl Report {
                     task.info,
                     Age(task.age),
                 )?;
+                lines += 1;
             }
+        }
+        Ok(())
+    }
+
+    /// The last line of a tree cut at `LINES_MAX`: what was left out from
+    /// item `shown` on (the tasks of that item and after).
+    fn fmt_left_out(&self, f: &mut fmt::Formatter<'_>, shown: usize) -> fmt::Result {
+        let scopes = self.items.len() - shown;
+        let tasks: usize = self.items[shown..]
+            .iter()
+            .map(|item| item.tasks.len())
+            .sum();
+        writeln!(
+            f,
+            "… {scopes} more scopes and {tasks} more tasks not shown (Report::scopes() and \
+             Report::tasks() hold them all)"
+        )
+    }
+}
+
+/// The guides in front of a line at `depth`: at most `INDENT_MAX` levels
+/// drawn, then the depth written out.
+struct Guides<'a>(&'a [&'a str], usize);
+
+impl fmt::Display for Guides<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Guides(guides, depth) = *self;
+        for guide in guides.iter().take(INDENT_MAX) {
+            f.write_str(guide)?;
+        }
+        if guides.len() > INDENT_MAX {
+            write!(f, "┆ (depth {depth}) ")?;
         }
         Ok(())
     }

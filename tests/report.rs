@@ -67,6 +67,43 @@ fn the_report_draws_nurseries_tasks_and_scopes_as_a_tree() {
     assert_eq!(lines.len(), 7, "{text}");
 }
 
+/// A nursery with more tasks than a report lists: the first ones, then
+/// how many more; `Report::tasks()` still has them all.
+#[test]
+fn a_report_of_thousands_of_tasks_lists_the_first_and_counts_the_rest() {
+    let report = futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        for _ in 0..3_000 {
+            n.spawn(async {
+                sleep_forever().await?;
+                Ok(())
+            });
+        }
+        checkpoint().await?;
+        let report = Report::capture();
+        n.cancel_scope().cancel();
+        Ok(report)
+    }))
+    .unwrap()
+    .unwrap();
+    assert_eq!(report.tasks().len(), 3_000);
+    let text = report.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "3000 tasks still running:");
+    assert!(lines.len() <= 1_002, "{} lines", lines.len());
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.ends_with("└─ … and 2002 more tasks here")),
+        "{}",
+        lines[lines.len() - 3..].join("\n")
+    );
+    assert_eq!(
+        *lines.last().unwrap(),
+        "… 0 more scopes and 0 more tasks not shown (Report::scopes() and Report::tasks() hold \
+         them all)"
+    );
+}
+
 /// Enters `depth` nested scopes, then snapshots the whole tree.
 fn nest(depth: usize) -> Pin<Box<dyn Future<Output = Result<Report, Cancelled>>>> {
     Box::pin(async move {
@@ -101,7 +138,24 @@ fn a_deep_tree_is_reported_without_recursion() {
         .unwrap()
         .join()
         .unwrap();
-    assert_eq!(text.0.lines().count(), DEPTH + 1);
+    // Printed bounded: a thousand lines at most, none of them wider than
+    // two dozen levels of guides, then what was left out.
+    let lines: Vec<&str> = text.0.lines().collect();
+    assert!(lines.len() <= 1_002, "{} lines", lines.len());
+    let widest = lines.iter().map(|line| line.chars().count()).max().unwrap();
+    assert!(widest < 250, "a line of {widest} characters");
+    assert!(
+        lines.iter().any(|line| line.contains("┆ (depth 100) ")),
+        "deep lines say their depth"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with(&format!(
+            "… {} more scopes and 0 more tasks not shown",
+            DEPTH - 1000
+        )),
+        "{last}"
+    );
     assert!(text.1.contains("more) > cancel scope at"), "{}", text.1);
     assert!(
         text.1.len() < 2_000,
