@@ -111,6 +111,38 @@ fn a_panicking_child_resumes_its_payload_after_the_siblings_cleaned_up() {
     assert_eq!(*log.lock().unwrap(), ["sibling cleaned up"]);
 }
 
+/// A second panic whose payload's `Drop` panics too: the first payload is
+/// still the one resumed (the second is written to stderr, and leaked).
+#[test]
+fn a_second_payload_whose_drop_panics_does_not_replace_the_first() {
+    struct Bad(u32);
+    impl Drop for Bad {
+        fn drop(&mut self) {
+            panic!("dropping Bad({})", self.0);
+        }
+    }
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            for id in 1..=2 {
+                // Both panic in the nursery's first poll, before either can
+                // see the other's cancel.
+                n.spawn(async move {
+                    if id > 0 {
+                        std::panic::panic_any(Bad(id));
+                    }
+                    Ok(())
+                });
+            }
+            Ok(())
+        }))
+    }));
+    let payload = caught.unwrap_err();
+    let first = payload.downcast_ref::<Bad>().map(|bad| bad.0);
+    // Dropping it here would panic: the test leaks it.
+    std::mem::forget(payload);
+    assert_eq!(first, Some(1), "the first child's payload is resumed");
+}
+
 #[test]
 fn a_panicking_body_resumes_after_the_children_cleaned_up() {
     let log = Log::default();

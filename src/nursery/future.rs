@@ -191,6 +191,11 @@ impl<E: CancelError> Outcomes<'_, E> {
                 "hatchery: {task} panicked too, while its nursery was failing: {}",
                 panic_message(&*payload)
             );
+            // A payload whose `Drop` panics must not replace the first one.
+            if let Err(nested) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                // That one's `Drop` could panic as well: it is leaked.
+                std::mem::forget(nested);
+            }
             return;
         }
         self.node.cancel(CancelReason::TaskFailed(task));
