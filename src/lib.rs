@@ -68,6 +68,9 @@
 //! nursery futures make their scope current for the duration of each poll, on
 //! whatever thread polls them, so `sleep(d).await?` deep inside a call chain
 //! knows which scope it is in. Outside any scope nothing is ever cancelled.
+//! A scope is linked under the scope that was current when it was first
+//! polled, and stays there: a started scope future moved elsewhere (sent
+//! to another task) still sees its first parent's cancellation.
 //!
 //! **Parallel children run on an executor** (`src/spawn.rs`, `src/run.rs`).
 //! [`Nursery::spawn_on`] hands a child to any [`Spawn`] (async-executor built
