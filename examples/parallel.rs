@@ -28,7 +28,10 @@ const CHUNKS: u64 = 24;
 const CLIENTS: usize = 32;
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// Counts primes in `range`, checking for cancellation as it goes.

@@ -415,6 +415,13 @@ where
                 Node::exit_owned(this.shield, this.link.take());
                 return Poll::Ready(Ok(output));
             }
+            if this.link.is_none()
+                && let (Some(shield), Some(parent)) = (this.shield.as_ref(), context::current())
+            {
+                // It outlives the poll that stopped it: now its shield joins
+                // the tree (the report shows it under the task's scope).
+                *this.link = Some(Node::link_owned(shield, parent));
+            }
             if let Some(deadline) = this.deadline
                 && deadline.poll(cx).is_ready()
             {
@@ -426,8 +433,10 @@ where
             return Poll::Pending;
         }
         if context::check().is_err() {
+            // Entered as a root: linked under the task's scope only if the
+            // future is still running after its stop (above).
             let mut shield = Node::scope(this.location, true);
-            *this.link = Node::enter_owned(&mut shield, context::current(), None);
+            *this.link = Node::enter_owned(&mut shield, None, None);
             *this.shield = Some(shield);
             *this.deadline = clock::now().checked_add(*this.grace).map(Deadline::At);
             // Polled once more, shielded, before the stop, so that what

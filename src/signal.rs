@@ -541,10 +541,10 @@ mod imp {
         }
 
         pub(super) fn stop_for_exit(self) {
-            if let Role::Owner(mut owned) = self {
-                if let Some(watcher) = &mut owned.0 {
-                    watcher.keep_handlers = true;
-                }
+            if let Role::Owner(mut owned) = self
+                && let Some(watcher) = &mut owned.0
+            {
+                watcher.keep_handlers = true;
             }
         }
     }

@@ -104,6 +104,57 @@ fn a_report_of_thousands_of_tasks_lists_the_first_and_counts_the_rest() {
     );
 }
 
+/// A `cancel_gracefully` whose future outlives its stop runs behind a
+/// shield that the report shows under the task's nursery (the shield joins
+/// the tree only once the future is still running after the stop).
+#[test]
+fn a_graceful_drain_that_outlives_its_stop_is_reported_behind_its_shield() {
+    use hatchery::CancellableExt;
+    use std::time::Duration;
+    let text = futures::executor::block_on(nursery(|outer: Nursery<'_, Cancelled>| async move {
+        let (scope_tx, scope_rx) = futures::channel::oneshot::channel();
+        let (done, finish) = futures::channel::oneshot::channel::<()>();
+        outer.spawn(async move {
+            nursery(|n: Nursery<'_, Cancelled>| async move {
+                scope_tx.send(n.cancel_scope()).unwrap();
+                n.named("draining").spawn(async {
+                    // Ignores its stop: it ends when the outer body says so.
+                    let drained = finish
+                        .cancel_gracefully(Duration::from_secs(3600), |_| {})
+                        .await;
+                    drained?.ok();
+                    Ok(())
+                });
+                Ok(())
+            })
+            .await?;
+            Ok(())
+        });
+        let scope = scope_rx.await.unwrap();
+        checkpoint().await?;
+        scope.cancel();
+        for _ in 0..3 {
+            checkpoint().await?;
+        }
+        let text = Report::of(&scope).to_string();
+        done.send(()).unwrap();
+        Ok(text)
+    }))
+    .unwrap()
+    .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].starts_with("nursery at tests/report.rs:"),
+        "{text}"
+    );
+    assert!(lines[2].contains("task `draining`"), "{text}");
+    assert!(
+        lines[3].starts_with("└─ cancel scope at tests/report.rs:")
+            && lines[3].ends_with("[shield held]"),
+        "{text}"
+    );
+}
+
 /// Enters `depth` nested scopes, then snapshots the whole tree.
 fn nest(depth: usize) -> Pin<Box<dyn Future<Output = Result<Report, Cancelled>>>> {
     Box::pin(async move {

@@ -998,7 +998,7 @@ fn parallel_child(index: usize) -> impl Future<Output = Result<(), SoakError>> +
         assert!(out.is_err(), "sleep_forever ended without a cancel");
         // Level-triggered: every further checkpoint is cancelled too.
         assert_eq!(checkpoint().await, Err(Cancelled));
-        if index % 7 == 0 {
+        if index.is_multiple_of(7) {
             CancelScope::new()
                 .shield(true)
                 .run_typed(sleep(MS))

@@ -139,17 +139,18 @@ impl Wait {
                 (Some(at), slot @ None) => *slot = Some((at, clock::timer_at(at))),
                 (Some(_), Some(_)) => {}
             }
-            if let Some(listener) = &mut self.listener {
-                if !std::mem::take(&mut fresh) && Pin::new(listener).poll(cx).is_ready() {
-                    self.listener = None;
-                    continue;
-                }
+            if let Some(listener) = &mut self.listener
+                && !std::mem::take(&mut fresh)
+                && Pin::new(listener).poll(cx).is_ready()
+            {
+                self.listener = None;
+                continue;
             }
-            if let Some((_, timer)) = &mut self.timer {
-                if timer.poll(cx).is_ready() {
-                    self.timer = None;
-                    continue;
-                }
+            if let Some((_, timer)) = &mut self.timer
+                && timer.poll(cx).is_ready()
+            {
+                self.timer = None;
+                continue;
             }
             return Poll::Pending;
         }

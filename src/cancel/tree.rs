@@ -263,13 +263,13 @@ impl Node {
     /// warm; a handle kept past a scope keeps that scope's node for itself.
     pub(crate) fn scope(location: &'static Location<'static>, shield: bool) -> Arc<Node> {
         #[cfg(not(hatchery_loom))]
-        if let Some(mut spare) = SPARE.try_with(std::cell::Cell::take).ok().flatten() {
-            if let Some(node) = Arc::get_mut(&mut spare) {
-                node.inner.get_mut().recover().shield = shield;
-                node.kind = Kind::Scope(location);
-                node._live = Some(Token::new());
-                return spare;
-            }
+        if let Some(mut spare) = SPARE.try_with(std::cell::Cell::take).ok().flatten()
+            && let Some(node) = Arc::get_mut(&mut spare)
+        {
+            node.inner.get_mut().recover().shield = shield;
+            node.kind = Kind::Scope(location);
+            node._live = Some(Token::new());
+            return spare;
         }
         Node::new(None, shield, Kind::Scope(location))
     }
@@ -361,12 +361,12 @@ impl Node {
     /// Ends one hold of `task`.
     pub(crate) fn release(&self, task: usize) {
         let mut inner = self.lock();
-        if let Some(holds) = &mut inner.holds {
-            if let Some(count) = holds.get_mut(&task) {
-                *count -= 1;
-                if *count == 0 {
-                    holds.remove(&task);
-                }
+        if let Some(holds) = &mut inner.holds
+            && let Some(count) = holds.get_mut(&task)
+        {
+            *count -= 1;
+            if *count == 0 {
+                holds.remove(&task);
             }
         }
     }
@@ -608,6 +608,18 @@ impl Node {
         entry.insert(Arc::clone(this));
         drop(siblings);
         Some(Link { parent, key })
+    }
+
+    /// Links a node its owner entered as a root (`enter_owned` without a
+    /// parent) under `parent` after all, for `exit_owned`: the shield of
+    /// `cancel_gracefully`, linked only once the future it protects outlives
+    /// the poll that stopped it (most stop at once, and then the shared
+    /// parent's lock is never taken). Only for a shielded node, whose state
+    /// does not depend on the parent's: nothing changes for its waiters.
+    pub(crate) fn link_owned(this: &Arc<Node>, parent: Arc<Node>) -> Link {
+        debug_assert!(this.lock().shield, "only a shield may be linked late");
+        let key = this.enter(Some(&parent), None).expect("a parent was given");
+        Link { parent, key }
     }
 
     /// `exit` for a scope's own node, by the owner that entered it with

@@ -851,10 +851,10 @@ impl<C> Children<C> {
     /// dropped).
     #[cfg_attr(hatchery_loom, allow(unused_variables))]
     pub(crate) fn give_back(&mut self, incoming: Buffers) {
-        if let Some(probe) = self.probe.take() {
-            if Arc::strong_count(&probe) == 1 {
-                self.spare.push(probe);
-            }
+        if let Some(probe) = self.probe.take()
+            && Arc::strong_count(&probe) == 1
+        {
+            self.spare.push(probe);
         }
         #[cfg(not(hatchery_loom))]
         if !self.spare.is_empty() {
@@ -1055,10 +1055,10 @@ mod tests {
         done: &std::sync::atomic::AtomicBool,
     ) -> impl Future<Output = Result<(), crate::Cancelled>> {
         std::future::poll_fn(move |cx| {
-            if polls.fetch_add(1, Ordering::Relaxed) == 0 {
-                if let Some(kept) = kept {
-                    *kept.lock().unwrap() = Some(cx.waker().clone());
-                }
+            if polls.fetch_add(1, Ordering::Relaxed) == 0
+                && let Some(kept) = kept
+            {
+                *kept.lock().unwrap() = Some(cx.waker().clone());
             }
             if done.load(Ordering::Relaxed) {
                 Poll::Ready(Ok(()))
