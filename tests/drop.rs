@@ -77,6 +77,41 @@ fn dropping_a_nursery_mid_flight_drops_every_child() {
     assert_eq!(n.try_spawn(async { Ok(()) }), Err(SpawnError::Closed));
 }
 
+/// A blocking closure cannot be dropped; a hard cancel tells it through
+/// its handle instead (with the reason), so that a closure that polls
+/// `is_cancelled` ends on its own instead of running for the life of the
+/// process.
+#[test]
+fn dropping_a_nursery_mid_flight_tells_its_blocking_closures() {
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (ended_tx, ended_rx) = std::sync::mpsc::channel();
+    block_on(async {
+        let fut = nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn_blocking(move |cancel| {
+                started_tx.send(()).unwrap();
+                while !cancel.is_cancelled() {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                ended_tx.send(cancel.reason()).unwrap();
+                Err(Cancelled)
+            });
+            sleep_forever().await?;
+            Ok(())
+        });
+        let mut fut = Box::pin(fut);
+        assert!(matches!(futures::poll!(fut.as_mut()), Poll::Pending));
+        started_rx.recv().unwrap();
+        drop(fut);
+    });
+    let reason = ended_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the abandoned closure was never told");
+    assert_eq!(
+        reason.map(|reason| reason.to_string()),
+        Some("its nursery was dropped before it finished".to_owned())
+    );
+}
+
 #[test]
 fn dropping_a_scope_future_drops_its_body() {
     let dropped = Arc::new(Mutex::new(Vec::new()));

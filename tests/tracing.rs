@@ -97,3 +97,24 @@ fn each_task_runs_in_a_span_named_after_it() {
         "{events:?}"
     );
 }
+
+/// A blocking child gets its `task` span too.
+#[test]
+fn a_blocking_child_has_a_span_named_after_it() {
+    let recorder = Recorder::default();
+    tracing::subscriber::with_default(recorder.clone(), || {
+        futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.named("blocker").spawn_blocking(|_| Ok(()));
+            Ok(())
+        }))
+        .unwrap();
+    });
+    let spans = recorder.spans.lock().unwrap().clone();
+    assert!(
+        spans
+            .iter()
+            .any(|span| span.starts_with("task{name=blocker,spawned_at=")
+                && span.contains("tests/tracing.rs:")),
+        "{spans:?}"
+    );
+}

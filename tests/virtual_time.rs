@@ -247,6 +247,28 @@ fn nothing_is_left_alive_after_cancelled_and_failed_nurseries() {
     assert_eq!(testing::live(), before);
 }
 
+/// A blocking child counts as a live task while it runs, like any child.
+#[test]
+fn a_blocking_child_is_counted_live_while_it_runs() {
+    let _serial = one_at_a_time();
+    let before = testing::live();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let during = futures_lite::future::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        n.spawn_blocking(move |_| {
+            let _ = rx.recv();
+            Ok(())
+        });
+        checkpoint().await?;
+        let during = testing::live();
+        tx.send(()).unwrap();
+        Ok(during)
+    }))
+    .unwrap()
+    .unwrap();
+    assert_eq!(during.tasks - before.tasks, 1, "{during:?}");
+    assert_eq!(testing::live(), before);
+}
+
 /// Issue 15, item 5: a deadline that expires is an event at that instant
 /// (trio cancels the scope before any task of that batch runs): a task woken
 /// in the same instant cannot undo it by moving the deadline later.
@@ -380,4 +402,82 @@ fn a_panic_in_cancel_error_code_at_a_scope_exit_leaves_nothing_alive() {
     });
     assert!(panicked.is_err(), "is_cancelled was asked and panicked");
     assert_eq!(testing::live(), before);
+}
+
+/// Runs `f` on a thread of its own; fails if it has not returned within 20
+/// real seconds (a hang would otherwise stall the suite).
+fn within_20s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("hung: the virtual clock never reached the deadline")
+}
+
+/// A parallel child on another thread (which runs on real time) is the only
+/// thing waiting in a scope with a deadline: the nursery keeps a timer at
+/// that deadline on the virtual clock, so the clock jumps there and the
+/// child is cancelled on its thread.
+#[test]
+fn a_deadline_reaches_a_parallel_child_on_another_thread() {
+    let _one = one_at_a_time();
+    let took = within_20s(|| {
+        let executor = std::sync::Arc::new(async_executor::Executor::new());
+        let runner = std::sync::Arc::clone(&executor);
+        std::thread::spawn(move || {
+            futures_lite::future::block_on(runner.run(std::future::pending::<()>()))
+        });
+        testing::run(async move {
+            let start = now();
+            let out = move_on_after(HOUR, async {
+                nursery(|n: Nursery<'_, Cancelled>| async move {
+                    n.spawn_on(&*executor, async {
+                        sleep_forever().await?;
+                        Ok(())
+                    });
+                    n.spawn_on(&*executor, async {
+                        // Another crate's wait: dropped on its thread.
+                        std::future::pending::<()>().await;
+                        Ok(())
+                    });
+                    Ok(())
+                })
+                .await?;
+                Ok::<_, Cancelled>(())
+            })
+            .await;
+            assert_eq!(out, Ok(None), "the deadline cancelled the nursery");
+            now() - start
+        })
+    });
+    assert_eq!(took, HOUR);
+}
+
+/// The same for a blocking closure that polls its cancel handle.
+#[test]
+fn a_deadline_reaches_a_blocking_closure() {
+    let _one = one_at_a_time();
+    let took = within_20s(|| {
+        testing::run(async move {
+            let start = now();
+            let out = move_on_after(HOUR, async {
+                nursery(|n: Nursery<'_, Cancelled>| async move {
+                    n.spawn_blocking(|cancel| {
+                        while !cancel.is_cancelled() {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Err(Cancelled)
+                    });
+                    Ok(())
+                })
+                .await?;
+                Ok::<_, Cancelled>(())
+            })
+            .await;
+            assert_eq!(out, Ok(None), "the deadline cancelled the nursery");
+            now() - start
+        })
+    });
+    assert_eq!(took, HOUR);
 }

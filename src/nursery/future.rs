@@ -68,6 +68,17 @@ pin_project! {
     impl<E, T, Fut, C> PinnedDrop for NurseryFuture<E, T, Fut, C> {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
+            if *this.phase == NurseryPhase::Running
+                && this.shared.off_thread.load(Ordering::Relaxed)
+            {
+                // Dropped before it finished (the hard cancel): what may
+                // still run off this thread and cannot be dropped (a blocking
+                // closure polling its handle) is told, and so is whoever
+                // holds the scope's handle.
+                this.shared.node.cancel(CancelReason::Message(
+                    "its nursery was dropped before it finished".into(),
+                ));
+            }
             // Unlink first: a child's `Drop` may panic below.
             this.shared.node.exit();
             // The hard cancel (invariant 4): nothing can be spawned any more,
@@ -465,6 +476,9 @@ where
         }
         if !done {
             *this.yielded = true;
+            if this.shared.off_thread.load(Ordering::Relaxed) {
+                this.foreign.seen = true;
+            }
             this.foreign.arm(node, cx);
             context::park_in(node);
             this.hold.pending(cx);

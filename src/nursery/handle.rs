@@ -231,6 +231,7 @@ macro_rules! handle_methods {
             {
                 let future = crate::task::instrument(future, &info);
                 let shared = &*self.shared;
+                shared.off_thread.store(true, Ordering::Relaxed);
                 if let Some(executor) = spawner.__async_executor() {
                     // Started and counted in the nursery's table, not its
                     // slab: the outcome comes back only if it is not a
@@ -253,6 +254,7 @@ macro_rules! handle_methods {
                 if let Some(tokio) = spawner.__tokio() {
                     // Counted, as on an async-executor (`spawn_on_as`).
                     let future = crate::task::instrument(future, &info);
+                    self.shared.off_thread.store(true, Ordering::Relaxed);
                     return self.shared.start_counted(info, |node, info, parallel| {
                         tokio.spawn(counted(node, future, info, parallel))
                     });
@@ -268,6 +270,7 @@ macro_rules! handle_methods {
                 let cancel = CancelHandle::from_node(Arc::clone(&self.shared.node));
                 let abandoned = Arc::new(AtomicBool::new(false));
                 let entry = (info.clone(), Arc::clone(&abandoned));
+                self.shared.off_thread.store(true, Ordering::Relaxed);
                 let child = async move {
                     let task = ::blocking::unblock(move || {
                         // Listed in the report while this thread runs it.
@@ -284,6 +287,8 @@ macro_rules! handle_methods {
                     abandon.0 = None; // finished: nothing was abandoned
                     outcome.unwrap_or_else(|payload| resume_unwind(payload))
                 };
+                // Counted live and given its `tracing` span like any child.
+                let child = crate::task::instrument(child, &info);
                 self.shared.push(Box::pin(child), info)
             }
 

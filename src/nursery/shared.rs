@@ -37,6 +37,12 @@ pub(crate) struct Shared<C, E> {
     /// it (`try_close` registers the nursery's waker under the lock the
     /// start takes).
     pub(super) draining: AtomicBool,
+    /// Some child was started off the nursery's thread (a parallel child, a
+    /// blocking closure). The nursery then keeps a timer at its scope's
+    /// effective deadline, as for a task parked in a foreign future: under
+    /// `testing::run` only the nursery's thread runs on the virtual clock,
+    /// and a deadline that nothing on it waits for would never come.
+    pub(super) off_thread: AtomicBool,
 }
 
 /// New children per chunk of the incoming queue: a chunk (48 bytes each)
@@ -80,6 +86,7 @@ impl<C, E> Shared<C, E> {
             table,
             wakeup,
             draining: AtomicBool::new(false),
+            off_thread: AtomicBool::new(false),
             incoming: Mutex::new(Incoming {
                 chunks: VecDeque::from(recast(std::mem::take(&mut buffers.queue))),
                 len: 0,
