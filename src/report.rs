@@ -671,7 +671,9 @@ impl Report {
                 write!(f, " [shield held]")?;
             }
             if scope.handled_failures > 0 {
-                write!(f, " [{} failures handled]", scope.handled_failures)?;
+                let count = scope.handled_failures;
+                let plural = if count == 1 { "" } else { "s" };
+                write!(f, " [{count} failure{plural} handled]")?;
             }
             if let Some(deadline) = scope.deadline {
                 match deadline.checked_duration_since(clock::now()) {

@@ -464,6 +464,35 @@ fn a_supervised_failure_is_handled_and_its_siblings_go_on() {
     );
 }
 
+/// The report counts the failures handlers took, not those they passed
+/// back (which are the nursery's failures) nor those of a handler that
+/// panicked.
+#[test]
+fn only_failures_a_handler_took_count_as_handled() {
+    let counted = Mutex::new(None);
+    let counted_ref = &counted;
+    let out = futures::executor::block_on(hatchery::nursery(|n| async move {
+        n.named("passed back")
+            .on_failure(|failure| Err(failure.error))
+            .spawn(async { Err(hatchery::Error::msg("disk full")) });
+        n.named("taken")
+            .on_failure(|_failure| Ok(()))
+            .spawn(async { Err(hatchery::Error::msg("bad request")) });
+        let _ = hatchery::CancelScope::new()
+            .shield(true)
+            .run(async {
+                checkpoint().await?;
+                *counted_ref.lock().unwrap() =
+                    Some(hatchery::Report::capture().scopes()[0].handled_failures());
+                Ok(())
+            })
+            .await;
+        Ok(())
+    }));
+    assert!(out.is_err(), "the failure passed back fails the nursery");
+    assert_eq!(*counted.lock().unwrap(), Some(1));
+}
+
 /// A failure the handler returns is still the nursery's failure: nothing is
 /// lost; and a panic goes to the panic handler only when one is given.
 #[test]

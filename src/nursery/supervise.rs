@@ -141,17 +141,25 @@ where
                 let Some(handler) = this.on_error.take() else {
                     return Poll::Ready(Err(error));
                 };
-                this.table.count_handled();
-                Poll::Ready(handler(TaskFailure {
+                let handled = handler(TaskFailure {
                     task: this.task.clone(),
                     error,
-                }))
+                });
+                // Counted only if the handler took it: a failure it passes
+                // back is the nursery's.
+                if handled.is_ok() {
+                    this.table.count_handled();
+                }
+                Poll::Ready(handled)
             }
             Ok(Poll::Ready(output)) => Poll::Ready(output),
             Err(payload) => match this.on_panic.take() {
                 Some(policy) => {
-                    this.table.count_handled();
-                    Poll::Ready(policy.handle(this.task.clone(), payload))
+                    let handled = policy.handle(this.task.clone(), payload);
+                    if handled.is_ok() {
+                        this.table.count_handled();
+                    }
+                    Poll::Ready(handled)
                 }
                 None => resume_unwind(payload),
             },
