@@ -330,3 +330,46 @@ fn the_report_lists_a_running_parallel_child_by_name_and_forgets_it_once_finishe
         "nor once it finished:\n{finished}"
     );
 }
+
+/// After a cancel, a blocking child whose closure still runs is reported
+/// as running on another thread (told through its handle), not as a task
+/// that blocks the nursery's thread.
+#[test]
+fn a_blocking_child_after_a_cancel_is_reported_on_its_own_thread() {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let text = futures::executor::block_on(nursery(|outer: Nursery<'_, Cancelled>| async move {
+        let (scope_tx, scope_rx) = futures::channel::oneshot::channel();
+        outer.spawn(async move {
+            nursery(|n: Nursery<'_, Cancelled>| async move {
+                scope_tx.send(n.cancel_scope()).unwrap();
+                n.named("crunching").spawn_blocking(move |_cancel| {
+                    // Ignores the cancel until released.
+                    let _ = wait.recv();
+                    Ok(())
+                });
+                Ok(())
+            })
+            .await?;
+            Ok(())
+        });
+        let scope = scope_rx.await.unwrap();
+        checkpoint().await?;
+        scope.cancel();
+        for _ in 0..3 {
+            checkpoint().await?;
+        }
+        let text = Report::of(&scope).to_string();
+        release.send(()).unwrap();
+        Ok(text)
+    }))
+    .unwrap()
+    .unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.contains("task `crunching`"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.ends_with("runs on another thread, where it is told"),
+        "{text}"
+    );
+}

@@ -396,7 +396,10 @@ impl<F: std::future::Future> std::future::Future for Parked<F> {
         let this = self.project();
         let polled = this.inner.poll(cx);
         if polled.is_pending() {
-            context::park();
+            // The closure runs on another thread, where its handle tells it
+            // (what the report says of this task once its scope is
+            // cancelled).
+            context::park_remote();
             this.hold.pending(cx);
         } else {
             this.hold.done();
