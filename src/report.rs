@@ -795,7 +795,7 @@ impl fmt::Display for Report {
             let abandoned = self.blocking.iter().filter(|t| t.abandoned).count();
             writeln!(
                 f,
-                "blocking closures still on a thread: {} ({abandoned} abandoned)",
+                "blocking closures still on a thread: {} ({abandoned} abandoned so far)",
                 self.blocking.len()
             )?;
             for task in &self.blocking {

@@ -17,11 +17,12 @@
 //! # The handler
 //!
 //! It does only async-signal-safe things: atomic loads and stores, `write`
-//! to a non-blocking socket, `_exit`, and a call of the handler it replaced.
+//! to a non-blocking socket, `write` to stderr, `_exit`, and a call of the handler it replaced.
 //! In order, it
 //!
 //! 1. exits at once with the armed status, if one is armed (the signal
-//!    after a forced shutdown);
+//!    after a forced shutdown), after writing one line on stderr (a plain
+//!    `write(2)`, which is async-signal-safe);
 //! 2. sends one datagram `[signal, generation]` to the watcher listening
 //!    now, if one is;
 //! 3. calls the handler it replaced, if that was a function (as signal-hook
@@ -104,6 +105,11 @@ extern "C" fn handler(signal: c_int, info: *mut siginfo_t, context: *mut c_void)
     };
     let status = EXIT_STATUS.load(Ordering::SeqCst);
     if status != 0 {
+        const LINE: &[u8] = b"hatchery: received another signal: exiting now\n";
+        // SAFETY: `write` is async-signal-safe; `LINE` is a static buffer
+        // of `LINE.len()` bytes. What it returns does not matter: the
+        // process exits next.
+        unsafe { libc::write(libc::STDERR_FILENO, LINE.as_ptr().cast(), LINE.len()) };
         // SAFETY: `_exit` is async-signal-safe and takes any status.
         unsafe { libc::_exit(status) };
     }

@@ -252,6 +252,12 @@ where
 /// Runs `body` in a scope whose deadline is `timeout` after it is entered; if
 /// that deadline cancels it, returns [`TimedOut`] converted into `E`.
 ///
+/// "Cancels it" means the body ends with the `Cancelled` that the deadline
+/// caused (at a checkpoint, or dropped at another crate's await): a body
+/// that goes on past the deadline without a checkpoint and returns `Ok`
+/// (a blocking loop, a closure that ignores its handle) returns that `Ok`,
+/// as trio's `fail_after` does when its scope caught nothing.
+///
 /// A cancellation of an enclosing scope is not a timeout: it passes through as
 /// `Cancelled`.
 ///

@@ -676,6 +676,19 @@ fn probe() {
                 });
             println!("run returned (should have exited)");
         }
+        // A body that blocks its thread: the shutdown is forced when the
+        // grace period runs out, and cannot finish.
+        "blocked" => {
+            let _ = Builder::new()
+                .error_type()
+                .grace_period(Duration::from_millis(100))
+                .run(|_n: Nursery<'_, Cancelled>| async move {
+                    println!("blocking");
+                    std::thread::sleep(Duration::from_secs(60));
+                    Ok(())
+                });
+            println!("run returned (should have exited)");
+        }
         // A run inside spawn_blocking of another: the outer one owns the
         // signals; the inner one is cancelled with it and does not exit.
         "nested" => {
@@ -941,6 +954,34 @@ fn a_worker_that_never_yields_is_abandoned_when_the_grace_period_ends() {
         stderr.contains("1 worker thread abandoned") && stderr.contains("hatchery-worker-0"),
         "stderr: {stderr}"
     );
+}
+
+/// The signal after a forced shutdown exits at once, and says so on stderr
+/// (from the signal handler: the process is wedged).
+#[test]
+fn a_signal_after_the_forced_shutdown_exits_at_once_and_says_so() {
+    let mut proc = run_probe("blocked");
+    proc.expect_line("blocking");
+    proc.kill("INT");
+    // The grace period (100 ms) runs out: the shutdown is forced.
+    std::thread::sleep(Duration::from_millis(500));
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert!(
+        stderr.lines().last() == Some("hatchery: received another signal: exiting now"),
+        "stderr: {stderr}"
+    );
+    // Not the two-second fallback for a wedged forced shutdown.
+    assert!(
+        !stderr.contains("did not finish within"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(count(&stdout, "run returned"), 0, "{stdout:?}");
 }
 
 #[test]
