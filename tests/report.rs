@@ -274,7 +274,7 @@ fn after_a_cancel_the_report_says_who_was_told_and_who_is_shielded() {
         "{text}"
     );
     assert!(
-        line("unnamed task").ends_with("runs on another thread, where it is told"),
+        line("unnamed task").ends_with("runs on another thread: told at its next checkpoint there"),
         "{text}"
     );
 }
@@ -369,7 +369,7 @@ fn a_blocking_child_after_a_cancel_is_reported_on_its_own_thread() {
         .find(|line| line.contains("task `crunching`"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        line.ends_with("runs on another thread, where it is told"),
+        line.ends_with("runs on another thread: told at its next checkpoint there"),
         "{text}"
     );
 }
