@@ -345,6 +345,50 @@ fn cancellation_reaches_a_blocking_loop() {
     assert!(rounds.load(Ordering::SeqCst) > 0);
 }
 
+/// As trio's `to_thread.run_sync` (anyio's `test_run_in_thread_cancelled`):
+/// in a scope cancelled already, a blocking closure never runs; its child
+/// ends with `Cancelled`, which the scope catches. One spawned before the
+/// cancel runs, and sees it through its handle.
+#[test]
+fn a_blocking_closure_spawned_into_a_cancelled_scope_never_runs() {
+    let late = Arc::new(AtomicUsize::new(0));
+    let early = Arc::new(AtomicUsize::new(0));
+    let (late_ran, early_ran) = (Arc::clone(&late), Arc::clone(&early));
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    let outer = handle.clone();
+    let out = block_on(
+        scope.run_typed(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.spawn_blocking(move |cancel| {
+                // The thread may start before or after the cancel below.
+                while !cancel.is_cancelled() {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                early_ran.fetch_add(1, Ordering::SeqCst);
+                Err(Cancelled)
+            });
+            outer.cancel();
+            n.spawn_blocking(move |_cancel| {
+                late_ran.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            });
+            Ok(())
+        })),
+    );
+    assert!(matches!(out, Ok(None)), "{out:?}");
+    assert!(handle.cancelled_caught());
+    assert_eq!(
+        early.load(Ordering::SeqCst),
+        1,
+        "spawned before the cancel: it ran"
+    );
+    assert_eq!(
+        late.load(Ordering::SeqCst),
+        0,
+        "spawned after the cancel: it never ran"
+    );
+}
+
 #[test]
 fn a_blocking_closures_panic_resumes_in_the_parent() {
     let caught = catch_unwind(|| {

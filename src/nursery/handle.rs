@@ -267,6 +267,15 @@ macro_rules! handle_methods {
                 F: FnOnce(CancelHandle) -> Result<(), E> + Send + 'static,
                 E: Send + 'static,
             {
+                if self.shared.node.is_cancelled() {
+                    // As trio's `to_thread.run_sync`, whose start is a
+                    // checkpoint: in a scope cancelled already, the closure
+                    // never runs (its captures are dropped here), and the
+                    // child ends with `Cancelled`, which the scope catches.
+                    drop(work);
+                    let child = crate::task::instrument(async { Err::<(), E>(crate::Cancelled.into()) }, &info);
+                    return self.shared.push(Box::pin(child), info);
+                }
                 let cancel = CancelHandle::from_node(Arc::clone(&self.shared.node));
                 let abandoned = Arc::new(AtomicBool::new(false));
                 let entry = (info.clone(), Arc::clone(&abandoned));
@@ -587,10 +596,16 @@ macro_rules! handle_methods {
             /// cancellation reaches blocking loops. A panic in it is resumed
             /// in the parent like any child's.
             ///
+            /// Spawned while the nursery's scope is already cancelled, the
+            /// closure never runs (its captures are dropped), as trio's
+            /// `to_thread.run_sync` starts no thread in a cancelled scope:
+            /// the child ends with `Cancelled`. Once started, it runs to
+            /// its end, and the nursery waits for it.
+            ///
             /// If the nursery future is dropped, the closure's result is
             /// discarded; the thread finishes the closure on its own (a
-            /// thread cannot be stopped from outside), and never holds the
-            /// nursery open.
+            /// thread cannot be stopped from outside; its handle reports
+            /// the cancellation), and never holds the nursery open.
             ///
             /// # Examples
             ///

@@ -168,6 +168,11 @@ struct Job {
     /// When its work is done (virtual time).
     end: Instant,
     kind: BlockEnd,
+    /// Its scope was cancelled when it was spawned (`.0`: for certain;
+    /// `.1`: maybe, a failure handed over in that instant): the closure
+    /// never runs then, as trio's `to_thread` starts no thread in a
+    /// cancelled scope, and its task ends with `Cancelled`.
+    cancelled_at_spawn: (bool, bool),
 }
 
 impl Job {
@@ -193,13 +198,15 @@ pub(super) fn spawn(at: &At<'_>, t: u8, kind: BlockEnd) {
             return;
         }
         world.blocking += 1;
+        let scope = world.nurseries[at.nid].scope;
         let job = Job {
             shared: Arc::default(),
             name: format!("b{}", world.fresh()),
             task: Task::new(at.nid, None, world.within(at.nid)),
-            scope: world.nurseries[at.nid].scope,
+            scope,
             end: hatchery::now() + ticks(t),
             kind,
+            cancelled_at_spawn: world.visible(scope),
         };
         (
             job,
@@ -244,13 +251,24 @@ pub(super) fn settle(world: &W, woken: &dyn Fn() -> bool) -> Result<bool, String
             Phase::Dropped => {
                 let job = remove(index);
                 let mut w = world.borrow_mut();
-                if !job.abandoned(&w) {
+                let (certain, maybe) = job.cancelled_at_spawn;
+                if certain || maybe {
+                    // Never run: spawned into a cancelled scope.
+                    w.finish(&job.task, &Err(Fault::Cancelled));
+                } else if !job.abandoned(&w) {
                     w.violation(format!(
                         "blocking work {name} was dropped before it ran, though no nursery \
-                         around it was dropped"
+                         around it was dropped and its scope was not cancelled when it was \
+                         spawned"
                     ));
                 }
                 continue;
+            }
+            Phase::Waiting if JOBS.with(|jobs| jobs.borrow()[index].cancelled_at_spawn.0) => {
+                world.borrow_mut().violation(format!(
+                    "blocking work {name} runs, though its scope was cancelled when it was spawned"
+                ));
+                return Err(world.borrow().violations.join("\n"));
             }
             Phase::Waiting => {}
             other => return Err(format!("blocking work {name} idle in phase {other:?}")),
