@@ -70,7 +70,9 @@
 //! knows which scope it is in. Outside any scope nothing is ever cancelled.
 //! A scope is linked under the scope that was current when it was first
 //! polled, and stays there: a started scope future moved elsewhere (sent
-//! to another task) still sees its first parent's cancellation.
+//! to another task) still sees its first parent's cancellation. (The shield
+//! of [`cancel_gracefully`](CancellableExt::cancel_gracefully) joins the
+//! tree only if its future is still running after its stop.)
 //!
 //! **Parallel children run on an executor** (`src/spawn.rs`, `src/run.rs`).
 //! [`Nursery::spawn_on`] hands a child to any [`Spawn`] (async-executor built

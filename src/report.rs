@@ -672,8 +672,7 @@ impl Report {
             }
             if scope.handled_failures > 0 {
                 let count = scope.handled_failures;
-                let plural = if count == 1 { "" } else { "s" };
-                write!(f, " [{count} failure{plural} handled]")?;
+                write!(f, " [{count} failure{} handled]", plural(count))?;
             }
             if let Some(deadline) = scope.deadline {
                 match deadline.checked_duration_since(clock::now()) {
@@ -686,7 +685,7 @@ impl Report {
             for (index, &task) in item.tasks.iter().enumerate() {
                 if lines + 1 == LINES_MAX && index + 1 < item.tasks.len() {
                     let left = item.tasks.len() - index;
-                    writeln!(f, "{inner}└─ … and {left} more tasks here")?;
+                    writeln!(f, "{inner}└─ … and {left} more task{} here", plural(left))?;
                     return self.fmt_left_out(f, shown + 1);
                 }
                 let last = index + 1 == item.tasks.len() && !item.has_children;
@@ -725,12 +724,25 @@ impl Report {
             .iter()
             .map(|item| item.tasks.len())
             .sum();
-        writeln!(
-            f,
-            "… {scopes} more scopes and {tasks} more tasks not shown (Report::scopes() and \
-             Report::tasks() hold them all)"
-        )
+        let (scopes_s, tasks_s) = (plural(scopes), plural(tasks));
+        match (scopes, tasks) {
+            (0, 0) => Ok(()),
+            (0, _) => writeln!(
+                f,
+                "… {tasks} more task{tasks_s} not shown (Report::tasks() holds them all)"
+            ),
+            _ => writeln!(
+                f,
+                "… {scopes} more scope{scopes_s} and {tasks} more task{tasks_s} not shown \
+                 (Report::scopes() and Report::tasks() hold them all)"
+            ),
+        }
     }
+}
+
+/// The plural ending of a count.
+fn plural(count: usize) -> &'static str {
+    if count == 1 { "" } else { "s" }
 }
 
 /// The guides in front of a line at `depth`: at most `INDENT_MAX` levels

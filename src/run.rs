@@ -468,15 +468,14 @@ impl<E> Builder<E> {
     /// The default root is the smol-rs stack (async-executor and async-io):
     /// choose tokio when the program uses tokio's types.
     ///
-    /// # Panics
-    ///
-    /// As `run` does when called inside another `run`; and, from tokio,
-    /// when called on a thread that already runs a tokio runtime (inside its
-    /// `block_on` or a task on one of its workers): tokio cannot start a
-    /// runtime there ("Cannot start a runtime from within a runtime"). Call
-    /// `run` from `main` instead of `#[tokio::main]`, or, inside a runtime
-    /// you keep, use [`nursery`](crate::nursery) and a
-    /// [`SignalGuard`](crate::SignalGuard) directly.
+    /// [`run`](Builder::run) on such a builder panics where every `run`
+    /// does (inside another `run`), and also, from tokio, on a thread that
+    /// already runs a tokio runtime (inside its `block_on` or a task on one
+    /// of its workers): tokio cannot start a runtime there ("Cannot start a
+    /// runtime from within a runtime"). Call it from `main` instead of
+    /// `#[tokio::main]`, or, inside a runtime you keep, use
+    /// [`nursery`](crate::nursery) and a [`SignalGuard`](crate::SignalGuard)
+    /// directly.
     ///
     /// ```
     /// # #[cfg(feature = "tokio")] {

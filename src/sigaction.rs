@@ -17,7 +17,8 @@
 //! # The handler
 //!
 //! It does only async-signal-safe things: atomic loads and stores, `write`
-//! to a non-blocking socket, `write` to stderr, `_exit`, and a call of the handler it replaced.
+//! to a non-blocking socket, `write` to stderr, `_exit`, and a call of the
+//! handler it replaced.
 //! In order, it
 //!
 //! 1. exits at once with the armed status, if one is armed (the signal

@@ -554,3 +554,31 @@ fn a_handle_kept_past_its_scope_reports_that_scope_only() {
     // An exited scope's deadline no longer counts; a cancel still records.
     assert!(kept.is_cancelled());
 }
+
+/// Inside `cancel_gracefully`'s shield, a future that lifts that shield
+/// (through `current_scope()`) and waits is cancelled like any task in the
+/// cancelled scope around it, even though the shield joins the tree only
+/// after its stop.
+#[test]
+fn lifting_cancel_gracefullys_shield_from_inside_lets_the_cancel_in() {
+    use hatchery::CancellableExt;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = futures_lite::future::block_on(CancelScope::new().run_typed(async {
+            current_scope().unwrap().cancel();
+            let drained = async {
+                hatchery::current_scope().unwrap().set_shield(false);
+                sleep_forever().await?;
+                Ok::<_, Cancelled>(())
+            }
+            .cancel_gracefully(Duration::from_secs(3600), |_| {})
+            .await;
+            Ok::<_, Cancelled>(drained)
+        }));
+        let _ = tx.send(out);
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the unshielded wait was never cancelled");
+    assert_eq!(out, Ok(Some(Ok(Err(Cancelled)))));
+}

@@ -187,8 +187,14 @@ fn a_child_whose_drop_panics_still_leaves_the_scope_tree_clean() {
     });
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(fut)));
     assert!(result.is_err(), "the bomb went off");
-    // The nursery's scope was detached from the outer one despite the panic.
-    outer_handle.cancel();
-    assert!(!nursery_scope.unwrap().is_cancelled());
+    // The nursery's scope was detached from the outer one despite the panic
+    // (the outer scope has no child scope left), and was told the hard
+    // cancel.
+    assert_eq!(hatchery::Report::of(&outer_handle).scopes().len(), 1);
+    let nursery_scope = nursery_scope.unwrap();
+    assert_eq!(
+        nursery_scope.reason().map(|reason| reason.to_string()),
+        Some("its nursery was dropped before it finished".to_owned())
+    );
 }
 }

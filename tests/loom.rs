@@ -841,8 +841,9 @@ fn a_parallel_child_started_while_the_last_one_ends_is_waited_for() {
         let started = starter.join().unwrap();
         ender.join().unwrap();
         assert_eq!(count.running(), 0);
-        assert!(polls <= 4, "polled {polls} times");
-        let _ = started;
+        // One poll per end at most, and the one that closes.
+        let most = if started { 4 } else { 3 };
+        assert!(polls <= most, "polled {polls} times");
     });
 }
 

@@ -614,10 +614,11 @@ impl Node {
     /// parent) under `parent` after all, for `exit_owned`: the shield of
     /// `cancel_gracefully`, linked only once the future it protects outlives
     /// the poll that stopped it (most stop at once, and then the shared
-    /// parent's lock is never taken). Only for a shielded node, whose state
-    /// does not depend on the parent's: nothing changes for its waiters.
+    /// parent's lock is never taken). Its state is computed again with the
+    /// parent's, as at entry (a shield lifted meanwhile through
+    /// `current_scope()` now inherits the parent's cancellation, and its
+    /// waiters are told).
     pub(crate) fn link_owned(this: &Arc<Node>, parent: Arc<Node>) -> Link {
-        debug_assert!(this.lock().shield, "only a shield may be linked late");
         let key = this.enter(Some(&parent), None).expect("a parent was given");
         Link { parent, key }
     }

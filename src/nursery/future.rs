@@ -68,9 +68,7 @@ pin_project! {
     impl<E, T, Fut, C> PinnedDrop for NurseryFuture<E, T, Fut, C> {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
-            if *this.phase == NurseryPhase::Running
-                && this.shared.off_thread.load(Ordering::Relaxed)
-            {
+            if *this.phase == NurseryPhase::Running {
                 // Dropped before it finished (the hard cancel): what may
                 // still run off this thread and cannot be dropped (a blocking
                 // closure polling its handle) is told, and so is whoever
@@ -148,7 +146,10 @@ impl Foreign {
             return;
         }
         let at = match node.state() {
-            CANCELLED | NEVER => {
+            // `FAR`: past the encodable range, never reached (a timer there
+            // would fire under a virtual clock that jumps to it, and be
+            // armed again at once).
+            CANCELLED | NEVER | clock::FAR => {
                 self.timer = None;
                 return;
             }

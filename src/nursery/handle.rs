@@ -341,8 +341,9 @@ macro_rules! handle_methods {
             /// as soon as it drops its [`Started`] handle without calling
             /// it while it keeps running (the caller would wait forever).
             /// A handle dropped while the child unwinds (in a cancelled
-            /// scope, or in a panic) does not count: `start()` then returns
-            /// whatever the child ends with.
+            /// scope, or in a panic) does not count: `start()` then waits
+            /// for the child to end, however long it runs on, and returns
+            /// how it ended (as trio does).
             ///
             /// # Examples
             ///

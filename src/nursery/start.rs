@@ -26,7 +26,9 @@
 //!    inside the child that ran out, a nested nursery whose sibling failed).
 //!    Then `start()` waits for the child to finish as usual and returns its
 //!    error (or panics if it returns `Ok` without calling `started`), as
-//!    trio does: the child's error is never replaced by this panic.
+//!    trio does: the child's error is never replaced by this panic. A child
+//!    that catches that cancellation or panic and runs on keeps `start()`
+//!    waiting until it ends, as in trio.
 
 use std::any::Any;
 use std::fmt;
@@ -440,7 +442,8 @@ where
                  calling started(); start() would wait forever. Call `status.started(value)` \
                  once the child is ready, or use spawn() if nobody needs to wait for it (a \
                  closure parameter its async block does not use, such as `_status`, is dropped \
-                 when the closure returns: `let _keep = status;` inside the block keeps it)",
+                 when the closure returns: name it `status` and write `let _keep = status;` \
+                 inside the block to keep it)",
                 this.info
             );
         }
