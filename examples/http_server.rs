@@ -10,11 +10,15 @@
 //!
 //! Press Ctrl+C and, in this order: the accept loop (the only task that
 //! Ctrl+C reaches: the connections are behind a shield) closes the
-//! listener, so new connections are refused; then it cancels the
-//! connections, and each one reads and answers what its client had sent by
-//! then (a request already in its socket is not lost), and is asked to
-//! stop (hyper's `graceful_shutdown`), which closes the idle ones at once
-//! and lets a request in flight finish, for up to `GRACE`; then the
+//! listener, so new connections are refused (those the kernel had already
+//! completed, waiting to be accepted, are accepted first and served like
+//! the others); then it cancels the connections, and each idle one reads
+//! and answers what its client had sent by then (a request already in its
+//! socket is not lost), and is asked to stop (hyper's `graceful_shutdown`),
+//! which closes the idle ones at once and lets a request in flight finish,
+//! for up to `GRACE` (requests pipelined behind that one are not read: the
+//! response says `connection: close`, and the client sends them again on a
+//! new connection, as HTTP lets it for idempotent requests); then the
 //! program exits with status 130. A second Ctrl+C forces the shutdown
 //! (shields do not hold against it) and prints the connections still open.
 //!
@@ -89,11 +93,7 @@ async fn serve(
     connections: Nursery<'_>,
 ) -> hatchery::Result<()> {
     let mut interrupted = ctrl_c.cancelled();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            () = &mut interrupted => break,
-        };
+    let serve_one = |stream: TcpStream, peer: std::net::SocketAddr| {
         connections
             .named(format!("connection from {peer}"))
             .on_failure(|failure| {
@@ -102,6 +102,28 @@ async fn serve(
                 Ok(())
             })
             .spawn_parallel(connection(stream));
+    };
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut interrupted => break,
+        };
+        serve_one(stream, peer);
+    }
+    // Connections the kernel completed before the close wait in the
+    // listener's queue, their requests maybe sent: closing the listener
+    // would reset them. Accept those first, asking the kernel (tokio may not
+    // have seen them arrive), and serve them like the others.
+    let listener = listener.into_std()?;
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                stream.set_nonblocking(true)?;
+                serve_one(TcpStream::from_std(stream)?, peer);
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) => return Err(error.into()),
+        }
     }
     drop(listener);
     connections.cancel_scope().cancel();
