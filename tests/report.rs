@@ -101,27 +101,19 @@ fn a_report_of_thousands_of_tasks_lists_the_first_and_counts_the_rest() {
     );
 }
 
-/// A `cancel_gracefully` whose future outlives its stop runs behind a
-/// shield that the report shows under the task's nursery (the shield joins
-/// the tree only once the future is still running after the stop).
-#[test]
-fn a_graceful_drain_that_outlives_its_stop_is_reported_behind_its_shield() {
-    use hatchery::CancellableExt;
-    use std::time::Duration;
-    let text = futures::executor::block_on(nursery(|outer: Nursery<'_, Cancelled>| async move {
+/// A nursery (inside another one) gets its children from `spawn`, is
+/// cancelled, and is reported a few polls later (from the outer nursery,
+/// which is not cancelled); then `release` lets its children end.
+fn report_after_cancelling_a_nursery_with(
+    spawn: impl FnOnce(&Nursery<'_, Cancelled>) + Send,
+    release: impl FnOnce(),
+) -> String {
+    futures::executor::block_on(nursery(|outer: Nursery<'_, Cancelled>| async move {
         let (scope_tx, scope_rx) = futures::channel::oneshot::channel();
-        let (done, finish) = futures::channel::oneshot::channel::<()>();
         outer.spawn(async move {
             nursery(|n: Nursery<'_, Cancelled>| async move {
                 scope_tx.send(n.cancel_scope()).unwrap();
-                n.named("draining").spawn(async {
-                    // Ignores its stop: it ends when the outer body says so.
-                    let drained = finish
-                        .cancel_gracefully(Duration::from_secs(3600), |_| {})
-                        .await;
-                    drained?.ok();
-                    Ok(())
-                });
+                spawn(&n);
                 Ok(())
             })
             .await?;
@@ -134,11 +126,34 @@ fn a_graceful_drain_that_outlives_its_stop_is_reported_behind_its_shield() {
             checkpoint().await?;
         }
         let text = Report::of(&scope).to_string();
-        done.send(()).unwrap();
+        release();
         Ok(text)
     }))
     .unwrap()
-    .unwrap();
+    .unwrap()
+}
+
+/// A `cancel_gracefully` whose future outlives its stop runs behind a
+/// shield that the report shows under the task's nursery (the shield joins
+/// the tree only once the future is still running after the stop).
+#[test]
+fn a_graceful_drain_that_outlives_its_stop_is_reported_behind_its_shield() {
+    use hatchery::CancellableExt;
+    use std::time::Duration;
+    let (done, finish) = futures::channel::oneshot::channel::<()>();
+    let text = report_after_cancelling_a_nursery_with(
+        move |n| {
+            n.named("draining").spawn(async {
+                // Ignores its stop: it ends when released.
+                let drained = finish
+                    .cancel_gracefully(Duration::from_secs(3600), |_| {})
+                    .await;
+                drained?.ok();
+                Ok(())
+            });
+        },
+        move || done.send(()).unwrap(),
+    );
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines[1].starts_with("nursery at tests/report.rs:"),
@@ -334,33 +349,16 @@ fn the_report_lists_a_running_parallel_child_by_name_and_forgets_it_once_finishe
 #[test]
 fn a_blocking_child_after_a_cancel_is_reported_on_its_own_thread() {
     let (release, wait) = std::sync::mpsc::channel::<()>();
-    let text = futures::executor::block_on(nursery(|outer: Nursery<'_, Cancelled>| async move {
-        let (scope_tx, scope_rx) = futures::channel::oneshot::channel();
-        outer.spawn(async move {
-            nursery(|n: Nursery<'_, Cancelled>| async move {
-                scope_tx.send(n.cancel_scope()).unwrap();
-                n.named("crunching").spawn_blocking(move |_cancel| {
-                    // Ignores the cancel until released.
-                    let _ = wait.recv();
-                    Ok(())
-                });
+    let text = report_after_cancelling_a_nursery_with(
+        move |n| {
+            n.named("crunching").spawn_blocking(move |_cancel| {
+                // Ignores the cancel until released.
+                let _ = wait.recv();
                 Ok(())
-            })
-            .await?;
-            Ok(())
-        });
-        let scope = scope_rx.await.unwrap();
-        checkpoint().await?;
-        scope.cancel();
-        for _ in 0..3 {
-            checkpoint().await?;
-        }
-        let text = Report::of(&scope).to_string();
-        release.send(()).unwrap();
-        Ok(text)
-    }))
-    .unwrap()
-    .unwrap();
+            });
+        },
+        move || release.send(()).unwrap(),
+    );
     let line = text
         .lines()
         .find(|line| line.contains("task `crunching`"))
