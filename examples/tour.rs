@@ -199,7 +199,7 @@ fn act_6_ctrl_c(t: Instant) {
         .run(|n| async move {
             n.named("saver").spawn(async move {
                 let result = sleep(Duration::from_secs(3600)).await;
-                say(t, "saver: cancelled by the signal; flushed its buffers");
+                say(t, "saver: cancelled; flushed its buffers");
                 Ok(result?)
             });
             n.named("reader").spawn(async move {
@@ -244,11 +244,14 @@ fn act_6_ctrl_c(t: Instant) {
             Some(signal) => say(
                 t,
                 format!(
-                    "run returned after the grace period: {error} (a program would exit {})",
+                    "run returned once the shutdown was forced: {error} (a program would exit {})",
                     signal.exit_code()
                 ),
             ),
-            None => say(t, format!("run returned after the grace period: {error}")),
+            None => say(
+                t,
+                format!("run returned once the shutdown was forced: {error}"),
+            ),
         },
         Ok(_) => unreachable!("the run was interrupted"),
     }
