@@ -231,7 +231,7 @@ macro_rules! handle_methods {
             {
                 let future = crate::task::instrument(future, &info);
                 let shared = &*self.shared;
-                shared.off_thread.store(true, Ordering::Relaxed);
+                shared.note_off_thread();
                 if let Some(executor) = spawner.__async_executor() {
                     // Started and counted in the nursery's table, not its
                     // slab: the outcome comes back only if it is not a
@@ -254,7 +254,7 @@ macro_rules! handle_methods {
                 if let Some(tokio) = spawner.__tokio() {
                     // Counted, as on an async-executor (`spawn_on_as`).
                     let future = crate::task::instrument(future, &info);
-                    self.shared.off_thread.store(true, Ordering::Relaxed);
+                    self.shared.note_off_thread();
                     return self.shared.start_counted(info, |node, info, parallel| {
                         tokio.spawn(counted(node, future, info, parallel))
                     });
@@ -273,13 +273,14 @@ macro_rules! handle_methods {
                     // never runs (its captures are dropped here), and the
                     // child ends with `Cancelled`, which the scope catches.
                     drop(work);
-                    let child = crate::task::instrument(async { Err::<(), E>(crate::Cancelled.into()) }, &info);
+                    let cancelled = async { Err::<(), E>(crate::Cancelled.into()) };
+                    let child = crate::task::instrument(cancelled, &info);
                     return self.shared.push(Box::pin(child), info);
                 }
                 let cancel = CancelHandle::from_node(Arc::clone(&self.shared.node));
                 let abandoned = Arc::new(AtomicBool::new(false));
                 let entry = (info.clone(), Arc::clone(&abandoned));
-                self.shared.off_thread.store(true, Ordering::Relaxed);
+                self.shared.note_off_thread();
                 let child = async move {
                     let task = ::blocking::unblock(move || {
                         // Listed in the report while this thread runs it.

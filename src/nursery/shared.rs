@@ -110,6 +110,14 @@ impl<C, E> Shared<C, E> {
         }
     }
 
+    /// Notes that a child was started off the nursery's thread
+    /// (`off_thread`); once, so that later starts do not write the line.
+    pub(super) fn note_off_thread(&self) {
+        if !self.off_thread.load(Ordering::Relaxed) {
+            self.off_thread.store(true, Ordering::Relaxed);
+        }
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, Incoming<C>> {
         self.incoming.lock().recover()
     }

@@ -145,24 +145,24 @@ where
                     task: this.task.clone(),
                     error,
                 });
-                // Counted only if the handler took it: a failure it passes
-                // back is the nursery's.
-                if handled.is_ok() {
-                    this.table.count_handled();
-                }
-                Poll::Ready(handled)
+                Poll::Ready(tally(this.table, handled))
             }
             Ok(Poll::Ready(output)) => Poll::Ready(output),
             Err(payload) => match this.on_panic.take() {
                 Some(policy) => {
-                    let handled = policy.handle(this.task.clone(), payload);
-                    if handled.is_ok() {
-                        this.table.count_handled();
-                    }
-                    Poll::Ready(handled)
+                    Poll::Ready(tally(this.table, policy.handle(this.task.clone(), payload)))
                 }
                 None => resume_unwind(payload),
             },
         }
     }
+}
+
+/// What a handler returned, counted as handled in the report only if it
+/// took the failure (`Ok`): one it passes back is the nursery's failure.
+fn tally<E>(table: &TaskTable, handled: Result<(), E>) -> Result<(), E> {
+    if handled.is_ok() {
+        table.count_handled();
+    }
+    handled
 }
