@@ -11,11 +11,14 @@
 //! are ordinary [`Instant`]s (they start at the real time the clock was made
 //! and only move forward), so the encoding above covers them too.
 //!
-//! With the `tokio` feature, the threads of `run`'s tokio root (the calling
-//! thread while it drives the root, tokio's workers and blocking threads)
-//! use tokio's timer, which runs there anyway, instead of async-io's (whose
-//! reactor would need a thread of its own on that root): see
-//! [`use_tokio_timers`].
+//! With the `tokio` feature, time inside a tokio runtime is tokio's: `now`
+//! reads tokio's clock (the real time, unless a test paused it: then what
+//! tokio says, auto-advance included) and `timer_at` arms tokio's timer,
+//! which the runtime drives anyway (async-io's would need a reactor thread
+//! of its own, and tokio, not knowing of it, would jump its paused clock
+//! past it). A thread is inside a runtime when tokio's context is there
+//! (its workers and blocking threads, `block_on`, `Handle::enter`), or when
+//! `run`'s tokio root marked it ([`use_tokio_timers`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,7 +35,21 @@ pub(crate) const NEVER: u64 = u64::MAX;
 /// (`Node::deadline_passed`). Nothing is clamped to a wrong instant.
 pub(crate) const FAR: u64 = NEVER - 1;
 
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+/// Earlier than the first time hatchery reads (by up to about 12 days, less
+/// on a machine that booted since): a clock that lags the real one, such as
+/// tokio's when a test paused it as its runtime was built, gives instants
+/// from before that first read, which must still encode as themselves.
+static EPOCH: LazyLock<Instant> = LazyLock::new(|| {
+    let now = Instant::now();
+    let mut margin = Duration::from_secs(1 << 20);
+    while !margin.is_zero() {
+        if let Some(epoch) = now.checked_sub(margin) {
+            return epoch;
+        }
+        margin /= 2;
+    }
+    now
+});
 
 /// The real time, with the epoch taken first, so that the instant returned
 /// and every later one encode as themselves (`to_nanos` maps instants before
@@ -44,12 +61,21 @@ pub(crate) fn real_now() -> Instant {
 }
 
 /// The current time: the virtual time if this thread runs under a virtual
-/// clock, else the real time.
+/// clock, else tokio's inside a tokio runtime (with the `tokio` feature),
+/// else the real time.
 pub(crate) fn now() -> Instant {
     #[cfg(feature = "test-util")]
     if let Some(now) = virtual_time::now() {
         return now;
     }
+    #[cfg(feature = "tokio")]
+    {
+        let _ = *EPOCH;
+        // The real time unless a tokio clock was paused in this process:
+        // then the paused clock of the runtime this thread is in, if any.
+        tokio::time::Instant::now().into_std()
+    }
+    #[cfg(not(feature = "tokio"))]
     real_now()
 }
 
@@ -95,7 +121,7 @@ pub(crate) fn timer_at(instant: Instant) -> Timer {
         return Timer::Virtual(timer);
     }
     #[cfg(feature = "tokio")]
-    if TOKIO_TIMERS.get() {
+    if TOKIO_TIMERS.get() || tokio::runtime::Handle::try_current().is_ok() {
         let at = tokio::time::Instant::from_std(instant);
         return Timer::Tokio(Box::pin(tokio::time::sleep_until(at)));
     }

@@ -1,7 +1,10 @@
 //! Time: sleeping, deadlines, and the `move_on_*` / `fail_*` scopes.
 //!
 //! All times are [`Instant`]s and [`Duration`]s read from one internal clock.
-//! Timers come from async-io; they are armed only by tasks that actually wait,
+//! Timers come from async-io, or from tokio inside a tokio runtime (with the
+//! `tokio` feature; there the clock is tokio's too, paused or not, and the
+//! runtime needs its timer enabled, as for `tokio::time`); they are armed
+//! only by tasks that actually wait,
 //! never by a scope: entering and leaving a scope whose body does not wait
 //! touches no timer.
 

@@ -1,0 +1,96 @@
+//! Inside a tokio runtime, hatchery's time is tokio's: its deadlines and
+//! sleeps follow tokio's clock, paused or not, as `tokio::time::timeout`
+//! does. Found by an adversarial round: under `start_paused`, tokio jumped
+//! its clock an hour past a hatchery deadline it did not know of (the body
+//! "finished" inside a one-second `move_on_after`), and on the tokio root
+//! with the clock paused, each hatchery wait took its full real time while
+//! spinning a core.
+
+#![cfg(feature = "tokio")]
+
+use std::time::Duration;
+
+use hatchery::{Builder, Cancelled, move_on_after, sleep, typed};
+
+/// A current-thread runtime with tokio's clock paused from the start, as
+/// `#[tokio::test(start_paused = true)]` builds.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_deadline_under_tokios_paused_clock_fires_before_a_longer_tokio_sleep() {
+    let out = paused_runtime().block_on(async {
+        let start = tokio::time::Instant::now();
+        let out = typed::move_on_after(Duration::from_secs(1), async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, Cancelled>("the hour passed")
+        })
+        .await;
+        (out, start.elapsed())
+    });
+    assert_eq!(out, (Ok(None), Duration::from_secs(1)));
+}
+
+#[test]
+fn hatchery_sleep_under_tokios_paused_clock_takes_tokios_time() {
+    let real = std::time::Instant::now();
+    let elapsed = paused_runtime().block_on(async {
+        let start = tokio::time::Instant::now();
+        sleep(Duration::from_secs(60)).await.unwrap();
+        // Tokio's own timers and hatchery's, in one clock.
+        let out = move_on_after(Duration::from_secs(5), async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            sleep(Duration::from_secs(10)).await?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(out, None);
+        start.elapsed()
+    });
+    assert_eq!(elapsed, Duration::from_secs(65));
+    // Not 65 seconds of real time: the paused clock jumped.
+    assert!(
+        real.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        real.elapsed()
+    );
+}
+
+#[test]
+fn on_the_tokio_root_a_paused_clock_moves_hatchery_deadlines_too() {
+    let real = std::time::Instant::now();
+    let out = Builder::new()
+        .tokio()
+        .worker_threads(1)
+        .run(|_| async move {
+            tokio::time::pause();
+            let start = tokio::time::Instant::now();
+            sleep(Duration::from_secs(40)).await?;
+            let out = move_on_after(Duration::from_secs(1), async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(())
+            })
+            .await?;
+            Ok((out, start.elapsed()))
+        });
+    let (out, elapsed) = out.unwrap().expect("the body returned");
+    assert_eq!(out, None);
+    // Tokio's timer fires on its next millisecond (the clock was paused
+    // between two).
+    let expected = Duration::from_secs(41);
+    assert!(
+        elapsed >= expected && elapsed <= expected + Duration::from_millis(5),
+        "{elapsed:?}"
+    );
+    assert!(
+        real.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        real.elapsed()
+    );
+}
