@@ -59,7 +59,10 @@ thread_local! {
 /// SIGINT and SIGTERM shut the run down (see [`Builder::handle_signals`]),
 /// and then **`run` exits the process** with status 130 (SIGINT) or 143
 /// (SIGTERM) once every task has finished: code after `run` does not run
-/// after a signal. To decide the exit yourself, use
+/// after a signal. The errors it would have returned (a task that failed
+/// before the signal, or in its cleanup after it) are written to stderr
+/// before that exit; a panic is resumed instead (see Panics), and Rust then
+/// exits with 101. To decide the exit yourself, use
 /// [`Builder::exit_on_signal(false)`](Builder::exit_on_signal): `run` then
 /// returns an error whose [`interrupted`](NurseryError::interrupted) names
 /// the signal. A `run` started while another one is active in the process (inside
@@ -596,6 +599,7 @@ impl<E> Builder<E> {
     ) -> Result<Option<T>, NurseryError<E>>
     where
         R: Future<Output = Result<Option<T>, NurseryError<E>>>,
+        E: fmt::Debug,
     {
         let Root {
             future: root,
@@ -639,8 +643,12 @@ impl<E> Builder<E> {
         result: Result<Option<T>, NurseryError<E>>,
         shutdown: Arc<Shutdown>,
         guard: Option<SignalGuard>,
-    ) -> Result<Option<T>, NurseryError<E>> {
+    ) -> Result<Option<T>, NurseryError<E>>
+    where
+        E: fmt::Debug,
+    {
         if let (true, Some(signal)) = (self.exit_on_signal, shutdown.signal()) {
+            say_failures(signal, &result);
             // Exiting: the handlers stay until the process is gone, so that
             // another signal meanwhile exits at once with the same status,
             // rather than finding the default action back.
@@ -657,13 +665,44 @@ impl<E> Builder<E> {
         let _ = flush_stderr(STDERR_PATIENCE);
         match shutdown.signal() {
             None => result,
-            Some(signal) if self.exit_on_signal => exit_after(signal),
+            Some(signal) if self.exit_on_signal => {
+                say_failures(signal, &result);
+                exit_after(signal)
+            }
             Some(signal) => Err(match result {
                 Err(error) => error.with_signal(signal),
                 Ok(_) => NurseryError::from(Cancelled).with_signal(signal),
             }),
         }
     }
+}
+
+/// At most this many failures are written out at an exit on a signal.
+const FAILURES_SAID: usize = 20;
+
+/// Writes to stderr the failures of a run about to exit on `signal`: the
+/// process exits with the signal's status, and without this the errors that
+/// `run` would have returned (a task that failed before Ctrl+C, a cleanup
+/// that failed after it) would go nowhere.
+fn say_failures<T, E: fmt::Debug>(signal: Signal, result: &Result<T, NurseryError<E>>) {
+    let Err(error) = result else {
+        return;
+    };
+    let failures = error.failures();
+    if failures.is_empty() {
+        return;
+    }
+    let mut text = match failures.len() {
+        1 => format!("hatchery: exiting on {signal}; a task had failed:"),
+        n => format!("hatchery: exiting on {signal}; {n} tasks had failed:"),
+    };
+    for failure in failures.iter().take(FAILURES_SAID) {
+        text.push_str(&format!("\n  {}: {:?}", failure.task, failure.error));
+    }
+    if let Some(more) = failures.len().checked_sub(FAILURES_SAID).filter(|&n| n > 0) {
+        text.push_str(&format!("\n  ... and {more} more"));
+    }
+    say(text);
 }
 
 /// Exits with 128 + the first signal's number, once stdout and (for a

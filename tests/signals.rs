@@ -719,6 +719,29 @@ fn probe() {
             });
             println!("run returned (should have exited)");
         }
+        // A task fails; its sibling's cleanup is still going when Ctrl+C
+        // comes: the failure must not vanish with the exit.
+        "failed_then_signal" => {
+            let _ = hatchery::run(|n| async move {
+                n.named("loader")
+                    .spawn(async { Err(hatchery::Error::msg("config file missing")) });
+                n.spawn(async move {
+                    let slept = sleep(Duration::from_secs(3600)).await;
+                    CancelScope::new()
+                        .shield(true)
+                        .run(async move {
+                            raise();
+                            sleep(Duration::from_millis(200)).await?;
+                            println!("cleanup done");
+                            Ok(())
+                        })
+                        .await?;
+                    Ok(slept?)
+                });
+                Ok(())
+            });
+            println!("run returned (should have exited)");
+        }
         // SIGINT and SIGTERM back to back: each is credited to itself.
         "int_then_term" => {
             let _ = run(|_n: Nursery<'_, Cancelled>| async move {
@@ -767,6 +790,24 @@ fn a_signal_during_start_up_cancels_the_root_before_the_body_runs() {
     );
     assert_eq!(count(&stdout, "child: cancelled=true"), 1, "{stdout:?}");
     assert_eq!(count(&stdout, "run returned"), 0, "{stdout:?}");
+}
+
+#[test]
+fn a_failure_before_the_signal_is_written_to_stderr_at_the_exit() {
+    let (status, stdout, stderr) = run_probe("failed_then_signal").finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(count(&stdout, "cleanup done"), 1, "{stdout:?}");
+    assert_eq!(count(&stdout, "run returned"), 0, "{stdout:?}");
+    let failure = stderr
+        .lines()
+        .find(|line| line.contains("config file missing"))
+        .unwrap_or_else(|| panic!("the failure is lost; stderr: {stderr}"));
+    assert!(failure.contains("task `loader` spawned at"), "{stderr}");
+    assert_eq!(stderr.matches(SHUTDOWN_LINE).count(), 1, "{stderr}");
 }
 
 #[test]
