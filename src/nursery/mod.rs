@@ -161,8 +161,9 @@ where
     Fut: Future<Output = Result<T, Error>> + 'a,
     T: 'a,
 {
-    let nursery = typed_nursery(body);
-    async move { nursery.await.map_err(Error::from) }
+    Untyped {
+        nursery: typed_nursery(body),
+    }
 }
 
 /// Opens a nursery whose children need not be `Send` (they may hold `Rc`,
@@ -202,8 +203,9 @@ where
     Fut: Future<Output = Result<T, Error>> + 'a,
     T: 'a,
 {
-    let nursery = typed_local_nursery(body);
-    async move { nursery.await.map_err(Error::from) }
+    Untyped {
+        nursery: typed_local_nursery(body),
+    }
 }
 
 /// [`nursery`](crate::nursery) with an error type of your choosing: every
@@ -275,6 +277,34 @@ where
 
 /// Builds a nursery future around `body`, given how to make its handle.
 #[track_caller]
+pin_project_lite::pin_project! {
+    /// A nursery future of the untyped API, its error made an [`Error`]. Not
+    /// an `async` block: that would hold the nursery future twice (as the
+    /// block's capture and as the future it awaits), doubling its size and
+    /// the stack each level of nested nurseries takes.
+    struct Untyped<N> {
+        #[pin]
+        nursery: N,
+    }
+}
+
+impl<N, T> Future for Untyped<N>
+where
+    N: Future<Output = Result<Option<T>, NurseryError<Error>>>,
+{
+    type Output = Result<Option<T>, Error>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.project()
+            .nursery
+            .poll(cx)
+            .map(|out| out.map_err(Error::from))
+    }
+}
+
 fn open<H, E, T, Fut, C>(
     handle: impl FnOnce(Arc<Shared<C, E>>) -> H,
     body: impl FnOnce(H) -> Fut,
