@@ -275,8 +275,6 @@ where
     open(|shared| LocalNursery { shared }, body)
 }
 
-/// Builds a nursery future around `body`, given how to make its handle.
-#[track_caller]
 pin_project_lite::pin_project! {
     /// A nursery future of the untyped API, its error made an [`Error`]. Not
     /// an `async` block: that would hold the nursery future twice (as the
@@ -305,6 +303,8 @@ where
     }
 }
 
+/// Builds a nursery future around `body`, given how to make its handle.
+#[track_caller]
 fn open<H, E, T, Fut, C>(
     handle: impl FnOnce(Arc<Shared<C, E>>) -> H,
     body: impl FnOnce(H) -> Fut,
