@@ -93,7 +93,10 @@
 //! or 143. [`SignalGuard`] does the same for a scope of your own runtime.
 //!
 //! **Drop is the hard cancel.** Dropping a nursery or scope future drops its
-//! children at once; their `Drop` runs and nothing keeps running. The graceful
+//! inline children at once; their `Drop` runs and nothing of them keeps
+//! running. Parallel children (on other threads) are cancelled on their
+//! executor, which drops them once they are not in a poll, without the drop
+//! waiting; blocking closures are told through their handle. The graceful
 //! path is always: cancel, let tasks see `Cancelled`, let them return.
 //!
 //! The files are layered, lowest first, and import only downwards:

@@ -73,7 +73,9 @@ thread_local! {
 /// Once the root scope is cancelled, `run` returns within its grace period
 /// (plus the time a forced shutdown takes), even if a parallel child never
 /// awaits and so never gives its worker thread back: that worker is
-/// abandoned (named on stderr) and ends with the process.
+/// abandoned and ends with the process: the report of the forced shutdown
+/// names its task, and the default root also names the thread on stderr
+/// (the tokio root lets its runtime go in the background, quietly).
 ///
 /// # Panics
 ///

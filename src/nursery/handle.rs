@@ -333,7 +333,10 @@ macro_rules! handle_methods {
             /// cancelling the caller cancels it, and an error it returns comes
             /// out of `start` as it is. Once `started` is called the child
             /// belongs to the nursery, which waits for it and collects its
-            /// errors.
+            /// errors. Until the `start` future finishes or is dropped, the
+            /// nursery stays open for the child it may still hand over: a
+            /// `start` future leaked with `mem::forget` keeps its nursery
+            /// waiting for good, deadlines included.
             ///
             /// # Panics
             ///
