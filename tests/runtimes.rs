@@ -322,6 +322,23 @@ fn spawn_parallel_outside_run_is_a_clear_error() {
     .unwrap();
 }
 
+/// A closed nursery says `Closed` before anything else, also without an
+/// executor (it said `NoExecutor`: an adversarial round).
+#[test]
+fn spawn_parallel_into_a_closed_nursery_outside_run_says_closed() {
+    let mut kept = None;
+    block_on(nursery(|n: Nursery<'_, Cancelled>| {
+        kept = Some(n.clone());
+        async move { Ok(()) }
+    }))
+    .unwrap();
+    let n = kept.unwrap();
+    assert_eq!(
+        n.try_spawn_parallel(async { Ok(()) }),
+        Err(SpawnError::Closed)
+    );
+}
+
 #[test]
 fn cancellation_reaches_a_blocking_loop() {
     let rounds = Arc::new(AtomicUsize::new(0));

@@ -249,7 +249,14 @@ macro_rules! handle_methods {
                 F: Future<Output = Result<(), E>> + Send + 'static,
                 E: Send + 'static,
             {
-                let spawner = default_spawner().ok_or(SpawnError::NoExecutor)?;
+                let Some(spawner) = default_spawner() else {
+                    // A closed nursery says so first, as every spawn does.
+                    return Err(if self.shared.lock().closed {
+                        SpawnError::Closed
+                    } else {
+                        SpawnError::NoExecutor
+                    });
+                };
                 #[cfg(feature = "tokio")]
                 if let Some(tokio) = spawner.__tokio() {
                     // Counted, as on an async-executor (`spawn_on_as`).
