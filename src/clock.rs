@@ -121,11 +121,31 @@ pub(crate) fn timer_at(instant: Instant) -> Timer {
         return Timer::Virtual(timer);
     }
     #[cfg(feature = "tokio")]
-    if TOKIO_TIMERS.get() || tokio::runtime::Handle::try_current().is_ok() {
-        let at = tokio::time::Instant::from_std(instant);
-        return Timer::Tokio(Box::pin(tokio::time::sleep_until(at)));
+    if TOKIO_TIMERS.get() {
+        return Timer::Tokio(tokio_sleep(instant));
+    }
+    #[cfg(feature = "tokio")]
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+            return Timer::Both(tokio_sleep(instant), real_fallback(instant));
+        }
+        return Timer::Tokio(tokio_sleep(instant));
     }
     Timer::Real(async_io::Timer::at(instant))
+}
+
+#[cfg(feature = "tokio")]
+fn tokio_sleep(instant: Instant) -> Pin<Box<tokio::time::Sleep>> {
+    Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
+        instant,
+    )))
+}
+
+/// async-io's timer at `instant`, if that is still to come on the real
+/// clock (`Timer::Both`).
+#[cfg(feature = "tokio")]
+fn real_fallback(instant: Instant) -> Option<async_io::Timer> {
+    (instant > real_now()).then(|| async_io::Timer::at(instant))
 }
 
 /// A one-shot timer on the real or a virtual clock; completes once its
@@ -134,6 +154,16 @@ pub(crate) enum Timer {
     Real(async_io::Timer),
     #[cfg(feature = "tokio")]
     Tokio(Pin<Box<tokio::time::Sleep>>),
+    /// On a current-thread tokio runtime, whose timer fires only while its
+    /// `block_on` runs, which need not be what polls this (a thread inside
+    /// `Handle::enter`, driven by another executor): async-io's timer too,
+    /// for the real instant. Whichever fires first completes the timer (its
+    /// owner reads the clock again); async-io's is dropped once it fired,
+    /// and not armed for an instant already past on the real clock, so that
+    /// a paused tokio clock behind the real one waits for tokio's alone
+    /// instead of spinning.
+    #[cfg(feature = "tokio")]
+    Both(Pin<Box<tokio::time::Sleep>>, Option<async_io::Timer>),
     #[cfg(feature = "test-util")]
     Virtual(virtual_time::Timer),
 }
@@ -147,6 +177,16 @@ impl Timer {
             Timer::Tokio(sleep) => sleep
                 .as_mut()
                 .reset(tokio::time::Instant::from_std(instant)),
+            #[cfg(feature = "tokio")]
+            Timer::Both(sleep, real) => {
+                sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(instant));
+                match real {
+                    Some(timer) if instant > real_now() => timer.set_at(instant),
+                    _ => *real = real_fallback(instant),
+                }
+            }
             #[cfg(feature = "test-util")]
             Timer::Virtual(timer) => timer.set_at(instant),
         }
@@ -161,6 +201,19 @@ impl Future for Timer {
             Timer::Real(timer) => Pin::new(timer).poll(cx).map(drop),
             #[cfg(feature = "tokio")]
             Timer::Tokio(sleep) => sleep.as_mut().poll(cx),
+            #[cfg(feature = "tokio")]
+            Timer::Both(sleep, real) => {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                if let Some(timer) = real
+                    && Pin::new(timer).poll(cx).is_ready()
+                {
+                    *real = None;
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            }
             #[cfg(feature = "test-util")]
             Timer::Virtual(timer) => timer.poll(cx),
         }

@@ -94,3 +94,33 @@ fn on_the_tokio_root_a_paused_clock_moves_hatchery_deadlines_too() {
         real.elapsed()
     );
 }
+
+/// Runs `f` on a thread of its own; fails the test if it takes more than
+/// ten seconds (a hang, not a slow machine: the work takes milliseconds).
+fn within_ten_seconds<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || send.send(f()));
+    receive
+        .recv_timeout(Duration::from_secs(10))
+        .expect("hung: no timer fired")
+}
+
+/// A current-thread runtime fires its timers only while its `block_on`
+/// runs: entered with `Handle::enter` and driven by another executor, its
+/// timer never fires, and hatchery's deadlines must not depend on it (a
+/// review found `move_on_after` and `run`'s grace period hanging there).
+#[test]
+fn a_deadline_fires_in_an_entered_current_thread_runtime_driven_by_another_executor() {
+    let out = within_ten_seconds(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        futures::executor::block_on(typed::move_on_after(Duration::from_millis(20), async {
+            sleep(Duration::from_secs(3600)).await?;
+            Ok::<_, Cancelled>(())
+        }))
+    });
+    assert_eq!(out, Ok(None));
+}
