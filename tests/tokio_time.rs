@@ -124,3 +124,54 @@ fn a_deadline_fires_in_an_entered_current_thread_runtime_driven_by_another_execu
     });
     assert_eq!(out, Ok(None));
 }
+
+/// Inside a tokio runtime, `spawn_blocking` closures run on tokio's
+/// blocking pool: tokio's types work in them (a new user found
+/// `Handle::current()` panicking there on the tokio root: smol's pool ran
+/// them, outside the runtime).
+#[test]
+fn spawn_blocking_on_the_tokio_root_runs_inside_the_runtime() {
+    let out = Builder::new().tokio().run(|n| async move {
+        n.spawn_blocking(|_cancel| {
+            let handle = tokio::runtime::Handle::try_current();
+            assert!(handle.is_ok(), "no tokio runtime in spawn_blocking");
+            Ok(())
+        });
+        Ok(())
+    });
+    assert_eq!(out.unwrap(), Some(()));
+}
+
+/// Under a paused clock, tokio does not jump its clock while a blocking
+/// closure runs (as for `tokio::task::spawn_blocking`): a closure of 30
+/// short steps inside a five-second `move_on_after` finishes them all (a
+/// review found it told to stop after none: the clock jumped to the
+/// deadline at once).
+#[test]
+fn a_paused_clock_waits_for_a_blocking_closure() {
+    let steps = paused_runtime().block_on(async {
+        let steps = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&steps);
+        let out = move_on_after(
+            Duration::from_secs(5),
+            hatchery::nursery(move |n| async move {
+                n.spawn_blocking(move |cancel| {
+                    for _ in 0..30 {
+                        if cancel.is_cancelled() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(())
+                });
+                Ok(())
+            }),
+        )
+        .await
+        .unwrap();
+        assert!(out.is_some(), "the deadline passed");
+        steps.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    assert_eq!(steps, 30);
+}

@@ -58,3 +58,46 @@ pub(crate) fn for_each(mut each: impl FnMut(&TaskInfo, Instant, bool)) {
         );
     }
 }
+
+/// A closure of `spawn_blocking` on its thread: tokio's blocking pool inside
+/// a tokio runtime (the `tokio` feature), else smol's `blocking` pool.
+pub(crate) enum Unblocked<T> {
+    Smol(blocking::Task<T>),
+    #[cfg(feature = "tokio")]
+    Tokio(tokio::task::JoinHandle<T>),
+}
+
+/// Runs `work` on a thread for blocking work. Inside a tokio runtime that
+/// is tokio's blocking pool, as `tokio::task::spawn_blocking` would use:
+/// tokio's types work in the closure (`Handle::current`, its timers), and a
+/// paused tokio clock does not jump while it runs. Elsewhere, smol's pool.
+pub(crate) fn unblock<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Unblocked<T> {
+    #[cfg(feature = "tokio")]
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        return Unblocked::Tokio(handle.spawn_blocking(work));
+    }
+    Unblocked::Smol(blocking::unblock(work))
+}
+
+impl<T> std::future::Future for Unblocked<T> {
+    /// `None` if the closure never ran: its runtime dropped it, shutting
+    /// down.
+    type Output = Option<T>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        match self.get_mut() {
+            Unblocked::Smol(task) => std::pin::Pin::new(task).poll(cx).map(Some),
+            #[cfg(feature = "tokio")]
+            Unblocked::Tokio(task) => std::pin::Pin::new(task).poll(cx).map(|out| match out {
+                Ok(value) => Some(value),
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(_) => None,
+            }),
+        }
+    }
+}

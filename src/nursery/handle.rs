@@ -289,7 +289,7 @@ macro_rules! handle_methods {
                 let entry = (info.clone(), Arc::clone(&abandoned));
                 self.shared.note_off_thread();
                 let child = async move {
-                    let task = ::blocking::unblock(move || {
+                    let task = super::blocking::unblock(move || {
                         // Listed in the report while this thread runs it.
                         let _entry = BlockingEntry::new(entry.0, entry.1);
                         catch_unwind(AssertUnwindSafe(move || work(cancel)))
@@ -302,7 +302,11 @@ macro_rules! handle_methods {
                     // `to_thread` waits for its thread).
                     let outcome = Parked::new(task).await;
                     abandon.0 = None; // finished: nothing was abandoned
-                    outcome.unwrap_or_else(|payload| resume_unwind(payload))
+                    match outcome {
+                        Some(outcome) => outcome.unwrap_or_else(|payload| resume_unwind(payload)),
+                        // Its runtime shut down before the closure ran.
+                        None => Err(crate::Cancelled.into()),
+                    }
                 };
                 // Counted live and given its `tracing` span like any child.
                 let child = crate::task::instrument(child, &info);
@@ -601,7 +605,9 @@ macro_rules! handle_methods {
                 self.spawn_parallel_as(TaskInfo::new(None), future)
             }
 
-            /// Runs a blocking closure on a thread pool (smol's `blocking`),
+            /// Runs a blocking closure on a thread pool (smol's `blocking`;
+            /// inside a tokio runtime, with the `tokio` feature, tokio's
+            /// blocking pool, so that tokio's types work in the closure),
             /// as a child of the nursery. The closure gets the nursery's
             /// [`CancelHandle`] and should poll
             /// [`is_cancelled`](CancelHandle::is_cancelled) so that
