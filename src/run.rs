@@ -37,7 +37,7 @@ use futures_lite::FutureExt;
 use crate::cancel::{CancelHandle, Signal};
 use crate::clock;
 use crate::error::{CancelError, Cancelled, Error, NurseryError};
-use crate::nursery::{Nursery, typed_nursery};
+use crate::nursery::{FailureSink, Nursery, typed_root_nursery};
 use crate::signal::{
     DEFAULT_GRACE_PERIOD, STDERR_PATIENCE, Shutdown, SignalGuard, flush_stderr, say,
 };
@@ -61,8 +61,11 @@ thread_local! {
 /// (SIGTERM) once every task has finished: code after `run` does not run
 /// after a signal. The errors it would have returned (a task that failed
 /// before the signal, or in its cleanup after it) are written to stderr
-/// before that exit; a panic is resumed instead (see Panics), and Rust then
-/// exits with 101. To decide the exit yourself, use
+/// before that exit (their `Debug` form: `Error: ...` of a `main` that
+/// returned them); a panic is resumed instead (see Panics), and Rust then
+/// exits with 101, unless the shutdown was forced (then the exit is the
+/// signal's, and the panic's message is what the panic hook printed). The
+/// failures of a forced shutdown are written too. To decide the exit yourself, use
 /// [`Builder::exit_on_signal(false)`](Builder::exit_on_signal): `run` then
 /// returns an error whose [`interrupted`](NurseryError::interrupted) names
 /// the signal. A `run` started while another one is active in the process (inside
@@ -554,6 +557,7 @@ impl<E> Builder<E> {
             guard,
             scope: _,
             cancelled_at: _,
+            dropped,
         } = root;
         let spawner: SharedSpawner = Arc::new(TokioRoot(runtime.handle().clone()));
         let result = {
@@ -581,7 +585,7 @@ impl<E> Builder<E> {
         if !(self.exit_on_signal && shutdown.signal().is_some()) {
             drop(InBackground(runtime.0.take()));
         }
-        self.finish(result, shutdown, guard)
+        self.finish(with_dropped(result, &dropped), shutdown, guard)
     }
 
     fn threads(&self) -> usize {
@@ -594,14 +598,14 @@ impl<E> Builder<E> {
     /// children; stops the crew (invariant 1), then returns or exits.
     fn drive<R, T>(
         self,
-        root: Root<R>,
+        root: Root<R, E>,
         crew: &Crew,
         can_abandon: bool,
         default_spawner: Option<SharedSpawner>,
     ) -> Result<Option<T>, NurseryError<E>>
     where
         R: Future<Output = Result<Option<T>, NurseryError<E>>>,
-        E: fmt::Debug,
+        E: CancelError,
     {
         let Root {
             future: root,
@@ -609,6 +613,7 @@ impl<E> Builder<E> {
             guard,
             scope: root_scope,
             cancelled_at,
+            dropped,
         } = root;
         let with_spawner = |f: &mut dyn FnMut()| match &default_spawner {
             Some(spawner) => with_default(spawner.clone(), f),
@@ -635,7 +640,7 @@ impl<E> Builder<E> {
             });
             out.unwrap_or_else(|| Err(NurseryError::from(Cancelled)))
         };
-        self.finish(result, shutdown, guard)
+        self.finish(with_dropped(result, &dropped), shutdown, guard)
     }
 
     /// After the root nursery: exits after a signal, or returns what it
@@ -679,6 +684,24 @@ impl<E> Builder<E> {
     }
 }
 
+/// `result`, with the failures the root nursery left when the forced
+/// shutdown dropped it (that shutdown's result carries none of its own).
+fn with_dropped<T, E: CancelError>(
+    result: Result<Option<T>, NurseryError<E>>,
+    dropped: &FailureSink<E>,
+) -> Result<Option<T>, NurseryError<E>> {
+    let failures: Vec<_> = std::mem::take(&mut *dropped.lock().recover())
+        .into_iter()
+        .filter(|failure| !failure.error.is_cancelled())
+        .collect();
+    match result {
+        Err(error) if !failures.is_empty() && error.failures().is_empty() => {
+            Err(NurseryError::new(failures, error.is_cancelled()))
+        }
+        result => result,
+    }
+}
+
 /// At most this many failures are written out at an exit on a signal.
 const FAILURES_SAID: usize = 20;
 
@@ -704,6 +727,7 @@ fn say_failures<T, E: fmt::Debug>(signal: Signal, result: &Result<T, NurseryErro
     if let Some(more) = failures.len().checked_sub(FAILURES_SAID).filter(|&n| n > 0) {
         text.push_str(&format!("\n  ... and {more} more"));
     }
+    text.push('\n');
     say(text);
 }
 
@@ -753,7 +777,7 @@ impl<'env> Spawn<'env> for ScopedExecutor<'env> {
 }
 
 /// A root nursery, built and watched, before it is driven.
-struct Root<R> {
+struct Root<R, E> {
     /// The root nursery, raced against the forced shutdown.
     future: R,
     shutdown: Arc<Shutdown>,
@@ -761,6 +785,8 @@ struct Root<R> {
     scope: CancelHandle,
     /// When the root scope was seen cancelled: the grace period started.
     cancelled_at: Arc<Mutex<Option<Instant>>>,
+    /// The failures of the root nursery if the forced shutdown dropped it.
+    dropped: FailureSink<E>,
 }
 
 /// Builds the root nursery (its location is the caller's, through
@@ -770,7 +796,7 @@ fn start_root<'a, E, T, F, Fut>(
     handle_signals: bool,
     grace_period: Duration,
     body: F,
-) -> Root<impl Future<Output = Result<Option<T>, NurseryError<E>>> + 'a>
+) -> Root<impl Future<Output = Result<Option<T>, NurseryError<E>>> + 'a, E>
 where
     F: FnOnce(Nursery<'a, E>) -> Fut,
     Fut: Future<Output = Result<T, E>> + 'a,
@@ -792,13 +818,17 @@ where
         None
     };
     let slot = std::rc::Rc::new(Cell::new(None));
-    let root = typed_nursery({
-        let slot = std::rc::Rc::clone(&slot);
-        move |n: Nursery<'a, E>| {
-            slot.set(Some(n.cancel_scope()));
-            body(n)
-        }
-    });
+    let dropped = FailureSink::default();
+    let root = typed_root_nursery(
+        {
+            let slot = std::rc::Rc::clone(&slot);
+            move |n: Nursery<'a, E>| {
+                slot.set(Some(n.cancel_scope()));
+                body(n)
+            }
+        },
+        Arc::clone(&dropped),
+    );
     let root_scope = slot
         .take()
         .expect("nursery() calls its body closure at once");
@@ -836,6 +866,7 @@ where
         guard,
         scope: root_scope,
         cancelled_at,
+        dropped,
     }
 }
 

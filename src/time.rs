@@ -142,8 +142,13 @@ impl Future for Sleep {
 /// hatchery's current time: the instant its sleeps and deadlines are measured
 /// against. It is [`Instant::now`], except on a thread that runs under a
 /// virtual clock (`hatchery::testing::VirtualClock`, the `test-util` feature),
-/// where it is the virtual time. Use it to compute deadlines in code that you
-/// want to test under virtual time.
+/// where it is the virtual time, and inside a tokio runtime (the `tokio`
+/// feature), where it is tokio's clock (`tokio::time::Instant::now`, which
+/// differs from the real time only while a test paused it). Compute
+/// deadlines from it, not from `Instant::now`, in code that you want to
+/// test under virtual or paused time. A deadline belongs to the clock it
+/// was read from: checked on a thread with another clock (a plain thread
+/// under a paused tokio clock), it passes at that clock's time.
 ///
 /// # Examples
 ///

@@ -339,6 +339,38 @@ fn spawn_parallel_into_a_closed_nursery_outside_run_says_closed() {
     );
 }
 
+/// The panic of a spawn names the `try_` method that returns the error
+/// instead (it named `try_spawn` for every kind of spawn: a new user).
+#[test]
+fn a_spawn_panic_names_its_own_try_method() {
+    let mut kept = None;
+    block_on(nursery(|n: Nursery<'_, Cancelled>| {
+        kept = Some(n.clone());
+        async move { Ok(()) }
+    }))
+    .unwrap();
+    let n = kept.unwrap();
+    let message = |caught: std::thread::Result<()>| {
+        let payload = caught.unwrap_err();
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let parallel = message(catch_unwind(AssertUnwindSafe(|| {
+        n.spawn_parallel(async { Ok(()) })
+    })));
+    assert!(parallel.contains("use try_spawn_parallel"), "{parallel}");
+    let blocking = message(catch_unwind(AssertUnwindSafe(|| {
+        n.spawn_blocking(|_cancel| Ok(()))
+    })));
+    assert!(blocking.contains("use try_spawn_blocking"), "{blocking}");
+    assert_eq!(
+        n.try_spawn_blocking(|_cancel| Ok(())),
+        Err(SpawnError::Closed)
+    );
+}
+
 #[test]
 fn cancellation_reaches_a_blocking_loop() {
     let rounds = Arc::new(AtomicUsize::new(0));

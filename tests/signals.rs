@@ -742,6 +742,40 @@ fn probe() {
             });
             println!("run returned (should have exited)");
         }
+        // As above, but the cleanup never ends: the grace period runs out
+        // and the forced shutdown drops the root nursery, failures and all.
+        // With `exit_on_signal(false)` (FORCED_RETURNS set), `run` returns
+        // them instead.
+        "failed_then_forced" => {
+            let returns = std::env::var_os("FORCED_RETURNS").is_some();
+            let out = hatchery::Builder::new()
+                .grace_period(Duration::from_millis(100))
+                .exit_on_signal(!returns)
+                .run(|n| async move {
+                    n.named("loader")
+                        .spawn(async { Err(hatchery::Error::msg("config file missing")) });
+                    n.spawn(async move {
+                        let _ = sleep(Duration::from_secs(3600)).await;
+                        CancelScope::new()
+                            .shield(true)
+                            .run(async move {
+                                raise();
+                                async_io::Timer::after(Duration::from_secs(3600)).await;
+                                Ok(())
+                            })
+                            .await?;
+                        Ok(())
+                    });
+                    Ok(())
+                });
+            let failures: Vec<String> = out
+                .unwrap_err()
+                .failures()
+                .iter()
+                .map(|failure| format!("{}: {}", failure.task, failure.error))
+                .collect();
+            println!("run returned failures {failures:?}");
+        }
         // SIGINT and SIGTERM back to back: each is credited to itself.
         "int_then_term" => {
             let _ = run(|_n: Nursery<'_, Cancelled>| async move {
@@ -808,6 +842,32 @@ fn a_failure_before_the_signal_is_written_to_stderr_at_the_exit() {
         .unwrap_or_else(|| panic!("the failure is lost; stderr: {stderr}"));
     assert!(failure.contains("task `loader` spawned at"), "{stderr}");
     assert_eq!(stderr.matches(SHUTDOWN_LINE).count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_failure_before_a_forced_shutdown_is_written_to_stderr_or_returned() {
+    let (status, stdout, stderr) = run_probe("failed_then_forced").finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert!(stderr.contains("forcing the shutdown"), "{stderr}");
+    let failure = stderr
+        .lines()
+        .find(|line| line.contains("config file missing"))
+        .unwrap_or_else(|| panic!("the failure is lost; stderr: {stderr}"));
+    assert!(failure.contains("task `loader` spawned at"), "{stderr}");
+
+    let mut command = probe_command("failed_then_forced");
+    command.env("FORCED_RETURNS", "1");
+    let (status, stdout, stderr) = spawn(command).finish();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(count(&stdout, "config file missing"), 1, "{stdout:?}");
 }
 
 #[test]

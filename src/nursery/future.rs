@@ -25,6 +25,7 @@ use crate::context::{self, Here};
 use crate::error::{CancelError, NurseryError, TaskFailure};
 use crate::nursery::table::TaskTable;
 use crate::spawn::{Ended, Parallel};
+use crate::sync::Recover;
 use crate::task::TaskInfo;
 use futures_task::ArcWake;
 
@@ -63,6 +64,9 @@ pin_project! {
         phase: NurseryPhase,
         // What the nursery tells its own task's owner (`cancel::foreign::Hold`).
         hold: Hold,
+        // Where the failures go if it is dropped before it finished (`run`'s
+        // root, whose forced shutdown drops it: they must not vanish).
+        dropped_failures: Option<FailureSink<E>>,
     }
 
     impl<E, T, Fut, C> PinnedDrop for NurseryFuture<E, T, Fut, C> {
@@ -76,6 +80,21 @@ pin_project! {
                 this.shared.node.cancel(CancelReason::Message(
                     "its nursery was dropped before it finished".into(),
                 ));
+            }
+            if *this.phase == NurseryPhase::Running
+                && let Some(sink) = this.dropped_failures.take()
+            {
+                let mut failures = std::mem::take(this.failures);
+                // And the errors of parallel children it had not collected
+                // yet (cancellations among them: the sink's owner sorts).
+                if let Some(parallel) = this.shared.parallel.get() {
+                    for (task, ended) in parallel.take_outcomes() {
+                        if let Ended::Failed(error) = ended {
+                            failures.push(TaskFailure { task, error });
+                        }
+                    }
+                }
+                sink.lock().recover().extend(failures);
             }
             // Unlink first: a child's `Drop` may panic below.
             this.shared.node.exit();
@@ -121,9 +140,20 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             exit_yield: false,
             phase: NurseryPhase::Idle,
             hold: Hold::default(),
+            dropped_failures: None,
         }
     }
+
+    /// If dropped before it finished, hands its failures to `sink`.
+    pub(crate) fn keep_failures_in(&mut self, sink: FailureSink<E>) {
+        self.dropped_failures = Some(sink);
+    }
 }
+
+/// Where a nursery dropped mid-flight leaves its failures
+/// (`NurseryFuture::keep_failures_in`), and the errors its parallel children
+/// returned that it had not collected yet (which may be cancellations).
+pub(crate) type FailureSink<E> = Arc<std::sync::Mutex<Vec<TaskFailure<E>>>>;
 
 /// What the nursery keeps for its tasks that wait in futures that cannot see
 /// cancellation (invariant 6, `cancel::foreign`).

@@ -34,8 +34,8 @@ impl Drop for AbandonOnDrop {
 }
 
 #[track_caller]
-fn closed_panic(error: SpawnError) -> ! {
-    panic!("hatchery: {error} (use try_spawn to handle this without panicking)")
+fn closed_panic(error: SpawnError, instead: &str) -> ! {
+    panic!("hatchery: {error} (use {instead} to handle this without panicking)")
 }
 
 /// The handle of a nursery: spawn children into it, start them, or cancel it.
@@ -149,7 +149,7 @@ macro_rules! handle_methods {
                 F: Future<Output = Result<(), E>> + $($bound)* 'a,
             {
                 if let Err(error) = self.spawn_as(TaskInfo::new(None), future) {
-                    closed_panic(error)
+                    closed_panic(error, "try_spawn")
                 }
             }
 
@@ -344,10 +344,11 @@ macro_rules! handle_methods {
             /// cancelling the caller cancels it, and an error it returns comes
             /// out of `start` as it is. Once `started` is called the child
             /// belongs to the nursery, which waits for it and collects its
-            /// errors. Until the `start` future finishes or is dropped, the
-            /// nursery stays open for the child it may still hand over: a
-            /// `start` future leaked with `mem::forget` keeps its nursery
-            /// waiting for good, deadlines included.
+            /// errors. From its first poll (`try_start`: from the call)
+            /// until it finishes or is dropped, the `start` future keeps the
+            /// nursery open for the child it may still hand over: one leaked
+            /// with `mem::forget` keeps its nursery waiting for good,
+            /// deadlines included.
             ///
             /// # Panics
             ///
@@ -507,7 +508,7 @@ macro_rules! handle_methods {
                 E: Send + 'env,
             {
                 if let Err(error) = self.spawn_on_as(TaskInfo::new(None), spawner, future) {
-                    closed_panic(error)
+                    closed_panic(error, "try_spawn_on")
                 }
             }
 
@@ -577,7 +578,7 @@ macro_rules! handle_methods {
                 E: Send + 'static,
             {
                 if let Err(error) = self.try_spawn_parallel(future) {
-                    closed_panic(error)
+                    closed_panic(error, "try_spawn_parallel")
                 }
             }
 
@@ -656,8 +657,35 @@ macro_rules! handle_methods {
                 E: Send + 'static,
             {
                 if let Err(error) = self.spawn_blocking_as(TaskInfo::new(None), work) {
-                    closed_panic(error)
+                    closed_panic(error, "try_spawn_blocking")
                 }
+            }
+
+            /// Like [`spawn_blocking`](Self::spawn_blocking), but returns
+            /// [`SpawnError::Closed`] instead of panicking once the nursery
+            /// has closed (the closure is dropped, never run).
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::{", $example_nursery, ", SpawnError};")]
+            /// # futures::executor::block_on(async {
+            /// let mut kept = None;
+            #[doc = concat!($example_nursery, "(|n| {")]
+            ///     kept = Some(n.clone());
+            ///     async move { Ok(()) }
+            /// })
+            /// .await
+            /// .unwrap();
+            /// let closed = kept.unwrap().try_spawn_blocking(|_cancel| Ok(()));
+            /// assert_eq!(closed, Err(SpawnError::Closed));
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn try_spawn_blocking<F>(&self, work: F) -> Result<(), SpawnError>
+            where
+                F: FnOnce(CancelHandle) -> Result<(), E> + Send + 'static,
+                E: Send + 'static,
+            {
+                self.spawn_blocking_as(TaskInfo::new(None), work)
             }
 
             /// A handle to the nursery's cancel scope. Cancelling it cancels the
@@ -702,7 +730,7 @@ macro_rules! handle_methods {
                 F: Future<Output = Result<(), E>> + $($bound)* 'a,
             {
                 if let Err(error) = self.handle.spawn_as(TaskInfo::new(Some(self.name)), future) {
-                    closed_panic(error)
+                    closed_panic(error, "try_spawn")
                 }
             }
 
@@ -815,7 +843,7 @@ macro_rules! handle_methods {
             {
                 let info = TaskInfo::new(Some(self.name));
                 if let Err(error) = self.handle.spawn_on_as(info, spawner, future) {
-                    closed_panic(error)
+                    closed_panic(error, "try_spawn_on")
                 }
             }
 
@@ -862,7 +890,7 @@ macro_rules! handle_methods {
                 E: Send + 'static,
             {
                 if let Err(error) = self.try_spawn_parallel(future) {
-                    closed_panic(error)
+                    closed_panic(error, "try_spawn_parallel")
                 }
             }
 
@@ -957,8 +985,33 @@ macro_rules! handle_methods {
             {
                 let info = TaskInfo::new(Some(self.name));
                 if let Err(error) = self.handle.spawn_blocking_as(info, work) {
-                    closed_panic(error)
+                    closed_panic(error, "try_spawn_blocking")
                 }
+            }
+
+            /// Like [`spawn_blocking`](Self::spawn_blocking), but returns
+            /// [`SpawnError::Closed`] instead of panicking once the nursery
+            /// has closed (the closure is dropped, never run).
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::{", $example_nursery, ", SpawnError};")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n| async move {")]
+            ///     n.named("checksum").try_spawn_blocking(|_cancel| Ok(()))?;
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn try_spawn_blocking<F>(self, work: F) -> Result<(), SpawnError>
+            where
+                F: FnOnce(CancelHandle) -> Result<(), E> + Send + 'static,
+                E: Send + 'static,
+            {
+                let info = TaskInfo::new(Some(self.name));
+                self.handle.spawn_blocking_as(info, work)
             }
         }
 
@@ -1024,7 +1077,7 @@ macro_rules! handle_methods {
                 let table = Arc::clone(&handle.shared.table);
                 let future = Supervise::new(future, info.clone(), table, self.on_error, self.on_panic);
                 if let Err(error) = handle.spawn_as(info, future) {
-                    closed_panic(error)
+                    closed_panic(error, "try_spawn")
                 }
             }
 
@@ -1056,7 +1109,7 @@ macro_rules! handle_methods {
                 let table = Arc::clone(&handle.shared.table);
                 let supervised = Supervise::new(future, info.clone(), table, self.on_error, self.on_panic);
                 if let Err(error) = handle.spawn_parallel_as(info, supervised) {
-                    closed_panic(error)
+                    closed_panic(error, "try_spawn_parallel")
                 }
             }
         }

@@ -55,6 +55,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::error::{CancelError, Error, NurseryError};
+pub(crate) use future::FailureSink;
 use future::NurseryFuture;
 pub use handle::{LocalNursery, Nursery, Supervised, TaskBuilder};
 use shared::Shared;
@@ -239,6 +240,24 @@ where
     T: 'a,
 {
     open(|shared| Nursery { shared }, body)
+}
+
+/// `run`'s root nursery: a typed nursery that, dropped before it finished
+/// (the forced shutdown), leaves its failures in `sink`.
+#[track_caller]
+pub(crate) fn typed_root_nursery<'a, E, T, F, Fut>(
+    body: F,
+    sink: FailureSink<E>,
+) -> impl Future<Output = Result<Option<T>, NurseryError<E>>> + 'a
+where
+    F: FnOnce(Nursery<'a, E>) -> Fut,
+    Fut: Future<Output = Result<T, E>> + 'a,
+    E: CancelError + 'a,
+    T: 'a,
+{
+    let mut nursery = open(|shared| Nursery { shared }, body);
+    nursery.keep_failures_in(sink);
+    nursery
 }
 
 /// [`local_nursery`](crate::local_nursery) with an error type of your
