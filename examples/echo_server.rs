@@ -31,10 +31,14 @@ fn main() {
     let out = run(|_root| async move {
         let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], port))?;
         println!("listening on {}", listener.get_ref().local_addr()?);
-        let result = nursery(|n| async move {
+        // The accept loop owns the listener: it closes the moment accepting
+        // stops, so that a client connecting during the shutdown is refused
+        // at once instead of queued and then reset.
+        let result = nursery(move |n| async move {
             loop {
                 // Accepting is where a shutdown stops the server.
                 let Ok(accepted) = listener.accept().cancellable().await else {
+                    drop(listener);
                     println!("shutting down: no longer accepting");
                     return Ok(());
                 };
@@ -69,10 +73,20 @@ async fn serve(stream: Async<TcpStream>, closed: &AtomicUsize) -> hatchery::Resu
                 // the goodbye goes behind a shield, with a deadline of its
                 // own so that a client that stopped reading cannot hold the
                 // shutdown.
+                // Then a lingering close: what the client still sends is
+                // read and dropped until it hangs up too, because closing a
+                // socket with unread input resets it, and a reset can
+                // destroy the goodbye before the client reads it.
                 CancelScope::new()
                     .shield(true)
                     .timeout(Duration::from_secs(1))
-                    .run(async { Ok(writer.write_all(b"server shutting down, bye\n").await?) })
+                    .run(async {
+                        writer.write_all(b"server shutting down, bye\n").await?;
+                        stream.get_ref().shutdown(std::net::Shutdown::Write)?;
+                        let mut rest = [0; 1024];
+                        while futures_lite::AsyncReadExt::read(&mut reader, &mut rest).await? > 0 {}
+                        Ok(())
+                    })
                     .await?;
                 closed.fetch_add(1, Ordering::Relaxed);
                 return Err(Cancelled.into());

@@ -361,12 +361,21 @@ fn echo_server_finishes_the_message_in_flight_then_closes() {
     std::thread::sleep(Duration::from_millis(200)); // the server is inside the message
     proc.kill("INT");
     proc.expect_line("no longer accepting");
+    // The listener closed with the accept loop: a new client is refused,
+    // not queued and reset once the connections have drained (a new-user
+    // round saw resets).
+    let refused = TcpStream::connect(&addr).map(drop);
+    assert_eq!(
+        refused.map_err(|error| error.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused)
+    );
     busy.write_all(b"second half\n").unwrap();
     assert_eq!(read_line(&mut busy_reader), "first half, second half\n");
     assert_eq!(read_line(&mut busy_reader), "server shutting down, bye\n");
     assert_eq!(read_line(&mut busy_reader), "", "then the server closes");
     assert_eq!(read_line(&mut idle_reader), "server shutting down, bye\n");
     assert_eq!(read_line(&mut idle_reader), "");
+    drop((idle, idle_reader, busy, busy_reader));
     let (status, stdout, stderr) = proc.finish();
     assert_eq!(
         status.code(),
@@ -377,6 +386,50 @@ fn echo_server_finishes_the_message_in_flight_then_closes() {
         count(&stdout, "served 2 connections, closed 2 at shutdown"),
         1,
         "{stdout:?}"
+    );
+}
+
+/// Clients still talking when the shutdown begins read the goodbye and a
+/// clean end, not a reset: the server reads what they send until they hang
+/// up (a lingering close), because a socket closed with unread input is
+/// reset, and the reset destroyed the goodbye (a new-user round: 12 resets
+/// of 20 connections with the old example).
+#[test]
+fn echo_server_clients_still_talking_at_the_shutdown_get_the_goodbye() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let mut proc = spawn(command(example("echo_server")));
+    let line = proc.expect_line("listening on ");
+    let addr = line.trim_start_matches("listening on ").trim().to_owned();
+    let mut clients: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&addr).expect("connect");
+            stream.set_read_timeout(Some(PATIENCE)).unwrap();
+            stream.write_all(b"hi\n").unwrap();
+            let mut echo = [0; 3];
+            stream.read_exact(&mut echo).unwrap();
+            stream
+        })
+        .collect();
+    proc.kill("INT");
+    for client in &mut clients {
+        let _ = client.write_all(b"still talking\n");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for mut client in clients {
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = String::new();
+        client
+            .read_to_string(&mut rest)
+            .expect("a clean end, not a reset");
+        assert!(rest.ends_with("server shutting down, bye\n"), "{rest:?}");
+    }
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
     );
 }
 
