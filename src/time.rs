@@ -28,6 +28,13 @@ use crate::error::{CancelError, Cancelled, Error, TimedOut};
 ///
 /// A duration too large for [`Instant`] to represent sleeps forever.
 ///
+/// # Panics
+///
+/// With the `tokio` feature, when polled inside a tokio runtime built
+/// without its timer (`enable_time`), with tokio's own message, as
+/// `tokio::time::sleep` would; likewise every deadline of this module, and
+/// a timer polled after its tokio runtime shut down.
+///
 /// # Examples
 ///
 /// ```
