@@ -127,7 +127,7 @@ pub(crate) fn timer_at(instant: Instant) -> Timer {
     #[cfg(feature = "tokio")]
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
-            return Timer::Both(tokio_sleep(instant), real_fallback(instant));
+            return Timer::Both(tokio_sleep(instant), real_fallback(instant), instant);
         }
         return Timer::Tokio(tokio_sleep(instant));
     }
@@ -157,13 +157,17 @@ pub(crate) enum Timer {
     /// On a current-thread tokio runtime, whose timer fires only while its
     /// `block_on` runs, which need not be what polls this (a thread inside
     /// `Handle::enter`, driven by another executor): async-io's timer too,
-    /// for the real instant. Whichever fires first completes the timer (its
-    /// owner reads the clock again); async-io's is dropped once it fired,
-    /// and not armed for an instant already past on the real clock, so that
-    /// a paused tokio clock behind the real one waits for tokio's alone
-    /// instead of spinning.
+    /// for the real instant (the third field). The timer completes when
+    /// tokio's fires, or when tokio's clock reads the instant; async-io's
+    /// only wakes it to read that clock (so a paused clock behind the real
+    /// one is waited for), is dropped once it fired, and is not armed for an
+    /// instant already past on the real clock.
     #[cfg(feature = "tokio")]
-    Both(Pin<Box<tokio::time::Sleep>>, Option<async_io::Timer>),
+    Both(
+        Pin<Box<tokio::time::Sleep>>,
+        Option<async_io::Timer>,
+        Instant,
+    ),
     #[cfg(feature = "test-util")]
     Virtual(virtual_time::Timer),
 }
@@ -178,7 +182,8 @@ impl Timer {
                 .as_mut()
                 .reset(tokio::time::Instant::from_std(instant)),
             #[cfg(feature = "tokio")]
-            Timer::Both(sleep, real) => {
+            Timer::Both(sleep, real, at) => {
+                *at = instant;
                 sleep
                     .as_mut()
                     .reset(tokio::time::Instant::from_std(instant));
@@ -202,15 +207,19 @@ impl Future for Timer {
             #[cfg(feature = "tokio")]
             Timer::Tokio(sleep) => sleep.as_mut().poll(cx),
             #[cfg(feature = "tokio")]
-            Timer::Both(sleep, real) => {
-                if sleep.as_mut().poll(cx).is_ready() {
+            Timer::Both(sleep, real, at) => {
+                if sleep.as_mut().poll(cx).is_ready() || now() >= *at {
                     return Poll::Ready(());
                 }
                 if let Some(timer) = real
                     && Pin::new(timer).poll(cx).is_ready()
                 {
                     *real = None;
-                    return Poll::Ready(());
+                    // Fired on the real clock: tokio's may be paused behind
+                    // it (then tokio's timer, registered above, decides).
+                    if now() >= *at {
+                        return Poll::Ready(());
+                    }
                 }
                 Poll::Pending
             }

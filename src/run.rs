@@ -37,7 +37,7 @@ use futures_lite::FutureExt;
 use crate::cancel::{CancelHandle, Signal};
 use crate::clock;
 use crate::error::{CancelError, Cancelled, Error, NurseryError};
-use crate::nursery::{FailureSink, Nursery, typed_root_nursery};
+use crate::nursery::{Dropped, FailureSink, Nursery, typed_root_nursery};
 use crate::signal::{
     DEFAULT_GRACE_PERIOD, STDERR_PATIENCE, Shutdown, SignalGuard, flush_stderr, say,
 };
@@ -65,7 +65,10 @@ thread_local! {
 /// returned them); a panic is resumed instead (see Panics), and Rust then
 /// exits with 101, unless the shutdown was forced (then the exit is the
 /// signal's, and the panic's message is what the panic hook printed). The
-/// failures of a forced shutdown are written too. To decide the exit yourself, use
+/// root nursery's failures and panic survive a forced shutdown (written,
+/// returned or resumed); those recorded inside nested nurseries that are
+/// still running then are dropped with them (the report printed at the
+/// forced shutdown names their tasks). To decide the exit yourself, use
 /// [`Builder::exit_on_signal(false)`](Builder::exit_on_signal): `run` then
 /// returns an error whose [`interrupted`](NurseryError::interrupted) names
 /// the signal. A `run` started while another one is active in the process (inside
@@ -585,7 +588,10 @@ impl<E> Builder<E> {
         if !(self.exit_on_signal && shutdown.signal().is_some()) {
             drop(InBackground(runtime.0.take()));
         }
-        self.finish(with_dropped(result, &dropped), shutdown, guard)
+        {
+            let (result, panic) = with_dropped(result, &dropped);
+            self.finish(result, panic, shutdown, guard)
+        }
     }
 
     fn threads(&self) -> usize {
@@ -640,7 +646,10 @@ impl<E> Builder<E> {
             });
             out.unwrap_or_else(|| Err(NurseryError::from(Cancelled)))
         };
-        self.finish(with_dropped(result, &dropped), shutdown, guard)
+        {
+            let (result, panic) = with_dropped(result, &dropped);
+            self.finish(result, panic, shutdown, guard)
+        }
     }
 
     /// After the root nursery: exits after a signal, or returns what it
@@ -648,6 +657,7 @@ impl<E> Builder<E> {
     fn finish<T>(
         self,
         result: Result<Option<T>, NurseryError<E>>,
+        panic: Option<Payload>,
         shutdown: Arc<Shutdown>,
         guard: Option<SignalGuard>,
     ) -> Result<Option<T>, NurseryError<E>>
@@ -670,6 +680,14 @@ impl<E> Builder<E> {
         // The report and the shutdown line are out before the program goes
         // on, unless nobody reads stderr (then they wait no longer).
         let _ = flush_stderr(STDERR_PATIENCE);
+        // A task's panic that the forced shutdown dropped with the root is
+        // resumed, as every other task panic is (but after an exit on a
+        // signal, above: its message is what the panic hook printed).
+        if let Some(payload) = panic
+            && !(self.exit_on_signal && shutdown.signal().is_some())
+        {
+            std::panic::resume_unwind(payload);
+        }
         match shutdown.signal() {
             None => result,
             Some(signal) if self.exit_on_signal => {
@@ -684,22 +702,28 @@ impl<E> Builder<E> {
     }
 }
 
+/// A panic's payload.
+type Payload = Box<dyn std::any::Any + Send>;
+
 /// `result`, with the failures the root nursery left when the forced
-/// shutdown dropped it (that shutdown's result carries none of its own).
+/// shutdown dropped it (that shutdown's result carries none of its own),
+/// and the panic it was still to resume.
 fn with_dropped<T, E: CancelError>(
     result: Result<Option<T>, NurseryError<E>>,
     dropped: &FailureSink<E>,
-) -> Result<Option<T>, NurseryError<E>> {
-    let failures: Vec<_> = std::mem::take(&mut *dropped.lock().recover())
+) -> (Result<Option<T>, NurseryError<E>>, Option<Payload>) {
+    let Dropped { failures, panic } = std::mem::take(&mut *dropped.lock().recover());
+    let failures: Vec<_> = failures
         .into_iter()
         .filter(|failure| !failure.error.is_cancelled())
         .collect();
-    match result {
+    let result = match result {
         Err(error) if !failures.is_empty() && error.failures().is_empty() => {
             Err(NurseryError::new(failures, error.is_cancelled()))
         }
         result => result,
-    }
+    };
+    (result, panic)
 }
 
 /// At most this many failures are written out at an exit on a signal.

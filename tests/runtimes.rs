@@ -371,6 +371,36 @@ fn a_spawn_panic_names_its_own_try_method() {
     );
 }
 
+/// A panic that cancels the root, then a sibling stuck behind a shield: the
+/// grace period runs out and the forced shutdown drops the root nursery,
+/// which held the panic. `run` still resumes it (a review found it
+/// returning a plain cancellation: the panic was lost).
+#[test]
+fn a_panic_before_a_forced_shutdown_is_still_resumed() {
+    let caught = catch_unwind(|| {
+        Builder::new()
+            .grace_period(Duration::from_millis(50))
+            .handle_signals(false)
+            .run(|n| async move {
+                n.spawn(async { panic!("the first failure") });
+                n.spawn(async {
+                    let _ = hatchery::sleep(Duration::from_secs(3600)).await;
+                    hatchery::CancelScope::new()
+                        .shield(true)
+                        .run(async {
+                            async_io::Timer::after(Duration::from_secs(3600)).await;
+                            Ok(())
+                        })
+                        .await?;
+                    Ok(())
+                });
+                Ok(())
+            })
+    });
+    let payload = caught.expect_err("the panic is resumed");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"the first failure"));
+}
+
 #[test]
 fn cancellation_reaches_a_blocking_loop() {
     let rounds = Arc::new(AtomicUsize::new(0));

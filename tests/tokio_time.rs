@@ -175,3 +175,27 @@ fn a_paused_clock_waits_for_a_blocking_closure() {
     });
     assert_eq!(steps, 30);
 }
+
+/// A grace period under a paused clock that tokio holds (a tokio blocking
+/// task runs, so it does not auto-advance) lasts in tokio's time: the work
+/// inside `cancel_gracefully` finishes however long it takes in real time
+/// (a review found the grace cut at one real second: the real-time
+/// fallback timer completed the wait without asking tokio's clock).
+#[test]
+fn a_grace_period_under_a_held_paused_clock_is_tokios_time() {
+    use hatchery::CancellableExt;
+    let out = paused_runtime().block_on(async {
+        typed::nursery(|n: hatchery::Nursery<'_, Cancelled>| async move {
+            n.cancel_scope().cancel();
+            let work = tokio::task::spawn_blocking(|| {
+                std::thread::sleep(Duration::from_millis(1200));
+                "drained"
+            });
+            let how = work.cancel_gracefully(Duration::from_secs(1), |_| {}).await;
+            assert!(matches!(how, Ok(Ok("drained"))), "{how:?}");
+            Ok(())
+        })
+        .await
+    });
+    assert!(matches!(out, Ok(Some(()))), "{out:?}");
+}

@@ -94,7 +94,12 @@ pin_project! {
                         }
                     }
                 }
-                sink.lock().recover().extend(failures);
+                let mut dropped = sink.lock().recover();
+                dropped.failures.extend(failures);
+                // A panic it had caught and was still to resume.
+                if dropped.panic.is_none() {
+                    dropped.panic = this.panic.take();
+                }
             }
             // Unlink first: a child's `Drop` may panic below.
             this.shared.node.exit();
@@ -151,9 +156,26 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
 }
 
 /// Where a nursery dropped mid-flight leaves its failures
-/// (`NurseryFuture::keep_failures_in`), and the errors its parallel children
-/// returned that it had not collected yet (which may be cancellations).
-pub(crate) type FailureSink<E> = Arc<std::sync::Mutex<Vec<TaskFailure<E>>>>;
+/// (`NurseryFuture::keep_failures_in`).
+pub(crate) type FailureSink<E> = Arc<std::sync::Mutex<Dropped<E>>>;
+
+/// What a nursery dropped mid-flight had not reported yet.
+pub(crate) struct Dropped<E> {
+    /// Its failures, and the errors its parallel children returned that it
+    /// had not collected yet (which may be cancellations).
+    pub(crate) failures: Vec<TaskFailure<E>>,
+    /// The first panic of a task, which it would have resumed.
+    pub(crate) panic: Option<Box<dyn Any + Send>>,
+}
+
+impl<E> Default for Dropped<E> {
+    fn default() -> Self {
+        Dropped {
+            failures: Vec::new(),
+            panic: None,
+        }
+    }
+}
 
 /// What the nursery keeps for its tasks that wait in futures that cannot see
 /// cancellation (invariant 6, `cancel::foreign`).

@@ -621,6 +621,12 @@ macro_rules! handle_methods {
             /// the child ends with `Cancelled`. Once started, it runs to
             /// its end, and the nursery waits for it.
             ///
+            /// On tokio's pool, tokio's rules apply: dropping the runtime
+            /// waits for a closure still running (`shutdown_timeout` and
+            /// `shutdown_background` do not), and a paused clock does not
+            /// auto-advance while one runs, so a closure that only a
+            /// deadline would stop keeps a paused-clock test waiting.
+            ///
             /// If the nursery future is dropped, the closure's result is
             /// discarded; the thread finishes the closure on its own (a
             /// thread cannot be stopped from outside; its handle reports
@@ -1077,7 +1083,7 @@ macro_rules! handle_methods {
                 let table = Arc::clone(&handle.shared.table);
                 let future = Supervise::new(future, info.clone(), table, self.on_error, self.on_panic);
                 if let Err(error) = handle.spawn_as(info, future) {
-                    closed_panic(error, "try_spawn")
+                    closed_panic(error, "the handle's try_spawn (a supervised child has no try_ method)")
                 }
             }
 
@@ -1109,7 +1115,7 @@ macro_rules! handle_methods {
                 let table = Arc::clone(&handle.shared.table);
                 let supervised = Supervise::new(future, info.clone(), table, self.on_error, self.on_panic);
                 if let Err(error) = handle.spawn_parallel_as(info, supervised) {
-                    closed_panic(error, "try_spawn_parallel")
+                    closed_panic(error, "the handle's try_spawn_parallel (a supervised child has no try_ method)")
                 }
             }
         }

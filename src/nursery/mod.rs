@@ -55,8 +55,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::error::{CancelError, Error, NurseryError};
-pub(crate) use future::FailureSink;
 use future::NurseryFuture;
+pub(crate) use future::{Dropped, FailureSink};
 pub use handle::{LocalNursery, Nursery, Supervised, TaskBuilder};
 use shared::Shared;
 pub use start::Started;
