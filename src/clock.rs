@@ -141,11 +141,20 @@ fn tokio_sleep(instant: Instant) -> Pin<Box<tokio::time::Sleep>> {
     )))
 }
 
-/// async-io's timer at `instant`, if that is still to come on the real
-/// clock (`Timer::Both`).
+/// async-io's timer for when `instant` of this thread's clock comes, if it
+/// is still to come (`Timer::Both`): what is left of it on that clock,
+/// counted on the real one (tokio's clock may run ahead of or behind the
+/// real time after a pause).
 #[cfg(feature = "tokio")]
 fn real_fallback(instant: Instant) -> Option<async_io::Timer> {
-    (instant > real_now()).then(|| async_io::Timer::at(instant))
+    let left = instant.checked_duration_since(now())?;
+    if left.is_zero() {
+        return None;
+    }
+    Some(match real_now().checked_add(left) {
+        Some(at) => async_io::Timer::at(at),
+        None => async_io::Timer::never(),
+    })
 }
 
 /// A one-shot timer on the real or a virtual clock; completes once its
@@ -187,10 +196,7 @@ impl Timer {
                 sleep
                     .as_mut()
                     .reset(tokio::time::Instant::from_std(instant));
-                match real {
-                    Some(timer) if instant > real_now() => timer.set_at(instant),
-                    _ => *real = real_fallback(instant),
-                }
+                *real = real_fallback(instant);
             }
             #[cfg(feature = "test-util")]
             Timer::Virtual(timer) => timer.set_at(instant),

@@ -68,7 +68,7 @@ thread_local! {
 /// root nursery's failures and panic survive a forced shutdown (written,
 /// returned or resumed); those recorded inside nested nurseries that are
 /// still running then are dropped with them (the report printed at the
-/// forced shutdown names their tasks). To decide the exit yourself, use
+/// forced shutdown lists what is still running, not what failed). To decide the exit yourself, use
 /// [`Builder::exit_on_signal(false)`](Builder::exit_on_signal): `run` then
 /// returns an error whose [`interrupted`](NurseryError::interrupted) names
 /// the signal. A `run` started while another one is active in the process (inside
@@ -296,7 +296,8 @@ impl<E> Builder<E> {
     /// How long the root nursery may take to finish once its scope is
     /// cancelled (default 10 s). When the budget runs out, the run hard-cancels:
     /// whatever is still running is dropped, and `run` returns a cancellation
-    /// error. A worker thread still busy with a parallel child that never
+    /// error (with the failures the root nursery had recorded, or resumes
+    /// the panic of a task it had caught). A worker thread still busy with a parallel child that never
     /// awaits is abandoned then (see [`run`]); under
     /// [`run_scoped`](Self::run_scoped), whose children may borrow, the run
     /// waits for it instead.
@@ -686,6 +687,17 @@ impl<E> Builder<E> {
         if let Some(payload) = panic
             && !(self.exit_on_signal && shutdown.signal().is_some())
         {
+            // The failures would be lost with the unwinding, as a nursery
+            // resuming a panic says them.
+            if let Err(error) = &result {
+                for failure in error.failures() {
+                    say(format!(
+                        "hatchery: {} failed while the run resumes a panic: {:?}\n",
+                        failure.task, failure.error
+                    ));
+                }
+                let _ = flush_stderr(STDERR_PATIENCE);
+            }
             std::panic::resume_unwind(payload);
         }
         match shutdown.signal() {

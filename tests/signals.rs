@@ -829,6 +829,35 @@ fn probe() {
                 .collect();
             println!("run returned failures {failures:?}");
         }
+        // A failure, then a panic in a cleanup, then a task stuck behind a
+        // shield: the grace period runs out, the forced shutdown drops the
+        // root, and run resumes the panic; the failure must be said first.
+        "fail_panic_forced" => {
+            let _ = hatchery::Builder::new()
+                .grace_period(Duration::from_millis(50))
+                .handle_signals(false)
+                .run(|n| async move {
+                    n.named("failer")
+                        .spawn(async { Err(hatchery::Error::msg("disk full")) });
+                    n.spawn(async {
+                        let _ = sleep(Duration::from_secs(3600)).await;
+                        panic!("the cleanup panicked");
+                    });
+                    n.spawn(async {
+                        let _ = sleep(Duration::from_secs(3600)).await;
+                        CancelScope::new()
+                            .shield(true)
+                            .run(async {
+                                async_io::Timer::after(Duration::from_secs(3600)).await;
+                                Ok(())
+                            })
+                            .await?;
+                        Ok(())
+                    });
+                    Ok(())
+                });
+            println!("run returned (should have resumed the panic)");
+        }
         // SIGINT and SIGTERM back to back: each is credited to itself.
         "int_then_term" => {
             let _ = run(|_n: Nursery<'_, Cancelled>| async move {
@@ -921,6 +950,23 @@ fn a_failure_before_a_forced_shutdown_is_written_to_stderr_or_returned() {
         "stdout: {stdout:?}\nstderr: {stderr}"
     );
     assert_eq!(count(&stdout, "config file missing"), 1, "{stdout:?}");
+}
+
+#[test]
+fn a_failure_is_said_when_run_resumes_a_panic_after_a_forced_shutdown() {
+    let (status, stdout, stderr) = run_probe("fail_panic_forced").finish();
+    assert_eq!(
+        status.code(),
+        Some(101),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(count(&stdout, "run returned"), 0, "{stdout:?}");
+    assert!(stderr.contains("the cleanup panicked"), "{stderr}");
+    let failure = stderr
+        .lines()
+        .find(|line| line.contains("disk full"))
+        .unwrap_or_else(|| panic!("the failure is lost; stderr: {stderr}"));
+    assert!(failure.contains("task `failer` spawned at"), "{stderr}");
 }
 
 #[test]

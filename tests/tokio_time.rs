@@ -199,3 +199,23 @@ fn a_grace_period_under_a_held_paused_clock_is_tokios_time() {
     });
     assert!(matches!(out, Ok(Some(()))), "{out:?}");
 }
+
+/// The real-time fallback counts what is left on tokio's clock, which a
+/// test may have moved ahead of the real one (`advance`, then `resume`): a
+/// 20 ms deadline then fires after 20 ms, not an hour (a review).
+#[test]
+fn the_fallback_timer_counts_on_tokios_clock_ahead_of_the_real_one() {
+    let out = within_ten_seconds(|| {
+        let runtime = paused_runtime();
+        runtime.block_on(async {
+            tokio::time::advance(Duration::from_secs(3600)).await;
+            tokio::time::resume();
+        });
+        let _entered = runtime.enter();
+        futures::executor::block_on(typed::move_on_after(Duration::from_millis(20), async {
+            sleep(Duration::from_secs(3600)).await?;
+            Ok::<_, Cancelled>(())
+        }))
+    });
+    assert_eq!(out, Ok(None));
+}

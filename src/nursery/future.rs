@@ -87,18 +87,28 @@ pin_project! {
                 let mut failures = std::mem::take(this.failures);
                 // And the errors of parallel children it had not collected
                 // yet (cancellations among them: the sink's owner sorts).
+                let mut panic = this.panic.take();
                 if let Some(parallel) = this.shared.parallel.get() {
                     for (task, ended) in parallel.take_outcomes() {
-                        if let Ended::Failed(error) = ended {
-                            failures.push(TaskFailure { task, error });
+                        match ended {
+                            Ended::Failed(error) => failures.push(TaskFailure { task, error }),
+                            Ended::Panicked(payload) if panic.is_none() => panic = Some(payload),
+                            Ended::Panicked(payload) => {
+                                // Only the first is resumed; this one is said.
+                                eprintln!(
+                                    "hatchery: {task} panicked too, while its nursery was being dropped: {}",
+                                    panic_message(&*payload)
+                                );
+                                let _ = catch_unwind(AssertUnwindSafe(|| drop(payload)));
+                            }
                         }
                     }
                 }
                 let mut dropped = sink.lock().recover();
                 dropped.failures.extend(failures);
-                // A panic it had caught and was still to resume.
+                // The panic it had caught and was still to resume.
                 if dropped.panic.is_none() {
-                    dropped.panic = this.panic.take();
+                    dropped.panic = panic;
                 }
             }
             // Unlink first: a child's `Drop` may panic below.
