@@ -583,3 +583,46 @@ fn a_starting_child_whose_drop_panics_does_not_keep_the_nursery_open() {
     };
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"the child's drop"));
 }
+
+/// A child that calls `started` from another thread belongs to the nursery
+/// from that moment, also when the `start()` future is dropped before it is
+/// polled again (a `select!` or timeout that lost the race): the nursery
+/// gets the child, which runs to its end. An adversarial round found it
+/// dropped with the future, and the nursery returning `Ok` without it.
+#[test]
+fn a_child_started_from_another_thread_survives_its_start_future_being_dropped() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let finished = AtomicBool::new(false);
+    let finished = &finished;
+    let called = std::sync::Arc::new(AtomicBool::new(false));
+    let out = futures::executor::block_on(hatchery::nursery(|n| {
+        let called = std::sync::Arc::clone(&called);
+        async move {
+            let signal = std::sync::Arc::clone(&called);
+            let (polled, after_poll) = std::sync::mpsc::channel::<()>();
+            let mut start = Box::pin(n.start(move |status: hatchery::Started<u8>| async move {
+                std::thread::spawn(move || {
+                    // Once the first poll of `start()` has returned.
+                    after_poll.recv().unwrap();
+                    status.started(1);
+                    signal.store(true, Ordering::SeqCst);
+                });
+                hatchery::sleep(std::time::Duration::from_millis(20)).await?;
+                finished.store(true, Ordering::SeqCst);
+                Ok(())
+            }));
+            assert!(futures::poll!(start.as_mut()).is_pending());
+            polled.send(()).unwrap();
+            while !called.load(Ordering::SeqCst) {
+                hatchery::sleep(std::time::Duration::from_millis(1)).await?;
+            }
+            drop(start);
+            Ok(())
+        }
+    }));
+    assert!(out.is_ok(), "{out:?}");
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "the started child was dropped"
+    );
+}

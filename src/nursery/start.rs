@@ -13,7 +13,9 @@
 //!    dropped.
 //! 2. Anything the child does after `started` (finishing, failing, panicking,
 //!    even within the same poll) belongs to the nursery; anything before belongs
-//!    to the caller of `start()`.
+//!    to the caller of `start()`. A `start()` future dropped after `started`
+//!    was called (from another task or thread) but before it was polled
+//!    again hands the child over as its poll would have.
 //! 3. As in trio, `started` moves nothing when the caller's scope is already
 //!    cancelled at that moment: the child stays under `start()`, which waits
 //!    for it to finish and returns the value (or the child's error, or
@@ -351,8 +353,44 @@ impl<C, V, E> StartFuture<C, V, E> {
     }
 }
 
+impl<C, V, E> StartFuture<C, V, E> {
+    /// Invariant 2 when the future is dropped: a child that called
+    /// `started` (from another task or thread) before the future was polled
+    /// again belongs to the nursery, which gets it instead of its being
+    /// dropped; its value has nobody to go to. True if it was handed over.
+    fn hand_over_started(&mut self) -> bool {
+        let value = {
+            let mut slot = self.state.lock();
+            if slot.stays {
+                return false;
+            }
+            match slot.value.take() {
+                Some(value) => value,
+                None => return false,
+            }
+        };
+        let Some(child) = self.child.take() else {
+            return false;
+        };
+        self.phase = StartPhase::Done;
+        // `started` already moved the task scope under the nursery's.
+        let scoped = (self.wrap)(Scoped {
+            node: self.slot.take(),
+            foreign: ForeignWait::default(),
+            state: ScopedState::Running(child),
+        });
+        // A nursery future already dropped drops the child in there.
+        let _ = self.shared.finish_start(Some((scoped, self.info.clone())));
+        drop(value);
+        true
+    }
+}
+
 impl<C, V, E> Drop for StartFuture<C, V, E> {
     fn drop(&mut self) {
+        if self.phase == StartPhase::Starting && self.hand_over_started() {
+            return;
+        }
         if self.phase == StartPhase::Starting || (self.phase == StartPhase::Idle && self.registered)
         {
             self.abandon();
