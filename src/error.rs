@@ -476,17 +476,23 @@ impl<E> From<Cancelled> for NurseryError<E> {
     }
 }
 
-impl<E: fmt::Debug> CancelError for NurseryError<E> {
+impl<E: CancelError> CancelError for NurseryError<E> {
     fn is_cancelled(&self) -> bool {
         NurseryError::is_cancelled(self)
     }
 
+    /// Also one held deeper, by the error of a failed child that was itself
+    /// a nursery (as trio's split recurses into nested groups).
     fn holds_cancelled(&self) -> bool {
-        self.cancelled && !self.failures.is_empty()
+        !self.failures.is_empty()
+            && (self.cancelled || self.failures.iter().any(|f| f.error.holds_cancelled()))
     }
 
     fn drop_cancelled(&mut self) {
         self.cancelled = false;
+        for failure in &mut self.failures {
+            failure.error.drop_cancelled();
+        }
     }
 }
 
@@ -694,15 +700,41 @@ impl CancelError for Error {
         Error::is_cancelled(self)
     }
 
+    /// Looks into a nursery error it wraps: of [`Error`], `io::Error` or
+    /// [`Cancelled`] (and `anyhow::Error`, `eyre::Report` with their
+    /// features), the nurseries whose `?` makes an `Error`.
     fn holds_cancelled(&self) -> bool {
-        self.downcast_ref::<NurseryError<Error>>()
-            .is_some_and(CancelError::holds_cancelled)
+        macro_rules! any_holds {
+            ($($error:ty),*) => {
+                false $(|| self
+                    .downcast_ref::<NurseryError<$error>>()
+                    .is_some_and(CancelError::holds_cancelled))*
+            };
+        }
+        #[cfg(feature = "anyhow")]
+        if any_holds!(anyhow::Error) {
+            return true;
+        }
+        #[cfg(feature = "eyre")]
+        if any_holds!(eyre::Report) {
+            return true;
+        }
+        any_holds!(Error, io::Error, Cancelled)
     }
 
     fn drop_cancelled(&mut self) {
-        if let Some(error) = self.inner.downcast_mut::<NurseryError<Error>>() {
-            error.drop_cancelled();
+        macro_rules! drop_in {
+            ($($error:ty),*) => {
+                $(if let Some(error) = self.inner.downcast_mut::<NurseryError<$error>>() {
+                    error.drop_cancelled();
+                })*
+            };
         }
+        #[cfg(feature = "anyhow")]
+        drop_in!(anyhow::Error);
+        #[cfg(feature = "eyre")]
+        drop_in!(eyre::Report);
+        drop_in!(Error, io::Error, Cancelled);
     }
 }
 

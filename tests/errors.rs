@@ -526,3 +526,69 @@ fn a_supervised_failure_the_handler_returns_fails_the_nursery() {
     assert_eq!(failures[0].task.name(), Some("escalates"));
     assert_eq!(failures[0].error.to_string(), "escalated: disk full");
 }
+
+/// A cancellation held one nursery deeper (the error of a failed child that
+/// was itself a nursery whose cleanup failed beside a sibling unwinding
+/// `Cancelled`) is caught by the cancelled scope around them, as trio's
+/// split recurses into nested groups; the failure goes on (adversarial
+/// round: the scope caught nothing).
+#[test]
+fn a_scope_catches_a_cancellation_held_by_a_nested_nurserys_error() {
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    let cancel = handle.clone();
+    let out = futures::executor::block_on(scope.run(async move {
+        hatchery::nursery(|n| async move {
+            n.spawn(async move {
+                hatchery::nursery(|inner| async move {
+                    inner.spawn(async {
+                        let _ = sleep_forever().await;
+                        Err(hatchery::Error::msg("cleanup failed"))
+                    });
+                    inner.spawn(async {
+                        sleep_forever().await?;
+                        Ok(())
+                    });
+                    checkpoint().await?;
+                    cancel.cancel();
+                    Ok(())
+                })
+                .await?;
+                Ok(())
+            });
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }));
+    let error = out.unwrap_err();
+    assert!(handle.cancelled_caught(), "{error}");
+    assert!(error.to_string().contains("cleanup failed"), "{error}");
+    assert!(!error.holds_cancelled(), "split off: {error}");
+}
+
+/// The same through an untyped `Error` made by `?` from a typed nursery of
+/// `io::Error` (the scope looked only into nurseries of `Error`).
+#[test]
+fn a_scope_catches_a_cancellation_held_by_a_typed_nursery_error_in_an_error() {
+    let scope = CancelScope::new();
+    let handle = scope.handle();
+    let cancel = handle.clone();
+    let out = futures::executor::block_on(scope.run(async move {
+        nursery(|n: Nursery<'_, io::Error>| async move {
+            n.spawn(async {
+                let _ = sleep_forever().await;
+                Err(io::Error::other("cleanup failed"))
+            });
+            checkpoint().await?;
+            cancel.cancel();
+            sleep_forever().await?;
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }));
+    let error = out.unwrap_err();
+    assert!(handle.cancelled_caught(), "{error}");
+    assert!(error.to_string().contains("cleanup failed"), "{error}");
+}
