@@ -270,7 +270,8 @@ pub struct TaskFailure<E> {
 }
 
 /// What a nursery returns when it did not finish normally: **every** error its
-/// tasks returned (in the order the nursery saw them: a parallel child's error when the nursery next runs), and whether a cancellation from
+/// tasks returned (in the order the nursery saw them: a parallel child's
+/// error when the nursery next runs), and whether a cancellation from
 /// outside is also unwinding through it.
 ///
 /// A nursery never drops an error: the body's error, each child's error, and
