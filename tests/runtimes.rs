@@ -322,17 +322,22 @@ fn spawn_parallel_outside_run_is_a_clear_error() {
     .unwrap();
 }
 
-/// A closed nursery says `Closed` before anything else, also without an
-/// executor (it said `NoExecutor`: an adversarial round).
-#[test]
-fn spawn_parallel_into_a_closed_nursery_outside_run_says_closed() {
+/// The handle of a nursery that has closed, kept past its end.
+fn closed_nursery() -> Nursery<'static, Cancelled> {
     let mut kept = None;
-    block_on(nursery(|n: Nursery<'_, Cancelled>| {
+    block_on(nursery(|n: Nursery<'static, Cancelled>| {
         kept = Some(n.clone());
         async move { Ok(()) }
     }))
     .unwrap();
-    let n = kept.unwrap();
+    kept.unwrap()
+}
+
+/// A closed nursery says `Closed` before anything else, also without an
+/// executor (it said `NoExecutor`: an adversarial round).
+#[test]
+fn spawn_parallel_into_a_closed_nursery_outside_run_says_closed() {
+    let n = closed_nursery();
     assert_eq!(
         n.try_spawn_parallel(async { Ok(()) }),
         Err(SpawnError::Closed)
@@ -343,13 +348,7 @@ fn spawn_parallel_into_a_closed_nursery_outside_run_says_closed() {
 /// instead (it named `try_spawn` for every kind of spawn: a new user).
 #[test]
 fn a_spawn_panic_names_its_own_try_method() {
-    let mut kept = None;
-    block_on(nursery(|n: Nursery<'_, Cancelled>| {
-        kept = Some(n.clone());
-        async move { Ok(()) }
-    }))
-    .unwrap();
-    let n = kept.unwrap();
+    let n = closed_nursery();
     let message = |caught: std::thread::Result<()>| {
         let payload = caught.unwrap_err();
         payload
