@@ -176,6 +176,23 @@ impl CancelError for io::Error {
     fn is_cancelled(&self) -> bool {
         self.get_ref().is_some_and(|error| dyn_is_cancelled(error))
     }
+
+    /// Looks into the `NurseryError<io::Error>` of several failures that
+    /// `?` wrapped in an `io::Error`.
+    fn holds_cancelled(&self) -> bool {
+        self.get_ref()
+            .and_then(|error| error.downcast_ref::<NurseryError<io::Error>>())
+            .is_some_and(CancelError::holds_cancelled)
+    }
+
+    fn drop_cancelled(&mut self) {
+        if let Some(error) = self
+            .get_mut()
+            .and_then(|error| error.downcast_mut::<NurseryError<io::Error>>())
+        {
+            error.drop_cancelled();
+        }
+    }
 }
 
 impl CancelError for Box<dyn StdError + Send + Sync> {

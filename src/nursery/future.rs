@@ -555,7 +555,18 @@ where
         // Like trio: a cancellation that some task unwound with, and that this
         // nursery's scope does not catch, propagates out of the nursery even
         // if the body itself returned a value.
-        let uncaught = *this.saw_cancelled && !node.exit_catches();
+        // A failure whose error holds a cancellation (a nested nursery's,
+        // cancelled by this nursery's scope) is split the same way: caught
+        // here if this scope catches, left in the error for the scope
+        // outside otherwise (trio's split of nested groups).
+        let held = this.failures.iter().any(|f| f.error.holds_cancelled());
+        let caught = (*this.saw_cancelled || held) && node.exit_catches();
+        if caught && held {
+            for failure in this.failures.iter_mut() {
+                failure.error.drop_cancelled();
+            }
+        }
+        let uncaught = *this.saw_cancelled && !caught;
         node.exit();
         if let Some(payload) = this.panic.take() {
             // The panic is resumed with its own payload (callers downcast
