@@ -626,3 +626,41 @@ fn a_child_started_from_another_thread_survives_its_start_future_being_dropped()
         "the started child was dropped"
     );
 }
+
+/// A child that calls `started` in its closure, before its future is ever
+/// polled, inside a scope of the caller's: its task scope is under the
+/// nursery's, and the nursery's cancellation reaches it (a review found it
+/// linked under the caller's exited scope, and the nursery hanging).
+#[test]
+fn a_child_started_in_its_closure_is_reached_by_the_nurserys_cancellation() {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = futures::executor::block_on(hatchery::nursery(|n| async move {
+            hatchery::CancelScope::new()
+                .run(async {
+                    let value = n
+                        .start(|status: hatchery::Started<u8>| {
+                            status.started(5);
+                            async {
+                                hatchery::sleep_forever().await?;
+                                Ok(())
+                            }
+                        })
+                        .await?;
+                    assert_eq!(value, 5);
+                    Ok(())
+                })
+                .await?;
+            hatchery::checkpoint().await?;
+            n.cancel_scope().cancel();
+            Ok(())
+        }));
+        let _ = send.send(out.is_ok());
+    });
+    let out = receive.recv_timeout(Duration::from_secs(10));
+    assert_eq!(
+        out,
+        Ok(true),
+        "hung: the nursery's cancellation did not reach the child"
+    );
+}

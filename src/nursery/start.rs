@@ -437,7 +437,17 @@ where
                     );
                 }
                 this.phase = StartPhase::Starting;
-                this.state.task.link(context::current().as_ref());
+                // `started` may have run already, in the child's closure
+                // itself: its task scope is under the nursery's then, and
+                // stays there (linked under the caller's too, the nursery's
+                // cancellation would no longer reach it).
+                let started = {
+                    let slot = this.state.lock();
+                    slot.value.is_some() && !slot.stays
+                };
+                if !started {
+                    this.state.task.link(context::current().as_ref());
+                }
             }
             StartPhase::Starting => {}
             StartPhase::Done => panic!("hatchery: a start() future was polled after it completed"),
