@@ -141,6 +141,17 @@ fn tokio_sleep(instant: Instant) -> Pin<Box<tokio::time::Sleep>> {
     )))
 }
 
+/// How often `Timer::Both` looks at a tokio clock that was paused behind
+/// the real one when its real-time fallback fired.
+#[cfg(feature = "tokio")]
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// What is left until `instant` on this thread's clock.
+#[cfg(feature = "tokio")]
+fn timer_left(instant: Instant) -> std::time::Duration {
+    instant.saturating_duration_since(now())
+}
+
 /// async-io's timer for when `instant` of this thread's clock comes, if it
 /// is still to come (`Timer::Both`): what is left of it on that clock,
 /// counted on the real one (tokio's clock may run ahead of or behind the
@@ -220,12 +231,19 @@ impl Future for Timer {
                 if let Some(timer) = real
                     && Pin::new(timer).poll(cx).is_ready()
                 {
-                    *real = None;
                     // Fired on the real clock: tokio's may be paused behind
-                    // it (then tokio's timer, registered above, decides).
+                    // it. Then tokio's timer, registered above, decides if
+                    // the runtime is driven; if it is not, a clock resumed
+                    // later must still be seen: look again, not sooner than
+                    // `RECHECK` (never a spin).
                     if now() >= *at {
                         return Poll::Ready(());
                     }
+                    *real = real_fallback(*at).map(|mut timer| {
+                        timer.set_after(RECHECK.max(timer_left(*at)));
+                        let _ = Pin::new(&mut timer).poll(cx);
+                        timer
+                    });
                 }
                 Poll::Pending
             }

@@ -219,3 +219,26 @@ fn the_fallback_timer_counts_on_tokios_clock_ahead_of_the_real_one() {
     });
     assert_eq!(out, Ok(None));
 }
+
+/// A paused clock resumed (from another thread) while a deadline waits in
+/// an entered runtime that nothing drives: the fallback looks at tokio's
+/// clock again after it first fired too early, and the deadline fires (a
+/// review: the fallback was dropped, and nothing ever woke the task).
+#[test]
+fn a_paused_clock_resumed_while_a_deadline_waits_in_an_undriven_runtime() {
+    let out = within_ten_seconds(|| {
+        let runtime = paused_runtime();
+        let handle = runtime.handle().clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let _entered = handle.enter();
+            tokio::time::resume();
+        });
+        let _entered = runtime.enter();
+        futures::executor::block_on(typed::move_on_after(Duration::from_millis(20), async {
+            sleep(Duration::from_secs(3600)).await?;
+            Ok::<_, Cancelled>(())
+        }))
+    });
+    assert_eq!(out, Ok(None));
+}
