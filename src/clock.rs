@@ -127,7 +127,11 @@ pub(crate) fn timer_at(instant: Instant) -> Timer {
     #[cfg(feature = "tokio")]
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
-            return Timer::Both(tokio_sleep(instant), real_fallback(instant), instant);
+            return Timer::Both(
+                tokio_sleep(instant),
+                real_fallback(instant, Duration::ZERO),
+                instant,
+            );
         }
         return Timer::Tokio(tokio_sleep(instant));
     }
@@ -144,25 +148,19 @@ fn tokio_sleep(instant: Instant) -> Pin<Box<tokio::time::Sleep>> {
 /// How often `Timer::Both` looks at a tokio clock that was paused behind
 /// the real one when its real-time fallback fired.
 #[cfg(feature = "tokio")]
-const RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// What is left until `instant` on this thread's clock.
-#[cfg(feature = "tokio")]
-fn timer_left(instant: Instant) -> std::time::Duration {
-    instant.saturating_duration_since(now())
-}
+const RECHECK: Duration = Duration::from_millis(10);
 
 /// async-io's timer for when `instant` of this thread's clock comes, if it
 /// is still to come (`Timer::Both`): what is left of it on that clock,
 /// counted on the real one (tokio's clock may run ahead of or behind the
-/// real time after a pause).
+/// real time after a pause), and not less than `at_least`.
 #[cfg(feature = "tokio")]
-fn real_fallback(instant: Instant) -> Option<async_io::Timer> {
+fn real_fallback(instant: Instant, at_least: Duration) -> Option<async_io::Timer> {
     let left = instant.checked_duration_since(now())?;
     if left.is_zero() {
         return None;
     }
-    Some(match real_now().checked_add(left) {
+    Some(match real_now().checked_add(left.max(at_least)) {
         Some(at) => async_io::Timer::at(at),
         None => async_io::Timer::never(),
     })
@@ -207,7 +205,7 @@ impl Timer {
                 sleep
                     .as_mut()
                     .reset(tokio::time::Instant::from_std(instant));
-                *real = real_fallback(instant);
+                *real = real_fallback(instant, Duration::ZERO);
             }
             #[cfg(feature = "test-util")]
             Timer::Virtual(timer) => timer.set_at(instant),
@@ -239,8 +237,7 @@ impl Future for Timer {
                     if now() >= *at {
                         return Poll::Ready(());
                     }
-                    *real = real_fallback(*at).map(|mut timer| {
-                        timer.set_after(RECHECK.max(timer_left(*at)));
+                    *real = real_fallback(*at, RECHECK).map(|mut timer| {
                         let _ = Pin::new(&mut timer).poll(cx);
                         timer
                     });

@@ -105,6 +105,16 @@ fn within_ten_seconds<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
         .expect("hung: no timer fired")
 }
 
+/// A 20 ms `move_on_after` around an hour's sleep, driven by futures'
+/// `block_on` inside `runtime` entered (which nothing else drives).
+fn twenty_ms_deadline_undriven(runtime: &tokio::runtime::Runtime) -> Result<Option<()>, Cancelled> {
+    let _entered = runtime.enter();
+    futures::executor::block_on(typed::move_on_after(Duration::from_millis(20), async {
+        sleep(Duration::from_secs(3600)).await?;
+        Ok::<_, Cancelled>(())
+    }))
+}
+
 /// A current-thread runtime fires its timers only while its `block_on`
 /// runs: entered with `Handle::enter` and driven by another executor, its
 /// timer never fires, and hatchery's deadlines must not depend on it (a
@@ -116,11 +126,7 @@ fn a_deadline_fires_in_an_entered_current_thread_runtime_driven_by_another_execu
             .enable_all()
             .build()
             .unwrap();
-        let _entered = runtime.enter();
-        futures::executor::block_on(typed::move_on_after(Duration::from_millis(20), async {
-            sleep(Duration::from_secs(3600)).await?;
-            Ok::<_, Cancelled>(())
-        }))
+        twenty_ms_deadline_undriven(&runtime)
     });
     assert_eq!(out, Ok(None));
 }
@@ -211,11 +217,7 @@ fn the_fallback_timer_counts_on_tokios_clock_ahead_of_the_real_one() {
             tokio::time::advance(Duration::from_secs(3600)).await;
             tokio::time::resume();
         });
-        let _entered = runtime.enter();
-        futures::executor::block_on(typed::move_on_after(Duration::from_millis(20), async {
-            sleep(Duration::from_secs(3600)).await?;
-            Ok::<_, Cancelled>(())
-        }))
+        twenty_ms_deadline_undriven(&runtime)
     });
     assert_eq!(out, Ok(None));
 }
@@ -234,11 +236,7 @@ fn a_paused_clock_resumed_while_a_deadline_waits_in_an_undriven_runtime() {
             let _entered = handle.enter();
             tokio::time::resume();
         });
-        let _entered = runtime.enter();
-        futures::executor::block_on(typed::move_on_after(Duration::from_millis(20), async {
-            sleep(Duration::from_secs(3600)).await?;
-            Ok::<_, Cancelled>(())
-        }))
+        twenty_ms_deadline_undriven(&runtime)
     });
     assert_eq!(out, Ok(None));
 }
