@@ -138,6 +138,32 @@ pub(crate) fn timer_at(instant: Instant) -> Timer {
     Timer::Real(async_io::Timer::at(instant))
 }
 
+/// As [`timer_at`], but one that fires even when no thread drives tokio's
+/// timer: every worker of a multi-thread runtime stuck in a task that never
+/// awaits (tokio's workers drive it, the thread in `block_on` does not).
+/// Inside a tokio runtime, async-io's timer backs tokio's (`Timer::Both`).
+/// For the one timer that must fire then: `run`'s grace period.
+pub(crate) fn timer_at_always(instant: Instant) -> Timer {
+    #[cfg(feature = "tokio")]
+    if virtual_time_off() && tokio::runtime::Handle::try_current().is_ok() {
+        return Timer::Both(
+            tokio_sleep(instant),
+            real_fallback(instant, Duration::ZERO),
+            instant,
+        );
+    }
+    timer_at(instant)
+}
+
+/// No virtual clock runs on this thread.
+#[cfg(feature = "tokio")]
+fn virtual_time_off() -> bool {
+    #[cfg(feature = "test-util")]
+    return virtual_time::now().is_none();
+    #[cfg(not(feature = "test-util"))]
+    true
+}
+
 #[cfg(feature = "tokio")]
 fn tokio_sleep(instant: Instant) -> Pin<Box<tokio::time::Sleep>> {
     Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(

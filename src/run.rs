@@ -469,13 +469,22 @@ impl<E> Builder<E> {
 
     /// Makes the root a tokio runtime (the `tokio` feature): a multi-thread
     /// runtime with [`worker_threads`](Self::worker_threads) workers (one per
-    /// core by default), or a current-thread one when that is 1. tokio's
+    /// core by default; also for one, so that parallel children never run
+    /// on the thread that runs the root). tokio's
     /// net, time, fs, process and the crates built on them (hyper, reqwest,
     /// tonic…) then work anywhere inside `run`: the body and inline children
     /// run on the calling thread inside the runtime's context, and
     /// [`spawn_parallel`](Nursery::spawn_parallel) children go to tokio's
     /// workers. Signals, the grace period, the report and the exit status are
     /// those of every `run`.
+    ///
+    /// As in any tokio program, a parallel child that never awaits holds
+    /// its worker; when every worker is held, tokio's timers and I/O stop
+    /// for everyone, the body's hatchery sleeps on this root included (they
+    /// are tokio's). The grace period still ends the run: its timer does
+    /// not need tokio's workers. (tokio pauses the clock of a current-thread
+    /// runtime only: to test with a paused clock, use
+    /// `#[tokio::test(start_paused = true)]` and [`nursery`](crate::nursery).)
     ///
     /// The default root is the smol-rs stack (async-executor and async-io):
     /// choose tokio when the program uses tokio's types.
@@ -526,13 +535,13 @@ impl<E> Builder<E> {
         T: 'a,
     {
         let threads = self.threads();
-        let mut builder = if threads == 1 {
-            tokio::runtime::Builder::new_current_thread()
-        } else {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(threads);
-            builder
-        };
+        // Multi-thread also for one worker (the default on a one-core
+        // machine): parallel children run on a worker thread, never on the
+        // thread that runs the root, as on the default root. On a
+        // current-thread runtime one that never awaits held the root, its
+        // grace period and its signals for ever.
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
         // hatchery's timers (sleeps, deadlines, the grace period) are
         // tokio's on every thread of this root: async-io's would start a
         // reactor and a thread of their own, at the worst moment (the
@@ -887,7 +896,10 @@ where
                 root_scope.cancelled().await;
                 *cancelled_at.lock().recover() = Some(Instant::now());
                 match clock::now().checked_add(grace_period) {
-                    Some(at) => clock::timer_at(at).await,
+                    // A timer that fires even when every worker of a tokio
+                    // root is stuck in a child that never awaits (nothing
+                    // drives tokio's timer then).
+                    Some(at) => clock::timer_at_always(at).await,
                     None => std::future::pending().await,
                 }
                 shutdown.force("the grace period ran out");
@@ -1134,7 +1146,7 @@ impl Drop for StopWorkers<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
     use std::sync::mpsc;
 
     use super::*;
@@ -1220,6 +1232,58 @@ mod tests {
             Ok(true),
             "run should return once its grace period is over, abandoning the spinning worker"
         );
+    }
+
+    /// The tokio root: every worker stuck in a parallel child that never
+    /// awaits (one worker, the default on a one-core machine, or all of
+    /// several). Nothing of tokio can then run its timers: the run must
+    /// still return once its grace period is over.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn on_tokio_workers_that_never_yield_do_not_hold_run_past_its_grace_period() {
+        for workers in [1, 2] {
+            let spinning = Arc::new(AtomicBool::new(true));
+            let (send, returned) = mpsc::channel();
+            let flag = Arc::clone(&spinning);
+            std::thread::spawn(move || {
+                let out = Builder::new()
+                    .error_type::<Cancelled>()
+                    .tokio()
+                    .handle_signals(false)
+                    .worker_threads(workers)
+                    .grace_period(Duration::from_millis(100))
+                    .run(|n: Nursery<'_, Cancelled>| async move {
+                        let started = Arc::new(AtomicUsize::new(0));
+                        for _ in 0..workers {
+                            let (started, flag) = (Arc::clone(&started), Arc::clone(&flag));
+                            n.spawn_parallel(async move {
+                                started.fetch_add(1, Ordering::SeqCst);
+                                while flag.load(Ordering::SeqCst) {
+                                    std::hint::spin_loop();
+                                }
+                                Ok(())
+                            });
+                        }
+                        // Not a hatchery sleep: with every worker stuck,
+                        // tokio's timers do not fire (nor does its I/O).
+                        while started.load(Ordering::SeqCst) < workers {
+                            std::thread::yield_now();
+                        }
+                        n.cancel_scope().cancel();
+                        Ok(())
+                    });
+                let _ =
+                    send.send(out.map_or_else(|error| error.is_cancelled(), |out| out.is_none()));
+            });
+            let out = returned.recv_timeout(Duration::from_secs(10));
+            spinning.store(false, Ordering::SeqCst);
+            assert_eq!(
+                out,
+                Ok(true),
+                "with {workers} worker(s), all stuck: run should return once its grace period \
+                 is over"
+            );
+        }
     }
 
     #[test]

@@ -2,9 +2,8 @@
 //! sleeps follow tokio's clock, paused or not, as `tokio::time::timeout`
 //! does. Found by an adversarial round: under `start_paused`, tokio jumped
 //! its clock an hour past a hatchery deadline it did not know of (the body
-//! "finished" inside a one-second `move_on_after`), and on the tokio root
-//! with the clock paused, each hatchery wait took its full real time while
-//! spinning a core.
+//! "finished" inside a one-second `move_on_after`). (`run`'s tokio root is
+//! a multi-thread runtime, whose clock tokio does not let pause.)
 
 #![cfg(feature = "tokio")]
 
@@ -57,39 +56,6 @@ fn hatchery_sleep_under_tokios_paused_clock_takes_tokios_time() {
     // Not 65 seconds of real time: the paused clock jumped.
     assert!(
         real.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        real.elapsed()
-    );
-}
-
-#[test]
-fn on_the_tokio_root_a_paused_clock_moves_hatchery_deadlines_too() {
-    let real = std::time::Instant::now();
-    let out = Builder::new()
-        .tokio()
-        .worker_threads(1)
-        .run(|_| async move {
-            tokio::time::pause();
-            let start = tokio::time::Instant::now();
-            sleep(Duration::from_secs(40)).await?;
-            let out = move_on_after(Duration::from_secs(1), async {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Ok(())
-            })
-            .await?;
-            Ok((out, start.elapsed()))
-        });
-    let (out, elapsed) = out.unwrap().expect("the body returned");
-    assert_eq!(out, None);
-    // Tokio's timer fires on its next millisecond (the clock was paused
-    // between two).
-    let expected = Duration::from_secs(41);
-    assert!(
-        elapsed >= expected && elapsed <= expected + Duration::from_millis(5),
-        "{elapsed:?}"
-    );
-    assert!(
-        real.elapsed() < Duration::from_secs(20),
         "{:?}",
         real.elapsed()
     );
