@@ -274,7 +274,11 @@ where
 /// as trio's `fail_after` does when its scope caught nothing.
 ///
 /// A cancellation of an enclosing scope is not a timeout: it passes through as
-/// `Cancelled`.
+/// `Cancelled`. The scope's own cancellation, by its deadline or by a
+/// `cancel()` of [`current_scope`](crate::current_scope) inside the body,
+/// is: whatever cancelled it, a scope that caught a cancellation ends in
+/// `TimedOut` (as trio's `fail_after` raises `TooSlowError` whenever its
+/// scope caught one).
 ///
 /// # Examples
 ///

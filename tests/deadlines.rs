@@ -103,6 +103,54 @@ fn a_deadline_is_noticed_only_at_a_checkpoint() {
     assert!(!handle.cancelled_caught());
 }
 
+/// trio's `with move_on_after(0) as cs: pass` leaves `cs.cancel_called`
+/// true: a deadline that passed while the scope was entered cancelled it,
+/// whether or not a checkpoint saw it, and the answer does not depend on
+/// whether anyone asked before the exit (an anyio/trio port found it false).
+#[test]
+fn a_deadline_that_passed_while_entered_leaves_cancel_called_after_the_exit() {
+    let past = CancelScope::new().deadline(Instant::now() - Duration::from_secs(1));
+    let zero = CancelScope::new().timeout(Duration::ZERO);
+    let (past_handle, zero_handle) = (past.handle(), zero.handle());
+    assert_eq!(block_on(past.run_typed(async { Ok::<_, Cancelled>(1) })), Ok(Some(1)));
+    assert_eq!(block_on(zero.run_typed(async { Ok::<_, Cancelled>(2) })), Ok(Some(2)));
+    for handle in [past_handle, zero_handle] {
+        assert!(handle.cancel_called(), "the deadline had passed inside the scope");
+        assert!(!handle.cancelled_caught(), "no checkpoint saw it");
+        assert_eq!(handle.reason(), Some(hatchery::CancelReason::Deadline));
+    }
+}
+
+/// The deadline passes while the body waits behind a shield of its own,
+/// which keeps it from seeing it; the body then returns normally. trio's
+/// run loop cancels the scope at the expiry all the same.
+#[test]
+fn a_deadline_that_passed_behind_an_inner_shield_leaves_cancel_called() {
+    let scope = CancelScope::new().timeout(Duration::from_millis(5));
+    let handle = scope.handle();
+    let out = block_on(scope.run_typed(async {
+        CancelScope::new()
+            .shield(true)
+            .run_typed(sleep(Duration::from_millis(30)))
+            .await?;
+        Ok::<_, Cancelled>("returned")
+    }));
+    assert_eq!(out, Ok(Some("returned")));
+    assert!(handle.cancel_called());
+    assert!(!handle.cancelled_caught());
+}
+
+/// An exited scope is never cancelled by its old deadline (trio: a scope
+/// never becomes `cancel_called` after it exited).
+#[test]
+fn a_deadline_that_passes_after_the_exit_leaves_cancel_called_false() {
+    let scope = CancelScope::new().timeout(Duration::from_millis(5));
+    let handle = scope.handle();
+    assert_eq!(block_on(scope.run_typed(async { Ok::<_, Cancelled>(()) })), Ok(Some(())));
+    std::thread::sleep(Duration::from_millis(10));
+    assert!(!handle.cancel_called());
+}
+
 #[test]
 fn the_effective_deadline_is_the_minimum_over_unshielded_ancestors() {
     let now = Instant::now();

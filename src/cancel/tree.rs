@@ -690,6 +690,17 @@ impl Node {
         let mut inner = self.lock();
         let parent = inner.parent.take();
         if exit {
+            // A deadline that passed while the scope was entered cancelled
+            // it, whether or not a checkpoint saw it (trio's run loop marks
+            // it at the expiry): `cancel_called` says so after the exit too,
+            // however late it is asked. (`exit_owned`'s own path skips this:
+            // with no handle, nobody can ask.)
+            if !inner.cancel_called
+                && inner.deadline_nanos != NEVER
+                && inner.own_deadline_passed(clock::now_nanos())
+            {
+                inner.mark_cancelled(CancelReason::Deadline);
+            }
             inner.exited = true;
         } else if parent.is_none() {
             return;
