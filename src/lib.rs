@@ -68,9 +68,11 @@
 //! nursery futures make their scope current for the duration of each poll, on
 //! whatever thread polls them, so `sleep(d).await?` deep inside a call chain
 //! knows which scope it is in. Outside any scope nothing is ever cancelled.
-//! A scope is linked under the scope that was current when it was first
-//! polled, and stays there: a started scope future moved elsewhere (sent
-//! to another task) still sees its first parent's cancellation. (The shield
+//! A scope is linked under the scope that is current where it is polled: a
+//! started scope future moved elsewhere (sent to another task, or awaited
+//! inside another scope) follows its new owner at its next poll, whose
+//! cancellation and deadlines then reach it, and its old owner's no longer
+//! do. (The shield
 //! of [`cancel_gracefully`](CancellableExt::cancel_gracefully) joins the
 //! tree only if its future is still running after its stop.)
 //!

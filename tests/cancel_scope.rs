@@ -582,3 +582,80 @@ fn lifting_cancel_gracefullys_shield_from_inside_lets_the_cancel_in() {
         .expect("the unshielded wait was never cancelled");
     assert_eq!(out, Ok(Some(Ok(Err(Cancelled)))));
 }
+
+/// A scope future polled first in one task and finished in another belongs
+/// to whoever polls it now: the new owner's cancellation reaches it, the old
+/// one's no longer does (trio refuses to exit a scope in another task; in
+/// Rust a future moves freely). An anyio/trio port found the nursery waiting
+/// for ever: the scope stayed linked under the scope it was first polled
+/// in, which had exited.
+#[test]
+fn a_scope_future_moved_to_another_task_follows_its_new_owner() {
+    use std::future::Future;
+    use std::pin::Pin;
+    type Moved = Pin<Box<dyn Future<Output = Result<Option<()>, Cancelled>> + Send>>;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = futures::executor::block_on(async {
+            let moved: Moved = CancelScope::new()
+                .run_typed(async {
+                    let mut moved: Moved = Box::pin(CancelScope::new().run_typed(async {
+                        sleep_forever().await?;
+                        Ok::<_, Cancelled>(())
+                    }));
+                    // Its first poll, under `first`.
+                    assert!(futures::poll!(moved.as_mut()).is_pending());
+                    Ok::<_, Cancelled>(moved)
+                })
+                .await
+                .expect("the first scope's body returned Ok")
+                .expect("the first scope was not cancelled");
+            nursery(|n: Nursery<'_, Cancelled>| async move {
+                n.spawn(async move {
+                    moved.await?;
+                    Ok(())
+                });
+                sleep(Duration::from_millis(5)).await?;
+                n.cancel_scope().cancel();
+                Ok(())
+            })
+            .await
+            .map_err(|error| error.is_cancelled())
+        });
+        let _ = tx.send(out);
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the nursery's cancel never reached the moved scope");
+    // The nursery's own scope caught the cancellation of its child.
+    assert_eq!(out, Ok(Some(())));
+}
+
+/// The old owner, still running, no longer cancels a scope future that
+/// moved away from it.
+#[test]
+fn a_scope_future_moved_away_is_not_cancelled_by_its_old_owner() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = futures::executor::block_on(async {
+            let old = CancelScope::new();
+            let old_handle = old.handle();
+            let mut moved = Box::pin(CancelScope::new().run_typed(async {
+                sleep(Duration::from_millis(20)).await?;
+                Ok::<_, Cancelled>("finished")
+            }));
+            let _ = old
+                .run_typed(async {
+                    assert!(futures::poll!(moved.as_mut()).is_pending());
+                    Ok::<_, Cancelled>(())
+                })
+                .await;
+            // Now polled outside `old`, which is cancelled meanwhile.
+            old_handle.cancel();
+            moved.await
+        });
+        let _ = tx.send(out);
+    });
+    let out = rx.recv_timeout(Duration::from_secs(10)).expect("hung");
+    assert_eq!(out, Ok(Some("finished")));
+}

@@ -305,7 +305,15 @@ where
                 }
                 *this.phase = ScopePhase::Entered;
             }
-            ScopePhase::Entered => {}
+            ScopePhase::Entered => {
+                // Moved to another task (or scope) since the last poll: the
+                // scope follows whoever polls it.
+                if let Some(node) = this.slot
+                    && context::with_current(|current| Node::moved(this.link.as_ref(), current))
+                {
+                    Node::relink_owned(node, this.link, context::current());
+                }
+            }
             ScopePhase::Exited => panic!("hatchery: a ScopeFuture was polled after it completed"),
         }
         let mut body = this.body;

@@ -623,6 +623,40 @@ impl Node {
         Link { parent, key }
     }
 
+    /// For the owner of a scope entered with `enter_owned`, at each later
+    /// poll: whether the scope is polled under another scope than the one
+    /// it is linked under (`current`, the poller's; no lock, no count).
+    pub(crate) fn moved(link: Option<&Link>, current: Option<&Arc<Node>>) -> bool {
+        match (link, current) {
+            (Some(link), Some(current)) => !Arc::ptr_eq(&link.parent, current),
+            (None, None) => false,
+            _ => true,
+        }
+    }
+
+    /// Moves a scope entered with `enter_owned` under `parent`, the scope of
+    /// whoever polls it now (`moved`): a scope future handed to another
+    /// task follows its new owner, whose cancellation and deadlines now
+    /// reach it (and its subtree), while its old owner's no longer do.
+    pub(crate) fn relink_owned(
+        this: &Arc<Node>,
+        link: &mut Option<Link>,
+        parent: Option<Arc<Node>>,
+    ) {
+        if let Some(Link { parent: old, key }) = link.take() {
+            let removed = old.lock().remove_child(key, this);
+            drop(removed);
+        }
+        match parent {
+            Some(parent) => *link = Some(Node::link_owned(this, parent)),
+            None => {
+                let mut inner = this.lock();
+                inner.parent = None;
+                this.update_locked(inner);
+            }
+        }
+    }
+
     /// `exit` for a scope's own node, by the owner that entered it with
     /// `enter_owned`; leaves `slot` empty. The node is taken out of its
     /// parent's list first (under the parent's lock); if nobody else refers
