@@ -805,11 +805,17 @@ impl fmt::Display for Report {
         self.fmt_tree(f)?;
         if !self.blocking.is_empty() {
             let abandoned = self.blocking.iter().filter(|t| t.abandoned).count();
-            writeln!(
+            write!(
                 f,
-                "blocking closures still on a thread: {} ({abandoned} abandoned so far)",
+                "blocking closures still on a thread: {}",
                 self.blocking.len()
             )?;
+            // Before a forced shutdown abandons them, none is: no "0
+            // abandoned so far" just before they are.
+            if abandoned > 0 {
+                write!(f, " ({abandoned} abandoned so far)")?;
+            }
+            writeln!(f)?;
             for task in &self.blocking {
                 writeln!(
                     f,

@@ -209,8 +209,111 @@ pub fn current_effective_deadline() -> Option<Instant> {
     }
 }
 
+/// [`move_on_after`] with an error type of your choosing (see
+/// [`typed`](crate::typed)).
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{sleep, typed, Cancelled};
+///
+/// # futures::executor::block_on(async {
+/// let out = typed::move_on_after(Duration::from_millis(5), async {
+///     sleep(Duration::from_secs(3600)).await?;
+///     Ok::<_, Cancelled>(())
+/// })
+/// .await;
+/// assert!(matches!(out, Ok(None)));
+/// # });
+/// ```
+#[track_caller]
+pub fn typed_move_on_after<F, T, E>(timeout: Duration, body: F) -> ScopeFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: CancelError,
+{
+    CancelScope::new().timeout(timeout).run_typed(body)
+}
+
+/// [`move_on_at`] with an error type of your choosing.
+///
+/// ```
+/// use std::time::Instant;
+/// use hatchery::{checkpoint, typed, Cancelled};
+///
+/// # futures::executor::block_on(async {
+/// let out = typed::move_on_at(Instant::now(), async {
+///     checkpoint().await?;
+///     Ok::<_, Cancelled>(())
+/// })
+/// .await;
+/// assert!(matches!(out, Ok(None)));
+/// # });
+/// ```
+#[track_caller]
+pub fn typed_move_on_at<F, T, E>(deadline: Instant, body: F) -> ScopeFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: CancelError,
+{
+    CancelScope::new().deadline(deadline).run_typed(body)
+}
+
+/// [`fail_after`] with an error type of your choosing (it needs
+/// `From<`[`TimedOut`]`>`; `std::io::Error` has it).
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{sleep, typed};
+///
+/// # futures::executor::block_on(async {
+/// let out: Result<(), std::io::Error> = typed::fail_after(Duration::from_millis(5), async {
+///     sleep(Duration::from_secs(3600)).await?;
+///     Ok(())
+/// })
+/// .await;
+/// assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+/// # });
+/// ```
+#[track_caller]
+pub fn typed_fail_after<F, T, E>(timeout: Duration, body: F) -> impl Future<Output = Result<T, E>>
+where
+    F: Future<Output = Result<T, E>>,
+    E: CancelError + From<TimedOut>,
+{
+    fail_in(CancelScope::new().timeout(timeout), body)
+}
+
+/// [`fail_at`] with an error type of your choosing.
+///
+/// ```
+/// use std::time::Instant;
+/// use hatchery::{checkpoint, typed};
+///
+/// # futures::executor::block_on(async {
+/// let out: Result<(), std::io::Error> = typed::fail_at(Instant::now(), async {
+///     checkpoint().await?;
+///     Ok(())
+/// })
+/// .await;
+/// assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+/// # });
+/// ```
+#[track_caller]
+pub fn typed_fail_at<F, T, E>(deadline: Instant, body: F) -> impl Future<Output = Result<T, E>>
+where
+    F: Future<Output = Result<T, E>>,
+    E: CancelError + From<TimedOut>,
+{
+    fail_in(CancelScope::new().deadline(deadline), body)
+}
+
 /// Runs `body` in a scope whose deadline is `timeout` after it is entered;
 /// `Ok(None)` if that deadline cancelled it.
+///
+/// The body returns a `Result` (so that `?` unwinds a cancellation). To put
+/// a deadline on a future from another crate, wrap it: `move_on_after(d,
+/// async { Ok(future.await) })`; at the deadline it is dropped, as
+/// `tokio::time::timeout` would.
 ///
 /// # Examples
 ///
@@ -225,15 +328,19 @@ pub fn current_effective_deadline() -> Option<Instant> {
 /// })
 /// .await;
 /// assert!(matches!(out, Ok(None)));
+///
+/// // Another crate's future: it cannot see the cancellation, so it is dropped.
+/// let never = futures::future::pending::<u32>();
+/// let out = move_on_after(Duration::from_millis(5), async { Ok(never.await) }).await;
+/// assert!(matches!(out, Ok(None)));
 /// # });
 /// ```
 #[track_caller]
-pub fn typed_move_on_after<F, T, E>(timeout: Duration, body: F) -> ScopeFuture<F>
+pub fn move_on_after<F, T>(timeout: Duration, body: F) -> ScopeFuture<F>
 where
-    F: Future<Output = Result<T, E>>,
-    E: CancelError,
+    F: Future<Output = Result<T, Error>>,
 {
-    CancelScope::new().timeout(timeout).run_typed(body)
+    typed_move_on_after(timeout, body)
 }
 
 /// Runs `body` in a scope with an absolute deadline; `Ok(None)` if that
@@ -256,12 +363,11 @@ where
 /// # });
 /// ```
 #[track_caller]
-pub fn typed_move_on_at<F, T, E>(deadline: Instant, body: F) -> ScopeFuture<F>
+pub fn move_on_at<F, T>(deadline: Instant, body: F) -> ScopeFuture<F>
 where
-    F: Future<Output = Result<T, E>>,
-    E: CancelError,
+    F: Future<Output = Result<T, Error>>,
 {
-    CancelScope::new().deadline(deadline).run_typed(body)
+    typed_move_on_at(deadline, body)
 }
 
 /// Runs `body` in a scope whose deadline is `timeout` after it is entered; if
@@ -299,12 +405,11 @@ where
 /// # });
 /// ```
 #[track_caller]
-pub fn typed_fail_after<F, T, E>(timeout: Duration, body: F) -> impl Future<Output = Result<T, E>>
+pub fn fail_after<F, T>(timeout: Duration, body: F) -> impl Future<Output = Result<T, Error>>
 where
-    F: Future<Output = Result<T, E>>,
-    E: CancelError + From<TimedOut>,
+    F: Future<Output = Result<T, Error>>,
 {
-    fail_in(CancelScope::new().timeout(timeout), body)
+    typed_fail_after(timeout, body)
 }
 
 /// Like [`fail_after`], with an absolute deadline.
@@ -322,101 +427,6 @@ where
 /// })
 /// .await;
 /// assert!(out.unwrap_err().downcast_ref::<hatchery::TimedOut>().is_some());
-/// # });
-/// ```
-#[track_caller]
-pub fn typed_fail_at<F, T, E>(deadline: Instant, body: F) -> impl Future<Output = Result<T, E>>
-where
-    F: Future<Output = Result<T, E>>,
-    E: CancelError + From<TimedOut>,
-{
-    fail_in(CancelScope::new().deadline(deadline), body)
-}
-
-/// [`move_on_after`] with an error type of your choosing (see
-/// [`typed`](crate::typed)).
-///
-/// ```
-/// use std::time::Duration;
-/// use hatchery::{sleep, typed, Cancelled};
-///
-/// # futures::executor::block_on(async {
-/// let out = typed::move_on_after(Duration::from_millis(5), async {
-///     sleep(Duration::from_secs(3600)).await?;
-///     Ok::<_, Cancelled>(())
-/// })
-/// .await;
-/// assert!(matches!(out, Ok(None)));
-/// # });
-/// ```
-#[track_caller]
-pub fn move_on_after<F, T>(timeout: Duration, body: F) -> ScopeFuture<F>
-where
-    F: Future<Output = Result<T, Error>>,
-{
-    typed_move_on_after(timeout, body)
-}
-
-/// [`move_on_at`] with an error type of your choosing.
-///
-/// ```
-/// use std::time::Instant;
-/// use hatchery::{checkpoint, typed, Cancelled};
-///
-/// # futures::executor::block_on(async {
-/// let out = typed::move_on_at(Instant::now(), async {
-///     checkpoint().await?;
-///     Ok::<_, Cancelled>(())
-/// })
-/// .await;
-/// assert!(matches!(out, Ok(None)));
-/// # });
-/// ```
-#[track_caller]
-pub fn move_on_at<F, T>(deadline: Instant, body: F) -> ScopeFuture<F>
-where
-    F: Future<Output = Result<T, Error>>,
-{
-    typed_move_on_at(deadline, body)
-}
-
-/// [`fail_after`] with an error type of your choosing (it needs
-/// `From<`[`TimedOut`]`>`; `std::io::Error` has it).
-///
-/// ```
-/// use std::time::Duration;
-/// use hatchery::{sleep, typed};
-///
-/// # futures::executor::block_on(async {
-/// let out: Result<(), std::io::Error> = typed::fail_after(Duration::from_millis(5), async {
-///     sleep(Duration::from_secs(3600)).await?;
-///     Ok(())
-/// })
-/// .await;
-/// assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
-/// # });
-/// ```
-#[track_caller]
-pub fn fail_after<F, T>(timeout: Duration, body: F) -> impl Future<Output = Result<T, Error>>
-where
-    F: Future<Output = Result<T, Error>>,
-{
-    typed_fail_after(timeout, body)
-}
-
-/// [`fail_at`] with an error type of your choosing.
-///
-/// ```
-/// use std::time::Instant;
-/// use hatchery::{checkpoint, typed};
-///
-/// # futures::executor::block_on(async {
-/// let out: Result<(), std::io::Error> = typed::fail_at(Instant::now(), async {
-///     checkpoint().await?;
-///     Ok(())
-/// })
-/// .await;
-/// assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
 /// # });
 /// ```
 #[track_caller]
