@@ -1146,7 +1146,7 @@ impl Drop for StopWorkers<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::atomic::AtomicBool;
     use std::sync::mpsc;
 
     use super::*;
@@ -1241,6 +1241,8 @@ mod tests {
     #[cfg(feature = "tokio")]
     #[test]
     fn on_tokio_workers_that_never_yield_do_not_hold_run_past_its_grace_period() {
+        use std::sync::atomic::AtomicUsize;
+
         for workers in [1, 2] {
             let spinning = Arc::new(AtomicBool::new(true));
             let (send, returned) = mpsc::channel();
