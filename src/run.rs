@@ -542,10 +542,12 @@ impl<E> Builder<E> {
         // grace period and its signals for ever.
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.worker_threads(threads);
-        // hatchery's timers (sleeps, deadlines, the grace period) are
-        // tokio's on every thread of this root: async-io's would start a
-        // reactor and a thread of their own, at the worst moment (the
-        // shutdown, when every connection arms its grace timer).
+        // hatchery's timers (sleeps, deadlines) are tokio's on every thread
+        // of this root: async-io's would each go through async-io's reactor
+        // thread, at the worst moment (the shutdown, when every connection
+        // arms its grace timer). The one exception is the root's grace
+        // period (`clock::timer_at_always`), which must fire with every
+        // tokio worker held: it starts that thread once, at the cancel.
         let runtime = match builder
             .enable_all()
             .thread_name_fn(|| "hatchery-worker-tokio".to_owned())

@@ -659,3 +659,110 @@ fn a_scope_future_moved_away_is_not_cancelled_by_its_old_owner() {
     let out = rx.recv_timeout(Duration::from_secs(10)).expect("hung");
     assert_eq!(out, Ok(Some("finished")));
 }
+
+/// The same for a nursery future: its scope follows whoever polls it (review
+/// of the scope fix: a moved nursery stayed under its first poller).
+#[test]
+fn a_nursery_future_moved_to_another_task_follows_its_new_owner() {
+    use std::future::Future;
+    use std::pin::Pin;
+    type Moved = Pin<Box<dyn Future<Output = Result<(), Cancelled>> + Send>>;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = futures::executor::block_on(async {
+            let moved: Moved = CancelScope::new()
+                .run_typed(async {
+                    let mut moved: Moved = Box::pin(async {
+                        nursery(|_n: Nursery<'_, Cancelled>| async move {
+                            sleep_forever().await?;
+                            Ok(())
+                        })
+                        .await
+                        .map(drop)
+                        .map_err(|_| Cancelled)
+                    });
+                    assert!(futures::poll!(moved.as_mut()).is_pending());
+                    Ok::<_, Cancelled>(moved)
+                })
+                .await
+                .expect("the first scope's body returned Ok")
+                .expect("the first scope was not cancelled");
+            nursery(|n: Nursery<'_, Cancelled>| async move {
+                n.spawn(async move {
+                    moved.await?;
+                    Ok(())
+                });
+                sleep(Duration::from_millis(5)).await?;
+                n.cancel_scope().cancel();
+                Ok(())
+            })
+            .await
+            .map_err(|error| error.is_cancelled())
+        });
+        let _ = tx.send(out);
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the nursery's cancel never reached the moved nursery");
+    assert_eq!(out, Ok(Some(())));
+}
+
+/// A task inside a scope that awaits that scope's own future can never
+/// finish; it is told so, rather than the scope tree becoming a cycle (a
+/// worker then spun for ever on the scope's deadline).
+#[test]
+fn a_task_awaiting_the_scope_it_runs_in_panics_with_a_clear_message() {
+    use futures::FutureExt;
+    use std::future::Future;
+    use std::pin::Pin;
+    type Moved = Pin<Box<dyn Future<Output = Result<Option<()>, Cancelled>> + Send>>;
+    let (said_tx, said_rx) = std::sync::mpsc::channel::<String>();
+    let out = hatchery::Builder::new()
+        .error_type::<Cancelled>()
+        .handle_signals(false)
+        .worker_threads(1)
+        .run(|_root: Nursery<'_, Cancelled>| async move {
+            let (tx, rx) = futures::channel::oneshot::channel::<Moved>();
+            let mut scope: Moved =
+                Box::pin(
+                    CancelScope::new()
+                        .timeout(Duration::from_millis(100))
+                        .run_typed(async move {
+                            nursery(|n: Nursery<'_, Cancelled>| async move {
+                                n.spawn_parallel(async move {
+                                    let scope = rx.await.expect("sent");
+                                    let caught =
+                                        std::panic::AssertUnwindSafe(scope).catch_unwind().await;
+                                    let message =
+                                        caught.err().map_or_else(String::new, |payload| {
+                                            match payload.downcast::<String>() {
+                                                Ok(message) => *message,
+                                                Err(payload) => payload
+                                                    .downcast_ref::<&str>()
+                                                    .map_or_else(String::new, |message| {
+                                                        (*message).to_owned()
+                                                    }),
+                                            }
+                                        });
+                                    let _ = said_tx.send(message);
+                                    Ok(())
+                                });
+                                sleep_forever().await?;
+                                Ok(())
+                            })
+                            .await
+                            .map_err(|_| Cancelled)?;
+                            Ok(())
+                        }),
+                );
+            assert!(futures::poll!(scope.as_mut()).is_pending());
+            let _ = tx.send(scope);
+            sleep(Duration::from_millis(300)).await?;
+            Ok(())
+        });
+    let said = said_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the task never returned");
+    assert!(said.contains("awaits that scope's own future"), "{said:?}");
+    assert!(out.is_ok(), "{out:?}");
+}

@@ -976,3 +976,66 @@ fn join_all_over_forty_shielded_cleanups_runs_each_on_cancel() {
     assert!(out.is_ok(), "{out:?}");
     assert_eq!(cleaned.load(Ordering::SeqCst), 40);
 }
+
+/// A scope future polled inside a combinator (with a waker other than its
+/// task's: it holds its task, `cancel::foreign::Hold`) and then moved away:
+/// the hold moves with it. The task it left then waits in a foreign future,
+/// which the nursery's cancel must drop; the stale hold kept it for ever
+/// (review of the moved-scope fix).
+fn moved_hold_case(to_a_sibling: bool) -> Option<Result<Option<()>, bool>> {
+    use futures::FutureExt;
+    type Moved = Pin<Box<dyn Future<Output = Result<Option<()>, Cancelled>> + Send>>;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            let (send, receive) = futures::channel::oneshot::channel::<Moved>();
+            n.spawn(async move {
+                let mut scope: Moved = Box::pin(CancelScope::new().shield(true).run_typed(async {
+                    sleep(Duration::from_millis(50)).await?;
+                    Ok::<_, Cancelled>(())
+                }));
+                // A combinator's poll: a waker of its own.
+                assert!((&mut scope).now_or_never().is_none());
+                let _ = send.send(scope);
+                std::future::pending::<()>().await; // foreign
+                Ok(())
+            });
+            if to_a_sibling {
+                n.spawn(async move {
+                    receive.await.expect("sent").await?;
+                    Ok(())
+                });
+            } else {
+                let scope = receive.await.expect("sent");
+                // A plain thread, outside any scope.
+                std::thread::spawn(move || {
+                    let _ = futures::executor::block_on(scope);
+                });
+            }
+            sleep(Duration::from_millis(20)).await?;
+            n.cancel_scope().cancel();
+            Ok(())
+        }))
+        .map_err(|error| error.is_cancelled());
+        let _ = tx.send(out);
+    });
+    rx.recv_timeout(Duration::from_secs(10)).ok()
+}
+
+#[test]
+fn a_held_scope_future_moved_to_a_thread_lets_its_old_task_be_dropped() {
+    assert_eq!(
+        moved_hold_case(false),
+        Some(Ok(Some(()))),
+        "the nursery hung"
+    );
+}
+
+#[test]
+fn a_held_scope_future_moved_to_a_sibling_lets_its_old_task_be_dropped() {
+    assert_eq!(
+        moved_hold_case(true),
+        Some(Ok(Some(()))),
+        "the nursery hung"
+    );
+}

@@ -320,6 +320,26 @@ impl Hold {
         self.pending = true;
         if self.held.is_none() {
             self.hold(cx);
+        } else {
+            self.follow(cx);
+        }
+    }
+
+    /// Held already: if the await is now polled by another task, or in
+    /// another scope (its future moved), the hold moves with it, and the
+    /// old one's owner is told to look at its task again.
+    #[cold]
+    fn follow(&mut self, cx: &Context<'_>) {
+        let task = context::holder(cx.waker());
+        let stays = self.held.as_ref().is_some_and(|held| {
+            task == Some(held.1)
+                && context::with_current(|current| current.is_some_and(|c| Arc::ptr_eq(c, &held.0)))
+        });
+        if !stays {
+            if let Some(held) = self.held.take() {
+                held.0.release_moved(held.1);
+            }
+            self.hold(cx);
         }
     }
 

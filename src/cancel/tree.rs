@@ -371,6 +371,18 @@ impl Node {
         }
     }
 
+    /// Ends a hold of `task` whose await moved away (polled by another task
+    /// now, or in another scope): its owner kept the task for that await's
+    /// wake, which will not come; the node's waiters are told so that its
+    /// owner looks at the task again.
+    pub(crate) fn release_moved(&self, task: usize) {
+        self.release(task);
+        fence(Ordering::SeqCst);
+        if self.listened.load(Ordering::Relaxed) {
+            self.waiters.notify();
+        }
+    }
+
     /// Whether `task` holds a pending hatchery await in this scope (any
     /// task, if `None`: the scope's own single task).
     pub(crate) fn holds(&self, task: Option<usize>) -> bool {
@@ -643,6 +655,7 @@ impl Node {
         link: &mut Option<Link>,
         parent: Option<Arc<Node>>,
     ) {
+        this.refuse_own_subtree(parent.as_ref());
         if let Some(Link { parent: old, key }) = link.take() {
             let removed = old.lock().remove_child(key, this);
             drop(removed);
@@ -654,6 +667,30 @@ impl Node {
                 inner.parent = None;
                 this.update_locked(inner);
             }
+        }
+    }
+
+    /// `relink_owned` for a node linked with `link`/`enter` (a nursery's).
+    pub(crate) fn relink(self: &Arc<Self>, parent: Option<&Arc<Node>>) {
+        self.refuse_own_subtree(parent);
+        self.unlink();
+        self.link(parent);
+    }
+
+    /// Panics if `parent` is this node or under it: the scope's future is
+    /// polled by a task inside that scope (it awaits the scope it runs in),
+    /// which can never finish, and linking it there would make the tree a
+    /// cycle. One lock at a time, up the parents (a relink is rare).
+    fn refuse_own_subtree(self: &Arc<Self>, parent: Option<&Arc<Node>>) {
+        let mut up = parent.cloned();
+        while let Some(node) = up {
+            assert!(
+                !Arc::ptr_eq(&node, self),
+                "hatchery: a task inside a cancel scope (or nursery) awaits that scope's own \
+                 future, which waits for the task: it can never finish. Await the scope from \
+                 outside it"
+            );
+            up = node.lock().parent.clone();
         }
     }
 

@@ -62,6 +62,10 @@ pin_project! {
         // leaving is still to yield once more.
         exit_yield: bool,
         phase: NurseryPhase,
+        // The address of the scope the nursery's scope is linked under (0:
+        // none), to see that it moved (the link keeps that scope alive, so
+        // the address names it).
+        parent: usize,
         // What the nursery tells its own task's owner (`cancel::foreign::Hold`).
         hold: Hold,
         // Where the failures go if it is dropped before it finished (`run`'s
@@ -154,6 +158,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             yielded: false,
             exit_yield: false,
             phase: NurseryPhase::Idle,
+            parent: 0,
             hold: Hold::default(),
             dropped_failures: None,
         }
@@ -415,10 +420,19 @@ where
         let this = self.project();
         match this.phase {
             NurseryPhase::Idle => {
+                *this.parent = context::with_current(address);
                 enter_node(&this.shared.node, None);
                 *this.phase = NurseryPhase::Running;
             }
-            NurseryPhase::Running => {}
+            NurseryPhase::Running => {
+                // Moved to another task (or scope) since the last poll: the
+                // nursery's scope follows whoever polls it, as a scope does.
+                if context::with_current(address) != *this.parent {
+                    let current = context::current();
+                    this.shared.node.relink(current.as_ref());
+                    *this.parent = address(current.as_ref());
+                }
+            }
             NurseryPhase::Exited => {
                 panic!("hatchery: a nursery future was polled after it completed")
             }
@@ -801,4 +815,10 @@ mod tests {
         assert!(matches!(out, Ok(None)), "{out:?}");
         assert!(handle.cancelled_caught());
     }
+}
+
+/// The address of a scope's node, 0 for none: names it while something
+/// keeps it alive.
+fn address(node: Option<&Arc<Node>>) -> usize {
+    node.map_or(0, |node| Arc::as_ptr(node) as usize)
 }
