@@ -632,6 +632,15 @@ macro_rules! handle_methods {
             /// thread cannot be stopped from outside; its handle reports
             /// the cancellation), and never holds the nursery open.
             ///
+            /// There is no limiter (trio's default one allows 40 threads):
+            /// the pools grow to 500 threads (smol's `blocking`) or 512
+            /// (tokio's), and closures beyond that wait for a thread. To
+            /// bound them, hold a permit of a semaphore of yours (taken in
+            /// the async code, moved into the closure). Inside the closure,
+            /// the cancellation is only in its handle: hatchery's free
+            /// functions (`check_cancelled`, `current_scope`) see no scope
+            /// on the pool's thread.
+            ///
             /// # Examples
             ///
             /// ```
