@@ -56,6 +56,12 @@ impl Scope {
         self.0.set_shield(shield);
     }
 
+    /// `Node::relink`: moves the node under `parent`, as a nursery does
+    /// when it is polled by another task.
+    pub fn relink(&self, parent: Option<&Scope>) {
+        self.0.relink(parent.map(|parent| &parent.0));
+    }
+
     /// `Node::unlink` (what a scope does when it exits).
     pub fn unlink(&self) {
         self.0.unlink();
@@ -136,6 +142,24 @@ impl OwnedScope {
     /// The cached effective state (one load).
     pub fn state(&self) -> u64 {
         self.slot.as_ref().map_or(NEVER, |node| node.state())
+    }
+
+    /// Moves the scope under `parent`, as its owner does when it is polled
+    /// by another task (`Node::relink_owned`).
+    pub fn relink(&mut self, parent: Option<&Scope>) {
+        let Some(node) = &self.slot else {
+            return;
+        };
+        Node::relink_owned(
+            node,
+            &mut self.link,
+            parent.map(|parent| Arc::clone(&parent.0)),
+        );
+    }
+
+    /// `Node::listen` on the scope's node.
+    pub fn listen(&self) -> impl Future<Output = ()> + Send + Unpin + 'static {
+        self.slot.as_ref().expect("entered").listen()
     }
 
     /// Exits the scope (`Node::exit_owned`).

@@ -416,6 +416,55 @@ fn a_scope_exiting_without_its_lock_while_its_parent_is_cancelled_leaves_no_link
     });
 }
 
+/// A scope future moved to another task relinks its node under the new
+/// owner's scope (`Node::relink_owned`) while another thread cancels that
+/// new parent: whichever comes first, the scope ends cancelled, listed
+/// under the new parent only, and a listener on it is told.
+#[test]
+fn a_scope_relinked_under_a_parent_being_cancelled_ends_cancelled() {
+    model(|| {
+        let old = Scope::new(None, false);
+        let new = Scope::new(None, false);
+        let mut child = OwnedScope::enter(Some(&old));
+        let mut listener = child.listen();
+        let canceller = cancel_on_another_thread(&new);
+        child.relink(Some(&new));
+        canceller.join().unwrap();
+        assert_eq!(child.state(), CANCELLED, "the scope follows its new parent");
+        assert!(
+            notified(&mut listener),
+            "its state changed: its listener must know"
+        );
+        assert_eq!(old.children(), 0);
+        assert_eq!(new.children(), 1);
+        child.exit();
+        assert_eq!(new.children(), 0);
+        assert_eq!(old.references(), 1, "nothing refers to the old parent");
+    });
+}
+
+/// The old owner's scope is cancelled while the scope moves away from it
+/// (a nursery's node, `Node::relink`): whichever comes first, the scope
+/// ends uncancelled under its new parent, and the old one's push-down
+/// never reaches it afterwards.
+#[test]
+fn a_nursery_relinked_away_from_a_parent_being_cancelled_ends_uncancelled() {
+    model(|| {
+        let old = Scope::new(None, false);
+        let new = Scope::new(None, false);
+        let child = Scope::new(Some(&old), false);
+        let canceller = cancel_on_another_thread(&old);
+        child.relink(Some(&new));
+        canceller.join().unwrap();
+        assert_eq!(old.state(), CANCELLED);
+        assert_eq!(child.state(), NEVER, "the old owner's cancel stays with it");
+        assert!(!child.is_cancelled());
+        assert_eq!(old.children(), 0);
+        assert_eq!(new.children(), 1);
+        child.unlink();
+    });
+}
+
 /// A scope's owner exits it while one thread cancels the parent (whose
 /// push-down may hold the node, sending the owner down the locked path
 /// after it already took the node out of the list) and another enters a
