@@ -805,9 +805,10 @@ impl fmt::Display for SpawnError {
                  body or one of its children, or open a new nursery",
             ),
             SpawnError::NoExecutor => f.write_str(
-                "spawn_parallel() needs the executor of a surrounding hatchery::run, and there \
-                 is none on this thread; use spawn_on(&executor, child) with your own executor \
-                 (an async_executor::Executor, or a tokio Handle with the `tokio` feature)",
+                "spawn_parallel() needs the executor of a surrounding hatchery::run (or, with \
+                 the `tokio` feature, a tokio runtime), and there is none on this thread; use \
+                 spawn_on(&executor, child) with your own executor (an \
+                 async_executor::Executor, or a tokio Handle with the `tokio` feature)",
             ),
         }
     }

@@ -524,6 +524,43 @@ mod tokio_adapter {
         assert_eq!(count.load(Ordering::SeqCst), 100);
     }
 
+    /// Inside a tokio runtime of the user's (`#[tokio::main]`), with no
+    /// `run` around, `spawn_parallel` spawns on that runtime, as
+    /// `tokio::spawn` would (a tokio user's expectation: a migration round
+    /// found it refused with `NoExecutor`).
+    #[test]
+    fn spawn_parallel_inside_a_tokio_runtime_uses_that_runtime() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("user-tokio-worker")
+            .enable_time()
+            .build()
+            .unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let counter = count.clone();
+        let out = runtime.block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            for _ in 0..20 {
+                let counter = counter.clone();
+                n.spawn_parallel(async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    assert_eq!(thread_name(), "user-tokio-worker");
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                });
+            }
+            // Cancelled like any parallel child.
+            n.spawn_parallel(async {
+                sleep_forever().await?;
+                Ok(())
+            });
+            sleep(Duration::from_millis(20)).await?;
+            n.cancel_scope().cancel();
+            Ok(())
+        }));
+        assert_eq!(out.unwrap(), Some(()));
+        assert_eq!(count.load(Ordering::SeqCst), 20);
+    }
+
     #[test]
     fn a_shut_down_tokio_runtime_loses_no_child_silently() {
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -250,6 +250,12 @@ macro_rules! handle_methods {
                 E: Send + 'static,
             {
                 let Some(spawner) = default_spawner() else {
+                    // Inside a tokio runtime of the user's (no `run`
+                    // around): on that runtime, as `tokio::spawn` would.
+                    #[cfg(feature = "tokio")]
+                    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                        return self.spawn_on_as(info, &handle, future);
+                    }
                     // A closed nursery says so first, as every spawn does.
                     return Err(if self.shared.lock().closed {
                         SpawnError::Closed
@@ -549,12 +555,16 @@ macro_rules! handle_methods {
             }
 
             /// Spawns a parallel child on the executor of the surrounding
-            /// [`run`](crate::run); see [`spawn_on`](Self::spawn_on).
+            /// [`run`](crate::run); see [`spawn_on`](Self::spawn_on). With
+            /// the `tokio` feature, outside `run` but inside a tokio
+            /// runtime (`#[tokio::main]`), on that runtime, as
+            /// `tokio::spawn` would.
             ///
             /// # Panics
             ///
-            /// Outside `run` (there is no default executor), or if the
-            /// nursery has closed; see [`try_spawn_parallel`](Self::try_spawn_parallel).
+            /// Outside `run` and any tokio runtime (there is no default
+            /// executor), or if the nursery has closed; see
+            /// [`try_spawn_parallel`](Self::try_spawn_parallel).
             ///
             /// # Examples
             ///
