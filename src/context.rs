@@ -356,6 +356,13 @@ fn told_or_shielded(node: &Node) -> u8 {
         }
 }
 
+/// The address of a scope's node, 0 for none: names it while something
+/// keeps it alive (for an owner that looks whether it moved: the node it is
+/// linked under is kept alive by that link).
+pub(crate) fn address(node: Option<&Arc<Node>>) -> usize {
+    node.map_or(0, |node| Arc::as_ptr(node) as usize)
+}
+
 /// A reference to the current scope's node, if any.
 pub(crate) fn current() -> Option<Arc<Node>> {
     with_current(|node| node.cloned())

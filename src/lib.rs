@@ -72,8 +72,7 @@
 //! started scope future moved elsewhere (sent to another task, or awaited
 //! inside another scope) follows its new owner at its next poll, whose
 //! cancellation and deadlines then reach it, and its old owner's no longer
-//! do (a nursery future too; a `start()` future stays where it was first
-//! polled). (The shield
+//! do (a nursery future and a `start()` future too). (The shield
 //! of [`cancel_gracefully`](CancellableExt::cancel_gracefully) joins the
 //! tree only if its future is still running after its stop.)
 //!

@@ -664,3 +664,52 @@ fn a_child_started_in_its_closure_is_reached_by_the_nurserys_cancellation() {
         "hung: the nursery's cancellation did not reach the child"
     );
 }
+
+/// A `start()` future polled first in one task and awaited in another,
+/// before its child called `started`: the starting child is in the scope of
+/// whoever awaits `start()` now, so that one's cancellation reaches it (as a
+/// moved scope or nursery future follows its poller).
+#[test]
+fn a_start_future_moved_to_another_task_follows_its_new_owner() {
+    use std::future::Future;
+    use std::pin::Pin;
+    type Moved<'a> = Pin<Box<dyn Future<Output = Result<(), Cancelled>> + Send + 'a>>;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            let starting: Moved<'_> = CancelScope::new()
+                .run_typed(async {
+                    let mut starting: Moved<'_> =
+                        Box::pin(n.start(|status: Started<()>| async move {
+                            sleep_forever().await?;
+                            status.started(());
+                            Ok(())
+                        }));
+                    // Its first poll, under this scope, which then exits.
+                    assert!(futures::poll!(starting.as_mut()).is_pending());
+                    Ok::<_, Cancelled>(starting)
+                })
+                .await
+                .expect("the first scope's body returned Ok")
+                .expect("the first scope was not cancelled");
+            nursery(|other: Nursery<'_, Cancelled>| async move {
+                other.spawn(async move {
+                    starting.await?;
+                    Ok(())
+                });
+                sleep(Duration::from_millis(5)).await?;
+                other.cancel_scope().cancel();
+                Ok(())
+            })
+            .await
+            .map_err(|_| Cancelled)?;
+            Ok(())
+        }))
+        .map_err(|error| error.is_cancelled());
+        let _ = tx.send(out);
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the new owner's cancellation never reached the starting child");
+    assert_eq!(out, Ok(Some(())));
+}

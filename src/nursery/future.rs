@@ -420,17 +420,17 @@ where
         let this = self.project();
         match this.phase {
             NurseryPhase::Idle => {
-                *this.parent = context::with_current(address);
+                *this.parent = context::with_current(context::address);
                 enter_node(&this.shared.node, None);
                 *this.phase = NurseryPhase::Running;
             }
             NurseryPhase::Running => {
                 // Moved to another task (or scope) since the last poll: the
                 // nursery's scope follows whoever polls it, as a scope does.
-                if context::with_current(address) != *this.parent {
+                if context::with_current(context::address) != *this.parent {
                     let current = context::current();
                     this.shared.node.relink(current.as_ref());
-                    *this.parent = address(current.as_ref());
+                    *this.parent = context::address(current.as_ref());
                 }
             }
             NurseryPhase::Exited => {
@@ -815,10 +815,4 @@ mod tests {
         assert!(matches!(out, Ok(None)), "{out:?}");
         assert!(handle.cancelled_caught());
     }
-}
-
-/// The address of a scope's node, 0 for none: names it while something
-/// keeps it alive.
-fn address(node: Option<&Arc<Node>>) -> usize {
-    node.map_or(0, |node| Arc::as_ptr(node) as usize)
 }

@@ -302,6 +302,9 @@ pub(crate) struct StartFuture<C, V, E> {
     wrap: fn(Scoped<C, E>) -> C,
     info: TaskInfo,
     phase: StartPhase,
+    /// The address of the scope the task scope was linked under at the
+    /// first poll (`context::address`), to see that `start()` moved.
+    parent: usize,
     /// What `start()` tells its own task's owner (`cancel::foreign::Hold`).
     hold: Hold,
 }
@@ -327,6 +330,7 @@ impl<C, V, E> StartFuture<C, V, E> {
             wrap,
             info,
             phase: StartPhase::Idle,
+            parent: 0,
             hold: Hold::default(),
         }
     }
@@ -445,11 +449,28 @@ where
                     let slot = this.state.lock();
                     slot.value.is_some() && !slot.stays
                 };
+                let current = context::current();
+                this.parent = context::address(current.as_ref());
                 if !started {
-                    this.state.task.link(context::current().as_ref());
+                    this.state.task.link(current.as_ref());
                 }
             }
-            StartPhase::Starting => {}
+            StartPhase::Starting => {
+                // Moved to another task (or scope) since the last poll: the
+                // starting child is in the scope of whoever awaits
+                // `start()` now, as a moved scope is. Under the lock
+                // `started` moves it into the nursery with: once moved
+                // there (not staying), it stays.
+                if context::with_current(context::address) != this.parent {
+                    let current = context::current();
+                    let slot = this.state.lock();
+                    if slot.value.is_none() || slot.stays {
+                        this.state.task.relink(current.as_ref());
+                    }
+                    drop(slot);
+                    this.parent = context::address(current.as_ref());
+                }
+            }
             StartPhase::Done => panic!("hatchery: a start() future was polled after it completed"),
         }
         let Some(child) = &mut this.child else {
