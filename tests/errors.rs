@@ -673,3 +673,50 @@ fn a_scope_catches_a_cancellation_held_inside_an_io_error() {
     assert!(handle.cancelled_caught(), "{error}");
     assert!(error.to_string().contains("cleanup 2"), "{error}");
 }
+
+/// A supervised child on an executor of the user's (`spawn_on`): its
+/// failure goes to its handler, its siblings go on, the nursery returns
+/// `Ok` (a supervision gap: `Supervised` had `spawn` and `spawn_parallel`
+/// only).
+#[test]
+fn a_supervised_child_spawned_on_an_executor_is_handled_there() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let executor = async_executor::Executor::new();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let (finished_ref, handled_ref) = (Arc::clone(&finished), Arc::clone(&handled));
+    let ex = &executor;
+    let out = futures_lite::future::block_on(ex.run(async move {
+        hatchery::nursery(|n| async move {
+            for id in 0..10 {
+                let (finished, handled) = (Arc::clone(&finished_ref), Arc::clone(&handled_ref));
+                n.named(format!("job {id}"))
+                    .on_failure(move |failure| {
+                        handled.lock().unwrap().push((
+                            failure.task.name().map(String::from),
+                            failure.error.to_string(),
+                        ));
+                        Ok(())
+                    })
+                    .spawn_on(ex, async move {
+                        hatchery::sleep(std::time::Duration::from_millis(2)).await?;
+                        if id == 3 {
+                            return Err(hatchery::Error::msg("bad job"));
+                        }
+                        hatchery::sleep(std::time::Duration::from_millis(5)).await?;
+                        finished.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    });
+            }
+            Ok("done")
+        })
+        .await
+    }));
+    assert_eq!(out.unwrap(), Some("done"));
+    assert_eq!(finished.load(Ordering::SeqCst), 9);
+    assert_eq!(
+        *handled.lock().unwrap(),
+        [(Some("job 3".to_owned()), "bad job".to_owned())]
+    );
+}

@@ -1137,6 +1137,45 @@ macro_rules! handle_methods {
                     closed_panic(error, "the handle's try_spawn_parallel (a supervised child has no try_ method)")
                 }
             }
+
+            /// Spawns the supervised child on `spawner` (see
+            #[doc = concat!("[`spawn_on`](", stringify!($handle), "::spawn_on)),")]
+            /// your own executor or a tokio `Handle`; its handlers travel
+            /// with it, as with [`spawn_parallel`](Self::spawn_parallel).
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::", $example_nursery, ";")]
+            /// let executor = async_executor::Executor::new();
+            /// let ex = &executor;
+            /// futures_lite::future::block_on(ex.run(async move {
+            #[doc = concat!("    ", $example_nursery, "(|n| async move {")]
+            ///         n.named("request")
+            ///             .on_failure(|_failure| Ok(())) // logged elsewhere; the others go on
+            ///             .spawn_on(ex, async { Err(hatchery::Error::msg("handled")) });
+            ///         Ok(())
+            ///     })
+            ///     .await
+            ///     .unwrap();
+            /// }));
+            /// ```
+            #[track_caller]
+            pub fn spawn_on<'env, S, F>(self, spawner: &S, future: F)
+            where
+                'env: 'a,
+                S: Spawn<'env> + ?Sized,
+                F: Future<Output = Result<(), E>> + Send + 'env,
+                E: Send + 'env,
+                H: Send + 'env,
+                P: Send + 'env,
+            {
+                let info = TaskInfo::new(Some(self.builder.name));
+                let handle = self.builder.handle;
+                let table = Arc::clone(&handle.shared.table);
+                let supervised = Supervise::new(future, info.clone(), table, self.on_error, self.on_panic);
+                if let Err(error) = handle.spawn_on_as(info, spawner, supervised) {
+                    closed_panic(error, "the handle's try_spawn_on (a supervised child has no try_ method)")
+                }
+            }
         }
     };
 }
@@ -1156,7 +1195,7 @@ macro_rules! handle_methods {
 /// })
 /// .unwrap();
 /// ```
-#[must_use = "a supervised child is spawned only by spawn or spawn_parallel"]
+#[must_use = "a supervised child is spawned only by spawn, spawn_parallel or spawn_on"]
 pub struct Supervised<'h, H, OnError, OnPanic> {
     builder: TaskBuilder<'h, H>,
     on_error: OnError,
