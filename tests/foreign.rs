@@ -1039,3 +1039,47 @@ fn a_held_scope_future_moved_to_a_sibling_lets_its_old_task_be_dropped() {
         "the nursery hung"
     );
 }
+
+/// The old owner of a held task is a scope (not a nursery): it keeps the
+/// task for the held await's wake, and must listen too, so that a hold that
+/// moves away *after* its timeout is seen and the task dropped (review: the
+/// scope's task waited in its foreign future for ever).
+#[test]
+fn a_hold_moved_away_after_its_scopes_timeout_lets_the_scope_drop_its_task() {
+    use futures::FutureExt;
+    type Moved = Pin<Box<dyn Future<Output = Result<Option<()>, Cancelled>> + Send>>;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = futures::executor::block_on(async {
+            let (send, receive) = futures::channel::oneshot::channel::<Moved>();
+            let (go, gone) = futures::channel::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                let scope = futures::executor::block_on(receive).expect("sent");
+                let _ = futures::executor::block_on(scope);
+            });
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(40));
+                let _ = go.send(());
+            });
+            CancelScope::new()
+                .timeout(Duration::from_millis(10))
+                .run_typed(async move {
+                    let mut held: Moved =
+                        Box::pin(CancelScope::new().shield(true).run_typed(async {
+                            sleep(Duration::from_millis(100)).await?;
+                            Ok::<_, Cancelled>(())
+                        }));
+                    // A combinator's poll: the task holds the shielded scope.
+                    assert!((&mut held).now_or_never().is_none());
+                    let _ = gone.await; // foreign; woken after the timeout
+                    let _ = send.send(held); // the hold moves away
+                    std::future::pending::<()>().await; // foreign
+                    Ok::<_, Cancelled>(())
+                })
+                .await
+        });
+        let _ = tx.send(out);
+    });
+    let out = rx.recv_timeout(Duration::from_secs(10));
+    assert_eq!(out, Ok(Ok(None)), "the scope kept its task for ever");
+}

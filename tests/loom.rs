@@ -465,6 +465,31 @@ fn a_nursery_relinked_away_from_a_parent_being_cancelled_ends_uncancelled() {
     });
 }
 
+/// A nursery moved between two cancelled scopes stays cancelled throughout:
+/// the move never shows it without a parent (review: unlink-then-link made
+/// a spinning `check_cancelled` on another thread see it uncancelled, and
+/// woke its waiters twice for nothing).
+#[test]
+fn a_nursery_moved_between_two_cancelled_parents_never_reads_uncancelled() {
+    model(|| {
+        let old = Scope::new(None, false);
+        let new = Scope::new(None, false);
+        old.cancel();
+        new.cancel();
+        let child = Scope::new(Some(&old), false);
+        let watcher = {
+            let child = child.clone();
+            thread::spawn(move || assert_eq!(child.state(), CANCELLED, "seen uncancelled"))
+        };
+        child.relink(Some(&new));
+        watcher.join().unwrap();
+        assert_eq!(child.state(), CANCELLED);
+        assert_eq!(old.children(), 0);
+        assert_eq!(new.children(), 1);
+        child.unlink();
+    });
+}
+
 /// A scope's owner exits it while one thread cancels the parent (whose
 /// push-down may hold the node, sending the owner down the locked path
 /// after it already took the node out of the list) and another enters a

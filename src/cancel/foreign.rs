@@ -204,8 +204,14 @@ impl ForeignWait {
                     return Poll::Pending;
                 }
                 Verdict::Held => {
-                    context::park_in(node);
-                    return Poll::Pending;
+                    // Kept for the held await's own wake; listening too, for
+                    // a hold that moves away with its future
+                    // (`Node::release_moved` tells the listeners): then the
+                    // verdict is asked again.
+                    if self.held(node, task, cx).is_pending() {
+                        context::park_in(node);
+                        return Poll::Pending;
+                    }
                 }
                 Verdict::Keep if poll_again_first && self.waiting.is_none() => {
                     self.waiting = Some(Waiting::PolledAgain);
@@ -257,6 +263,32 @@ impl ForeignWait {
             unreachable!("just inserted");
         };
         wait.poll(Some(node), None, cx).map(drop)
+    }
+
+    /// Listens to `node` while a task is kept for a held await: `Ready`
+    /// when the listener fired (a hold was released: ask again), `Pending`
+    /// once a listener is registered. Listening first, then asking again,
+    /// misses no release (`release_moved` releases, then tells).
+    #[cold]
+    fn held(&mut self, node: &Arc<Node>, task: Option<usize>, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.waiting {
+            Some(Waiting::Listener(listener)) if Arc::ptr_eq(listener.node(), node) => {
+                if std::pin::Pin::new(listener).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.waiting = None;
+                Poll::Ready(())
+            }
+            waiting => {
+                *waiting = Some(Waiting::Listener(node.listen_with(cx.waker())));
+                // Asked again by the caller's loop: a release before the
+                // listener was registered is seen there.
+                if verdict(node, task) == Verdict::Held {
+                    return Poll::Pending;
+                }
+                Poll::Ready(())
+            }
+        }
     }
 
     /// Called after the task returned `Pending` with a stale `PARKED`

@@ -673,8 +673,34 @@ impl Node {
     /// `relink_owned` for a node linked with `link`/`enter` (a nursery's).
     pub(crate) fn relink(self: &Arc<Self>, parent: Option<&Arc<Node>>) {
         self.refuse_own_subtree(parent);
-        self.unlink();
-        self.link(parent);
+        self.move_under(parent);
+    }
+
+    /// Moves this node from its parent's list into `parent`'s, then, under
+    /// its own lock, swaps its parent and key and recomputes its state once:
+    /// never a moment without a parent for its subtree to see (between two
+    /// cancelled parents it stays cancelled, and nobody is woken for
+    /// nothing). One lock at a time, as everywhere.
+    fn move_under(self: &Arc<Self>, parent: Option<&Arc<Node>>) {
+        let (old, key) = {
+            let inner = self.lock();
+            (inner.parent.clone(), inner.key_in_parent)
+        };
+        if let Some(old) = old {
+            let removed = old.lock().remove_child(key, self);
+            drop(removed);
+        }
+        match parent {
+            Some(_) => {
+                self.enter(parent, None);
+            }
+            None => {
+                let mut inner = self.lock();
+                let old = inner.parent.take();
+                self.update_locked(inner);
+                drop(old);
+            }
+        }
     }
 
     /// Panics if `parent` is this node or under it: the scope's future is
@@ -744,8 +770,10 @@ impl Node {
     }
 
     /// Removes this node from its parent's children (invariant 4). The state
-    /// then reflects the scope's own cancellation and deadline only, so a
-    /// handle to an exited scope does not follow its former parent.
+    /// then reflects the scope's own cancellation and deadline only. (For
+    /// the tests and loom models; the crate's own moves go through
+    /// `move_under`.)
+    #[cfg(any(test, hatchery_loom))]
     pub(crate) fn unlink(&self) {
         self.leave(false);
     }
@@ -787,8 +815,7 @@ impl Node {
     /// Moves this node under a new parent (used when a starting task is handed
     /// to its nursery) and recomputes the subtree.
     pub(crate) fn reparent(self: &Arc<Self>, parent: &Arc<Node>) {
-        self.unlink();
-        self.link(Some(parent));
+        self.move_under(Some(parent));
     }
 
     /// The catching rule, applied when the scope's body returned a cancellation:

@@ -558,7 +558,11 @@ macro_rules! handle_methods {
             /// [`run`](crate::run); see [`spawn_on`](Self::spawn_on). With
             /// the `tokio` feature, outside `run` but inside a tokio
             /// runtime (`#[tokio::main]`), on that runtime, as
-            /// `tokio::spawn` would.
+            /// `tokio::spawn` would: on a current-thread runtime
+            /// (`#[tokio::test]`'s) they run on that thread, and only while
+            /// the runtime is driven (inside its `block_on`; a thread that
+            /// merely entered it and waits in another executor runs them
+            /// never).
             ///
             /// # Panics
             ///

@@ -445,15 +445,17 @@ where
                 // itself: its task scope is under the nursery's then, and
                 // stays there (linked under the caller's too, the nursery's
                 // cancellation would no longer reach it).
-                let started = {
-                    let slot = this.state.lock();
-                    slot.value.is_some() && !slot.stays
-                };
                 let current = context::current();
                 this.parent = context::address(current.as_ref());
-                if !started {
+                // Under the lock `started` moves the task scope with: a
+                // `started` on another thread between the look and the
+                // link would leave it under both (the caller's cancel then
+                // reached a child its nursery owned).
+                let slot = this.state.lock();
+                if slot.value.is_none() || slot.stays {
                     this.state.task.link(current.as_ref());
                 }
+                drop(slot);
             }
             StartPhase::Starting => {
                 // Moved to another task (or scope) since the last poll: the
