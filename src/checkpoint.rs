@@ -195,6 +195,13 @@ pub trait CancellableExt: Future + Sized {
     /// so that what arrived with the cancellation (a request) is taken in.
     /// A grace too large for [`Instant`](std::time::Instant) means no limit.
     ///
+    /// Until the stop the future runs in the task's own scope: a hatchery
+    /// await inside it that is polled in the very poll during which the
+    /// cancellation arrives (on another thread) returns `Cancelled` before
+    /// the stop can come (the next poll). Work that must finish should not
+    /// rely on checkpoints inside the future for that instant: use another
+    /// crate's await there, or a shielded scope of its own.
+    ///
     /// ```
     /// use std::pin::Pin;
     /// use std::task::{Context, Poll};
