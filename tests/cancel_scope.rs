@@ -591,19 +591,29 @@ fn lifting_cancel_gracefullys_shield_from_inside_lets_the_cancel_in() {
 /// in, which had exited.
 #[test]
 fn a_scope_future_moved_to_another_task_follows_its_new_owner() {
-    use std::future::Future;
-    use std::pin::Pin;
-    type Moved = Pin<Box<dyn Future<Output = Result<Option<()>, Cancelled>> + Send>>;
+    moved_future_follows_its_new_owner(|| {
+        let scope = CancelScope::new().run_typed(async {
+            sleep_forever().await?;
+            Ok::<_, Cancelled>(())
+        });
+        Box::pin(async { scope.await.map(drop) })
+    });
+}
+
+/// A future that waits in its scope for ever, as `moved_future_follows_its_new_owner` moves it.
+type Moved = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Cancelled>> + Send>>;
+
+/// Polls the future `make` builds once inside a scope that then exits, hands
+/// it to a child of a nursery, and cancels that nursery: the cancel must
+/// reach the moved future (the nursery returns, its scope catching it).
+fn moved_future_follows_its_new_owner(make: impl FnOnce() -> Moved + Send + 'static) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let out = futures::executor::block_on(async {
             let moved: Moved = CancelScope::new()
                 .run_typed(async {
-                    let mut moved: Moved = Box::pin(CancelScope::new().run_typed(async {
-                        sleep_forever().await?;
-                        Ok::<_, Cancelled>(())
-                    }));
-                    // Its first poll, under `first`.
+                    let mut moved = make();
+                    // Its first poll, under this scope.
                     assert!(futures::poll!(moved.as_mut()).is_pending());
                     Ok::<_, Cancelled>(moved)
                 })
@@ -626,7 +636,7 @@ fn a_scope_future_moved_to_another_task_follows_its_new_owner() {
     });
     let out = rx
         .recv_timeout(Duration::from_secs(10))
-        .expect("the nursery's cancel never reached the moved scope");
+        .expect("the nursery's cancel never reached the moved future");
     // The nursery's own scope caught the cancellation of its child.
     assert_eq!(out, Ok(Some(())));
 }
@@ -664,47 +674,17 @@ fn a_scope_future_moved_away_is_not_cancelled_by_its_old_owner() {
 /// of the scope fix: a moved nursery stayed under its first poller).
 #[test]
 fn a_nursery_future_moved_to_another_task_follows_its_new_owner() {
-    use std::future::Future;
-    use std::pin::Pin;
-    type Moved = Pin<Box<dyn Future<Output = Result<(), Cancelled>> + Send>>;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let out = futures::executor::block_on(async {
-            let moved: Moved = CancelScope::new()
-                .run_typed(async {
-                    let mut moved: Moved = Box::pin(async {
-                        nursery(|_n: Nursery<'_, Cancelled>| async move {
-                            sleep_forever().await?;
-                            Ok(())
-                        })
-                        .await
-                        .map(drop)
-                        .map_err(|_| Cancelled)
-                    });
-                    assert!(futures::poll!(moved.as_mut()).is_pending());
-                    Ok::<_, Cancelled>(moved)
-                })
-                .await
-                .expect("the first scope's body returned Ok")
-                .expect("the first scope was not cancelled");
-            nursery(|n: Nursery<'_, Cancelled>| async move {
-                n.spawn(async move {
-                    moved.await?;
-                    Ok(())
-                });
-                sleep(Duration::from_millis(5)).await?;
-                n.cancel_scope().cancel();
+    moved_future_follows_its_new_owner(|| {
+        Box::pin(async {
+            nursery(|_n: Nursery<'_, Cancelled>| async move {
+                sleep_forever().await?;
                 Ok(())
             })
             .await
-            .map_err(|error| error.is_cancelled())
-        });
-        let _ = tx.send(out);
+            .map(drop)
+            .map_err(|_| Cancelled)
+        })
     });
-    let out = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the nursery's cancel never reached the moved nursery");
-    assert_eq!(out, Ok(Some(())));
 }
 
 /// A task inside a scope that awaits that scope's own future can never

@@ -1082,6 +1082,17 @@ macro_rules! handle_methods {
                 }
             }
 
+            /// The child with its handlers around it, its name, and the
+            /// handle to spawn it with: what every spawn of a supervised
+            /// child starts from.
+            fn wrap<F>(self, future: F) -> (&'h $handle<'a, E>, TaskInfo, Supervise<F, H, P>) {
+                let info = TaskInfo::new(Some(self.builder.name));
+                let handle = self.builder.handle;
+                let table = Arc::clone(&handle.shared.table);
+                let supervised = Supervise::new(future, info.clone(), table, self.on_error, self.on_panic);
+                (handle, info, supervised)
+            }
+
             /// Spawns the supervised child inline; see
             /// [`TaskBuilder::on_failure`].
             ///
@@ -1101,10 +1112,7 @@ macro_rules! handle_methods {
             where
                 F: Future<Output = Result<(), E>> + $($bound)* 'a,
             {
-                let info = TaskInfo::new(Some(self.builder.name));
-                let handle = self.builder.handle;
-                let table = Arc::clone(&handle.shared.table);
-                let future = Supervise::new(future, info.clone(), table, self.on_error, self.on_panic);
+                let (handle, info, future) = self.wrap(future);
                 if let Err(error) = handle.spawn_as(info, future) {
                     closed_panic(error, "the handle's try_spawn (a supervised child has no try_ method)")
                 }
@@ -1133,10 +1141,7 @@ macro_rules! handle_methods {
                 H: Send + 'static,
                 P: Send + 'static,
             {
-                let info = TaskInfo::new(Some(self.builder.name));
-                let handle = self.builder.handle;
-                let table = Arc::clone(&handle.shared.table);
-                let supervised = Supervise::new(future, info.clone(), table, self.on_error, self.on_panic);
+                let (handle, info, supervised) = self.wrap(future);
                 if let Err(error) = handle.spawn_parallel_as(info, supervised) {
                     closed_panic(error, "the handle's try_spawn_parallel (a supervised child has no try_ method)")
                 }
@@ -1172,10 +1177,7 @@ macro_rules! handle_methods {
                 H: Send + 'env,
                 P: Send + 'env,
             {
-                let info = TaskInfo::new(Some(self.builder.name));
-                let handle = self.builder.handle;
-                let table = Arc::clone(&handle.shared.table);
-                let supervised = Supervise::new(future, info.clone(), table, self.on_error, self.on_panic);
+                let (handle, info, supervised) = self.wrap(future);
                 if let Err(error) = handle.spawn_on_as(info, spawner, supervised) {
                     closed_panic(error, "the handle's try_spawn_on (a supervised child has no try_ method)")
                 }
