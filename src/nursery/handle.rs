@@ -1084,7 +1084,8 @@ macro_rules! handle_methods {
 
             /// The child with its handlers around it, its name, and the
             /// handle to spawn it with: what every spawn of a supervised
-            /// child starts from.
+            /// child starts from (at the caller's spawn site).
+            #[track_caller]
             fn wrap<F>(self, future: F) -> (&'h $handle<'a, E>, TaskInfo, Supervise<F, H, P>) {
                 let info = TaskInfo::new(Some(self.builder.name));
                 let handle = self.builder.handle;
