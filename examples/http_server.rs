@@ -178,14 +178,14 @@ pub async fn route(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, 
         "/slow" => {
             println!("GET /slow: answering in 2 s");
             // Slow work that the shutdown lets finish: after Ctrl+C the
-            // connection drains inside the shield of `cancel_gracefully`
-            // (the grace period over, or a second Ctrl+C, drops it
-            // unanswered). tokio's sleep, not hatchery's: a hatchery
-            // checkpoint here that ran in the very poll the cancellation
-            // arrived in (before `cancel_gracefully` stopped the
-            // connection) would return `Cancelled` (see its docs).
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            Response::new(Full::from("hello, slowly\n"))
+            // connection drains inside the shield of `cancel_gracefully`,
+            // where hatchery's awaits do not see the cancellation (the
+            // grace period over, or a second Ctrl+C, drops it unanswered).
+            match hatchery::sleep(Duration::from_secs(2)).await {
+                Ok(()) => Response::new(Full::from("hello, slowly\n")),
+                // Only outside that shield (`route` served some other way).
+                Err(_) => Response::new(Full::from("cut short\n")),
+            }
         }
         _ => {
             let mut response = Response::new(Full::from("not found\n"));

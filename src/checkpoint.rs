@@ -195,12 +195,11 @@ pub trait CancellableExt: Future + Sized {
     /// so that what arrived with the cancellation (a request) is taken in.
     /// A grace too large for [`Instant`](std::time::Instant) means no limit.
     ///
-    /// Until the stop the future runs in the task's own scope: a hatchery
-    /// await inside it that is polled in the very poll during which the
-    /// cancellation arrives (on another thread) returns `Cancelled` before
-    /// the stop can come (the next poll). Work that must finish should not
-    /// rely on checkpoints inside the future for that instant: use another
-    /// crate's await there, or a shielded scope of its own.
+    /// The future runs inside that shield from its first poll, so the
+    /// cancellation reaches it only through `stop`, even one that arrives
+    /// (from another thread) while it is being polled: a hatchery await in
+    /// that poll does not return `Cancelled` before the stop comes. Scopes
+    /// of its own inside it (a handler's `fail_after`) still cancel.
     ///
     /// ```
     /// use std::pin::Pin;
@@ -439,12 +438,18 @@ where
             context::park();
             return Poll::Pending;
         }
-        if context::check().is_err() {
-            // Entered as a root: linked under the task's scope only if the
-            // future is still running after its stop (above).
+        if this.shield.is_none() {
+            // The future runs in its shield from its first poll: a
+            // cancellation that arrives while it is being polled (from
+            // another thread) must reach it through the stop, not as
+            // `Cancelled` from a hatchery await inside it. Entered as a
+            // root: linked under the task's scope only if the future is
+            // still running after its stop (above).
             let mut shield = Node::scope(this.location, true);
             *this.link = Node::enter_owned(&mut shield, None, None);
             *this.shield = Some(shield);
+        }
+        if context::check().is_err() {
             *this.deadline = clock::now().checked_add(*this.grace).map(Deadline::At);
             // Polled once more, shielded, before the stop, so that what
             // arrived with the cancellation (a request on a connection)
@@ -460,8 +465,9 @@ where
             }
             continue;
         }
-        if let Poll::Ready(output) = inner.as_mut().poll(cx) {
+        if let Poll::Ready(output) = context::enter(this.shield, || inner.as_mut().poll(cx)) {
             this.inner.set(None);
+            Node::exit_owned(this.shield, this.link.take());
             return Poll::Ready(Ok(output));
         }
         match this.wait.poll_current(cx) {

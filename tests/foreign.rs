@@ -14,8 +14,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hatchery::{
-    CancelScope, CancellableExt, Cancelled, Nursery, TimedOut, sleep, sleep_forever, testing,
-    typed::fail_after, typed::move_on_after, typed::nursery,
+    CancelScope, CancellableExt, Cancelled, Nursery, TimedOut, current_scope, sleep, sleep_forever,
+    testing, typed::fail_after, typed::move_on_after, typed::nursery,
 };
 
 /// Sets its flag when dropped: proof that a future was dropped.
@@ -603,6 +603,40 @@ fn a_graceful_stop_is_shielded_so_hatchery_awaits_inside_it_finish() {
     });
     assert_eq!(out, Ok(Some(Ok("drained"))));
     assert_eq!(took, Duration::from_millis(1010));
+}
+
+/// A cancellation that arrives while the future is being polled, before its
+/// stop (here from inside it; in a server, from another thread while a
+/// connection reads its request), reaches it through the stop: the hatchery
+/// sleep it awaits in that same poll finishes. It returned `Cancelled`
+/// there, and a request in flight was cut short (CI's real-client test saw
+/// it once).
+#[test]
+fn a_cancel_arriving_mid_poll_before_the_stop_is_not_seen_by_awaits_inside() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let stops = Arc::clone(&log);
+    let (out, took) = testing::run(async {
+        let start = hatchery::now();
+        let out = CancelScope::new()
+            .run_typed(async {
+                let scope = current_scope().unwrap();
+                let request = async move {
+                    scope.cancel();
+                    sleep(Duration::from_millis(10)).await?;
+                    Ok::<_, Cancelled>("answered")
+                };
+                request
+                    .cancel_gracefully(Duration::from_secs(5), |_| {
+                        stops.lock().unwrap().push("asked to stop")
+                    })
+                    .await
+            })
+            .await;
+        (out, hatchery::now() - start)
+    });
+    assert_eq!(out, Ok(Some(Ok("answered"))));
+    assert_eq!(took, Duration::from_millis(10));
+    assert_eq!(*log.lock().unwrap(), ["asked to stop"]);
 }
 
 // ---------------------------------------------------------------------------
