@@ -546,8 +546,10 @@ impl<E> Builder<E> {
         // of this root: async-io's would each go through async-io's reactor
         // thread, at the worst moment (the shutdown, when every connection
         // arms its grace timer). The one exception is the root's grace
-        // period (`clock::timer_at_always`), which must fire with every
-        // tokio worker held: it starts that thread once, at the cancel.
+        // period after a cancel that no signal made (`clock::timer_at_always`),
+        // which must fire with every tokio worker held: it starts that thread
+        // once, at the cancel. (After a signal, the signal watcher's thread
+        // times the grace period.)
         let runtime = match builder
             .enable_all()
             .thread_name_fn(|| "hatchery-worker-tokio".to_owned())
@@ -898,6 +900,12 @@ where
                 root_scope.cancelled().await;
                 *cancelled_at.lock().recover() = Some(Instant::now());
                 match clock::now().checked_add(grace_period) {
+                    // After a signal, the watcher's thread forces the
+                    // shutdown at the same instant whatever the workers do:
+                    // the runtime's own timer is enough. (On the tokio root,
+                    // async-io's would start its reactor's thread in the
+                    // middle of the shutdown.)
+                    Some(at) if shutdown.signal().is_some() => clock::timer_at(at).await,
                     // A timer that fires even when every worker of a tokio
                     // root is stuck in a child that never awaits (nothing
                     // drives tokio's timer then).

@@ -729,6 +729,36 @@ fn probe() {
                 });
             println!("run returned (should have exited)");
         }
+        // The tokio root with its one worker stuck in a parallel child that
+        // never awaits: nothing drives tokio's timers, the grace period
+        // still ends the run (the signal watcher times it).
+        #[cfg(feature = "tokio")]
+        "tokio_spinner" => {
+            let _ = Builder::new()
+                .error_type()
+                .tokio()
+                .grace_period(Duration::from_millis(100))
+                .worker_threads(1)
+                .run(|n: Nursery<'_, Cancelled>| async move {
+                    let spinning = Arc::new(AtomicBool::new(false));
+                    let started = Arc::clone(&spinning);
+                    n.spawn_parallel(async move {
+                        started.store(true, Ordering::SeqCst);
+                        loop {
+                            std::hint::spin_loop();
+                        }
+                    });
+                    // Not a hatchery sleep: tokio's timers stop with the
+                    // worker.
+                    while !spinning.load(Ordering::SeqCst) {
+                        std::thread::yield_now();
+                    }
+                    println!("spinning");
+                    hatchery::sleep_forever().await?;
+                    Ok(())
+                });
+            println!("run returned (should have exited)");
+        }
         // A body that blocks its thread: the shutdown is forced when the
         // grace period runs out, and cannot finish.
         "blocked" => {
@@ -1152,6 +1182,31 @@ fn a_worker_that_never_yields_is_abandoned_when_the_grace_period_ends() {
     );
     assert!(
         stderr.contains("1 worker thread abandoned") && stderr.contains("hatchery-worker-0"),
+        "stderr: {stderr}"
+    );
+}
+
+/// The same on the tokio root, whose one worker spins: tokio's timers do
+/// not run, and the grace period still ends the run.
+#[cfg(feature = "tokio")]
+#[test]
+fn on_tokio_a_worker_that_never_yields_is_abandoned_when_the_grace_period_ends() {
+    let mut proc = run_probe("tokio_spinner");
+    proc.expect_line("spinning");
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    // The run exited by itself, not through the wedged-executor exit.
+    assert!(
+        !stderr.contains("did not finish within"),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("the grace period ran out"),
         "stderr: {stderr}"
     );
 }
