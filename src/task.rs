@@ -90,9 +90,26 @@ impl fmt::Debug for TaskInfo {
     }
 }
 
+/// The name of a nursery's body, as a task (`TaskInfo::body`).
+static BODY_NAME: &str = "nursery body";
+
+impl TaskInfo {
+    /// The body of the nursery opened at the caller's location.
+    #[track_caller]
+    pub(crate) fn body() -> Self {
+        TaskInfo::new(Some(Cow::Borrowed(BODY_NAME)))
+    }
+
+    /// Made by `body` (the same string, not only the same text).
+    fn is_body(&self) -> bool {
+        matches!(&self.name, Some(Cow::Borrowed(name)) if std::ptr::eq(*name, BODY_NAME))
+    }
+}
+
 impl fmt::Display for TaskInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.name {
+            _ if self.is_body() => write!(f, "the body of the nursery at {}", self.location),
             Some(name) => write!(f, "task `{name}` spawned at {}", self.location),
             None => write!(f, "unnamed task spawned at {}", self.location),
         }

@@ -87,6 +87,29 @@ fn two_child_errors_and_a_body_error_are_all_returned() {
     }
 }
 
+/// A body's failure says whose body it was: the nursery's, where it was
+/// opened (it read "task `nursery body` spawned at", as if the body were a
+/// child spawned there); a child named so is still a task.
+#[test]
+fn a_bodys_failure_names_the_nursery_not_a_spawned_task() {
+    let line = line!() + 1;
+    let result = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+        n.named(String::from("nursery body"))
+            .spawn(async { Err(io::Error::other("a child named so")) });
+        let _ = sleep_forever().await;
+        Err::<(), _>(io::Error::other("body failed"))
+    }));
+    let error = result.unwrap_err();
+    let said: Vec<String> = error.failures().iter().map(|f| f.task.to_string()).collect();
+    assert_eq!(said.len(), 2, "{said:?}");
+    let child = format!("task `nursery body` spawned at {}:", file!());
+    assert!(said[0].starts_with(&child), "{said:?}");
+    assert_eq!(
+        said[1],
+        format!("the body of the nursery at {}:{line}:27", file!())
+    );
+}
+
 #[test]
 fn a_panicking_child_resumes_its_payload_after_the_siblings_cleaned_up() {
     let log = Log::default();

@@ -888,6 +888,18 @@ fn probe() {
                 });
             println!("run returned (should have resumed the panic)");
         }
+        // A named parallel child panics on an executor thread: the panic
+        // hook names that thread, the nursery names the task.
+        "parallel_panic" => {
+            let _ = run(|n: Nursery<'_, Cancelled>| async move {
+                n.named("worker-7").spawn_parallel(async {
+                    panic!("worker-7 broke");
+                });
+                sleep(Duration::from_secs(3600)).await?;
+                Ok(())
+            });
+            println!("run returned (should have resumed the panic)");
+        }
         // SIGINT and SIGTERM back to back: each is credited to itself.
         "int_then_term" => {
             let _ = run(|_n: Nursery<'_, Cancelled>| async move {
@@ -997,6 +1009,29 @@ fn a_failure_is_said_when_run_resumes_a_panic_after_a_forced_shutdown() {
         .find(|line| line.contains("disk full"))
         .unwrap_or_else(|| panic!("the failure is lost; stderr: {stderr}"));
     assert!(failure.contains("task `failer` spawned at"), "{stderr}");
+}
+
+/// The panic hook says "thread 'hatchery-worker-0' panicked": the nursery
+/// that resumes the panic says which task it was (nothing did).
+#[test]
+fn a_resumed_panic_names_the_task_that_panicked() {
+    let (status, stdout, stderr) = run_probe("parallel_panic").finish();
+    assert_eq!(
+        status.code(),
+        Some(101),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(count(&stdout, "run returned"), 0, "{stdout:?}");
+    assert!(stderr.contains("worker-7 broke"), "{stderr}");
+    let said = stderr
+        .lines()
+        .find(|line| line.contains("task `worker-7` spawned at"))
+        .unwrap_or_else(|| panic!("no line names the task; stderr: {stderr}"));
+    assert!(
+        said.contains("panicked; its nursery resumes the panic"),
+        "{stderr}"
+    );
+    assert!(said.contains("signals.rs"), "{stderr}");
 }
 
 #[test]

@@ -4,7 +4,6 @@
 //! nursery's invariants are in `nursery/mod.rs`).
 
 use std::any::Any;
-use std::borrow::Cow;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
@@ -55,7 +54,8 @@ pin_project! {
         shared: Arc<Shared<C, E>>,
         children: Children<C>,
         failures: Vec<TaskFailure<E>>,
-        panic: Option<Box<dyn Any + Send>>,
+        // The first panic of a task, to resume, and whose it was.
+        panic: Option<(TaskInfo, Box<dyn Any + Send>)>,
         // The nursery returned `Pending` at least once (invariant 7).
         yielded: bool,
         // Invariant 7: the body finished with nothing left to wait for, and
@@ -91,7 +91,7 @@ pin_project! {
                 let mut failures = std::mem::take(this.failures);
                 // And the errors of parallel children it had not collected
                 // yet (cancellations among them: the sink's owner sorts).
-                let mut panic = this.panic.take();
+                let mut panic = this.panic.take().map(|(_, payload)| payload);
                 if let Some(parallel) = this.shared.parallel.get() {
                     for (task, ended) in parallel.take_outcomes() {
                         match ended {
@@ -146,7 +146,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             body: Some(body),
             body_output: None,
             saw_cancelled: false,
-            body_info: TaskInfo::new(Some(Cow::Borrowed("nursery body"))),
+            body_info: TaskInfo::body(),
             body_flag,
             slot: Some(Arc::clone(&shared.node)),
             watch: None,
@@ -247,7 +247,7 @@ impl Foreign {
 struct Outcomes<'r, E> {
     node: &'r Node,
     failures: &'r mut Vec<TaskFailure<E>>,
-    panic: &'r mut Option<Box<dyn Any + Send>>,
+    panic: &'r mut Option<(TaskInfo, Box<dyn Any + Send>)>,
     /// Some task (body or child) unwound with a cancellation.
     saw_cancelled: &'r mut bool,
     foreign: &'r mut Foreign,
@@ -277,8 +277,8 @@ impl<E: CancelError> Outcomes<'_, E> {
             }
             return;
         }
-        self.node.cancel(CancelReason::TaskFailed(task));
-        *self.panic = Some(payload);
+        self.node.cancel(CancelReason::TaskFailed(task.clone()));
+        *self.panic = Some((task, payload));
     }
 
     /// The verdict for a task that returned `Pending` without a (live)
@@ -582,7 +582,9 @@ where
         }
         let uncaught = *this.saw_cancelled && !caught;
         node.exit();
-        if let Some(payload) = this.panic.take() {
+        if let Some((task, payload)) = this.panic.take() {
+            // The panic hook named the thread it ran on, not the task.
+            eprintln!("hatchery: {task} panicked; its nursery resumes the panic");
             // The panic is resumed with its own payload (callers downcast
             // it); the other failures would be lost with the unwinding.
             for failure in this.failures.iter() {

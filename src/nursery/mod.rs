@@ -83,7 +83,9 @@ type LocalChild<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + 'a>>;
 /// The first child (or body) to fail cancels the nursery's scope: the others
 /// see `Cancelled` at their next checkpoint, clean up, and return; then the
 /// nursery returns. A panic is resumed, with its original payload, once every
-/// child has finished.
+/// child has finished; the nursery first writes to stderr which task panicked
+/// (the panic hook's message names the thread, and a child's thread is its
+/// nursery's or an executor's).
 ///
 /// Children are polled by the nursery future itself, so they may borrow from
 /// the enclosing function and need not be `'static`. The nursery future is
