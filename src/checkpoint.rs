@@ -199,7 +199,11 @@ pub trait CancellableExt: Future + Sized {
     /// cancellation reaches it only through `stop`, even one that arrives
     /// (from another thread) while it is being polled: a hatchery await in
     /// that poll does not return `Cancelled` before the stop comes. Scopes
-    /// of its own inside it (a handler's `fail_after`) still cancel.
+    /// of its own inside it (a handler's `fail_after`) still cancel. Inside
+    /// it, [`current_scope`](crate::current_scope) is that shield (no
+    /// deadline, shielded): cancelling it cancels only what runs inside.
+    /// To cancel the task's own scope from inside, take its handle before
+    /// (`let scope = current_scope();` outside the future).
     ///
     /// ```
     /// use std::pin::Pin;
@@ -408,9 +412,31 @@ where
     F: Future,
     S: FnOnce(Pin<&mut F>),
 {
+    if this.inner.is_none() {
+        panic!("hatchery: a CancelGracefully future was polled after it completed");
+    }
+    match this.shield.as_ref() {
+        // The future runs in its shield from its first poll: a
+        // cancellation that arrives while it is being polled (from another
+        // thread) must reach it through the stop, not as `Cancelled` from a
+        // hatchery await inside it. Linked under the task's scope, so that
+        // the report finds what runs inside.
+        None => {
+            let mut shield = Node::scope(this.location, true);
+            *this.link = Node::enter_owned(&mut shield, context::current(), None);
+            *this.shield = Some(shield);
+        }
+        // Moved to another task (or scope) since the last poll: the shield
+        // follows whoever polls it, as a scope future does.
+        Some(shield) => {
+            if context::with_current(|current| Node::moved(this.link.as_ref(), current)) {
+                Node::relink_owned(shield, this.link, context::current());
+            }
+        }
+    }
     loop {
         let Some(mut inner) = this.inner.as_mut().as_pin_mut() else {
-            panic!("hatchery: a CancelGracefully future was polled after it completed");
+            unreachable!("checked above; it completes only by returning");
         };
         if this.stop.is_none() {
             // Asked to stop: driven inside its shield until it ends or
@@ -421,13 +447,6 @@ where
                 Node::exit_owned(this.shield, this.link.take());
                 return Poll::Ready(Ok(output));
             }
-            if this.link.is_none()
-                && let (Some(shield), Some(parent)) = (this.shield.as_ref(), context::current())
-            {
-                // It outlives the poll that stopped it: now its shield joins
-                // the tree (the report shows it under the task's scope).
-                *this.link = Some(Node::link_owned(shield, parent));
-            }
             if let Some(deadline) = this.deadline
                 && deadline.poll(cx).is_ready()
             {
@@ -437,17 +456,6 @@ where
             }
             context::park();
             return Poll::Pending;
-        }
-        if this.shield.is_none() {
-            // The future runs in its shield from its first poll: a
-            // cancellation that arrives while it is being polled (from
-            // another thread) must reach it through the stop, not as
-            // `Cancelled` from a hatchery await inside it. Entered as a
-            // root: linked under the task's scope only if the future is
-            // still running after its stop (above).
-            let mut shield = Node::scope(this.location, true);
-            *this.link = Node::enter_owned(&mut shield, None, None);
-            *this.shield = Some(shield);
         }
         if context::check().is_err() {
             *this.deadline = clock::now().checked_add(*this.grace).map(Deadline::At);

@@ -557,8 +557,7 @@ fn a_handle_kept_past_its_scope_reports_that_scope_only() {
 
 /// Inside `cancel_gracefully`'s shield, a future that lifts that shield
 /// (through `current_scope()`) and waits is cancelled like any task in the
-/// cancelled scope around it, even though the shield joins the tree only
-/// after its stop.
+/// cancelled scope around it.
 #[test]
 fn lifting_cancel_gracefullys_shield_from_inside_lets_the_cancel_in() {
     use hatchery::CancellableExt;

@@ -134,8 +134,7 @@ fn report_after_cancelling_a_nursery_with(
 }
 
 /// A `cancel_gracefully` whose future outlives its stop runs behind a
-/// shield that the report shows under the task's nursery (the shield joins
-/// the tree only once the future is still running after the stop).
+/// shield that the report shows under the task's nursery.
 #[test]
 fn a_graceful_drain_that_outlives_its_stop_is_reported_behind_its_shield() {
     use hatchery::CancellableExt;
@@ -165,6 +164,49 @@ fn a_graceful_drain_that_outlives_its_stop_is_reported_behind_its_shield() {
             && lines[3].ends_with("[shield held]"),
         "{text}"
     );
+}
+
+/// What runs inside a `cancel_gracefully` future (a nested nursery and its
+/// task) is in the report before the stop, too: its shield is in the tree
+/// from the first poll. It was a root until the stop, and a connection that
+/// was never polled again after the cancel (its handler stuck) hid the
+/// stuck handler from the forced shutdown's report (adversarial round).
+#[test]
+fn what_runs_inside_cancel_gracefully_is_reported_before_its_stop() {
+    use hatchery::CancellableExt;
+    use std::time::Duration;
+    let text = futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        n.named("connection").spawn(async {
+            let served = nursery(|handlers: Nursery<'_, Cancelled>| async move {
+                handlers.named("handler").spawn(async {
+                    sleep_forever().await?;
+                    Ok(())
+                });
+                Ok(())
+            })
+            .cancel_gracefully(Duration::ZERO, |_| {})
+            .await;
+            assert!(served.is_err(), "overran a zero grace: {served:?}");
+            Ok(())
+        });
+        for _ in 0..3 {
+            checkpoint().await?;
+        }
+        let text = Report::capture().to_string();
+        n.cancel_scope().cancel();
+        Ok(text)
+    }))
+    .unwrap()
+    .expect("the body returned before the cancel");
+    let connection = text
+        .lines()
+        .position(|line| line.contains("task `connection`"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let handler = text
+        .lines()
+        .position(|line| line.contains("task `handler`"))
+        .unwrap_or_else(|| panic!("the handler is missing:\n{text}"));
+    assert!(connection < handler, "{text}");
 }
 
 /// Enters `depth` nested scopes, then snapshots the whole tree.
