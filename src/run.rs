@@ -898,7 +898,9 @@ where
         async move {
             let out_of_grace = async {
                 root_scope.cancelled().await;
-                *cancelled_at.lock().recover() = Some(Instant::now());
+                let now = Instant::now();
+                *cancelled_at.lock().recover() = Some(now);
+                shutdown.grace_started(now);
                 match clock::now().checked_add(grace_period) {
                     // After a signal, the watcher's thread forces the
                     // shutdown at the same instant whatever the workers do:

@@ -112,6 +112,9 @@ pub(crate) struct Shutdown {
     forced: AtomicBool,
     event: Event,
     grace: Mutex<Duration>,
+    /// When the grace period started, if before any signal (`run`'s root
+    /// cancelled by a task's failure): a signal then gets what is left.
+    grace_from: Mutex<Option<std::time::Instant>>,
 }
 
 impl Shutdown {
@@ -123,6 +126,7 @@ impl Shutdown {
             forced: AtomicBool::new(false),
             event: Event::new(),
             grace: Mutex::new(grace),
+            grace_from: Mutex::new(None),
         })
     }
 
@@ -167,6 +171,32 @@ impl Shutdown {
         *lock(&self.grace)
     }
 
+    /// The grace period started at `at` (the first call counts): `run`'s
+    /// root scope was cancelled, by a signal or not.
+    pub(crate) fn grace_started(&self, at: std::time::Instant) {
+        lock(&self.grace_from).get_or_insert(at);
+    }
+
+    /// When the grace period ends, counted from when it started (or from
+    /// now, for a signal that starts it); `None`: it never does.
+    fn grace_end(&self) -> Option<std::time::Instant> {
+        let from = (*lock(&self.grace_from)).unwrap_or_else(std::time::Instant::now);
+        from.checked_add(self.grace())
+    }
+
+    /// The grace period a signal's line announces: what is left of it, to
+    /// the millisecond, if it started before.
+    fn grace_left(&self) -> Duration {
+        let started = *lock(&self.grace_from);
+        match (started, self.grace_end()) {
+            (Some(_), Some(end)) => {
+                let left = end.saturating_duration_since(std::time::Instant::now());
+                Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+            }
+            _ => self.grace(),
+        }
+    }
+
     /// Arms the handler's exit, with the status of the first signal: the
     /// next signal exits the process at once.
     pub(crate) fn arm_exit(&self) {
@@ -195,7 +225,7 @@ impl Shutdown {
         say(format!(
             "hatchery: received {}, shutting down gracefully (up to {:?}); {again}\n",
             signal_name(signal),
-            self.grace(),
+            self.grace_left(),
         ));
         true
     }
@@ -700,7 +730,7 @@ mod imp {
                             continue;
                         }
                         // An unbounded grace period never times out.
-                        phase = match Instant::now().checked_add(shutdown.grace()) {
+                        phase = match shutdown.grace_end() {
                             Some(at) => WatcherPhase::Graceful(at),
                             None => WatcherPhase::Waiting,
                         };

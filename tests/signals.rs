@@ -900,6 +900,26 @@ fn probe() {
             });
             println!("run returned (should have resumed the panic)");
         }
+        // A task fails at once, which starts the grace period (1 s); a
+        // sibling cleans up behind a shield; SIGINT comes later.
+        "fail_then_signal" => {
+            let _ = hatchery::Builder::new()
+                .grace_period(Duration::from_secs(1))
+                .run(|n| async move {
+                    n.spawn(async { Err(hatchery::Error::msg("disk full")) });
+                    n.spawn(async {
+                        let _ = sleep(Duration::from_secs(3600)).await;
+                        println!("cleaning up");
+                        CancelScope::new()
+                            .shield(true)
+                            .run_typed(sleep(Duration::from_secs(3600)))
+                            .await?;
+                        Ok(())
+                    });
+                    Ok(())
+                });
+            println!("run returned (should have exited)");
+        }
         // SIGINT and SIGTERM back to back: each is credited to itself.
         "int_then_term" => {
             let _ = run(|_n: Nursery<'_, Cancelled>| async move {
@@ -1032,6 +1052,34 @@ fn a_resumed_panic_names_the_task_that_panicked() {
         "{stderr}"
     );
     assert!(said.contains("signals.rs"), "{stderr}");
+}
+
+/// A grace period that a task's failure started before the signal: the
+/// signal's line says what is left of it, not the whole period (it said
+/// "up to 1s" with 0.6 s left; adversarial round).
+#[test]
+fn a_signal_during_a_grace_period_already_running_says_what_is_left() {
+    let mut proc = run_probe("fail_then_signal");
+    proc.expect_line("cleaning up");
+    std::thread::sleep(Duration::from_millis(300));
+    proc.kill("INT");
+    let (status, stdout, stderr) = proc.finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("shutting down gracefully (up to "))
+        .unwrap_or_else(|| panic!("stderr: {stderr}"));
+    let left = line
+        .split("(up to ")
+        .nth(1)
+        .and_then(|rest| rest.split("ms)").next())
+        .and_then(|millis| millis.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("not a count of milliseconds left: {line}"));
+    assert!(left < 800, "{line}");
 }
 
 #[test]
