@@ -336,9 +336,9 @@ pin_project! {
         stop: Option<S>,
         grace: Duration,
         wait: Wait,
-        // Once asked to stop: the shield the future runs in from then on
-        // (moved into the current-scope slot while it is polled), and the end
-        // of the grace period (`None`: no limit).
+        // The shield the future runs in from its first poll (moved into the
+        // current-scope slot while it is polled), and, once it was asked to
+        // stop, the end of the grace period (`None`: no limit).
         shield: Option<Arc<Node>>,
         // Where the shield was linked when it was entered.
         link: Option<Link>,

@@ -174,7 +174,11 @@ impl Shutdown {
     /// The grace period started at `at` (the first call counts): `run`'s
     /// root scope was cancelled, by a signal or not.
     pub(crate) fn grace_started(&self, at: std::time::Instant) {
-        lock(&self.grace_from).get_or_insert(at);
+        // A grace period that a signal started counts from that signal,
+        // in its line and in the watcher (this call comes just after).
+        if self.signal().is_none() {
+            lock(&self.grace_from).get_or_insert(at);
+        }
     }
 
     /// When the grace period ends, counted from when it started (or from

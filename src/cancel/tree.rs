@@ -623,13 +623,11 @@ impl Node {
     }
 
     /// Links a node its owner entered as a root (`enter_owned` without a
-    /// parent) under `parent` after all, for `exit_owned`: the shield of
-    /// `cancel_gracefully`, linked only once the future it protects outlives
-    /// the poll that stopped it (most stop at once, and then the shared
-    /// parent's lock is never taken). Its state is computed again with the
-    /// parent's, as at entry (a shield lifted meanwhile through
-    /// `current_scope()` now inherits the parent's cancellation, and its
-    /// waiters are told).
+    /// parent) under `parent` after all, for `exit_owned` (`relink_owned`:
+    /// a scope future first polled outside any scope). Its state is computed
+    /// again with the parent's, as at entry (a shield lifted meanwhile
+    /// through `current_scope()` now inherits the parent's cancellation,
+    /// and its waiters are told).
     pub(crate) fn link_owned(this: &Arc<Node>, parent: Arc<Node>) -> Link {
         let key = this.enter(Some(&parent), None).expect("a parent was given");
         Link { parent, key }

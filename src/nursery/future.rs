@@ -5,10 +5,11 @@
 
 use std::any::Any;
 use std::future::Future;
+use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -91,7 +92,11 @@ pin_project! {
                 let mut failures = std::mem::take(this.failures);
                 // And the errors of parallel children it had not collected
                 // yet (cancellations among them: the sink's owner sorts).
-                let mut panic = this.panic.take().map(|(_, payload)| payload);
+                let mut panic = this.panic.take().map(|(task, payload)| {
+                    // `run` resumes it after the forced shutdown.
+                    say_panicked(&task, &payload);
+                    payload
+                });
                 if let Some(parallel) = this.shared.parallel.get() {
                     for (task, ended) in parallel.take_outcomes() {
                         match ended {
@@ -240,6 +245,24 @@ impl Foreign {
             cx.waker().wake_by_ref();
         }
     }
+}
+
+/// The payload of the last panic `say_panicked` named (its address).
+static NAMED: AtomicUsize = AtomicUsize::new(0);
+
+/// Says on stderr which task panicked, once per panic: the panic hook named
+/// the thread it ran on, not the task, and a nursery around this one that
+/// catches the panic again (in the task that held this nursery) says
+/// nothing more. Never panics (a closed or broken stderr is ignored).
+fn say_panicked(task: &TaskInfo, payload: &Box<dyn Any + Send>) {
+    let address = (&**payload as *const (dyn Any + Send)).cast::<()>() as usize;
+    if size_of_val(&**payload) > 0 && NAMED.swap(address, Ordering::Relaxed) == address {
+        return;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "hatchery: {task} panicked; its nursery resumes the panic"
+    );
 }
 
 /// Where the failures of a nursery's tasks are recorded (invariant 3), and
@@ -583,14 +606,16 @@ where
         let uncaught = *this.saw_cancelled && !caught;
         node.exit();
         if let Some((task, payload)) = this.panic.take() {
-            // The panic hook named the thread it ran on, not the task.
-            eprintln!("hatchery: {task} panicked; its nursery resumes the panic");
+            say_panicked(&task, &payload);
             // The panic is resumed with its own payload (callers downcast
             // it); the other failures would be lost with the unwinding.
+            // (Written so that a failing stderr cannot panic instead.)
             for failure in this.failures.iter() {
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "hatchery: {} failed while its nursery resumes a panic: {:?}",
-                    failure.task, failure.error
+                    failure.task,
+                    failure.error
                 );
             }
             resume_unwind(payload);
