@@ -640,6 +640,35 @@ fn moved_future_follows_its_new_owner(make: impl FnOnce() -> Moved + Send + 'sta
     assert_eq!(out, Ok(Some(())));
 }
 
+/// Polls `moved` once inside a scope, leaves that scope, cancels it, then
+/// drives `moved` to its end outside any scope (on a thread of its own,
+/// within 10 s).
+fn first_polled_in_a_scope_cancelled_after<F>(moved: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = futures::executor::block_on(async {
+            let old = CancelScope::new();
+            let old_handle = old.handle();
+            let mut moved = Box::pin(moved);
+            let _ = old
+                .run_typed(async {
+                    assert!(futures::poll!(moved.as_mut()).is_pending());
+                    Ok::<_, Cancelled>(())
+                })
+                .await;
+            // Now polled outside `old`, which is cancelled meanwhile.
+            old_handle.cancel();
+            moved.await
+        });
+        let _ = tx.send(out);
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("hung")
+}
+
 /// `cancel_gracefully`'s shield follows whoever polls the future too: moved
 /// away from a scope that is then cancelled, it is not stopped, and a
 /// future that lifts its shield after the move inherits its new owner's
@@ -650,35 +679,17 @@ fn a_cancel_gracefully_future_moved_away_follows_its_new_owner() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let stops = std::sync::Arc::new(AtomicUsize::new(0));
     let counted = std::sync::Arc::clone(&stops);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let out = futures::executor::block_on(async {
-            let old = CancelScope::new();
-            let old_handle = old.handle();
-            let mut moved = Box::pin(
-                async {
-                    sleep(Duration::from_millis(5)).await?;
-                    current_scope().unwrap().set_shield(false);
-                    sleep(Duration::from_millis(20)).await?;
-                    Ok::<_, Cancelled>("finished")
-                }
-                .cancel_gracefully(Duration::from_secs(3600), move |_| {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                }),
-            );
-            let _ = old
-                .run_typed(async {
-                    assert!(futures::poll!(moved.as_mut()).is_pending());
-                    Ok::<_, Cancelled>(())
-                })
-                .await;
-            // Now polled outside `old`, which is cancelled meanwhile.
-            old_handle.cancel();
-            moved.await
-        });
-        let _ = tx.send(out);
-    });
-    let out = rx.recv_timeout(Duration::from_secs(10)).expect("hung");
+    let out = first_polled_in_a_scope_cancelled_after(
+        async {
+            sleep(Duration::from_millis(5)).await?;
+            current_scope().unwrap().set_shield(false);
+            sleep(Duration::from_millis(20)).await?;
+            Ok::<_, Cancelled>("finished")
+        }
+        .cancel_gracefully(Duration::from_secs(3600), move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
     assert_eq!(out, Ok(Ok("finished")));
     assert_eq!(stops.load(Ordering::SeqCst), 0, "stopped by its old owner");
 }
@@ -687,28 +698,10 @@ fn a_cancel_gracefully_future_moved_away_follows_its_new_owner() {
 /// moved away from it.
 #[test]
 fn a_scope_future_moved_away_is_not_cancelled_by_its_old_owner() {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let out = futures::executor::block_on(async {
-            let old = CancelScope::new();
-            let old_handle = old.handle();
-            let mut moved = Box::pin(CancelScope::new().run_typed(async {
-                sleep(Duration::from_millis(20)).await?;
-                Ok::<_, Cancelled>("finished")
-            }));
-            let _ = old
-                .run_typed(async {
-                    assert!(futures::poll!(moved.as_mut()).is_pending());
-                    Ok::<_, Cancelled>(())
-                })
-                .await;
-            // Now polled outside `old`, which is cancelled meanwhile.
-            old_handle.cancel();
-            moved.await
-        });
-        let _ = tx.send(out);
-    });
-    let out = rx.recv_timeout(Duration::from_secs(10)).expect("hung");
+    let out = first_polled_in_a_scope_cancelled_after(CancelScope::new().run_typed(async {
+        sleep(Duration::from_millis(20)).await?;
+        Ok::<_, Cancelled>("finished")
+    }));
     assert_eq!(out, Ok(Some("finished")));
 }
 

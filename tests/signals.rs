@@ -436,6 +436,34 @@ fn echo_server_clients_still_talking_at_the_shutdown_get_the_goodbye() {
 // ---------------------------------------------------------------------------
 // Probes: this test binary, re-run with HATCHERY_PROBE set, is the child.
 
+/// The "spinner" probes: a run with one worker, stuck in a parallel child
+/// that never yields, and a 100 ms grace period; says "spinning", then
+/// waits for the signal.
+fn spin_one_worker(builder: hatchery::Builder<hatchery::Cancelled>) {
+    let _ = builder
+        .grace_period(Duration::from_millis(100))
+        .worker_threads(1)
+        .run(|n: hatchery::Nursery<'_, hatchery::Cancelled>| async move {
+            let spinning = Arc::new(AtomicBool::new(false));
+            let started = Arc::clone(&spinning);
+            n.spawn_parallel(async move {
+                started.store(true, Ordering::SeqCst);
+                loop {
+                    std::hint::spin_loop();
+                }
+            });
+            // Not a hatchery sleep: on the tokio root, tokio's timers stop
+            // with its worker.
+            while !spinning.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            println!("spinning");
+            hatchery::sleep_forever().await?;
+            Ok(())
+        });
+    println!("run returned (should have exited)");
+}
+
 fn run_probe(mode: &str) -> Proc {
     spawn(probe_command(mode))
 }
@@ -706,59 +734,12 @@ fn probe() {
         }
         // A parallel child that never yields, and a signal: the run exits
         // once its grace period is over, without that worker.
-        "spinner" => {
-            let _ = Builder::new()
-                .error_type()
-                .grace_period(Duration::from_millis(100))
-                .worker_threads(1)
-                .run(|n: Nursery<'_, Cancelled>| async move {
-                    let spinning = Arc::new(AtomicBool::new(false));
-                    let started = Arc::clone(&spinning);
-                    n.spawn_parallel(async move {
-                        started.store(true, Ordering::SeqCst);
-                        loop {
-                            std::hint::spin_loop();
-                        }
-                    });
-                    while !spinning.load(Ordering::SeqCst) {
-                        sleep(Duration::from_millis(1)).await?;
-                    }
-                    println!("spinning");
-                    sleep(Duration::from_secs(3600)).await?;
-                    Ok(())
-                });
-            println!("run returned (should have exited)");
-        }
+        "spinner" => spin_one_worker(Builder::new().error_type()),
         // The tokio root with its one worker stuck in a parallel child that
         // never awaits: nothing drives tokio's timers, the grace period
         // still ends the run (the signal watcher times it).
         #[cfg(feature = "tokio")]
-        "tokio_spinner" => {
-            let _ = Builder::new()
-                .error_type()
-                .tokio()
-                .grace_period(Duration::from_millis(100))
-                .worker_threads(1)
-                .run(|n: Nursery<'_, Cancelled>| async move {
-                    let spinning = Arc::new(AtomicBool::new(false));
-                    let started = Arc::clone(&spinning);
-                    n.spawn_parallel(async move {
-                        started.store(true, Ordering::SeqCst);
-                        loop {
-                            std::hint::spin_loop();
-                        }
-                    });
-                    // Not a hatchery sleep: tokio's timers stop with the
-                    // worker.
-                    while !spinning.load(Ordering::SeqCst) {
-                        std::thread::yield_now();
-                    }
-                    println!("spinning");
-                    hatchery::sleep_forever().await?;
-                    Ok(())
-                });
-            println!("run returned (should have exited)");
-        }
+        "tokio_spinner" => spin_one_worker(Builder::new().error_type().tokio()),
         // A body that blocks its thread: the shutdown is forced when the
         // grace period runs out, and cannot finish.
         "blocked" => {
