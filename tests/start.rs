@@ -186,6 +186,58 @@ fn an_error_after_started_is_a_failure_of_the_nursery() {
 }
 
 #[test]
+fn a_child_failing_as_it_is_handed_over_has_cancelled_the_nursery_when_start_returns() {
+    // `started`, then an error (or a panic) in the same poll: as in trio,
+    // where the child's failure cancels the nursery in the step that
+    // resumes the caller, the caller goes on in a nursery already told.
+    let log = Log::default();
+    let log = &log;
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ran = &ran;
+    let out = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+        n.start(|status: Started<()>| async move {
+            status.started(());
+            Err(io::Error::other("failed as it started"))
+        })
+        .await?;
+        log.lock().unwrap().push(if n.cancel_scope().is_cancelled() {
+            "start returned into a cancelled nursery"
+        } else {
+            "start returned into a nursery not told yet"
+        });
+        // A blocking closure spawned now never runs.
+        let ran = std::sync::Arc::clone(ran);
+        n.spawn_blocking(move |_| {
+            ran.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        });
+        Ok(())
+    }));
+    let error = out.unwrap_err();
+    assert_eq!(error.failures().len(), 1, "{error:?}");
+    assert_eq!(*log.lock().unwrap(), ["start returned into a cancelled nursery"]);
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+
+    let panicked = catch_unwind(AssertUnwindSafe(|| {
+        block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+            n.start(|status: Started<()>| async move {
+                status.started(());
+                panic!("panicked as it started")
+            })
+            .await?;
+            log.lock().unwrap().push(if n.cancel_scope().is_cancelled() {
+                "after the panic: cancelled"
+            } else {
+                "after the panic: not told yet"
+            });
+            Ok(())
+        }))
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(log.lock().unwrap()[1..], ["after the panic: cancelled"]);
+}
+
+#[test]
 fn a_started_child_that_returns_cancelled_early_is_not_a_failure() {
     let out = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
         n.cancel_scope().cancel();

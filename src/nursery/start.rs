@@ -40,6 +40,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::shared::Shared;
+use crate::cancel::CancelReason;
 use crate::cancel::foreign::{ForeignWait, Hold};
 use crate::cancel::tree::Kind;
 use crate::cancel::tree::Node;
@@ -583,6 +584,23 @@ where
                 ScopedState::Panicked(Some(payload))
             }
         };
+        // A child that failed in the poll that handed it over (`started`,
+        // then an error or a panic) cancels its nursery before `start()`
+        // returns, as it would had the nursery polled it (trio's child
+        // fails in the step that resumes the caller): the caller goes on in
+        // a nursery already told, not one that hears of it at its next poll.
+        let failed = match &state {
+            ScopedState::Finished(Some(Err(error))) => {
+                !error.is_cancelled() || !this.shared.node.is_cancelled()
+            }
+            ScopedState::Panicked(_) => true,
+            _ => false,
+        };
+        if failed {
+            this.shared
+                .node
+                .cancel(CancelReason::TaskFailed(this.info.clone()));
+        }
         // `started` already moved the task scope under the nursery's.
         let node = this.slot.take();
         let scoped = (this.wrap)(Scoped {
