@@ -297,9 +297,11 @@ pub struct TaskFailure<E> {
 /// errors raised while children cleaned up after the first failure are all here,
 /// each with the [`TaskInfo`] of the task that raised it. [`Cancelled`] is
 /// listed as a failure only when it is stray: a task returned it while no
-/// cancel scope around it was cancelled (it passed on another scope's
-/// cancellation, or made one up). That is a bug of the task, and it fails
-/// like any error: its siblings are cancelled, and this error names it.
+/// cancel scope around it was cancelled, nor had a deadline (it passed on
+/// another scope's cancellation, or made one up). That is a bug of the
+/// task, and it fails like any error: its siblings are cancelled, and this
+/// error names it. (Under a deadline it is passed on as a cancellation: a
+/// task on another thread may have seen the deadline pass first.)
 ///
 /// A panic is not an error: when a task panics, the nursery (after every task
 /// finished) resumes that panic with its original payload, so that callers can

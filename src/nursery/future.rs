@@ -282,7 +282,7 @@ impl<E: CancelError> Outcomes<'_, E> {
         // nothing around the task cancelled is a stray (a bug of the task),
         // recorded as its failure: passed on, no scope would ever catch it
         // (or the first cancelled one would, silently).
-        if error.is_cancelled() && self.node.is_cancelled() {
+        if error.is_cancelled() && self.node.may_cancel() {
             *self.saw_cancelled = true;
         } else {
             self.node.cancel(CancelReason::TaskFailed(task.clone()));
@@ -387,7 +387,7 @@ impl<E: CancelError> Outcomes<'_, E> {
         match polled {
             // A cancelled child is not a failure: no need for its identity
             // (its table entry goes with the batch, like a success's).
-            Polled::Done(Ok(Err(error))) if error.is_cancelled() && self.node.is_cancelled() => {
+            Polled::Done(Ok(Err(error))) if error.is_cancelled() && self.node.may_cancel() => {
                 *self.saw_cancelled = true
             }
             Polled::Done(Ok(Err(error))) => self.error(children.failed(key), error),

@@ -591,7 +591,7 @@ where
         // a nursery already told, not one that hears of it at its next poll.
         let failed = match &state {
             ScopedState::Finished(Some(Err(error))) => {
-                !error.is_cancelled() || !this.shared.node.is_cancelled()
+                !error.is_cancelled() || !this.shared.node.may_cancel()
             }
             ScopedState::Panicked(_) => true,
             _ => false,

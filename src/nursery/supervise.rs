@@ -141,7 +141,10 @@ where
             // A cancellation out of a cancelled scope is no failure; a
             // stray one (nothing around the child cancelled) is.
             Ok(Poll::Ready(Err(error)))
-                if !error.is_cancelled() || crate::check_cancelled().is_ok() =>
+                if !error.is_cancelled()
+                    || !crate::context::with_current(|node| {
+                        node.is_some_and(|node| node.may_cancel())
+                    }) =>
             {
                 let Some(handler) = this.on_error.take() else {
                     return Poll::Ready(Err(error));
