@@ -98,6 +98,57 @@ impl StdError for Cancelled {}
 /// assert!(matches!(out, Ok(None)));
 /// # });
 /// ```
+///
+/// If such an error also reaches the untyped API ([`Error`], or any
+/// `Box<dyn Error>`) through `?`, let its `source()` return the
+/// [`Cancelled`] for that variant: a boxed error is recognised as a
+/// cancellation through its chain of sources (`is_cancelled` cannot be
+/// called through `dyn Error`). Without it, a cancellation boxed that way
+/// counts as a failure.
+///
+/// ```
+/// use std::fmt;
+/// use hatchery::{CancelError, Cancelled};
+///
+/// #[derive(Debug)]
+/// enum AppError {
+///     Cancelled(Cancelled),
+///     Parse(String),
+/// }
+///
+/// impl fmt::Display for AppError {
+///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+///         match self {
+///             AppError::Cancelled(cancelled) => cancelled.fmt(f),
+///             AppError::Parse(message) => write!(f, "parse error: {message}"),
+///         }
+///     }
+/// }
+///
+/// impl std::error::Error for AppError {
+///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+///         match self {
+///             AppError::Cancelled(cancelled) => Some(cancelled),
+///             AppError::Parse(_) => None,
+///         }
+///     }
+/// }
+///
+/// impl From<Cancelled> for AppError {
+///     fn from(cancelled: Cancelled) -> Self {
+///         AppError::Cancelled(cancelled)
+///     }
+/// }
+///
+/// impl CancelError for AppError {
+///     fn is_cancelled(&self) -> bool {
+///         matches!(self, AppError::Cancelled(_))
+///     }
+/// }
+///
+/// assert!(hatchery::Error::from(AppError::from(Cancelled)).is_cancelled());
+/// assert!(!hatchery::Error::from(AppError::Parse("x".into())).is_cancelled());
+/// ```
 pub trait CancelError: From<Cancelled> + fmt::Debug {
     /// Whether this error is (or wraps) a [`Cancelled`].
     ///
@@ -457,6 +508,65 @@ impl<E> NurseryError<E> {
     /// ```
     pub fn errors(&self) -> impl Iterator<Item = &E> {
         self.failures.iter().map(|failure| &failure.error)
+    }
+
+    /// One error of your own type for this one, as `?` into that type
+    /// needs: a pure cancellation comes out as `E::from(Cancelled)`, a
+    /// single failure as its own error (as `io::Error`'s conversion does),
+    /// several through `many`, which decides how to keep them.
+    ///
+    /// ```
+    /// use hatchery::{typed::nursery, CancelError, Cancelled, Nursery, NurseryError};
+    ///
+    /// #[derive(Debug)]
+    /// enum JobError {
+    ///     Cancelled,
+    ///     Failed(String),
+    ///     Several(Vec<JobError>),
+    /// }
+    /// impl From<Cancelled> for JobError {
+    ///     fn from(_: Cancelled) -> Self {
+    ///         JobError::Cancelled
+    ///     }
+    /// }
+    /// impl CancelError for JobError {
+    ///     fn is_cancelled(&self) -> bool {
+    ///         matches!(self, JobError::Cancelled)
+    ///     }
+    /// }
+    /// // What lets `?` take a nested nursery's error.
+    /// impl From<NurseryError<JobError>> for JobError {
+    ///     fn from(error: NurseryError<JobError>) -> Self {
+    ///         error.collapse(|many| {
+    ///             JobError::Several(many.into_failures().into_iter().map(|f| f.error).collect())
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// async fn job() -> Result<(), JobError> {
+    ///     nursery(|n: Nursery<'_, JobError>| async move {
+    ///         n.spawn(async { Err(JobError::Failed("disk full".into())) });
+    ///         Ok(())
+    ///     })
+    ///     .await?;
+    ///     Ok(())
+    /// }
+    /// # futures::executor::block_on(async {
+    /// assert!(matches!(job().await, Err(JobError::Failed(message)) if message == "disk full"));
+    /// # });
+    /// ```
+    pub fn collapse(mut self, many: impl FnOnce(NurseryError<E>) -> E) -> E
+    where
+        E: From<Cancelled>,
+    {
+        match self.failures.len() {
+            0 => E::from(Cancelled),
+            1 => self
+                .failures
+                .pop()
+                .map_or_else(|| Cancelled.into(), |failure| failure.error),
+            _ => many(self),
+        }
     }
 
     /// True when this holds nothing but a cancellation from outside the nursery:

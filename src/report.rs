@@ -567,7 +567,17 @@ impl Report {
                     Kind::Starting => None,
                 },
                 cancelled,
-                reason: snapshot.reason,
+                // Its own deadline passed though nothing inside has looked
+                // since (its tasks wait on something that is not a
+                // hatchery await, or behind a scope cancelled already):
+                // that deadline cancelled it, whatever else did from
+                // outside (a shielded scope is cancelled by nothing else).
+                reason: snapshot.reason.or_else(|| {
+                    snapshot
+                        .deadline
+                        .filter(|&deadline| deadline <= now)
+                        .map(|_| CancelReason::Deadline)
+                }),
                 shielded: snapshot.shield,
                 deadline: snapshot.deadline,
                 handled_failures: match &snapshot.kind {

@@ -411,3 +411,63 @@ fn a_blocking_child_after_a_cancel_is_reported_on_its_own_thread() {
         "{text}"
     );
 }
+
+/// A scope whose own deadline passed while nothing inside it could see it
+/// (its task waits for a nested nursery, already cancelled by a deadline
+/// further in, whose child waits behind a shield of its own) is reported as
+/// cancelled by its deadline, not "from outside": a shield cannot be
+/// cancelled from outside.
+#[test]
+fn a_scope_whose_deadline_passed_unseen_is_reported_as_cancelled_by_it() {
+    use std::time::Duration;
+    let (release, released) = async_channel::bounded::<()>(1);
+    let report = futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        n.named("worker").spawn(async move {
+            CancelScope::new()
+                .shield(true)
+                .timeout(Duration::from_millis(40))
+                .run_typed(hatchery::typed::move_on_after(
+                    Duration::from_millis(10),
+                    nursery(|inner: Nursery<'_, Cancelled>| async move {
+                        // Behind a shield of its own, in a future from
+                        // another crate: nothing in it sees a deadline.
+                        inner.named("stuck").spawn(async move {
+                            CancelScope::new()
+                                .shield(true)
+                                .run_typed(async move {
+                                    released.recv().await.ok();
+                                    Ok::<(), Cancelled>(())
+                                })
+                                .await?;
+                            Ok(())
+                        });
+                        Ok(())
+                    }),
+                ))
+                .await?;
+            Ok(())
+        });
+        hatchery::sleep(Duration::from_millis(100)).await?; // both deadlines passed
+        let report = Report::of(&n.cancel_scope());
+        release.close();
+        Ok(report)
+    }))
+    .unwrap()
+    .unwrap();
+    let shield = report
+        .scopes()
+        .iter()
+        .find(|scope| scope.is_shielded())
+        .expect("the shielded scope is in the report");
+    assert_eq!(
+        shield.cancel_reason().map(ToString::to_string).as_deref(),
+        Some("its deadline passed"),
+        "{report}"
+    );
+    let text = report.to_string();
+    let line = text.lines().find(|line| line.contains("[shield held]"));
+    assert!(
+        line.is_some_and(|line| line.contains("[cancelled: its deadline passed]")),
+        "{text}"
+    );
+}

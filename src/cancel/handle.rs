@@ -52,6 +52,31 @@ pub struct CancelHandle {
     pub(crate) node: Arc<Node>,
 }
 
+/// Two handles are equal when they are handles to the same scope (a
+/// registry of handles can find and remove one).
+///
+/// ```
+/// use hatchery::CancelScope;
+/// let (a, b) = (CancelScope::new(), CancelScope::new());
+/// assert_eq!(a.handle(), a.handle());
+/// assert_ne!(a.handle(), b.handle());
+/// let set: std::collections::HashSet<_> = [a.handle(), a.handle(), b.handle()].into();
+/// assert_eq!(set.len(), 2);
+/// ```
+impl PartialEq for CancelHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.node, &other.node)
+    }
+}
+
+impl Eq for CancelHandle {}
+
+impl std::hash::Hash for CancelHandle {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.node), state);
+    }
+}
+
 impl fmt::Debug for CancelHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Copy out first: never hold the node lock while user code formats.
