@@ -179,7 +179,7 @@ pub use error::{
 };
 pub use nursery::{
     HandlePanics, LocalNursery, Nursery, PanicPolicy, ResumePanics, Started, Supervised,
-    TaskBuilder, local_nursery, nursery,
+    TaskBuilder, local_nursery, nursery, run_blocking,
 };
 
 /// The typed API: nurseries and `run` whose tasks return an error type of

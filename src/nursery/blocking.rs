@@ -1,14 +1,21 @@
-//! Blocking work's registry: the closures of `spawn_blocking` that a thread
-//! is running right now, process-wide, so that the report lists them (and
-//! says which were abandoned by a forced shutdown).
+//! Blocking work: [`run_blocking`], and the registry of the closures of
+//! `spawn_blocking` and `run_blocking` that a thread is running right now,
+//! process-wide, so that the report lists them (and says which were
+//! abandoned by a forced shutdown).
 
+use std::borrow::Cow;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use slab::Slab;
 
+use crate::cancel::foreign::Parked;
+use crate::cancel::{CancelHandle, CancelScope, current_scope};
 use crate::clock;
+use crate::error::Cancelled;
 use crate::sync::Recover;
 use crate::task::TaskInfo;
 
@@ -98,6 +105,100 @@ impl<T> std::future::Future for Unblocked<T> {
                 Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
                 Err(_) => None,
             }),
+        }
+    }
+}
+
+/// Marks a blocking closure abandoned if the task waiting for it is dropped
+/// before it returned (nobody waits for its thread any more: a thread
+/// cannot be stopped).
+pub(crate) struct AbandonOnDrop(pub(crate) Option<Arc<AtomicBool>>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0.take() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs `work` on a thread of the blocking pool and waits for the value it
+/// returns: trio's `to_thread.run_sync`, tokio's `spawn_blocking(..).await`.
+/// For blocking calls (file systems, compression, a C library) whose result
+/// the task needs; [`Nursery::spawn_blocking`](crate::Nursery::spawn_blocking)
+/// runs one as a child instead.
+///
+/// As trio's, the start is a checkpoint: in a cancelled scope the closure
+/// never runs and this returns `Err(Cancelled)`. Once it runs, the task
+/// waits for its thread even if its scope is cancelled meanwhile (a thread
+/// cannot be stopped): the closure learns of the cancellation through the
+/// [`CancelHandle`] it is given (of the scope the task awaits this in; of
+/// a scope nobody cancels outside any) and returns early if it likes; its
+/// value is returned all the same, and the scope's next checkpoint returns
+/// `Cancelled`. A panic in the closure is resumed in the task. If the task
+/// is dropped instead (a forced shutdown), the closure is abandoned: it
+/// runs to its end on its thread, which nobody joins. While it runs, the
+/// report lists it among the blocking closures, named `run_blocking`, at
+/// the line that called this.
+///
+/// Inside a tokio runtime (the `tokio` feature) the closure runs on tokio's
+/// blocking pool, elsewhere on the `blocking` crate's (smol's).
+///
+/// ```
+/// use std::time::Duration;
+/// use hatchery::{move_on_after, run_blocking};
+///
+/// # futures::executor::block_on(async {
+/// let sum = run_blocking(|_cancel| (1..=10u64).sum::<u64>()).await?;
+/// assert_eq!(sum, 55);
+///
+/// // A long computation that checks its handle now and then.
+/// let out = move_on_after(Duration::from_millis(20), async {
+///     let rounds = run_blocking(|cancel| {
+///         let mut rounds = 0;
+///         while !cancel.is_cancelled() {
+///             std::thread::sleep(Duration::from_millis(1)); // a slice of the work
+///             rounds += 1;
+///         }
+///         rounds
+///     })
+///     .await?;
+///     assert!(rounds > 0); // the value comes back after the cancel
+///     hatchery::checkpoint().await?; // and the scope catches it here
+///     Ok(())
+/// })
+/// .await?;
+/// assert_eq!(out, None);
+/// # Ok::<(), hatchery::Error>(())
+/// # }).unwrap();
+/// ```
+#[track_caller]
+pub fn run_blocking<T, F>(work: F) -> impl Future<Output = Result<T, Cancelled>> + Send + 'static
+where
+    F: FnOnce(CancelHandle) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let info = TaskInfo::new(Some(Cow::Borrowed("run_blocking")));
+    async move {
+        // The scope of whoever awaits this, at its first poll.
+        crate::check_cancelled()?;
+        let cancel = current_scope().unwrap_or_else(|| CancelScope::new().handle());
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let entry = (info, Arc::clone(&abandoned));
+        let task = unblock(move || {
+            // Listed in the report while this thread runs it.
+            let _entry = BlockingEntry::new(entry.0, entry.1);
+            catch_unwind(AssertUnwindSafe(move || work(cancel)))
+        });
+        let mut abandon = AbandonOnDrop(Some(abandoned));
+        // Waited for, not dropped, on cancellation (a hatchery await).
+        let outcome = Parked::new(task).await;
+        abandon.0 = None; // finished: nothing was abandoned
+        match outcome {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(payload)) => resume_unwind(payload),
+            // Its runtime shut down before the closure ran.
+            None => Err(Cancelled),
         }
     }
 }

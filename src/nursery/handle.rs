@@ -9,9 +9,9 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
-use super::blocking::BlockingEntry;
+use super::blocking::{AbandonOnDrop, BlockingEntry};
 use super::shared::Shared;
 use super::start::{Scoped, StartFuture, Started};
 use super::supervise::{HandlePanics, PanicPolicy, ResumePanics, Supervise};
@@ -21,17 +21,6 @@ use crate::cancel::foreign::Parked;
 use crate::error::{CancelError, Error, SpawnError, TaskFailure};
 use crate::spawn::{RemoteHandle, Spawn, counted, default_spawner, spawn_parallel};
 use crate::task::TaskInfo;
-
-/// Marks a blocking closure abandoned if its task is dropped first.
-struct AbandonOnDrop(Option<Arc<AtomicBool>>);
-
-impl Drop for AbandonOnDrop {
-    fn drop(&mut self) {
-        if let Some(flag) = self.0.take() {
-            flag.store(true, Ordering::Relaxed);
-        }
-    }
-}
 
 #[track_caller]
 fn closed_panic(error: SpawnError, instead: &str) -> ! {
@@ -654,6 +643,9 @@ macro_rules! handle_methods {
             /// the cancellation is only in its handle: hatchery's free
             /// functions (`check_cancelled`, `current_scope`) see no scope
             /// on the pool's thread.
+            ///
+            /// To wait for a closure's value in the task itself, await
+            /// [`run_blocking`](crate::run_blocking) instead.
             ///
             /// # Examples
             ///

@@ -56,6 +56,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::error::{CancelError, Error, NurseryError};
+pub use blocking::run_blocking;
 use future::NurseryFuture;
 pub(crate) use future::{Dropped, FailureSink};
 pub use handle::{LocalNursery, Nursery, Supervised, TaskBuilder};
