@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hatchery::{
-    CancelScope, Cancelled, Nursery, Report, checkpoint, run_blocking, typed::move_on_after,
-    typed::nursery,
+    CancelScope, CancellableExt, Cancelled, Nursery, Report, checkpoint, run_blocking,
+    typed::move_on_after, typed::nursery,
 };
 
 mod common;
@@ -61,6 +61,33 @@ fn a_cancel_while_it_runs_reaches_the_closure_which_is_waited_for() {
         *log.lock().unwrap(),
         ["closure returned after 1 rounds", "then the checkpoint: Err(Cancelled)"]
     );
+}
+
+#[test]
+fn made_cancellable_it_is_abandoned_at_the_cancel() {
+    // trio's `abandon_on_cancel=True`: the task stops waiting; the closure,
+    // which ignores its handle, runs on unjoined and is listed abandoned.
+    let (release, released) = async_channel::bounded::<()>(1);
+    let line = line!() + 3;
+    let (out, report) = block_on(async move {
+        let out = move_on_after(Duration::from_millis(10), async move {
+            run_blocking(move |_cancel| released.recv_blocking().ok())
+                .cancellable()
+                .await??;
+            Ok::<_, Cancelled>("never reached")
+        })
+        .await;
+        let report = Report::capture();
+        // Inside the runtime: dropping tokio's waits for its blocking pool.
+        release.close();
+        (out, report)
+    });
+    assert_eq!(out, Ok(None));
+    let entry = report.blocking().iter().find(|task| {
+        let location = task.info().location();
+        location.file().ends_with("run_blocking.rs") && location.line() == line
+    });
+    assert!(entry.is_some_and(|task| task.is_abandoned()), "{report}");
 }
 
 #[test]

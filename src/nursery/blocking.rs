@@ -137,7 +137,11 @@ impl Drop for AbandonOnDrop {
 /// value is returned all the same, and the scope's next checkpoint returns
 /// `Cancelled`. A panic in the closure is resumed in the task. If the task
 /// is dropped instead (a forced shutdown), the closure is abandoned: it
-/// runs to its end on its thread, which nobody joins. While it runs, the
+/// runs to its end on its thread, which nobody joins. To stop waiting at
+/// the cancellation (trio's `abandon_on_cancel=True`), make the wait a
+/// checkpoint: `run_blocking(f).cancellable().await??` returns
+/// `Err(Cancelled)` as soon as the scope is cancelled, and the closure runs
+/// on abandoned. While it runs, the
 /// report lists it among the blocking closures, named `run_blocking`, at
 /// the line that called this.
 ///
