@@ -2,11 +2,9 @@
 //! ([`CancelError`]), [`TimedOut`], the multi-error a nursery returns
 //! ([`NurseryError`]) and [`SpawnError`].
 //!
-//! Invariant: a `Cancelled` is never recorded as a task's *failure* when it
-//! unwinds out of a cancelled scope: that is the normal way a task unwinds,
-//! and the scope that caused it is the one that catches it. Only a stray one
-//! (returned while no scope around the task is cancelled, so that no scope
-//! would catch it) is recorded, as that task's failure.
+//! Invariant: a `Cancelled` is never recorded as a task's *failure*. It is the
+//! normal way a task unwinds out of a cancelled scope, and the scope that caused
+//! it is the one that catches it.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -346,13 +344,8 @@ pub struct TaskFailure<E> {
 ///
 /// A nursery never drops an error: the body's error, each child's error, and
 /// errors raised while children cleaned up after the first failure are all here,
-/// each with the [`TaskInfo`] of the task that raised it. [`Cancelled`] is
-/// listed as a failure only when it is stray: a task returned it while no
-/// cancel scope around it was cancelled, nor had a deadline (it passed on
-/// another scope's cancellation, or made one up). That is a bug of the
-/// task, and it fails like any error: its siblings are cancelled, and this
-/// error names it. (Under a deadline it is passed on as a cancellation: a
-/// task on another thread may have seen the deadline pass first.)
+/// each with the [`TaskInfo`] of the task that raised it. [`Cancelled`] is never
+/// listed as a failure.
 ///
 /// A panic is not an error: when a task panics, the nursery (after every task
 /// finished) resumes that panic with its original payload, so that callers can
@@ -384,23 +377,11 @@ pub struct TaskFailure<E> {
 /// assert!(!err.is_cancelled());
 /// # });
 /// ```
+#[derive(Debug)]
 pub struct NurseryError<E = Error> {
     failures: Vec<TaskFailure<E>>,
     cancelled: bool,
     signal: Option<Signal>,
-    /// The failures (indices) that are stray cancellations: `Cancelled`
-    /// returned while no scope around the task was cancelled.
-    strays: Vec<usize>,
-}
-
-impl<E: fmt::Debug> fmt::Debug for NurseryError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NurseryError")
-            .field("failures", &self.failures)
-            .field("cancelled", &self.cancelled)
-            .field("signal", &self.signal)
-            .finish()
-    }
 }
 
 impl<E> NurseryError<E> {
@@ -409,23 +390,6 @@ impl<E> NurseryError<E> {
             failures,
             cancelled,
             signal: None,
-            strays: Vec::new(),
-        }
-    }
-
-    /// As `new`, for the failures a nursery recorded: those whose error is a
-    /// cancellation are stray ones (a nursery lists no other), and the
-    /// message says so.
-    pub(crate) fn recorded(failures: Vec<TaskFailure<E>>, cancelled: bool) -> Self
-    where
-        E: CancelError,
-    {
-        let strays = (0..failures.len())
-            .filter(|&i| failures[i].error.is_cancelled())
-            .collect();
-        NurseryError {
-            strays,
-            ..NurseryError::new(failures, cancelled)
         }
     }
 
@@ -616,16 +580,7 @@ impl<E: fmt::Display> fmt::Display for NurseryError<E> {
             if i > 0 {
                 f.write_str("; ")?;
             }
-            if self.strays.contains(&i) {
-                write!(
-                    f,
-                    "{} returned `Cancelled` while no cancel scope around it was cancelled \
-                     (return it only to pass on a cancellation of the task's own scopes)",
-                    failure.task
-                )?;
-            } else {
-                write!(f, "{}: {}", failure.task, failure.error)?;
-            }
+            write!(f, "{}: {}", failure.task, failure.error)?;
         }
         Ok(())
     }
@@ -670,11 +625,9 @@ impl<E: CancelError> CancelError for NurseryError<E> {
 }
 
 impl From<NurseryError<Cancelled>> for Cancelled {
-    /// A `NurseryError<Cancelled>` is a pure cancellation (panics are
-    /// resumed rather than stored), unless a task returned `Cancelled` while
-    /// no scope around it was cancelled (a stray cancellation, listed as its
-    /// failure): converted, that one stays a stray in the task that passes
-    /// it on, which fails in its turn.
+    /// Lossless: `Cancelled` is never recorded as a failure, and panics are
+    /// resumed rather than stored, so a `NurseryError<Cancelled>` is always a
+    /// pure cancellation.
     fn from(_: NurseryError<Cancelled>) -> Self {
         Cancelled
     }

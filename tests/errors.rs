@@ -4,10 +4,9 @@
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use hatchery::{
-    CancelError, CancelReason, CancelScope, Cancelled, Nursery, checkpoint, sleep, sleep_forever,
+    CancelError, CancelReason, CancelScope, Cancelled, Nursery, checkpoint, sleep_forever,
     typed::nursery,
 };
 
@@ -244,61 +243,6 @@ fn cancelled_is_never_reported_as_a_failure() {
         Err::<(), _>(converted)
     }));
     assert!(matches!(out, Ok(None)), "{out:?}");
-}
-
-#[test]
-fn a_stray_cancelled_from_a_task_nobody_cancelled_is_its_failure() {
-    // A task returns `Cancelled` though no scope around it was cancelled (it
-    // passed on another scope's cancellation, or made one up): a bug in
-    // that task, not a cancellation. It fails like any error: its siblings
-    // are cancelled and clean up, and the error names it.
-    let log = Log::default();
-    let result = block_on(nursery(|n: Nursery<'_, io::Error>| {
-        let log = &log;
-        async move {
-            n.named("sleeper").spawn(async move {
-                // Bounded, so that without the cancellation this fails
-                // rather than hangs.
-                let slept = sleep(Duration::from_secs(5)).await;
-                log.lock().unwrap().push(match slept {
-                    Err(Cancelled) => "sleeper cancelled",
-                    Ok(()) => "sleeper woke after 5 s",
-                });
-                slept?;
-                Ok(())
-            });
-            n.named("stray").spawn(async {
-                checkpoint().await?;
-                Err(Cancelled.into())
-            });
-            Ok(())
-        }
-    }));
-    assert_eq!(*log.lock().unwrap(), ["sleeper cancelled"]);
-    let error = result.unwrap_err();
-    assert!(!error.is_cancelled(), "{error:?}");
-    let tasks: Vec<_> = error.failures().iter().map(|f| f.task.name()).collect();
-    assert_eq!(tasks, [Some("stray")]);
-    assert!(error.failures()[0].error.is_cancelled());
-    let message = error.to_string();
-    assert!(
-        message.contains("`stray`") && message.contains("no cancel scope around it was cancelled"),
-        "{message}"
-    );
-
-    // The body too; a nursery whose scope is cancelled still catches it.
-    let error = block_on(nursery(|_n: Nursery<'_, Cancelled>| async move {
-        Err::<(), _>(Cancelled)
-    }))
-    .unwrap_err();
-    assert_eq!(error.failures().len(), 1, "{error:?}");
-    assert_eq!(error.failures()[0].task.name(), Some("nursery body"));
-    let out = block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
-        n.spawn(async { Err(Cancelled) });
-        n.cancel_scope().cancel();
-        Ok(1)
-    }));
-    assert_eq!(out.unwrap(), Some(1));
 }
 
 #[test]
@@ -541,36 +485,6 @@ fn a_supervised_failure_is_handled_and_its_siblings_go_on() {
             "malformed request".to_owned()
         )]
     );
-}
-
-/// A stray `Cancelled` from a supervised child is its failure too: its
-/// handler gets it, and its siblings go on.
-#[test]
-fn a_supervised_stray_cancelled_goes_to_the_handler() {
-    let handled = Mutex::new(Vec::new());
-    let handled = &handled;
-    let log = Mutex::new(Vec::new());
-    let log = &log;
-    let out = futures::executor::block_on(nursery(|n: Nursery<'_, io::Error>| async move {
-        n.named("stray")
-            .on_failure(move |failure| {
-                handled.lock().unwrap().push((
-                    failure.task.name().map(String::from),
-                    failure.error.is_cancelled(),
-                ));
-                Ok(())
-            })
-            .spawn(async { Err(Cancelled.into()) });
-        n.spawn(async move {
-            sleep(Duration::from_millis(20)).await?;
-            log.lock().unwrap().push("sibling finished");
-            Ok(())
-        });
-        Ok("served")
-    }));
-    assert_eq!(out.unwrap(), Some("served"));
-    assert_eq!(*log.lock().unwrap(), ["sibling finished"]);
-    assert_eq!(*handled.lock().unwrap(), [(Some("stray".to_owned()), true)]);
 }
 
 /// The report counts the failures handlers took, not those they passed

@@ -864,14 +864,6 @@ impl Node {
     pub(crate) fn is_cancelled(&self) -> bool {
         self.check().is_err()
     }
-
-    /// Whether a task in this scope may have been cancelled: the scope is
-    /// cancelled, or an effective deadline applies (which another thread's
-    /// clock may have seen pass first). A `Cancelled` out of a scope where
-    /// neither holds is stray.
-    pub(crate) fn may_cancel(&self) -> bool {
-        self.state() != NEVER
-    }
 }
 
 /// Recomputes every queued node, queueing the children of those that changed.

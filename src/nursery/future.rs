@@ -278,11 +278,7 @@ struct Outcomes<'r, E> {
 
 impl<E: CancelError> Outcomes<'_, E> {
     fn error(&mut self, task: TaskInfo, error: E) {
-        // A cancellation unwinds only out of a cancelled scope; one that
-        // nothing around the task cancelled is a stray (a bug of the task),
-        // recorded as its failure: passed on, no scope would ever catch it
-        // (or the first cancelled one would, silently).
-        if error.is_cancelled() && self.node.may_cancel() {
+        if error.is_cancelled() {
             *self.saw_cancelled = true;
         } else {
             self.node.cancel(CancelReason::TaskFailed(task.clone()));
@@ -387,9 +383,7 @@ impl<E: CancelError> Outcomes<'_, E> {
         match polled {
             // A cancelled child is not a failure: no need for its identity
             // (its table entry goes with the batch, like a success's).
-            Polled::Done(Ok(Err(error))) if error.is_cancelled() && self.node.may_cancel() => {
-                *self.saw_cancelled = true
-            }
+            Polled::Done(Ok(Err(error))) if error.is_cancelled() => *self.saw_cancelled = true,
             Polled::Done(Ok(Err(error))) => self.error(children.failed(key), error),
             Polled::Done(Err(payload)) => self.panic(children.failed(key), payload),
             Polled::Unparked(task) if self.unparked(task) => {
@@ -628,9 +622,7 @@ where
         }
         let failures = std::mem::take(this.failures);
         Poll::Ready(match this.body_output.take() {
-            _ if uncaught || !failures.is_empty() => {
-                Err(NurseryError::recorded(failures, uncaught))
-            }
+            _ if uncaught || !failures.is_empty() => Err(NurseryError::new(failures, uncaught)),
             Some(value) => Ok(Some(value)),
             // The body unwound with a cancellation this nursery caught.
             None => Ok(None),

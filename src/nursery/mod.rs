@@ -15,8 +15,7 @@
 //!    current scope (children handed over by `start()` carry their own task
 //!    scope, a child of the nursery's).
 //! 3. The first failure (error or panic) cancels the nursery's scope; every
-//!    failure is recorded; `Cancelled` is recorded as a failure only when
-//!    it is stray (returned while the nursery's scope is not cancelled).
+//!    failure is recorded; `Cancelled` is never recorded as a failure.
 //! 4. Dropping the nursery future closes it and drops every child and the body
 //!    synchronously (a parallel child: its task handle, which cancels it on
 //!    its executor without waiting, `spawn` invariant 2).

@@ -590,9 +590,7 @@ where
         // fails in the step that resumes the caller): the caller goes on in
         // a nursery already told, not one that hears of it at its next poll.
         let failed = match &state {
-            ScopedState::Finished(Some(Err(error))) => {
-                !error.is_cancelled() || !this.shared.node.may_cancel()
-            }
+            ScopedState::Finished(Some(Err(error))) => !error.is_cancelled(),
             ScopedState::Panicked(_) => true,
             _ => false,
         };

@@ -6,9 +6,8 @@
 //!
 //! 1. The handler runs inside the child's poll, so in the nursery's context
 //!    (its scope is current), exactly once, and only for a real failure: a
-//!    child that ends with `Cancelled` out of a cancelled scope is not a
-//!    failure and reaches no handler (a stray one, while its scope is not
-//!    cancelled, is, as for the nursery). For a parallel child that poll is the remote half's, on the
+//!    child that ends with `Cancelled` is not a failure and reaches no
+//!    handler. For a parallel child that poll is the remote half's, on the
 //!    thread where the child ran (its handlers are `Send + 'static`).
 //!    What happens after the handler does not reach it: a panic of the
 //!    child's `Drop` (which runs once the child ended, inline or on its
@@ -138,14 +137,7 @@ where
         };
         match polled {
             Ok(Poll::Pending) => Poll::Pending,
-            // A cancellation out of a cancelled scope is no failure; a
-            // stray one (nothing around the child cancelled) is.
-            Ok(Poll::Ready(Err(error)))
-                if !error.is_cancelled()
-                    || !crate::context::with_current(|node| {
-                        node.is_some_and(|node| node.may_cancel())
-                    }) =>
-            {
+            Ok(Poll::Ready(Err(error))) if !error.is_cancelled() => {
                 let Some(handler) = this.on_error.take() else {
                     return Poll::Ready(Err(error));
                 };
