@@ -238,6 +238,40 @@ fn a_child_failing_as_it_is_handed_over_has_cancelled_the_nursery_when_start_ret
 }
 
 #[test]
+fn a_started_child_that_cancels_its_own_scope_ends_quietly() {
+    // After `started`, the child runs in a task scope of its own under the
+    // nursery's: cancelling it (`current_scope()`) cancels that child only,
+    // and that scope catches the `Cancelled` it unwinds with, as any
+    // cancelled scope does: nothing escapes the nursery.
+    let log = Log::default();
+    let log = &log;
+    let out = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+        n.named("sibling").spawn(async move {
+            let slept = sleep(Duration::from_millis(30)).await;
+            log.lock().unwrap().push(if slept.is_ok() {
+                "sibling finished"
+            } else {
+                "sibling cancelled"
+            });
+            slept?;
+            Ok(())
+        });
+        n.start(|status: Started<()>| async move {
+            status.started(());
+            checkpoint().await?;
+            hatchery::current_scope().unwrap().cancel();
+            checkpoint().await?;
+            log.lock().unwrap().push("past a checkpoint in a cancelled scope");
+            Ok(())
+        })
+        .await?;
+        Ok(1)
+    }));
+    assert_eq!(out.unwrap(), Some(1));
+    assert_eq!(*log.lock().unwrap(), ["sibling finished"]);
+}
+
+#[test]
 fn a_started_child_that_returns_cancelled_early_is_not_a_failure() {
     let out = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
         n.cancel_scope().cancel();

@@ -266,6 +266,17 @@ where
                 resume_unwind(payload.unwrap_or_else(|| Box::new("started child panicked")));
             }
         };
+        // The task scope catches the cancellation it caused itself (the
+        // child cancelled `current_scope()`), as any cancelled scope does;
+        // one from the nursery or further out goes on to be caught there.
+        let output = match output {
+            Err(error)
+                if error.is_cancelled() && this.node.as_ref().is_some_and(|n| n.exit_catches()) =>
+            {
+                Ok(())
+            }
+            output => output,
+        };
         if let Some(node) = &this.node {
             node.exit();
         }
