@@ -477,7 +477,9 @@ impl<E> NurseryError<E> {
     /// One error of your own type for this one, as `?` into that type
     /// needs: a pure cancellation comes out as `E::from(Cancelled)`, a
     /// single failure as its own error (as `io::Error`'s conversion does),
-    /// several through `many`, which decides how to keep them.
+    /// several through `many`, which decides how to keep them. The signal
+    /// of an interrupted `run` ([`interrupted`](Self::interrupted)) is not
+    /// carried over: read it before, if the exit status matters.
     ///
     /// ```
     /// use hatchery::{typed::nursery, CancelError, Cancelled, Nursery, NurseryError};

@@ -273,8 +273,9 @@ impl TaskState {
         &self.path
     }
 
-    /// For a blocking closure: true if its task was dropped (hard-cancelled)
-    /// while the closure still ran, so that nobody waits for its thread.
+    /// For a blocking closure: true if its task was dropped (hard-cancelled),
+    /// or its `run_blocking` future dropped, while the closure still ran, so
+    /// that nobody waits for its thread.
     /// Always false for async tasks.
     ///
     /// ```
@@ -641,10 +642,12 @@ impl Report {
         &self.scopes
     }
 
-    /// Blocking closures (see [`Nursery::spawn_blocking`](crate::Nursery::spawn_blocking))
-    /// still running on a thread, anywhere in the process. After a hard
-    /// cancel these are abandoned ([`TaskState::is_abandoned`]): nobody
-    /// joins their threads, and they do not hold the program open.
+    /// Blocking closures (see [`Nursery::spawn_blocking`](crate::Nursery::spawn_blocking)
+    /// and [`run_blocking`](crate::run_blocking)) still running on a
+    /// thread, anywhere in the process. Once nobody waits for one (its task
+    /// was dropped by a hard cancel, or a `run_blocking` future was dropped
+    /// unfinished) it is abandoned ([`TaskState::is_abandoned`]): nobody
+    /// joins its thread, and it does not hold the program open.
     ///
     /// ```
     /// use hatchery::Report;

@@ -91,6 +91,36 @@ fn made_cancellable_it_is_abandoned_at_the_cancel() {
 }
 
 #[test]
+fn dropped_unfinished_its_closure_is_told() {
+    // It lost a race in a combinator: nobody waits for it any more, and the
+    // closure's handle says so.
+    let (told_tx, told_rx) = async_channel::bounded::<bool>(1);
+    block_on(async {
+        let lost = futures_lite::future::or(
+            async {
+                run_blocking(move |cancel| {
+                    let start = std::time::Instant::now();
+                    while !cancel.is_cancelled() && start.elapsed() < Duration::from_secs(10) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    told_tx.send_blocking(cancel.is_cancelled()).ok();
+                })
+                .await
+                .ok();
+                "the closure"
+            },
+            async {
+                hatchery::sleep(Duration::from_millis(5)).await.ok();
+                "the timer"
+            },
+        )
+        .await;
+        assert_eq!(lost, "the timer");
+    });
+    assert_eq!(told_rx.recv_blocking(), Ok(true));
+}
+
+#[test]
 fn a_panic_in_the_closure_is_resumed_in_the_task() {
     let out = catch_unwind(AssertUnwindSafe(|| {
         block_on(run_blocking(|_cancel| -> u32 { panic!("boom in the pool") }))

@@ -479,3 +479,33 @@ fn an_hour_deadline_around(
         })
     })
 }
+
+/// `run_blocking`'s closure runs on a pool thread, on the real clock: a
+/// deadline of the virtual clock, an hour ahead of it, reaches the closure
+/// through its handle all the same (the awaiting side watches it).
+#[test]
+fn a_virtual_deadline_reaches_a_run_blocking_closure_after_the_clock_jumped() {
+    let _one = one_at_a_time();
+    // A closure that never sees the cancellation would spin for 10 s.
+    let out = testing::run(async {
+        sleep(HOUR).await?;
+        move_on_after(Duration::from_millis(10), async {
+            let told = hatchery::run_blocking(|cancel| {
+                let start = std::time::Instant::now();
+                while !cancel.is_cancelled() {
+                    if start.elapsed() > Duration::from_secs(10) {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                true
+            })
+            .await?;
+            assert!(told, "the closure never saw the virtual deadline pass");
+            checkpoint().await?;
+            Ok::<_, Cancelled>(())
+        })
+        .await
+    });
+    assert_eq!(out, Ok(None));
+}

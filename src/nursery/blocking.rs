@@ -13,7 +13,7 @@ use std::time::Instant;
 use slab::Slab;
 
 use crate::cancel::foreign::Parked;
-use crate::cancel::{CancelHandle, CancelScope, current_scope};
+use crate::cancel::{CancelHandle, CancelScope};
 use crate::clock;
 use crate::error::Cancelled;
 use crate::sync::Recover;
@@ -132,8 +132,9 @@ impl Drop for AbandonOnDrop {
 /// never runs and this returns `Err(Cancelled)`. Once it runs, the task
 /// waits for its thread even if its scope is cancelled meanwhile (a thread
 /// cannot be stopped): the closure learns of the cancellation through the
-/// [`CancelHandle`] it is given (of the scope the task awaits this in; of
-/// a scope nobody cancels outside any) and returns early if it likes; its
+/// [`CancelHandle`] it is given (of a scope of its own, under the one the
+/// task awaits this in: cancelled with it, and also when this future is
+/// dropped before the closure returned) and returns early if it likes; its
 /// value is returned all the same, and the scope's next checkpoint returns
 /// `Cancelled`. A panic in the closure is resumed in the task. If the task
 /// is dropped instead (a forced shutdown), the closure is abandoned: it
@@ -186,23 +187,71 @@ where
     async move {
         // The scope of whoever awaits this, at its first poll.
         crate::check_cancelled()?;
-        let cancel = current_scope().unwrap_or_else(|| CancelScope::new().handle());
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let entry = (info, Arc::clone(&abandoned));
-        let task = unblock(move || {
-            // Listed in the report while this thread runs it.
-            let _entry = BlockingEntry::new(entry.0, entry.1);
-            catch_unwind(AssertUnwindSafe(move || work(cancel)))
-        });
-        let mut abandon = AbandonOnDrop(Some(abandoned));
-        // Waited for, not dropped, on cancellation (a hatchery await).
-        let outcome = Parked::new(task).await;
-        abandon.0 = None; // finished: nothing was abandoned
+        // The closure's own scope, under the caller's (cancelled with it),
+        // and cancelled when this future is dropped unfinished (a
+        // combinator dropped it, or its task): the closure is told either
+        // way, and holds no handle to the caller's scope itself.
+        let own = CancelScope::new();
+        let cancel = own.handle();
+        let told = cancel.clone();
+        let outcome = own
+            .run_typed(async move {
+                let abandoned = Arc::new(AtomicBool::new(false));
+                let entry = (info, Arc::clone(&abandoned));
+                let task = unblock(move || {
+                    // Listed in the report while this thread runs it.
+                    let _entry = BlockingEntry::new(entry.0, entry.1);
+                    catch_unwind(AssertUnwindSafe(move || work(cancel)))
+                });
+                let mut abandon = AbandonOnDrop(Some(abandoned));
+                let mut tell = TellOnDrop(Some(told));
+                // Waited for, not dropped, on cancellation (a hatchery
+                // await). A deadline over it is watched here: the closure
+                // compares it with its own thread's clock, which is not this
+                // thread's under virtual time; when it passes here, it is
+                // recorded, and the closure's handle sees it.
+                let mut wait = std::pin::pin!(Parked::new(task));
+                let outcome = match crate::current_effective_deadline() {
+                    None => wait.await,
+                    Some(deadline) => {
+                        let timer = clock::timer_at(deadline);
+                        let first =
+                            futures_lite::future::or(async { Some(wait.as_mut().await) }, async {
+                                timer.await;
+                                None
+                            })
+                            .await;
+                        match first {
+                            Some(outcome) => outcome,
+                            None => {
+                                let _ = crate::check_cancelled();
+                                wait.await
+                            }
+                        }
+                    }
+                };
+                abandon.0 = None; // finished: nothing was abandoned
+                tell.0 = None;
+                Ok::<_, Cancelled>(outcome)
+            })
+            .await;
         match outcome {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(payload)) => resume_unwind(payload),
+            Ok(Some(Some(Ok(value)))) => Ok(value),
+            Ok(Some(Some(Err(payload)))) => resume_unwind(payload),
             // Its runtime shut down before the closure ran.
-            None => Err(Cancelled),
+            Ok(Some(None)) | Ok(None) | Err(_) => Err(Cancelled),
+        }
+    }
+}
+
+/// Cancels the closure's own scope if `run_blocking` is dropped before it
+/// returned, so that a closure watching its handle stops.
+struct TellOnDrop(Option<CancelHandle>);
+
+impl Drop for TellOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.cancel();
         }
     }
 }

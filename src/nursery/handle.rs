@@ -345,6 +345,14 @@ macro_rules! handle_methods {
             /// with `mem::forget` keeps its nursery waiting for good,
             /// deadlines included.
             ///
+            /// The child runs in a task scope of its own (under the caller's
+            /// scope, then under the nursery's): its
+            /// [`current_scope`](crate::current_scope) is that scope, not the
+            /// nursery's as in a spawned child, so cancelling it stops that
+            /// child alone, which ends quietly after `started` (the scope
+            /// catches it). To cancel the whole nursery from inside, take
+            /// [`cancel_scope`](Self::cancel_scope) into the child.
+            ///
             /// # Panics
             ///
             /// If the nursery has already closed, if the child returns
