@@ -272,6 +272,42 @@ fn a_started_child_that_cancels_its_own_scope_ends_quietly() {
 }
 
 #[test]
+fn a_child_that_cancels_its_own_scope_before_started_still_gives_its_value() {
+    // Cancelled, `started` leaves the child under `start()`; it unwinds
+    // with the `Cancelled` of its own scope, which catches it: the value is
+    // the caller's, and nothing escapes into the nursery.
+    let out = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+        let value = n
+            .start(|status: Started<u32>| async move {
+                hatchery::current_scope().unwrap().cancel();
+                status.started(7);
+                checkpoint().await?;
+                Ok(())
+            })
+            .await?;
+        assert!(!n.cancel_scope().is_cancelled());
+        Ok(value)
+    }));
+    assert_eq!(out.unwrap(), Some(7));
+
+    // Without `started`, it is the same mistake as returning without it.
+    let panicked = catch_unwind(AssertUnwindSafe(|| {
+        block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+            n.start(|_status: Started<u32>| async move {
+                hatchery::current_scope().unwrap().cancel();
+                checkpoint().await?;
+                Ok(())
+            })
+            .await?;
+            Ok(())
+        }))
+    }));
+    let payload = panicked.unwrap_err();
+    let message = payload.downcast_ref::<String>().map(String::as_str).unwrap_or("");
+    assert!(message.contains("returned without calling `started()`"), "{message}");
+}
+
+#[test]
 fn a_started_child_that_returns_cancelled_early_is_not_a_failure() {
     let out = block_on(nursery(|n: Nursery<'_, io::Error>| async move {
         n.cancel_scope().cancel();

@@ -556,8 +556,19 @@ where
                     resume_unwind(payload)
                 }
                 Ok(Poll::Ready(Err(error))) => {
+                    // The child cancelled its own task scope (its
+                    // `current_scope()`) and unwound: that scope catches it,
+                    // as after the hand-over; a value it passed to `started`
+                    // (it stayed, being cancelled) is still the caller's.
+                    let caught = error.is_cancelled() && this.state.task.exit_catches();
                     this.abandon();
-                    Poll::Ready(Err(error))
+                    if !caught {
+                        return Poll::Ready(Err(error));
+                    }
+                    match this.kept.take() {
+                        Some(value) => Poll::Ready(Ok(value)),
+                        None => no_started(&this.info),
+                    }
                 }
                 Ok(Poll::Ready(Ok(()))) => {
                     let cancelled = this.state.task.is_cancelled();
@@ -569,12 +580,7 @@ where
                     if cancelled {
                         return Poll::Ready(Err(Cancelled.into()));
                     }
-                    panic!(
-                        "hatchery: the child passed to start() ({}) returned without calling \
-                         `started()`; call `status.started(value)` once it is ready, or use \
-                         spawn() if nobody needs to wait for it",
-                        this.info
-                    )
+                    no_started(&this.info)
                 }
             };
         };
@@ -623,4 +629,14 @@ where
             Err(_) => Poll::Ready(Err(Cancelled.into())),
         }
     }
+}
+
+/// The panic of a child that ended without calling `started()` (and without
+/// a cancellation from outside to explain it).
+fn no_started(info: &TaskInfo) -> ! {
+    panic!(
+        "hatchery: the child passed to start() ({info}) returned without calling \
+         `started()`; call `status.started(value)` once it is ready, or use \
+         spawn() if nobody needs to wait for it"
+    )
 }
