@@ -453,19 +453,25 @@ fn nothing_left_after_scope_or_failed_group() {
 // the loop spin while the shielded child waits: counted by the number of
 // polls the shielded wait gets.
 
-/// Counts the polls of a future.
-struct CountPolls<'a, F> {
-    polls: &'a AtomicUsize,
+/// Counts the polls of a future in `polls` (borrowed, or an `Arc` for a
+/// `'static` child).
+struct CountPolls<P, F> {
+    polls: P,
     inner: Pin<Box<F>>,
 }
-impl<F: Future> Future for CountPolls<'_, F> {
+// The counted future is boxed: nothing here is pinned.
+impl<P, F> Unpin for CountPolls<P, F> {}
+impl<P: std::ops::Deref<Target = AtomicUsize>, F: Future> Future for CountPolls<P, F> {
     type Output = F::Output;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         self.polls.fetch_add(1, SeqCst);
         self.inner.as_mut().poll(cx)
     }
 }
-fn count_polls<F: Future>(polls: &AtomicUsize, inner: F) -> CountPolls<'_, F> {
+fn count_polls<P: std::ops::Deref<Target = AtomicUsize>, F: Future>(
+    polls: P,
+    inner: F,
+) -> CountPolls<P, F> {
     CountPolls {
         polls,
         inner: Box::pin(inner),
@@ -599,14 +605,11 @@ fn shielded_cancel_sleep_time_parallel() {
                     let child = async move {
                         CancelScope::new()
                             .shield(true)
-                            .run(CountPollsArc {
-                                polls,
-                                inner: Box::pin(async move {
-                                    sleep(Duration::from_millis(200)).await?;
-                                    event.notified().await;
-                                    Ok(())
-                                }),
-                            })
+                            .run(count_polls(polls, async move {
+                                sleep(Duration::from_millis(200)).await?;
+                                event.notified().await;
+                                Ok(())
+                            }))
                             .await?
                             .expect("the shield holds");
                         Ok(())
@@ -625,17 +628,6 @@ fn shielded_cancel_sleep_time_parallel() {
         })
         .await?;
         Ok(())
-    }
-    struct CountPollsArc<F> {
-        polls: Arc<AtomicUsize>,
-        inner: Pin<Box<F>>,
-    }
-    impl<F: Future> Future for CountPollsArc<F> {
-        type Output = F::Output;
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-            self.polls.fetch_add(1, SeqCst);
-            self.inner.as_mut().poll(cx)
-        }
     }
 
     let polls = Arc::new(AtomicUsize::new(0));

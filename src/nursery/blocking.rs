@@ -33,12 +33,12 @@ struct BlockingRecord {
 }
 
 /// Lists a blocking closure in every report while its thread runs it.
-pub(crate) struct BlockingEntry(usize);
+struct BlockingEntry(usize);
 
 impl BlockingEntry {
     /// Registers the closure; `abandoned` is set by its task if the task is
     /// dropped (the hard cancel) before the closure returns.
-    pub(crate) fn new(info: TaskInfo, abandoned: Arc<AtomicBool>) -> Self {
+    fn new(info: TaskInfo, abandoned: Arc<AtomicBool>) -> Self {
         let record = BlockingRecord {
             info,
             since: clock::now(),
@@ -112,7 +112,7 @@ impl<T> std::future::Future for Unblocked<T> {
 /// Marks a blocking closure abandoned if the task waiting for it is dropped
 /// before it returned (nobody waits for its thread any more: a thread
 /// cannot be stopped).
-pub(crate) struct AbandonOnDrop(pub(crate) Option<Arc<AtomicBool>>);
+struct AbandonOnDrop(Option<Arc<AtomicBool>>);
 
 impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
@@ -120,6 +120,28 @@ impl Drop for AbandonOnDrop {
             flag.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// Runs `work` on the blocking pool, listed in every report as `info`
+/// while its thread runs it, and waits for it: a hatchery await, never
+/// dropped for a cancellation (the closure is told through its handle, as
+/// trio's `to_thread` waits for its thread). `None` if its runtime dropped
+/// it unrun (shutting down); dropped unfinished, it marks the closure
+/// abandoned. What `spawn_blocking`'s child and `run_blocking` wait on.
+pub(crate) async fn on_pool<T: Send + 'static>(
+    info: TaskInfo,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<std::thread::Result<T>> {
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let entry = (info, Arc::clone(&abandoned));
+    let task = unblock(move || {
+        let _entry = BlockingEntry::new(entry.0, entry.1);
+        catch_unwind(AssertUnwindSafe(work))
+    });
+    let mut abandon = AbandonOnDrop(Some(abandoned));
+    let outcome = Parked::new(task).await;
+    abandon.0 = None; // finished: nothing was abandoned
+    outcome
 }
 
 /// Runs `work` on a thread of the blocking pool and waits for the value it
@@ -196,21 +218,12 @@ where
         let told = cancel.clone();
         let outcome = own
             .run_typed(async move {
-                let abandoned = Arc::new(AtomicBool::new(false));
-                let entry = (info, Arc::clone(&abandoned));
-                let task = unblock(move || {
-                    // Listed in the report while this thread runs it.
-                    let _entry = BlockingEntry::new(entry.0, entry.1);
-                    catch_unwind(AssertUnwindSafe(move || work(cancel)))
-                });
-                let mut abandon = AbandonOnDrop(Some(abandoned));
                 let mut tell = TellOnDrop(Some(told));
-                // Waited for, not dropped, on cancellation (a hatchery
-                // await). A deadline over it is watched here: the closure
-                // compares it with its own thread's clock, which is not this
+                // A deadline over it is watched here: the closure compares
+                // it with its own thread's clock, which is not this
                 // thread's under virtual time; when it passes here, it is
                 // recorded, and the closure's handle sees it.
-                let mut wait = std::pin::pin!(Parked::new(task));
+                let mut wait = std::pin::pin!(on_pool(info, move || work(cancel)));
                 let outcome = match crate::current_effective_deadline() {
                     None => wait.await,
                     Some(deadline) => {
@@ -230,7 +243,6 @@ where
                         }
                     }
                 };
-                abandon.0 = None; // finished: nothing was abandoned
                 tell.0 = None;
                 Ok::<_, Cancelled>(outcome)
             })

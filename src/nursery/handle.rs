@@ -7,17 +7,14 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::resume_unwind;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
-use super::blocking::{AbandonOnDrop, BlockingEntry};
 use super::shared::Shared;
 use super::start::{Scoped, StartFuture, Started};
 use super::supervise::{HandlePanics, PanicPolicy, ResumePanics, Supervise};
 use super::{LocalChild, SendChild};
 use crate::cancel::CancelHandle;
-use crate::cancel::foreign::Parked;
 use crate::error::{CancelError, Error, SpawnError, TaskFailure};
 use crate::spawn::{RemoteHandle, Spawn, counted, default_spawner, spawn_parallel};
 use crate::task::TaskInfo;
@@ -280,24 +277,10 @@ macro_rules! handle_methods {
                     return self.shared.push(Box::pin(child), info);
                 }
                 let cancel = CancelHandle::from_node(Arc::clone(&self.shared.node));
-                let abandoned = Arc::new(AtomicBool::new(false));
-                let entry = (info.clone(), Arc::clone(&abandoned));
                 self.shared.note_off_thread();
+                let work = super::blocking::on_pool(info.clone(), move || work(cancel));
                 let child = async move {
-                    let task = super::blocking::unblock(move || {
-                        // Listed in the report while this thread runs it.
-                        let _entry = BlockingEntry::new(entry.0, entry.1);
-                        catch_unwind(AssertUnwindSafe(move || work(cancel)))
-                    });
-                    // Dropped before the closure returned: nobody waits for
-                    // the thread any more (a thread cannot be stopped).
-                    let mut abandon = AbandonOnDrop(Some(abandoned));
-                    // Waited for, not dropped, on cancellation: the
-                    // closure is told through its handle (as trio's
-                    // `to_thread` waits for its thread).
-                    let outcome = Parked::new(task).await;
-                    abandon.0 = None; // finished: nothing was abandoned
-                    match outcome {
+                    match work.await {
                         Some(outcome) => outcome.unwrap_or_else(|payload| resume_unwind(payload)),
                         // Its runtime shut down before the closure ran.
                         None => Err(crate::Cancelled.into()),
