@@ -1173,7 +1173,7 @@ fn without_exit_on_signal_run_returns_the_interruption() {
     assert_eq!(
         count(
             &stdout,
-            "interrupted=Some(Signal(2)) display=interrupted by SIGINT"
+            "interrupted=Some(SIGINT) display=interrupted by SIGINT"
         ),
         1,
         "{stdout:?}"

@@ -63,8 +63,11 @@ impl fmt::Display for CancelReason {
 /// assert_eq!(Signal::INT.number(), 2);
 /// assert_eq!(Signal::TERM.to_string(), "SIGTERM");
 /// assert_eq!(Signal::INT.exit_code(), 130);
+/// // Debug output names it too, as it reads in an `{:?}` of an error.
+/// assert_eq!(format!("{:?}", Signal::INT), "SIGINT");
+/// assert_eq!(format!("{:?}", Signal::from_number(9)), "Signal(9)");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Signal(i32);
 
 impl Signal {
@@ -112,6 +115,15 @@ impl Signal {
     /// ```
     pub const fn exit_code(self) -> i32 {
         128 + self.0
+    }
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            "signal" => f.debug_tuple("Signal").field(&self.0).finish(),
+            name => f.write_str(name),
+        }
     }
 }
 
