@@ -155,6 +155,7 @@ mod context;
 mod error;
 mod live;
 mod nursery;
+mod panics;
 mod report;
 mod run;
 #[cfg(unix)]

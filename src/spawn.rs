@@ -42,6 +42,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
+use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -286,7 +287,10 @@ where
                 }
             }
             Ok((Poll::Ready(output), _)) => Poll::Ready(RemoteOutcome::Finished(output)),
-            Err(payload) => Poll::Ready(RemoteOutcome::Panicked(payload)),
+            Err(payload) => {
+                crate::panics::caught_panic(&*payload);
+                Poll::Ready(RemoteOutcome::Panicked(payload))
+            }
         }
     }
 }
@@ -310,21 +314,35 @@ impl<F> InScope<F> {
 }
 
 /// The outcome of a parallel child that just ended, once nothing of it is
-/// left (`InScope::release`): a panic of its `Drop` replaces a success or
-/// an error; after a panic it is only reported on stderr (the first panic
-/// is the one resumed, and this one is not lost).
-fn released<F, O>(
+/// left (`InScope::release`): a panic of its `Drop` replaces a success, and
+/// an error, which is said on stderr (it would be lost); after a panic it
+/// is only said (the first panic is the one resumed). Never panics itself.
+fn released<F, E: CancelError>(
     inner: Pin<&mut InScope<F>>,
-    outcome: RemoteOutcome<O>,
+    outcome: RemoteOutcome<Result<(), E>>,
     info: &dyn fmt::Display,
-) -> RemoteOutcome<O> {
-    match (inner.release(), outcome) {
-        (Ok(()), outcome) => outcome,
-        (Err(_), outcome @ RemoteOutcome::Panicked(_)) => {
-            eprintln!("hatchery: {info} panicked, then its `Drop` panicked too");
+) -> RemoteOutcome<Result<(), E>> {
+    let dropped = match inner.release() {
+        Ok(()) => return outcome,
+        Err(dropped) => dropped,
+    };
+    match outcome {
+        RemoteOutcome::Panicked(_) => {
+            crate::panics::say_and_drop(
+                format!("{info} panicked, then its `Drop` panicked too"),
+                dropped,
+            );
             outcome
         }
-        (Err(payload), _) => RemoteOutcome::Panicked(payload),
+        RemoteOutcome::Finished(Err(error)) if !error.is_cancelled() => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "hatchery: {info} failed, then its `Drop` panicked (that panic is resumed): \
+                 {error:?}"
+            );
+            RemoteOutcome::Panicked(dropped)
+        }
+        _ => RemoteOutcome::Panicked(dropped),
     }
 }
 
@@ -377,7 +395,11 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(report) = this.report.take() {
-                let outcome = released(this.inner, RemoteOutcome::Lost, report.name());
+                // Lost, unless its `Drop` panicked: then that panic.
+                let outcome = match this.inner.release() {
+                    Ok(()) => RemoteOutcome::Lost,
+                    Err(dropped) => RemoteOutcome::Panicked(dropped),
+                };
                 report.report(outcome);
             }
         }

@@ -21,6 +21,7 @@ fn layers() -> BTreeMap<&'static str, u8> {
             2,
             &[
                 "task.rs",
+                "panics.rs",
                 "error.rs",
                 "cancel/reason.rs",
                 "cancel/listeners.rs",

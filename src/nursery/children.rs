@@ -404,7 +404,29 @@ pub(crate) fn poll_with<F: std::future::Future + ?Sized>(
     let polled = catch_unwind(AssertUnwindSafe(|| {
         future.poll(&mut Context::from_waker(&waker))
     }));
+    if let Err(payload) = &polled {
+        crate::panics::caught_panic(&**payload);
+    }
     (polled, here.end(saved))
+}
+
+/// Drops `value` (user code: a child), catching a panic of its `Drop`:
+/// the first is kept in `panicked`, any later one is said.
+pub(crate) fn drop_caught<T>(value: T, panicked: &mut Option<Box<dyn Any + Send>>) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        keep_first(payload, panicked);
+    }
+}
+
+/// Keeps `payload` in `panicked` if it holds none yet; says it otherwise.
+pub(crate) fn keep_first(payload: Box<dyn Any + Send>, panicked: &mut Option<Box<dyn Any + Send>>) {
+    match panicked {
+        None => *panicked = Some(payload),
+        Some(_) => crate::panics::say_and_drop(
+            "a task's `Drop` panicked too, while its nursery was being dropped".into(),
+            payload,
+        ),
+    }
 }
 
 /// A waker for `key`, queued for its first poll: a spare one if there is
@@ -481,6 +503,8 @@ pub(crate) enum Polled<O> {
     Unparked(usize),
     /// It finished (it has left the set).
     Done(CaughtPoll<O>),
+    /// It finished, then its `Drop` panicked with this payload: both count.
+    DropPanicked(CaughtPoll<O>, Box<dyn Any + Send>),
 }
 
 pub(crate) struct Children<C> {
@@ -777,10 +801,10 @@ impl<C> Children<C> {
         };
         let child = slot.remove();
         self.retire(key, child.waker);
-        // The child's `Drop` runs here; a panic in it is the child's.
+        // The child's `Drop` runs here; a panic in it is the child's too.
         match catch_unwind(AssertUnwindSafe(move || drop(child.future))) {
             Ok(()) => Polled::Done(outcome),
-            Err(payload) => Polled::Done(Err(payload)),
+            Err(payload) => Polled::DropPanicked(outcome, payload),
         }
     }
 
@@ -878,10 +902,18 @@ impl<C> Children<C> {
         }
     }
 
-    /// Drops every child at once (the hard cancel).
-    pub(crate) fn clear(&mut self) {
-        // The table first: a child's `Drop` may panic.
+    /// Drops every child at once (the hard cancel), each on its own: a
+    /// panic in one child's `Drop` neither skips the others nor aborts the
+    /// process (a second panic while unwinding would). The first such
+    /// panic is kept in `panicked` (if it holds none yet), the others said.
+    pub(crate) fn clear(&mut self, panicked: &mut Option<Box<dyn Any + Send>>) {
         self.table.clear();
+        for key in 0..self.slab.key_end() {
+            if self.slab.get_mut(key).is_some() {
+                let child = self.slab.remove(key);
+                drop_caught(child, panicked);
+            }
+        }
         self.slab.clear();
         self.queued.clear();
         self.requeued.clear();

@@ -9,13 +9,15 @@ use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use pin_project_lite::pin_project;
 
-use super::children::{BODY, Buffers, Children, Polled, TaskWaker, poll_with};
+use super::children::{
+    BODY, Buffers, Children, Polled, TaskWaker, drop_caught, keep_first, poll_with,
+};
 use super::shared::Shared;
 use crate::cancel::foreign::{Hold, Verdict, verdict};
 use crate::cancel::tree::{Listener, Node};
@@ -24,6 +26,7 @@ use crate::clock::{self, CANCELLED, NEVER};
 use crate::context::{self, Here};
 use crate::error::{CancelError, NurseryError, TaskFailure};
 use crate::nursery::table::TaskTable;
+use crate::panics::{forget_resuming, resuming, say_and_drop, say_panicked};
 use crate::spawn::{Ended, Parallel};
 use crate::sync::Recover;
 use crate::task::TaskInfo;
@@ -104,11 +107,10 @@ pin_project! {
                             Ended::Panicked(payload) if panic.is_none() => panic = Some(payload),
                             Ended::Panicked(payload) => {
                                 // Only the first is resumed; this one is said.
-                                eprintln!(
-                                    "hatchery: {task} panicked too, while its nursery was being dropped: {}",
-                                    panic_message(&*payload)
+                                say_and_drop(
+                                    format!("{task} panicked too, while its nursery was being dropped"),
+                                    payload,
                                 );
-                                let _ = catch_unwind(AssertUnwindSafe(|| drop(payload)));
                             }
                         }
                     }
@@ -124,10 +126,30 @@ pin_project! {
             this.shared.node.exit();
             // The hard cancel (invariant 4): nothing can be spawned any more,
             // and every child and the body are dropped right here.
-            drop(this.shared.close());
-            this.children.clear();
-            this.body.set(None);
+            let mut panicked = None;
+            for chunk in this.shared.close() {
+                for waiting in chunk {
+                    drop_caught(waiting, &mut panicked);
+                }
+            }
+            this.children.clear(&mut panicked);
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| this.body.set(None))) {
+                keep_first(payload, &mut panicked);
+            }
             this.children.give_back(this.shared.take_buffers());
+            // The first panic of a task's `Drop` comes out of this one, unless
+            // a panic is unwinding already (the nursery's owner panicked):
+            // then it is said, as a second panic would abort the process.
+            if let Some(payload) = panicked {
+                if std::thread::panicking() {
+                    say_and_drop(
+                        "a task's `Drop` panicked while its nursery was dropped by a panic".into(),
+                        payload,
+                    );
+                } else {
+                    resume_unwind(payload);
+                }
+            }
         }
     }
 }
@@ -147,6 +169,8 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             buffers,
         );
         let body_flag = children.body_waker();
+        // A payload resumed before, and caught by the program, is gone.
+        forget_resuming();
         NurseryFuture {
             body: Some(body),
             body_output: None,
@@ -247,24 +271,6 @@ impl Foreign {
     }
 }
 
-/// The payload of the last panic `say_panicked` named (its address).
-static NAMED: AtomicUsize = AtomicUsize::new(0);
-
-/// Says on stderr which task panicked, once per panic: the panic hook named
-/// the thread it ran on, not the task, and a nursery around this one that
-/// catches the panic again (in the task that held this nursery) says
-/// nothing more. Never panics (a closed or broken stderr is ignored).
-fn say_panicked(task: &TaskInfo, payload: &Box<dyn Any + Send>) {
-    let address = (&**payload as *const (dyn Any + Send)).cast::<()>() as usize;
-    if size_of_val(&**payload) > 0 && NAMED.swap(address, Ordering::Relaxed) == address {
-        return;
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "hatchery: {task} panicked; its nursery resumes the panic"
-    );
-}
-
 /// Where the failures of a nursery's tasks are recorded (invariant 3), and
 /// what is done with tasks parked in foreign futures (invariant 6).
 struct Outcomes<'r, E> {
@@ -289,19 +295,36 @@ impl<E: CancelError> Outcomes<'_, E> {
     fn panic(&mut self, task: TaskInfo, payload: Box<dyn Any + Send>) {
         if self.panic.is_some() {
             // Only the first payload is resumed; this one is not lost.
-            eprintln!(
-                "hatchery: {task} panicked too, while its nursery was failing: {}",
-                panic_message(&*payload)
+            say_and_drop(
+                format!("{task} panicked too, while its nursery was failing"),
+                payload,
             );
-            // A payload whose `Drop` panics must not replace the first one.
-            if let Err(nested) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-                // That one's `Drop` could panic as well: it is leaked.
-                std::mem::forget(nested);
-            }
             return;
         }
         self.node.cancel(CancelReason::TaskFailed(task.clone()));
         *self.panic = Some((task, payload));
+    }
+
+    /// A child finished with `outcome`, then its `Drop` panicked: both are
+    /// its (its error is recorded, a panic first resumed), and the drop's
+    /// panic is resumed unless a panic is already, then it is said.
+    #[cold]
+    fn drop_panicked(
+        &mut self,
+        task: TaskInfo,
+        outcome: std::thread::Result<Result<(), E>>,
+        dropped: Box<dyn Any + Send>,
+    ) {
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => self.error(task.clone(), error),
+            Err(payload) => self.panic(task.clone(), payload),
+        }
+        if self.panic.is_some() {
+            say_and_drop(format!("the `Drop` of {task} panicked too"), dropped);
+        } else {
+            self.panic(task, dropped);
+        }
     }
 
     /// The verdict for a task that returned `Pending` without a (live)
@@ -386,6 +409,9 @@ impl<E: CancelError> Outcomes<'_, E> {
             Polled::Done(Ok(Err(error))) if error.is_cancelled() => *self.saw_cancelled = true,
             Polled::Done(Ok(Err(error))) => self.error(children.failed(key), error),
             Polled::Done(Err(payload)) => self.panic(children.failed(key), payload),
+            Polled::DropPanicked(outcome, payload) => {
+                self.drop_panicked(children.failed(key), outcome, payload);
+            }
             Polled::Unparked(task) if self.unparked(task) => {
                 if let Err(payload) = children.drop_child(key) {
                     self.panic(children.failed(key), payload);
@@ -401,17 +427,6 @@ impl<E: CancelError> Outcomes<'_, E> {
             }
             Polled::Done(Ok(Ok(()))) | Polled::Unparked(_) | Polled::Parked(_) | Polled::Idle => {}
         }
-    }
-}
-
-/// The text of a panic payload, when it has one.
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        text
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text
-    } else {
-        "(a payload that is not text)"
     }
 }
 
@@ -618,6 +633,8 @@ where
                     failure.error
                 );
             }
+            // For the catch outside (`caught_panic`): this one is named.
+            resuming(&*payload);
             resume_unwind(payload);
         }
         let failures = std::mem::take(this.failures);

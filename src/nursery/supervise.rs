@@ -150,7 +150,10 @@ where
             Ok(Poll::Ready(output)) => Poll::Ready(output),
             Err(payload) => match this.on_panic.take() {
                 Some(policy) => {
-                    Poll::Ready(tally(this.table, policy.handle(this.task.clone(), payload)))
+                    let handled = policy.handle(this.task.clone(), payload);
+                    // Taken by the handler: not on its way to a nursery.
+                    crate::panics::forget_resuming();
+                    Poll::Ready(tally(this.table, handled))
                 }
                 None => resume_unwind(payload),
             },

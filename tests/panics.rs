@@ -1,0 +1,394 @@
+//! Panics on the paths where two things go wrong at once: a child's `Drop`
+//! panicking after the child failed or panicked, a nursery dropped while
+//! its owner unwinds, a stderr that cannot be written, and the line that
+//! names a panicking task. Nothing is lost: what is not resumed is said.
+//!
+//! Each test runs its case in a child process (this binary again, with
+//! `HATCHERY_PANICS_PROBE` naming the case), so that it can read what the
+//! case wrote to stderr, or break that stderr, and survive an abort.
+
+use std::future::Future;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hatchery::{CancelScope, Cancelled, Nursery, checkpoint, sleep_forever, typed::nursery};
+
+const PROBE: &str = "HATCHERY_PANICS_PROBE";
+
+/// The case this process runs, if it is a probe.
+fn probe_case() -> Option<String> {
+    std::env::var(PROBE).ok()
+}
+
+/// Runs `case` in a child process and returns its exit status, stdout and
+/// stderr; `broken_stderr` closes the read end of its stderr pipe first.
+/// A child still running after 30 s is killed (the case hung).
+fn probe(case: &str, broken_stderr: bool) -> (std::process::ExitStatus, String, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([case, "--exact", "--nocapture", "--test-threads=1"])
+        .env(PROBE, case)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr_pipe = child.stderr.take();
+    if broken_stderr {
+        drop(stderr_pipe.take());
+    }
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("the case {case} hung");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    if let Some(mut pipe) = stderr_pipe {
+        io::Read::read_to_string(&mut pipe, &mut stderr).unwrap();
+    }
+    (child.wait().unwrap(), stdout, stderr)
+}
+
+fn message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not text)")
+}
+
+/// A child that returns `output` in its first poll, and whose `Drop`
+/// panics with `"drop bomb"`.
+struct ThenDropPanics<F>(Option<F>);
+
+impl<F: FnOnce() -> Result<(), io::Error> + Unpin> Future for ThenDropPanics<F> {
+    type Output = Result<(), io::Error>;
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready((self.0.take().expect("polled once"))())
+    }
+}
+
+impl<F> Drop for ThenDropPanics<F> {
+    fn drop(&mut self) {
+        panic!("drop bomb");
+    }
+}
+
+/// An executor with one thread running it, for the whole process.
+fn executor() -> &'static async_executor::Executor<'static> {
+    static EXECUTOR: std::sync::OnceLock<&'static async_executor::Executor<'static>> =
+        std::sync::OnceLock::new();
+    EXECUTOR.get_or_init(|| {
+        let executor: &'static async_executor::Executor<'static> =
+            Box::leak(Box::new(async_executor::Executor::new()));
+        std::thread::spawn(|| {
+            futures::executor::block_on(executor.run(std::future::pending::<()>()))
+        });
+        executor
+    })
+}
+
+#[test]
+fn an_error_is_not_lost_when_its_childs_drop_panics() {
+    if probe_case().is_some() {
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            futures::executor::block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+                n.named("bomb").spawn(ThenDropPanics(Some(|| {
+                    Err(io::Error::other("the error before the drop"))
+                })));
+                Ok(())
+            }))
+        }));
+        println!("payload: {}", message(&*out.unwrap_err()));
+        return;
+    }
+    let (status, stdout, stderr) = probe("an_error_is_not_lost_when_its_childs_drop_panics", false);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("payload: drop bomb"), "{stdout}");
+    assert!(
+        stderr.contains("the error before the drop") && stderr.contains("task `bomb`"),
+        "the child's error is nowhere: {stderr}"
+    );
+}
+
+#[test]
+fn an_error_is_not_lost_when_its_parallel_childs_drop_panics() {
+    if probe_case().is_some() {
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            futures::executor::block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+                n.named("bomb").spawn_on(
+                    executor(),
+                    ThenDropPanics(Some(|| Err(io::Error::other("the error before the drop")))),
+                );
+                Ok(())
+            }))
+        }));
+        println!("payload: {}", message(&*out.unwrap_err()));
+        return;
+    }
+    let (status, stdout, stderr) = probe(
+        "an_error_is_not_lost_when_its_parallel_childs_drop_panics",
+        false,
+    );
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("payload: drop bomb"), "{stdout}");
+    assert!(
+        stderr.contains("the error before the drop") && stderr.contains("task `bomb`"),
+        "the child's error is nowhere: {stderr}"
+    );
+}
+
+/// A child that panics in its poll, then in its `Drop`: the first panic is
+/// the one resumed (as for a parallel child), the second is said.
+#[test]
+fn a_child_panicking_then_panicking_in_its_drop_resumes_the_first_panic() {
+    if probe_case().is_some() {
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            futures::executor::block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+                n.named("twice")
+                    .spawn(ThenDropPanics(Some(|| panic!("the first panic"))));
+                Ok(())
+            }))
+        }));
+        println!("payload: {}", message(&*out.unwrap_err()));
+        return;
+    }
+    let (status, stdout, stderr) = probe(
+        "a_child_panicking_then_panicking_in_its_drop_resumes_the_first_panic",
+        false,
+    );
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("payload: the first panic"), "{stdout}");
+    assert!(
+        stderr.contains("drop bomb") && stderr.contains("task `twice`"),
+        "{stderr}"
+    );
+}
+
+/// Two children panic while a third cleans up behind a shield; stderr is a
+/// pipe nobody reads any more. The first payload is resumed once the
+/// cleanup is done: hatchery's own lines about the second panic must not
+/// panic instead.
+#[test]
+fn a_broken_stderr_changes_neither_the_payload_nor_the_cleanup() {
+    if probe_case().is_some() {
+        let cleaned = AtomicBool::new(false);
+        let cleaned = &cleaned;
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+                n.spawn(async move {
+                    let slept = sleep_forever().await;
+                    CancelScope::new()
+                        .shield(true)
+                        .run_typed(async {
+                            checkpoint().await?;
+                            checkpoint().await
+                        })
+                        .await?;
+                    cleaned.store(true, Ordering::SeqCst);
+                    slept?;
+                    Ok(())
+                });
+                checkpoint().await?;
+                n.spawn(async { panic!("first payload") });
+                n.spawn(async { panic!("second payload") });
+                Ok(())
+            }))
+        }));
+        println!(
+            "payload: {}; cleaned: {}",
+            message(&*out.unwrap_err()),
+            cleaned.load(Ordering::SeqCst)
+        );
+        return;
+    }
+    let (status, stdout, _) = probe(
+        "a_broken_stderr_changes_neither_the_payload_nor_the_cleanup",
+        true,
+    );
+    assert!(status.success(), "{stdout}");
+    assert!(
+        stdout.contains("payload: first payload; cleaned: true"),
+        "{stdout}"
+    );
+}
+
+/// A parallel child that panics in its poll and again in its `Drop`, with
+/// stderr broken: the nursery hears of it (it waited forever when the line
+/// about the second panic panicked).
+#[test]
+fn a_broken_stderr_does_not_lose_a_parallel_childs_outcome() {
+    if probe_case().is_some() {
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            futures::executor::block_on(nursery(|n: Nursery<'_, io::Error>| async move {
+                n.spawn_on(
+                    executor(),
+                    ThenDropPanics(Some(|| panic!("the first panic"))),
+                );
+                Ok(())
+            }))
+        }));
+        println!("payload: {}", message(&*out.unwrap_err()));
+        return;
+    }
+    let (status, stdout, _) = probe(
+        "a_broken_stderr_does_not_lose_a_parallel_childs_outcome",
+        true,
+    );
+    assert!(status.success(), "{stdout}");
+    assert!(stdout.contains("payload: the first panic"), "{stdout}");
+}
+
+/// Every panic a nursery resumes is named once: a panic caught by the
+/// program, then an unrelated one (whose payload may sit at the freed
+/// first one's address), then one that passes through two nurseries.
+#[test]
+fn every_resumed_panic_names_its_task_once() {
+    if probe_case().is_some() {
+        for round in 0..20 {
+            let out = catch_unwind(AssertUnwindSafe(|| {
+                futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+                    n.named(format!("round {round}"))
+                        .spawn(async move { panic!("the same text") });
+                    Ok(())
+                }))
+            }));
+            assert!(out.is_err());
+        }
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            futures::executor::block_on(nursery(|_n: Nursery<'_, Cancelled>| async move {
+                panic!("the same text");
+                #[allow(unreachable_code)]
+                Ok(())
+            }))
+        }));
+        assert!(out.is_err());
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+                n.named("outer").spawn(async {
+                    nursery(|n: Nursery<'_, Cancelled>| async move {
+                        n.named("inner").spawn(async { panic!("nested") });
+                        Ok(())
+                    })
+                    .await
+                    .map(drop)
+                    .map_err(|_| Cancelled)
+                });
+                Ok(())
+            }))
+        }));
+        assert!(out.is_err());
+        return;
+    }
+    let (status, stdout, stderr) = probe("every_resumed_panic_names_its_task_once", false);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    for round in 0..20 {
+        let line = format!("task `round {round}` spawned at");
+        assert_eq!(stderr.matches(&line).count(), 1, "{line}\n{stderr}");
+    }
+    assert_eq!(
+        stderr
+            .matches("panicked; its nursery resumes the panic")
+            .count(),
+        22,
+        "{stderr}"
+    );
+    assert!(stderr.contains("the body of the nursery at"), "{stderr}");
+    assert!(stderr.contains("task `inner`"), "{stderr}");
+}
+
+/// A nursery dropped while its owner unwinds, with a child whose `Drop`
+/// panics: the process does not abort ("panic in a destructor during
+/// cleanup"); the owner's panic goes on, the child's is said.
+#[test]
+fn a_child_drop_panicking_while_its_nursery_is_dropped_by_unwinding_does_not_abort() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("the child's drop");
+        }
+    }
+    if probe_case().is_some() {
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            futures::executor::block_on(async {
+                let mut nursery = std::pin::pin!(nursery(|n: Nursery<'_, Cancelled>| async move {
+                    for _ in 0..2 {
+                        n.spawn(async {
+                            let _guard = PanicsOnDrop;
+                            sleep_forever().await?;
+                            Ok(())
+                        });
+                    }
+                    sleep_forever().await?;
+                    Ok(())
+                }));
+                for _ in 0..3 {
+                    assert!(futures::poll!(nursery.as_mut()).is_pending());
+                }
+                panic!("the owner's panic");
+            })
+        }));
+        println!("payload: {}", message(&*out.unwrap_err()));
+        return;
+    }
+    let (status, stdout, stderr) = probe(
+        "a_child_drop_panicking_while_its_nursery_is_dropped_by_unwinding_does_not_abort",
+        false,
+    );
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    assert!(stdout.contains("payload: the owner's panic"), "{stdout}");
+    assert!(stderr.contains("the child's drop"), "{stderr}");
+}
+
+/// A nursery dropped unfinished (not while unwinding) with two children
+/// whose `Drop` panics: both are dropped, the first panic comes out of the
+/// drop, the second is said (two panicking drops in a row aborted).
+#[test]
+fn two_child_drops_panicking_when_their_nursery_is_dropped_do_not_abort() {
+    struct PanicsOnDrop(&'static str);
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("{}", self.0);
+        }
+    }
+    if probe_case().is_some() {
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            futures::executor::block_on(async {
+                let mut nursery = Box::pin(nursery(|n: Nursery<'_, Cancelled>| async move {
+                    for name in ["first drop", "second drop"] {
+                        n.spawn(async move {
+                            let _guard = PanicsOnDrop(name);
+                            sleep_forever().await?;
+                            Ok(())
+                        });
+                    }
+                    sleep_forever().await?;
+                    Ok(())
+                }));
+                for _ in 0..3 {
+                    assert!(futures::poll!(nursery.as_mut()).is_pending());
+                }
+                drop(nursery);
+            })
+        }));
+        println!("payload: {}", message(&*out.unwrap_err()));
+        return;
+    }
+    let (status, stdout, stderr) = probe(
+        "two_child_drops_panicking_when_their_nursery_is_dropped_do_not_abort",
+        false,
+    );
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    assert!(stdout.contains("payload: first drop"), "{stdout}");
+    assert!(stderr.contains("second drop"), "{stderr}");
+}
