@@ -82,6 +82,10 @@ const WEDGED_AFTER: Duration = Duration::from_secs(2);
 /// takes them in microseconds; one that nobody reads never will.
 pub(crate) const STDERR_PATIENCE: Duration = Duration::from_secs(1);
 
+/// How long the first signal's line may take to reach stderr before the
+/// cancel goes ahead without waiting for it.
+const LINE_PATIENCE: Duration = Duration::from_millis(20);
+
 const SIGINT: i32 = Signal::INT.number();
 const SIGTERM: i32 = Signal::TERM.number();
 
@@ -110,6 +114,8 @@ pub(crate) struct Shutdown {
     /// The first signal received (0: none).
     signal: crate::sync::atomic::AtomicI32,
     forced: AtomicBool,
+    /// The forced shutdown's report is out (`forced()` completes).
+    reported: AtomicBool,
     event: Event,
     grace: Mutex<Duration>,
     /// When the grace period started, if before any signal (`run`'s root
@@ -124,6 +130,7 @@ impl Shutdown {
             deferred: crate::sync::Mutex::new(Slab::new()),
             signal: crate::sync::atomic::AtomicI32::new(0),
             forced: AtomicBool::new(false),
+            reported: AtomicBool::new(false),
             event: Event::new(),
             grace: Mutex::new(grace),
             grace_from: Mutex::new(None),
@@ -210,9 +217,28 @@ impl Shutdown {
         }
     }
 
-    /// The first signal: cancel the scopes, then say so once. Returns false
+    /// The first signal: say so once, then cancel the scopes. Returns false
     /// if a signal had already been recorded.
     fn interrupt(&self, signal: i32) -> bool {
+        // Only the watcher records signals: one recorded stays.
+        if self.signal().is_some() {
+            return false;
+        }
+        if !self.is_forced() {
+            let again = match signal {
+                SIGINT => "press Ctrl+C again to force".to_owned(),
+                other => format!("send {} again to force", signal_name(other)),
+            };
+            say(format!(
+                "hatchery: received {}, shutting down gracefully (up to {:?}); {again}\n",
+                signal_name(signal),
+                self.grace_left(),
+            ));
+            // Given a moment to reach stderr before the cancel: what the
+            // program writes as it shuts down comes after this line, not
+            // before it (unless stderr does not take it that fast).
+            let _ = flush_stderr(LINE_PATIENCE);
+        }
         if !self.record(signal) {
             return false;
         }
@@ -220,17 +246,7 @@ impl Shutdown {
             // The shutdown was forced already (its grace period ran out
             // before any signal): this signal escalates, the next one exits.
             self.arm_exit();
-            return true;
         }
-        let again = match signal {
-            SIGINT => "press Ctrl+C again to force".to_owned(),
-            other => format!("send {} again to force", signal_name(other)),
-        };
-        say(format!(
-            "hatchery: received {}, shutting down gracefully (up to {:?}); {again}\n",
-            signal_name(signal),
-            self.grace_left(),
-        ));
         true
     }
 
@@ -274,6 +290,11 @@ impl Shutdown {
             let report = Report::of(&scope);
             say(format!("hatchery: {why}; forcing the shutdown. {report}"));
         }
+        // `forced()` completes once the report is out (or stderr would not
+        // take it in time): a program that exits right then, the guard
+        // still alive, does not lose it with the writer's thread.
+        let _ = flush_stderr(STDERR_PATIENCE);
+        self.reported.store(true, Ordering::Release);
         self.event.notify(usize::MAX);
     }
 
@@ -281,14 +302,14 @@ impl Shutdown {
         self.forced.load(Ordering::Acquire)
     }
 
-    /// Completes once the shutdown is forced.
+    /// Completes once the shutdown is forced and its report is out.
     pub(crate) async fn forced(&self) {
         loop {
-            if self.is_forced() {
+            if self.reported.load(Ordering::Acquire) {
                 return;
             }
             let listener = self.event.listen();
-            if self.is_forced() {
+            if self.reported.load(Ordering::Acquire) {
                 return;
             }
             listener.await;
@@ -509,7 +530,9 @@ impl SignalGuard {
     }
 
     /// Completes when the shutdown is forced (a second signal, or the grace
-    /// period ran out after the first): drop what is still running.
+    /// period ran out after the first) and its report is out on stderr
+    /// (or stderr did not take it within a second): drop what is still
+    /// running.
     ///
     /// ```
     /// use futures_lite::FutureExt;

@@ -965,6 +965,74 @@ fn probe() {
                 });
             println!("run returned (should have exited)");
         }
+        // A child that writes to stderr as it cleans up.
+        "line_first" => {
+            let _ = run(|n: Nursery<'_, Cancelled>| async move {
+                n.spawn(async {
+                    let slept = hatchery::sleep_forever().await;
+                    eprintln!("child: cleaning up");
+                    slept?;
+                    Ok(())
+                });
+                hatchery::checkpoint().await?;
+                raise();
+                hatchery::sleep_forever().await?;
+                Ok(())
+            });
+            println!("run returned (should have exited)");
+        }
+        // A SignalGuard's program that exits as soon as `forced()`
+        // completes, the guard still alive: the report is out by then.
+        "guard_exit_undropped" => {
+            use futures_lite::FutureExt;
+            let scope = CancelScope::new();
+            let guard = hatchery::SignalGuard::install(&scope.handle())
+                .unwrap()
+                .grace_period(Duration::from_millis(50));
+            futures::executor::block_on(async {
+                let work = scope.run(hatchery::nursery(|n| async move {
+                    // Wakes the work often: `forced()` is polled often.
+                    n.spawn(async {
+                        CancelScope::new()
+                            .shield(true)
+                            .run(async {
+                                loop {
+                                    hatchery::sleep(Duration::from_micros(100)).await?;
+                                }
+                                #[allow(unreachable_code)]
+                                Ok(())
+                            })
+                            .await?;
+                        Ok(())
+                    });
+                    // A long report: it takes a while to write.
+                    for i in 0..300 {
+                        n.named(format!("stuck {i}")).spawn(async {
+                            CancelScope::new()
+                                .shield(true)
+                                .run(async {
+                                    hatchery::sleep_forever().await?;
+                                    Ok(())
+                                })
+                                .await?;
+                            Ok(())
+                        });
+                    }
+                    hatchery::checkpoint().await?;
+                    raise();
+                    hatchery::sleep_forever().await?;
+                    Ok(())
+                }));
+                let finished = async { Some(work.await) }
+                    .or(async {
+                        guard.forced().await;
+                        None
+                    })
+                    .await;
+                println!("finished: {}", finished.is_some());
+            });
+            std::process::exit(guard.exit_code().unwrap_or(3));
+        }
         other => panic!("unknown probe {other}"),
     }
 }
@@ -1160,6 +1228,47 @@ fn the_default_action_is_restored_after_run_returns() {
     );
     assert_eq!(count(&stdout, "still alive"), 0);
     assert!(!stderr.contains(SHUTDOWN_LINE), "stderr: {stderr}");
+}
+
+/// The signal's line comes before what the program writes to stderr as it
+/// shuts down (it came after, most runs: it was said after the cancel).
+#[test]
+fn the_signal_line_comes_before_the_cleanup_output() {
+    for _ in 0..10 {
+        let (status, stdout, stderr) = run_probe("line_first").finish();
+        assert_eq!(
+            status.code(),
+            Some(130),
+            "stdout: {stdout:?}\nstderr: {stderr}"
+        );
+        let line = stderr.find("hatchery: received SIGINT");
+        let cleanup = stderr.find("child: cleaning up");
+        assert!(
+            line.is_some() && cleanup.is_some() && line < cleanup,
+            "out of order: {stderr}"
+        );
+    }
+}
+
+/// `SignalGuard::forced()` completes once the report of the forced
+/// shutdown is out: a program that exits right then, without dropping the
+/// guard first, does not lose it (it did in some runs).
+#[test]
+fn a_guard_program_exiting_as_forced_completes_keeps_the_report() {
+    for _ in 0..40 {
+        let (status, stdout, stderr) = run_probe("guard_exit_undropped").finish();
+        assert_eq!(
+            status.code(),
+            Some(130),
+            "stdout: {stdout:?}\nstderr: {stderr}"
+        );
+        assert_eq!(count(&stdout, "finished: false"), 1, "{stdout:?}");
+        assert!(
+            stderr.contains("the grace period ran out; forcing the shutdown")
+                && stderr.contains("task `stuck 299`"),
+            "the report is lost: {stderr}"
+        );
+    }
 }
 
 #[test]
