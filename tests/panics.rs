@@ -392,3 +392,64 @@ fn two_child_drops_panicking_when_their_nursery_is_dropped_do_not_abort() {
     assert!(stdout.contains("payload: first drop"), "{stdout}");
     assert!(stderr.contains("second drop"), "{stderr}");
 }
+
+/// A nursery dropped unfinished (a `select` took the other branch) after a
+/// child had failed: the failure it would have returned is said on stderr,
+/// not lost (`run`'s root hands it on instead; a cancellation is no
+/// failure and says nothing).
+#[test]
+fn a_nursery_dropped_after_a_failure_says_the_failure() {
+    if probe_case().is_some() {
+        use futures::FutureExt;
+        futures::executor::block_on(async {
+            let nursery = nursery(|n: Nursery<'_, io::Error>| async move {
+                n.named("cleaner").spawn(async {
+                    // Its cleanup outlasts the select's other branch.
+                    let slept = sleep_forever().await;
+                    CancelScope::new()
+                        .shield(true)
+                        .run_typed(async {
+                            sleep_forever().await?;
+                            Ok::<(), Cancelled>(())
+                        })
+                        .await?;
+                    slept?;
+                    Ok(())
+                });
+                n.named("failer").spawn(async {
+                    checkpoint().await?;
+                    Err(io::Error::other("the failure nobody returned"))
+                });
+                n.named("quiet").spawn(async {
+                    sleep_forever().await?;
+                    Ok(())
+                });
+                Ok(())
+            });
+            futures::select! {
+                _ = nursery.fuse() => println!("the nursery returned"),
+                () = futures_timer(Duration::from_millis(50)).fuse() => println!("dropped"),
+            }
+        });
+        return;
+    }
+    let (status, stdout, stderr) =
+        probe("a_nursery_dropped_after_a_failure_says_the_failure", false);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("dropped"), "{stdout}");
+    assert!(
+        stderr.contains("the failure nobody returned") && stderr.contains("task `failer`"),
+        "the failure is lost: {stderr}"
+    );
+    assert!(!stderr.contains("task `quiet`"), "{stderr}");
+}
+
+/// A timer on its own thread (no runtime needed).
+async fn futures_timer(after: Duration) {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
+}

@@ -75,6 +75,10 @@ pin_project! {
         // Where the failures go if it is dropped before it finished (`run`'s
         // root, whose forced shutdown drops it: they must not vanish).
         dropped_failures: Option<FailureSink<E>>,
+        // Formats a failure's error for stderr, `None` for a cancellation
+        // (`E: CancelError` is known where the nursery is made, not in its
+        // `Drop`).
+        describe: fn(&E) -> Option<String>,
     }
 
     impl<E, T, Fut, C> PinnedDrop for NurseryFuture<E, T, Fut, C> {
@@ -88,6 +92,28 @@ pin_project! {
                 this.shared.node.cancel(CancelReason::Message(
                     "its nursery was dropped before it finished".into(),
                 ));
+            }
+            if *this.phase == NurseryPhase::Running && this.dropped_failures.is_none() {
+                // Nobody takes the failures it would have returned: they
+                // are said rather than lost.
+                let location = this.shared.table.location;
+                let parallel = this.shared.parallel.get().map(|p| p.take_outcomes());
+                let failed = parallel.into_iter().flatten().filter_map(|(task, ended)| match ended {
+                    Ended::Failed(error) => Some(TaskFailure { task, error }),
+                    // Said by the panic hook when it happened.
+                    Ended::Panicked(_) => None,
+                });
+                let describe = *this.describe;
+                for failure in this.failures.drain(..).chain(failed) {
+                    if let Some(error) = describe(&failure.error) {
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "hatchery: the nursery at {location} was dropped before it \
+                             finished; {} had failed: {error}",
+                            failure.task,
+                        );
+                    }
+                }
             }
             if *this.phase == NurseryPhase::Running
                 && let Some(sink) = this.dropped_failures.take()
@@ -154,7 +180,13 @@ pin_project! {
     }
 }
 
-impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
+/// `{:?}` of an error that is no cancellation, as a function pointer
+/// (`NurseryFuture::describe`).
+fn describe<E: CancelError>(error: &E) -> Option<String> {
+    (!error.is_cancelled()).then(|| format!("{error:?}"))
+}
+
+impl<E: CancelError, T, Fut, C> NurseryFuture<E, T, Fut, C> {
     #[track_caller]
     pub(super) fn new(
         shared: Arc<Shared<C, E>>,
@@ -190,6 +222,7 @@ impl<E, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             parent: 0,
             hold: Hold::default(),
             dropped_failures: None,
+            describe: describe::<E>,
         }
     }
 

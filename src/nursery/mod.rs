@@ -327,7 +327,7 @@ where
 
 /// Builds a nursery future around `body`, given how to make its handle.
 #[track_caller]
-fn open<H, E, T, Fut, C>(
+fn open<H, E: CancelError, T, Fut, C>(
     handle: impl FnOnce(Arc<Shared<C, E>>) -> H,
     body: impl FnOnce(H) -> Fut,
 ) -> NurseryFuture<E, T, Fut, C> {
