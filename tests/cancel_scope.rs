@@ -36,6 +36,50 @@ fn every_checkpoint_after_cancel_fails_every_time() {
     assert!(!handle.cancelled_caught());
 }
 
+/// `effective_reason`: the reason of the nearest cancelled scope from here
+/// up to a shield; a scope's own deadline counts; a shield stops the walk.
+#[test]
+fn the_effective_reason_is_the_nearest_cancelled_scope_s_up_to_a_shield() {
+    let outer = CancelScope::new();
+    let outer_handle = outer.handle();
+    let out = block_on(outer.run_typed(async {
+        let here = current_scope().expect("inside a scope");
+        assert_eq!(here.effective_reason(), None);
+        CancelScope::new()
+            .run_typed(async {
+                let inner = current_scope().expect("inside a scope");
+                outer_handle.cancel_with_reason("shutting down");
+                assert_eq!(inner.reason(), None);
+                assert_eq!(
+                    inner.effective_reason(),
+                    Some(CancelReason::Message("shutting down".into()))
+                );
+                // A shield stops the walk: nothing cancelled this side of it.
+                CancelScope::new()
+                    .shield(true)
+                    .run_typed(async {
+                        let shielded = current_scope().expect("inside a scope");
+                        assert_eq!(shielded.effective_reason(), None);
+                        // Its own deadline, passed, is its reason.
+                        CancelScope::new()
+                            .deadline(Instant::now())
+                            .run_typed(async {
+                                let timed = current_scope().expect("inside a scope");
+                                assert_eq!(timed.effective_reason(), Some(CancelReason::Deadline));
+                                checkpoint().await
+                            })
+                            .await?;
+                        Ok::<_, Cancelled>(())
+                    })
+                    .await?;
+                checkpoint().await
+            })
+            .await?;
+        Ok::<_, Cancelled>(())
+    }));
+    assert_eq!(out, Ok(None));
+}
+
 #[test]
 fn inner_cancellations_unwind_to_the_outermost_cancelled_scope() {
     let (s1, s2, s3) = (CancelScope::new(), CancelScope::new(), CancelScope::new());

@@ -216,6 +216,45 @@ impl CancelHandle {
         self.node.lock().reason.clone()
     }
 
+    /// Why the scope is effectively cancelled, wherever that happened: its
+    /// own [`reason`](Self::reason) if it was cancelled, else that of the
+    /// nearest enclosing scope (up to a shield) that was; `None` while it is
+    /// not cancelled. For cleanup that acts on why it runs: a task told by
+    /// its nursery's failure, its own deadline, or Ctrl+C
+    /// ([`CancelReason::Signal`]) sees it in
+    /// `current_scope().and_then(|s| s.effective_reason())`.
+    ///
+    /// ```
+    /// use hatchery::{current_scope, nursery, sleep_forever, CancelReason, CancelScope};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let out = nursery(|n| async move {
+    ///     n.spawn(async {
+    ///         CancelScope::new()
+    ///             .run(async {
+    ///                 let slept = sleep_forever().await;
+    ///                 // This scope was not cancelled itself: the nursery's was.
+    ///                 let here = current_scope().unwrap();
+    ///                 assert_eq!(here.reason(), None);
+    ///                 assert_eq!(here.effective_reason(), Some(CancelReason::Explicit));
+    ///                 slept?;
+    ///                 Ok(())
+    ///             })
+    ///             .await?;
+    ///         Ok(())
+    ///     });
+    ///     hatchery::checkpoint().await?;
+    ///     n.cancel_scope().cancel();
+    ///     Ok(())
+    /// })
+    /// .await;
+    /// assert!(out.is_ok());
+    /// # });
+    /// ```
+    pub fn effective_reason(&self) -> Option<CancelReason> {
+        self.node.effective_reason()
+    }
+
     /// The scope's own deadline (not counting enclosing scopes).
     ///
     /// ```

@@ -860,6 +860,29 @@ impl Node {
         inner.cancel_called
     }
 
+    /// Why this scope is effectively cancelled: the reason of the nearest
+    /// scope from here up to the first shield whose own cancellation (or
+    /// deadline) cancelled it; `None` if none did. One lock at a time, up
+    /// the parents.
+    pub(crate) fn effective_reason(&self) -> Option<CancelReason> {
+        let mut next: Option<Arc<Node>> = None;
+        loop {
+            let node = next.as_deref().unwrap_or(self);
+            if node.cancel_called() {
+                return node.lock().reason.clone();
+            }
+            let inner = node.lock();
+            match (&inner.parent, inner.shield) {
+                (Some(parent), false) => {
+                    let parent = Arc::clone(parent);
+                    drop(inner);
+                    next = Some(parent);
+                }
+                _ => return None,
+            }
+        }
+    }
+
     /// The effective cancellation, counting an expired effective deadline.
     pub(crate) fn is_cancelled(&self) -> bool {
         self.check().is_err()
