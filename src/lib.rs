@@ -162,6 +162,7 @@ mod run;
 mod sigaction;
 pub mod signal;
 mod spawn;
+mod stderr;
 mod sync;
 mod task;
 #[cfg(feature = "test-util")]

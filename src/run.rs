@@ -915,6 +915,8 @@ where
                     None => std::future::pending().await,
                 }
                 shutdown.force("the grace period ran out");
+                // `run` waits for stderr itself before it exits.
+                shutdown.forced_reported();
             };
             out_of_grace.or(shutdown.forced()).await;
             Err(NurseryError::from(Cancelled))

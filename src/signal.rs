@@ -54,14 +54,17 @@
 //! 3. Each signal is credited to itself: the first one received decides the
 //!    reason and the exit status; the next ones escalate.
 //! 4. The shutdown is forced at most once: the report prints once.
-//! 5. Nothing on the escalation path waits for stderr: lines are queued for
-//!    the writer thread, and whoever waits for that thread (an exit, `run`
-//!    returning) waits a second at most (`STDERR_PATIENCE`).
+//! 5. Nothing on the escalation path waits long for stderr: lines are
+//!    queued for the writer thread (from the force on, every line hatchery
+//!    writes: `stderr::write`), and whoever waits for that thread waits a
+//!    bounded time: the watcher 20 ms for the first signal's line before
+//!    it cancels (`LINE_PATIENCE`), and a second for the forced report
+//!    before `forced()` completes (the wedge timer counts from the force);
+//!    an exit, or `run` returning, a second (`STDERR_PATIENCE`).
 
-use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use event_listener::Event;
@@ -69,6 +72,7 @@ use slab::Slab;
 
 use crate::cancel::{CancelHandle, CancelReason, Signal};
 use crate::report::Report;
+pub(crate) use crate::stderr::{STDERR_PATIENCE, flush_stderr, say};
 use crate::sync::Recover;
 
 /// The default grace period of a [`SignalGuard`] and of [`run`](crate::run).
@@ -76,11 +80,6 @@ pub(crate) const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
 /// How long a forced shutdown may take before the process exits anyway.
 const WEDGED_AFTER: Duration = Duration::from_secs(2);
-
-/// How long an exit, or `run` returning, waits for stderr to take the lines
-/// hatchery has queued for it (invariant 5). A stderr that someone reads
-/// takes them in microseconds; one that nobody reads never will.
-pub(crate) const STDERR_PATIENCE: Duration = Duration::from_secs(1);
 
 /// How long the first signal's line may take to reach stderr before the
 /// cancel goes ahead without waiting for it.
@@ -285,15 +284,22 @@ impl Shutdown {
         if self.forced.swap(true, Ordering::AcqRel) {
             return;
         }
+        // From here on nothing hatchery writes may wait on stderr.
+        crate::stderr::queue_from_now_on();
         self.arm_exit();
         if let Some(scope) = self.scope() {
             let report = Report::of(&scope);
             say(format!("hatchery: {why}; forcing the shutdown. {report}"));
         }
-        // `forced()` completes once the report is out (or stderr would not
-        // take it in time): a program that exits right then, the guard
-        // still alive, does not lose it with the writer's thread.
-        let _ = flush_stderr(STDERR_PATIENCE);
+    }
+
+    /// The forced shutdown's report is out (or stderr did not take it in
+    /// time): `forced()` completes. The watcher calls this once it waited
+    /// for the report, so that a program that exits as `forced()` completes,
+    /// its guard still alive, does not lose the report with the writer's
+    /// thread; `run`'s own grace timer at once (`run` waits for stderr
+    /// before it exits).
+    pub(crate) fn forced_reported(&self) {
         self.reported.store(true, Ordering::Release);
         self.event.notify(usize::MAX);
     }
@@ -315,67 +321,6 @@ impl Shutdown {
             listener.await;
         }
     }
-}
-
-/// Lines waiting for stderr, and whether a writer thread is taking them.
-struct StderrQueue {
-    lines: VecDeque<String>,
-    writing: bool,
-}
-
-static STDERR: Mutex<StderrQueue> = Mutex::new(StderrQueue {
-    lines: VecDeque::new(),
-    writing: false,
-});
-/// Notified when the writer has written every queued line.
-static STDERR_DRAINED: Condvar = Condvar::new();
-
-/// Queues `text` for stderr (invariant 5); never blocks on stderr itself.
-pub(crate) fn say(text: String) {
-    let mut queue = lock(&STDERR);
-    queue.lines.push_back(text);
-    if queue.writing {
-        return;
-    }
-    queue.writing = true;
-    drop(queue);
-    let writer = std::thread::Builder::new()
-        .name("hatchery-stderr".into())
-        .spawn(write_queued);
-    if writer.is_err() {
-        // No thread to spare: writing here may block, which beats losing
-        // the report.
-        write_queued();
-    }
-}
-
-/// Writes queued lines until none is left. A blocked stderr blocks only
-/// this thread, which nobody joins.
-fn write_queued() {
-    loop {
-        let line = {
-            let mut queue = lock(&STDERR);
-            match queue.lines.pop_front() {
-                Some(line) => line,
-                None => {
-                    queue.writing = false;
-                    STDERR_DRAINED.notify_all();
-                    return;
-                }
-            }
-        };
-        let _ = io::stderr().write_all(line.as_bytes());
-    }
-}
-
-/// Waits until stderr has taken every queued line, or `patience` ran out.
-/// Returns whether it took them all.
-pub(crate) fn flush_stderr(patience: Duration) -> bool {
-    let queue = lock(&STDERR);
-    let (queue, _) = STDERR_DRAINED
-        .wait_timeout_while(queue, patience, |queue| queue.writing)
-        .recover();
-    !queue.writing
 }
 
 /// Maps SIGINT and SIGTERM onto a cancel scope of yours, with the same
@@ -774,8 +719,7 @@ mod imp {
                                     signal_name(first)
                                 )
                             };
-                            shutdown.force(&why);
-                            phase = WatcherPhase::Forced(Instant::now() + WEDGED_AFTER);
+                            phase = WatcherPhase::Forced(force(shutdown, &why));
                         }
                         // The handler exits on the next one once the exit is
                         // armed; in case it raced with arming, exit here.
@@ -793,8 +737,8 @@ mod imp {
                     match phase {
                         WatcherPhase::Waiting => {}
                         WatcherPhase::Graceful(_) => {
-                            shutdown.force("the grace period ran out");
-                            phase = WatcherPhase::Forced(Instant::now() + WEDGED_AFTER);
+                            phase =
+                                WatcherPhase::Forced(force(shutdown, "the grace period ran out"));
                         }
                         WatcherPhase::Forced(_) => {
                             say(format!(
@@ -810,6 +754,18 @@ mod imp {
                 Err(_) => return,
             }
         }
+    }
+
+    /// Forces the shutdown, then waits (a second at most) for the report
+    /// to be out before `forced()` completes; returns when the process
+    /// exits if the forced shutdown is still not done, counted from the
+    /// force, not from the wait.
+    fn force(shutdown: &Shutdown, why: &str) -> Instant {
+        let wedged = Instant::now() + WEDGED_AFTER;
+        shutdown.force(why);
+        let _ = flush_stderr(STDERR_PATIENCE);
+        shutdown.forced_reported();
+        wedged
     }
 
     fn exit(shutdown: &Shutdown) -> ! {

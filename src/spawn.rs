@@ -42,7 +42,6 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
-use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -335,11 +334,11 @@ fn released<F, E: CancelError>(
             outcome
         }
         RemoteOutcome::Finished(Err(error)) if !error.is_cancelled() => {
-            let _ = writeln!(
-                std::io::stderr(),
+            let error = crate::panics::caught_text(|| format!("{error:?}"));
+            crate::stderr::write(&format!(
                 "hatchery: {info} failed, then its `Drop` panicked (that panic is resumed): \
-                 {error:?}"
-            );
+                 {error}\n"
+            ));
             RemoteOutcome::Panicked(dropped)
         }
         _ => RemoteOutcome::Panicked(dropped),

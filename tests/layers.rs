@@ -15,6 +15,7 @@ fn layers() -> BTreeMap<&'static str, u8> {
                 "chunked.rs",
                 "live.rs",
                 "sigaction.rs",
+                "stderr.rs",
             ],
         ),
         (

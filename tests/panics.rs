@@ -453,3 +453,174 @@ async fn futures_timer(after: Duration) {
     });
     let _ = rx.await;
 }
+
+/// A task catches a nested nursery's panic itself, then panics again (its
+/// payload maybe at the first one's freed address): the second panic is
+/// named too.
+#[test]
+fn a_panic_after_the_program_caught_a_resumed_one_is_named() {
+    if probe_case().is_some() {
+        use futures::FutureExt;
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+                n.named("outer child").spawn(async {
+                    let caught =
+                        AssertUnwindSafe(nursery(|m: Nursery<'_, Cancelled>| async move {
+                            m.named("inner child")
+                                .spawn(async { panic!("the same text") });
+                            Ok(())
+                        }))
+                        .catch_unwind()
+                        .await;
+                    assert!(caught.is_err());
+                    drop(caught);
+                    panic!("the same text");
+                });
+                Ok(())
+            }))
+        }));
+        assert!(out.is_err());
+        return;
+    }
+    let (status, stdout, stderr) = probe(
+        "a_panic_after_the_program_caught_a_resumed_one_is_named",
+        false,
+    );
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("task `inner child`"), "{stderr}");
+    assert!(stderr.contains("task `outer child`"), "{stderr}");
+}
+
+/// `run`'s forced shutdown drops a child whose `Drop` panics: the failure
+/// recorded before is still returned (the panic was resumed out of the
+/// root's drop, and `run` lost its failures).
+#[test]
+fn a_drop_panicking_in_runs_forced_shutdown_loses_no_failure() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("the child's drop");
+        }
+    }
+    if probe_case().is_some() {
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            hatchery::Builder::new()
+                .error_type::<io::Error>()
+                .handle_signals(false)
+                .grace_period(Duration::from_millis(50))
+                .run(|n: Nursery<'_, io::Error>| async move {
+                    n.named("stubborn").spawn(async {
+                        let _guard = PanicsOnDrop;
+                        CancelScope::new()
+                            .shield(true)
+                            .run_typed(async {
+                                sleep_forever().await?;
+                                Ok::<(), Cancelled>(())
+                            })
+                            .await?;
+                        Ok(())
+                    });
+                    n.named("failer").spawn(async {
+                        checkpoint().await?;
+                        Err(io::Error::other("the failure"))
+                    });
+                    sleep_forever().await?;
+                    Ok(())
+                })
+        }));
+        match out {
+            Ok(out) => println!("run returned: {out:?}"),
+            Err(payload) => println!("run panicked: {}", message(&*payload)),
+        }
+        return;
+    }
+    let (status, stdout, stderr) = probe(
+        "a_drop_panicking_in_runs_forced_shutdown_loses_no_failure",
+        false,
+    );
+    assert!(status.success(), "{stdout}\n{stderr}");
+    // The drop's panic is resumed by `run` after the forced shutdown, and
+    // the failure is said as it resumes it.
+    assert!(
+        stdout.contains("run panicked: the child's drop"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("the failure") && stderr.contains("task `failer`"),
+        "the failure is lost: {stderr}"
+    );
+}
+
+/// stderr blocked (a thread holds it, writing to a pipe nobody reads): a
+/// forced shutdown that drops a nested nursery with a failure returns all
+/// the same (that nursery's line about its failure was a blocking write).
+#[test]
+fn a_forced_shutdown_does_not_wait_on_a_blocked_stderr() {
+    if probe_case().is_some() {
+        std::thread::spawn(|| {
+            let junk = vec![b'x'; 1 << 20];
+            let _ = io::Write::write_all(&mut io::stderr(), &junk);
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let out = hatchery::Builder::new()
+            .error_type::<io::Error>()
+            .handle_signals(false)
+            .grace_period(Duration::from_millis(50))
+            .run(|n: Nursery<'_, io::Error>| async move {
+                n.named("holder").spawn(async {
+                    nursery(|m: Nursery<'_, io::Error>| async move {
+                        m.spawn(async {
+                            CancelScope::new()
+                                .shield(true)
+                                .run_typed(async {
+                                    sleep_forever().await?;
+                                    Ok::<(), Cancelled>(())
+                                })
+                                .await?;
+                            Ok(())
+                        });
+                        m.spawn(async {
+                            checkpoint().await?;
+                            Err(io::Error::other("nested failure"))
+                        });
+                        Ok(())
+                    })
+                    .await
+                    .map(drop)
+                    .map_err(|error| io::Error::other(format!("{error:?}")))
+                });
+                checkpoint().await?;
+                checkpoint().await?;
+                n.cancel_scope().cancel();
+                sleep_forever().await?;
+                Ok(())
+            });
+        println!("run returned: {}", out.is_err());
+        std::process::exit(0);
+    }
+    // Its stderr is a pipe this test never reads.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_forced_shutdown_does_not_wait_on_a_blocked_stderr",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PROBE, "blocked")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("the forced shutdown waited on stderr");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdout = String::new();
+    io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(stdout.contains("run returned: true"), "{stdout}");
+}

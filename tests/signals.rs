@@ -1255,7 +1255,7 @@ fn the_signal_line_comes_before_the_cleanup_output() {
 /// guard first, does not lose it (it did in some runs).
 #[test]
 fn a_guard_program_exiting_as_forced_completes_keeps_the_report() {
-    for _ in 0..40 {
+    for _ in 0..5 {
         let (status, stdout, stderr) = run_probe("guard_exit_undropped").finish();
         assert_eq!(
             status.code(),

@@ -222,7 +222,12 @@ impl CancelHandle {
     /// not cancelled. For cleanup that acts on why it runs: a task told by
     /// its nursery's failure, its own deadline, or Ctrl+C
     /// ([`CancelReason::Signal`]) sees it in
-    /// `current_scope().and_then(|s| s.effective_reason())`.
+    /// `current_scope().and_then(|s| s.effective_reason())`. Read it before
+    /// the cleanup enters a shield: inside one, nothing outside reaches the
+    /// scope, and this is `None`. It is the nearest cancelled scope's reason,
+    /// not the first cancellation in time (a deadline of an inner scope that
+    /// passes during a Ctrl+C shutdown reads `Deadline`); once the scope has
+    /// exited, only its own reason counts.
     ///
     /// ```
     /// use hatchery::{current_scope, nursery, sleep_forever, CancelReason, CancelScope};

@@ -5,7 +5,6 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -75,16 +74,31 @@ pin_project! {
         // Where the failures go if it is dropped before it finished (`run`'s
         // root, whose forced shutdown drops it: they must not vanish).
         dropped_failures: Option<FailureSink<E>>,
-        // Formats a failure's error for stderr, `None` for a cancellation
+        // Formats a failure's error for stderr, empty for a cancellation
         // (`E: CancelError` is known where the nursery is made, not in its
         // `Drop`).
-        describe: fn(&E) -> Option<String>,
+        describe: fn(&E) -> String,
+        // The address of the payload it resumed (0: none), for `panics`.
+        resumed: usize,
     }
 
     impl<E, T, Fut, C> PinnedDrop for NurseryFuture<E, T, Fut, C> {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
-            if *this.phase == NurseryPhase::Running {
+            // A panic it resumed that is no longer on its way out (the
+            // program caught it, and drops the nursery now) is gone: a later
+            // one at the same address is another. (Dropped while that panic
+            // unwinds, by the task that awaited it, it still is.)
+            if *this.resumed != 0 && !std::thread::panicking() {
+                crate::panics::forget_resumed(*this.resumed);
+            }
+            let running = *this.phase == NurseryPhase::Running;
+            // What it had not reported yet, taken out before any user code
+            // runs: the failures, the first panic of a task, and the
+            // outcomes of parallel children it had not collected.
+            let mut failures = Vec::new();
+            let mut panic = None;
+            if running {
                 // Dropped before it finished (the hard cancel): what may
                 // still run off this thread and cannot be dropped (a blocking
                 // closure polling its handle) is told, and so is whoever
@@ -92,60 +106,21 @@ pin_project! {
                 this.shared.node.cancel(CancelReason::Message(
                     "its nursery was dropped before it finished".into(),
                 ));
-            }
-            if *this.phase == NurseryPhase::Running && this.dropped_failures.is_none() {
-                // Nobody takes the failures it would have returned: they
-                // are said rather than lost.
-                let location = this.shared.table.location;
-                let parallel = this.shared.parallel.get().map(|p| p.take_outcomes());
-                let failed = parallel.into_iter().flatten().filter_map(|(task, ended)| match ended {
-                    Ended::Failed(error) => Some(TaskFailure { task, error }),
-                    // Said by the panic hook when it happened.
-                    Ended::Panicked(_) => None,
-                });
-                let describe = *this.describe;
-                for failure in this.failures.drain(..).chain(failed) {
-                    if let Some(error) = describe(&failure.error) {
-                        let _ = writeln!(
-                            std::io::stderr(),
-                            "hatchery: the nursery at {location} was dropped before it \
-                             finished; {} had failed: {error}",
-                            failure.task,
-                        );
-                    }
-                }
-            }
-            if *this.phase == NurseryPhase::Running
-                && let Some(sink) = this.dropped_failures.take()
-            {
-                let mut failures = std::mem::take(this.failures);
-                // And the errors of parallel children it had not collected
-                // yet (cancellations among them: the sink's owner sorts).
-                let mut panic = this.panic.take().map(|(task, payload)| {
-                    // `run` resumes it after the forced shutdown.
-                    say_panicked(&task, &payload);
-                    payload
-                });
+                failures = std::mem::take(this.failures);
+                panic = this.panic.take();
                 if let Some(parallel) = this.shared.parallel.get() {
                     for (task, ended) in parallel.take_outcomes() {
                         match ended {
                             Ended::Failed(error) => failures.push(TaskFailure { task, error }),
-                            Ended::Panicked(payload) if panic.is_none() => panic = Some(payload),
-                            Ended::Panicked(payload) => {
-                                // Only the first is resumed; this one is said.
-                                say_and_drop(
-                                    format!("{task} panicked too, while its nursery was being dropped"),
-                                    payload,
-                                );
+                            Ended::Panicked(payload) if panic.is_none() => {
+                                panic = Some((task, payload));
                             }
+                            Ended::Panicked(payload) => say_and_drop(
+                                format!("{task} panicked too, while its nursery was being dropped"),
+                                payload,
+                            ),
                         }
                     }
-                }
-                let mut dropped = sink.lock().recover();
-                dropped.failures.extend(failures);
-                // The panic it had caught and was still to resume.
-                if dropped.panic.is_none() {
-                    dropped.panic = panic;
                 }
             }
             // Unlink first: a child's `Drop` may panic below.
@@ -163,27 +138,84 @@ pin_project! {
                 keep_first(payload, &mut panicked);
             }
             this.children.give_back(this.shared.take_buffers());
-            // The first panic of a task's `Drop` comes out of this one, unless
-            // a panic is unwinding already (the nursery's owner panicked):
-            // then it is said, as a second panic would abort the process.
-            if let Some(payload) = panicked {
-                if std::thread::panicking() {
-                    say_and_drop(
-                        "a task's `Drop` panicked while its nursery was dropped by a panic".into(),
-                        payload,
-                    );
-                } else {
-                    resume_unwind(payload);
-                }
+            if !running {
+                resume_or_say(panicked);
+                return;
             }
+            // `run`'s root (dropped by a forced shutdown) hands everything to
+            // `run`, which reports it and resumes the first panic.
+            if let Some(sink) = this.dropped_failures.take() {
+                let panics = panic
+                    .map(|(task, payload)| {
+                        say_panicked(&task, &payload);
+                        payload
+                    })
+                    .into_iter()
+                    .chain(panicked);
+                let mut dropped = sink.lock().recover();
+                dropped.failures.extend(failures);
+                for payload in panics {
+                    if dropped.panic.is_none() {
+                        dropped.panic = Some(payload);
+                    } else {
+                        say_and_drop("a task's `Drop` panicked too".into(), payload);
+                    }
+                }
+                return;
+            }
+            // Nobody takes what it would have returned: said, not lost.
+            let location = this.shared.table.location;
+            let describe = *this.describe;
+            for failure in failures {
+                let error = crate::panics::caught_text(|| describe(&failure.error));
+                if !error.is_empty() {
+                    crate::stderr::write(&format!(
+                        "hatchery: the nursery at {location} was dropped before it finished; \
+                         {} had failed: {error}\n",
+                        failure.task,
+                    ));
+                }
+                // The error's `Drop` is user code too.
+                drop_caught(failure, &mut panicked);
+            }
+            if let Some((task, payload)) = panic {
+                say_and_drop(
+                    format!(
+                        "the nursery at {location} was dropped before it finished; {task} had \
+                         panicked"
+                    ),
+                    payload,
+                );
+            }
+            resume_or_say(panicked);
         }
     }
 }
 
-/// `{:?}` of an error that is no cancellation, as a function pointer
+/// The first panic of a task's `Drop` during a nursery's drop comes out of
+/// that drop, unless a panic is unwinding already (the nursery's owner
+/// panicked): then it is said, as a second panic would abort the process.
+fn resume_or_say(panicked: Option<Box<dyn Any + Send>>) {
+    if let Some(payload) = panicked {
+        if std::thread::panicking() {
+            say_and_drop(
+                "a task's `Drop` panicked while its nursery was dropped by a panic".into(),
+                payload,
+            );
+        } else {
+            resume_unwind(payload);
+        }
+    }
+}
+
+/// `{:?}` of an error, empty for a cancellation, as a function pointer
 /// (`NurseryFuture::describe`).
-fn describe<E: CancelError>(error: &E) -> Option<String> {
-    (!error.is_cancelled()).then(|| format!("{error:?}"))
+fn describe<E: CancelError>(error: &E) -> String {
+    if error.is_cancelled() {
+        String::new()
+    } else {
+        format!("{error:?}")
+    }
 }
 
 impl<E: CancelError, T, Fut, C> NurseryFuture<E, T, Fut, C> {
@@ -223,6 +255,7 @@ impl<E: CancelError, T, Fut, C> NurseryFuture<E, T, Fut, C> {
             hold: Hold::default(),
             dropped_failures: None,
             describe: describe::<E>,
+            resumed: 0,
         }
     }
 
@@ -659,15 +692,14 @@ where
             // it); the other failures would be lost with the unwinding.
             // (Written so that a failing stderr cannot panic instead.)
             for failure in this.failures.iter() {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "hatchery: {} failed while its nursery resumes a panic: {:?}",
+                let error = crate::panics::caught_text(|| format!("{:?}", failure.error));
+                crate::stderr::write(&format!(
+                    "hatchery: {} failed while its nursery resumes a panic: {error}\n",
                     failure.task,
-                    failure.error
-                );
+                ));
             }
             // For the catch outside (`caught_panic`): this one is named.
-            resuming(&*payload);
+            *this.resumed = resuming(&*payload);
             resume_unwind(payload);
         }
         let failures = std::mem::take(this.failures);
