@@ -509,3 +509,71 @@ fn a_virtual_deadline_reaches_a_run_blocking_closure_after_the_clock_jumped() {
     });
     assert_eq!(out, Ok(None));
 }
+
+/// trio's run loop cancels a scope at its deadline whether or not anything
+/// looks: a later explicit cancel does not replace that reason (it did when
+/// nothing had checked the scope between the expiry and the cancel).
+#[test]
+fn a_deadline_that_passed_unseen_stays_the_reason_after_a_later_cancel() {
+    let _serial = one_at_a_time();
+    let reason = testing::run(async {
+        let scope = CancelScope::new().timeout(Duration::from_secs(1));
+        let handle = scope.handle();
+        let inside = handle.clone();
+        let out = scope
+            .run_typed(async move {
+                // Shielded: nothing in the scope sees its deadline pass.
+                CancelScope::new()
+                    .shield(true)
+                    .run_typed(sleep(Duration::from_secs(5)))
+                    .await?;
+                inside.cancel_with_reason("operator pressed stop");
+                checkpoint().await?;
+                Ok::<_, Cancelled>(())
+            })
+            .await;
+        assert_eq!(out, Ok(None));
+        handle.reason()
+    });
+    assert_eq!(reason, Some(hatchery::CancelReason::Deadline));
+}
+
+/// A deadline counts once its scope is entered (trio): one that passed, and
+/// was moved later before the scope was entered, never cancelled it.
+#[test]
+fn a_passed_deadline_moved_later_before_entry_does_not_cancel() {
+    let _serial = one_at_a_time();
+    let out = testing::run(async {
+        let scope = CancelScope::new().deadline(now() - Duration::from_secs(1));
+        // (Reading `cancel_called` now would cancel it, as trio's property
+        // does for a scope not entered yet.)
+        scope
+            .handle()
+            .set_deadline(now() + Duration::from_secs(100));
+        scope
+            .run_typed(async {
+                checkpoint().await?;
+                Ok::<_, Cancelled>(1)
+            })
+            .await
+    });
+    assert_eq!(out, Ok(Some(1)));
+}
+
+/// `advance(Duration::MAX)` moves the clock as far as it goes, and every
+/// sleep is due (trio's `jump(inf)`); it moved nothing.
+#[test]
+fn advancing_by_duration_max_makes_everything_due() {
+    let _serial = one_at_a_time();
+    let clock = VirtualClock::new().autojump_threshold(Duration::MAX);
+    let inside = clock.clone();
+    let out = clock.run(async move {
+        move_on_after(Duration::from_secs(3600), async {
+            inside.advance(Duration::MAX);
+            sleep(Duration::from_secs(10)).await?;
+            Ok::<_, Cancelled>("slept")
+        })
+        .await
+    });
+    assert_eq!(out, Ok(None));
+}

@@ -153,6 +153,11 @@ pub(crate) struct Inner {
     deadline_nanos: u64,
     pub(crate) shield: bool,
     pub(crate) cancelled_caught: bool,
+    /// The scope has been entered. Before, a deadline that passes cancels
+    /// it only when someone looks (`cancel_called`, as trio's property
+    /// does): moving it later before entry undoes nothing that was not
+    /// seen (trio checks it at entry).
+    entered: bool,
     /// The scope has exited: its deadline no longer counts (trio: a scope
     /// never becomes `cancel_called` after it exited).
     exited: bool,
@@ -243,6 +248,7 @@ impl Node {
                 deadline_nanos: deadline.map_or(NEVER, clock::to_nanos),
                 shield,
                 cancelled_caught: false,
+                entered: false,
                 exited: false,
                 holds: None,
             }),
@@ -501,6 +507,15 @@ impl Node {
     /// Cancels this scope (idempotent; the first reason recorded wins).
     pub(crate) fn cancel(&self, reason: CancelReason) {
         let mut inner = self.lock();
+        // A deadline that passed unseen cancelled the scope at that instant
+        // (trio's run loop marks it then): its reason stays the first.
+        if !inner.cancel_called
+            && inner.entered
+            && inner.deadline_nanos != NEVER
+            && inner.own_deadline_passed(clock::now_nanos())
+        {
+            inner.mark_cancelled(CancelReason::Deadline);
+        }
         inner.mark_cancelled(reason);
         self.update_locked(inner);
     }
@@ -509,8 +524,9 @@ impl Node {
         let mut inner = self.lock();
         // A deadline that has passed is an event at that instant, as in
         // trio: it cancelled the scope, whether or not a checkpoint saw it
-        // yet, and moving it later does not undo that.
-        if !inner.cancel_called && inner.own_deadline_passed(clock::now_nanos()) {
+        // yet, and moving it later does not undo that. (Before the scope is
+        // entered, trio looks at its deadline only at the entry.)
+        if !inner.cancel_called && inner.entered && inner.own_deadline_passed(clock::now_nanos()) {
             inner.mark_cancelled(CancelReason::Deadline);
         }
         inner.deadline = deadline;
@@ -576,6 +592,7 @@ impl Node {
     ) -> Option<usize> {
         let key = parent.map(|parent| parent.lock().children.insert(Arc::clone(self)));
         let mut inner = self.lock();
+        inner.entered = true;
         if let (Some(parent), Some(key)) = (parent, key) {
             inner.parent = Some(Arc::clone(parent));
             inner.key_in_parent = key;
@@ -602,6 +619,7 @@ impl Node {
             return parent.zip(key).map(|(parent, key)| Link { parent, key });
         };
         let inner = node.inner.get_mut().recover();
+        inner.entered = true;
         if let Some(deadline) = deadline {
             inner.lower_deadline(deadline);
         }
@@ -755,6 +773,7 @@ impl Node {
                 inner.deadline = None;
                 inner.deadline_nanos = NEVER;
                 inner.cancelled_caught = false;
+                inner.entered = false;
                 inner.exited = false;
                 node.state.store(NEVER, Ordering::Relaxed);
                 node.listened.store(false, Ordering::Relaxed);
