@@ -30,10 +30,15 @@
 //! assert_eq!(took, Duration::from_secs(3600)); // ...after exactly one virtual hour
 //! ```
 //!
-//! All of hatchery's time goes through one clock: [`sleep`](crate::sleep),
-//! deadlines and timeouts of cancel scopes, [`now`](crate::now), the report's
-//! ages. Code under test should read the time with [`now`](crate::now), not
-//! [`Instant::now`], which keeps reporting the real time.
+//! On the thread that runs the test, all of hatchery's time goes through
+//! one clock: [`sleep`](crate::sleep), deadlines and timeouts of cancel
+//! scopes, [`now`](crate::now), the report's ages. Code under test should
+//! read the time with [`now`](crate::now), not [`Instant::now`], which keeps
+//! reporting the real time. Parallel children and blocking closures run on
+//! other threads, with the real time: a virtual deadline over them still
+//! reaches them (the test's thread records it when it passes), but their
+//! own sleeps are real ones, so keep the timing a test checks on the test's
+//! thread.
 //!
 //! [`live`] counts the tasks, cancel scopes and cancellation listeners alive
 //! in the process, for tests that check nothing leaked.
