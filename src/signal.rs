@@ -228,15 +228,19 @@ impl Shutdown {
                 SIGINT => "press Ctrl+C again to force".to_owned(),
                 other => format!("send {} again to force", signal_name(other)),
             };
-            say(format!(
+            let line = format!(
                 "hatchery: received {}, shutting down gracefully (up to {:?}); {again}\n",
                 signal_name(signal),
                 self.grace_left(),
-            ));
-            // Given a moment to reach stderr before the cancel: what the
-            // program writes as it shuts down comes after this line, not
-            // before it (unless stderr does not take it that fast).
-            let _ = flush_stderr(LINE_PATIENCE);
+            );
+            // Out before the cancel: what the program writes as it shuts
+            // down comes after this line, not before it. At once where stderr
+            // cannot block (a terminal, a file); else queued, and given a
+            // moment to get there.
+            if !crate::stderr::write_now_if_safe(&line) {
+                say(line);
+                let _ = flush_stderr(LINE_PATIENCE);
+            }
         }
         if !self.record(signal) {
             return false;

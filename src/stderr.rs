@@ -83,6 +83,43 @@ pub(crate) fn flush_stderr(patience: Duration) -> bool {
     !queue.writing
 }
 
+/// Writes `text` at once, on this thread, if that cannot block: stderr is
+/// a regular file or a character device (a terminal, `/dev/null`), and no
+/// line is waiting for the writer thread (it would be overtaken). Returns
+/// whether it did; if not, the caller queues it (`say`). Saves the writer
+/// thread's start where it is not needed: the first signal's line is
+/// written before the cancel, and this keeps it off the shutdown's time.
+pub(crate) fn write_now_if_safe(text: &str) -> bool {
+    let queue = lock(&STDERR);
+    if queue.writing || !never_blocks() {
+        return false;
+    }
+    let _ = io::stderr().write_all(text.as_bytes());
+    drop(queue);
+    true
+}
+
+/// Whether a write to stderr returns without waiting for a reader: a
+/// regular file or a character device. (A pipe or a socket that nobody
+/// reads blocks its writer once full.)
+#[cfg(unix)]
+fn never_blocks() -> bool {
+    use std::os::fd::AsFd;
+    let Ok(fd) = io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(metadata) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    let kind = metadata.file_type();
+    kind.is_file() || std::os::unix::fs::FileTypeExt::is_char_device(&kind)
+}
+
+#[cfg(not(unix))]
+fn never_blocks() -> bool {
+    false
+}
+
 /// Set once a forced shutdown is under way: from then on, every line goes
 /// through the writer thread (`write`).
 static QUEUE_ONLY: AtomicBool = AtomicBool::new(false);

@@ -1250,6 +1250,31 @@ fn the_signal_line_comes_before_the_cleanup_output() {
     }
 }
 
+/// The same with stderr a file, which hatchery writes the line to at once
+/// (no writer thread): still before the cleanup's output.
+#[test]
+fn the_signal_line_comes_first_in_a_stderr_file_too() {
+    let path = std::env::temp_dir().join(format!("hatchery-line-first-{}.txt", std::process::id()));
+    for _ in 0..5 {
+        let file = std::fs::File::create(&path).expect("a file for stderr");
+        let status = probe_command("line_first")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .status()
+            .expect("run the probe");
+        let stderr = std::fs::read_to_string(&path).expect("read stderr back");
+        assert_eq!(status.code(), Some(130), "{stderr}");
+        let line = stderr.find("hatchery: received SIGINT");
+        let cleanup = stderr.find("child: cleaning up");
+        assert!(
+            line.is_some() && cleanup.is_some() && line < cleanup,
+            "out of order: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
 /// `SignalGuard::forced()` completes once the report of the forced
 /// shutdown is out: a program that exits right then, without dropping the
 /// guard first, does not lose it (it did in some runs).
