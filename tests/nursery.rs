@@ -168,6 +168,20 @@ fn spawning_into_a_closed_nursery_is_a_clear_error() {
         message.contains("already closed") && message.contains("try_spawn"),
         "{message}"
     );
+    // A supervised child too: its try_spawn says so, its spawn points there.
+    let supervised = n.named("late").on_failure(|_failure| Ok(()));
+    assert_eq!(
+        supervised.try_spawn(async { Ok(()) }),
+        Err(SpawnError::Closed)
+    );
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        n.named("late")
+            .on_failure(|_failure| Ok(()))
+            .spawn(async { Ok(()) });
+    }))
+    .unwrap_err();
+    let message = panic.downcast_ref::<String>().unwrap();
+    assert!(message.contains("use try_spawn to handle this"), "{message}");
 }
 
 #[test]

@@ -1098,8 +1098,32 @@ macro_rules! handle_methods {
             {
                 let (handle, info, future) = self.wrap(future);
                 if let Err(error) = handle.spawn_as(info, future) {
-                    closed_panic(error, "the handle's try_spawn (a supervised child has no try_ method)")
+                    closed_panic(error, "try_spawn")
                 }
+            }
+
+            /// [`spawn`](Self::spawn), returning an error instead of
+            /// panicking if the nursery has closed.
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::", $example_nursery, ";")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n| async move {")]
+            ///     let spawned = n.named("worker").on_failure(|_failure| Ok(())).try_spawn(async { Ok(()) });
+            ///     assert!(spawned.is_ok());
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            #[track_caller]
+            pub fn try_spawn<F>(self, future: F) -> Result<(), SpawnError>
+            where
+                F: Future<Output = Result<(), E>> + $($bound)* 'a,
+            {
+                let (handle, info, future) = self.wrap(future);
+                handle.spawn_as(info, future)
             }
 
             /// Spawns the supervised child on the executor of the surrounding
@@ -1127,8 +1151,35 @@ macro_rules! handle_methods {
             {
                 let (handle, info, supervised) = self.wrap(future);
                 if let Err(error) = handle.spawn_parallel_as(info, supervised) {
-                    closed_panic(error, "the handle's try_spawn_parallel (a supervised child has no try_ method)")
+                    closed_panic(error, "try_spawn_parallel")
                 }
+            }
+
+            /// [`spawn_parallel`](Self::spawn_parallel), returning an error
+            /// instead of panicking if the nursery has closed or there is no
+            /// executor to run it on.
+            ///
+            /// ```
+            /// hatchery::run(|n| async move {
+            ///     let spawned = n
+            ///         .named("request")
+            ///         .on_failure(|_failure| Ok(()))
+            ///         .try_spawn_parallel(async { Err(hatchery::Error::msg("handled")) });
+            ///     assert!(spawned.is_ok());
+            ///     Ok(())
+            /// })
+            /// .unwrap();
+            /// ```
+            #[track_caller]
+            pub fn try_spawn_parallel<F>(self, future: F) -> Result<(), SpawnError>
+            where
+                F: Future<Output = Result<(), E>> + Send + 'static,
+                E: Send + 'static,
+                H: Send + 'static,
+                P: Send + 'static,
+            {
+                let (handle, info, supervised) = self.wrap(future);
+                handle.spawn_parallel_as(info, supervised)
             }
 
             /// Spawns the supervised child on `spawner` (see
@@ -1163,8 +1214,42 @@ macro_rules! handle_methods {
             {
                 let (handle, info, supervised) = self.wrap(future);
                 if let Err(error) = handle.spawn_on_as(info, spawner, supervised) {
-                    closed_panic(error, "the handle's try_spawn_on (a supervised child has no try_ method)")
+                    closed_panic(error, "try_spawn_on")
                 }
+            }
+
+            /// [`spawn_on`](Self::spawn_on), returning an error instead of
+            /// panicking if the nursery has closed.
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::", $example_nursery, ";")]
+            /// let executor = async_executor::Executor::new();
+            /// let ex = &executor;
+            /// futures_lite::future::block_on(ex.run(async move {
+            #[doc = concat!("    ", $example_nursery, "(|n| async move {")]
+            ///         let spawned = n
+            ///             .named("request")
+            ///             .on_failure(|_failure| Ok(()))
+            ///             .try_spawn_on(ex, async { Err(hatchery::Error::msg("handled")) });
+            ///         assert!(spawned.is_ok());
+            ///         Ok(())
+            ///     })
+            ///     .await
+            ///     .unwrap();
+            /// }));
+            /// ```
+            #[track_caller]
+            pub fn try_spawn_on<'env, S, F>(self, spawner: &S, future: F) -> Result<(), SpawnError>
+            where
+                'env: 'a,
+                S: Spawn<'env> + ?Sized,
+                F: Future<Output = Result<(), E>> + Send + 'env,
+                E: Send + 'env,
+                H: Send + 'env,
+                P: Send + 'env,
+            {
+                let (handle, info, supervised) = self.wrap(future);
+                handle.spawn_on_as(info, spawner, supervised)
             }
         }
     };
