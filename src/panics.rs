@@ -55,9 +55,14 @@ pub(crate) fn caught_panic(payload: &(dyn Any + Send)) {
     }
 }
 
-/// The payload a nursery resumed was caught by something else than a
-/// nursery (the program, a supervision handler): it is no longer on its
-/// way to one.
+/// A supervision handler caught `payload`: whether a nursery inside had
+/// resumed it (and named it). It is no longer on its way to a nursery.
+pub(crate) fn take_resumed(payload: &(dyn Any + Send)) -> bool {
+    RESUMING.try_with(|r| r.replace(0)).unwrap_or(0) == identity(payload)
+}
+
+/// A payload a nursery resumed before is gone (a new nursery is made: the
+/// program caught it): it is no longer on its way to one.
 pub(crate) fn forget_resuming() {
     let _ = RESUMING.try_with(|r| r.set(0));
 }

@@ -624,3 +624,43 @@ fn a_forced_shutdown_does_not_wait_on_a_blocked_stderr() {
     io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
     assert!(stdout.contains("run returned: true"), "{stdout}");
 }
+
+/// A nursery inside a supervised child resumes a panic (and says so); the
+/// child's `on_panic` handler takes it: that is said too, so that the first
+/// line does not read as if the panic went on.
+#[test]
+fn a_panic_taken_by_on_panic_after_a_nursery_resumed_it_is_said_taken() {
+    if probe_case().is_some() {
+        let out = futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+            n.named("client")
+                .on_failure(|_failure| Ok(()))
+                .on_panic(|_task, _payload| Ok(()))
+                .spawn(async {
+                    nursery(|m: Nursery<'_, Cancelled>| async move {
+                        m.named("reader").spawn(async { panic!("a bug") });
+                        Ok(())
+                    })
+                    .await
+                    .map(drop)
+                    .map_err(|_| Cancelled)
+                });
+            Ok(())
+        }));
+        println!("returned ok: {}", out.is_ok());
+        return;
+    }
+    let (status, stdout, stderr) = probe(
+        "a_panic_taken_by_on_panic_after_a_nursery_resumed_it_is_said_taken",
+        false,
+    );
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("returned ok: true"), "{stdout}");
+    assert!(
+        stderr.contains("task `reader`") && stderr.contains("its nursery resumes the panic"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("task `client`") && stderr.contains("its on_panic handler takes the panic"),
+        "{stderr}"
+    );
+}

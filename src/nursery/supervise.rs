@@ -150,9 +150,16 @@ where
             Ok(Poll::Ready(output)) => Poll::Ready(output),
             Err(payload) => match this.on_panic.take() {
                 Some(policy) => {
+                    // A panic that a nursery inside resumed said so: say
+                    // where it stops, or that line reads as if it went on.
+                    if crate::panics::take_resumed(&*payload) {
+                        crate::stderr::write(&format!(
+                            "hatchery: {} panicked (in a nursery it opened); its on_panic \
+                             handler takes the panic\n",
+                            this.task
+                        ));
+                    }
                     let handled = policy.handle(this.task.clone(), payload);
-                    // Taken by the handler: not on its way to a nursery.
-                    crate::panics::forget_resuming();
                     Poll::Ready(tally(this.table, handled))
                 }
                 None => resume_unwind(payload),
