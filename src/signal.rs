@@ -228,11 +228,19 @@ impl Shutdown {
                 SIGINT => "press Ctrl+C again to force".to_owned(),
                 other => format!("send {} again to force", signal_name(other)),
             };
-            let line = format!(
-                "hatchery: received {}, shutting down gracefully (up to {:?}); {again}\n",
-                signal_name(signal),
-                self.grace_left(),
-            );
+            let grace = self.grace_left();
+            let line = if grace.is_zero() {
+                // Nothing graceful about it: the watcher forces it at once.
+                format!(
+                    "hatchery: received {}, shutting down (no grace period left: forcing it now)\n",
+                    signal_name(signal),
+                )
+            } else {
+                format!(
+                    "hatchery: received {}, shutting down gracefully (up to {grace:?}); {again}\n",
+                    signal_name(signal),
+                )
+            };
             // Out before the cancel: what the program writes as it shuts
             // down comes after this line, not before it. At once where stderr
             // cannot block (a terminal, a file); else queued, and given a

@@ -471,3 +471,27 @@ fn a_scope_whose_deadline_passed_unseen_is_reported_as_cancelled_by_it() {
         "{text}"
     );
 }
+
+/// The scope `run_blocking` gives its closure is reported at the line that
+/// called `run_blocking`, not inside hatchery.
+#[test]
+fn a_run_blocking_scope_is_reported_at_its_callers_line() {
+    let text = futures::executor::block_on(nursery(|n: Nursery<'_, Cancelled>| async move {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        n.named("waiter").spawn(async move {
+            hatchery::run_blocking(move |_cancel| {
+                let _ = released.recv();
+            })
+            .await?;
+            Ok(())
+        });
+        checkpoint().await?; // the waiter is polled: its closure's scope is entered
+        let text = Report::capture().to_string();
+        release.send(()).unwrap();
+        Ok(text)
+    }))
+    .unwrap()
+    .unwrap();
+    assert!(text.contains("cancel scope at tests/report.rs:"), "{text}");
+    assert!(!text.contains("src/nursery/blocking.rs"), "{text}");
+}

@@ -965,6 +965,28 @@ fn probe() {
                 });
             println!("run returned (should have exited)");
         }
+        // No grace period at all.
+        "grace_zero" => {
+            let _ = Builder::new().grace_period(Duration::ZERO).run(
+                |n: Nursery<'_, hatchery::Error>| async move {
+                    n.spawn(async {
+                        CancelScope::new()
+                            .shield(true)
+                            .run(async {
+                                hatchery::sleep_forever().await?;
+                                Ok(())
+                            })
+                            .await?;
+                        Ok(())
+                    });
+                    hatchery::checkpoint().await?;
+                    raise();
+                    hatchery::sleep_forever().await?;
+                    Ok(())
+                },
+            );
+            println!("run returned (should have exited)");
+        }
         // A child that writes to stderr as it cleans up.
         "line_first" => {
             let _ = run(|n: Nursery<'_, Cancelled>| async move {
@@ -1248,6 +1270,25 @@ fn the_signal_line_comes_before_the_cleanup_output() {
             "out of order: {stderr}"
         );
     }
+}
+
+/// With no grace period, the first signal's line says the shutdown is
+/// forced at once (it read "gracefully (up to 0ns); press Ctrl+C again to
+/// force"), and it is.
+#[test]
+fn with_no_grace_period_the_line_says_the_shutdown_is_forced_now() {
+    let (status, stdout, stderr) = run_probe("grace_zero").finish();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("received SIGINT, shutting down (no grace period left: forcing it now)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("0ns"), "{stderr}");
+    assert!(stderr.contains("forcing the shutdown"), "{stderr}");
 }
 
 /// The same with stderr a file, which hatchery writes the line to at once

@@ -76,8 +76,14 @@ impl CancelScope {
     /// ```
     #[track_caller]
     pub fn new() -> Self {
+        Self::at(Location::caller())
+    }
+
+    /// `new`, reported as made at `location` (hatchery's own scopes made on
+    /// behalf of a caller: the report names the caller's line).
+    pub(crate) fn at(location: &'static Location<'static>) -> Self {
         CancelScope {
-            node: Node::scope(Location::caller(), false),
+            node: Node::scope(location, false),
             timeout: None,
         }
     }

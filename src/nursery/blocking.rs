@@ -206,6 +206,8 @@ where
     T: Send + 'static,
 {
     let info = TaskInfo::new(Some(Cow::Borrowed("run_blocking")));
+    // The report names the caller's line for the closure's scope too.
+    let location = std::panic::Location::caller();
     async move {
         // The scope of whoever awaits this, at its first poll.
         crate::check_cancelled()?;
@@ -213,7 +215,7 @@ where
         // and cancelled when this future is dropped unfinished (a
         // combinator dropped it, or its task): the closure is told either
         // way, and holds no handle to the caller's scope itself.
-        let own = CancelScope::new();
+        let own = CancelScope::at(location);
         let cancel = own.handle();
         let told = cancel.clone();
         let outcome = own
