@@ -710,7 +710,7 @@ impl Report {
                     (true, true, false) => "told to cancel, cleaning up",
                     (true, false, true) => "behind a shield: the cancellation does not reach it",
                     (true, false, false) if note.remote() => {
-                        "runs on another thread, told there (at its next unshielded checkpoint, or by its cancel handle)"
+                        "runs on another thread (or waits for a worker there), told there (at its next unshielded checkpoint, or by its cancel handle)"
                     }
                     (true, false, false) => {
                         "not told yet: not polled since the cancel (does it block its thread?)"

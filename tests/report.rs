@@ -329,7 +329,7 @@ fn after_a_cancel_the_report_says_who_was_told_and_who_is_shielded() {
     );
     assert!(
         line("unnamed task")
-            .ends_with("runs on another thread, told there (at its next unshielded checkpoint, or by its cancel handle)"),
+            .ends_with("runs on another thread (or waits for a worker there), told there (at its next unshielded checkpoint, or by its cancel handle)"),
         "{text}"
     );
 }
@@ -407,7 +407,7 @@ fn a_blocking_child_after_a_cancel_is_reported_on_its_own_thread() {
         .find(|line| line.contains("task `crunching`"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        line.ends_with("runs on another thread, told there (at its next unshielded checkpoint, or by its cancel handle)"),
+        line.ends_with("runs on another thread (or waits for a worker there), told there (at its next unshielded checkpoint, or by its cancel handle)"),
         "{text}"
     );
 }
