@@ -373,10 +373,14 @@ impl<E> Builder<E> {
         if self.tokio {
             return self.run_on_tokio(body);
         }
-        let root = start_root(self.handle_signals, self.grace_period, body);
         let executor: Arc<async_executor::Executor<'static>> =
             Arc::new(async_executor::Executor::new());
         let spawner: SharedSpawner = executor.clone();
+        // The body closure runs inside the root too: `spawn_parallel` works
+        // in its synchronous part (its children wait for the workers).
+        let root = with_default(Arc::clone(&spawner), || {
+            start_root(self.handle_signals, self.grace_period, body)
+        });
         let crew = Arc::new(Crew::default());
         for index in 0..self.threads() {
             let (executor, crew_ref, spawner) = (
@@ -444,6 +448,13 @@ impl<E> Builder<E> {
         T: 'env,
     {
         refuse_nesting();
+        #[cfg(feature = "tokio")]
+        assert!(
+            !self.tokio,
+            "hatchery: Builder::tokio() does not apply to run_scoped, whose workers are \
+             hatchery's own scoped threads (so that children may borrow from the caller); use \
+             run for a tokio root, or run_scoped without tokio()"
+        );
         let executor = Arc::new(async_executor::Executor::new());
         let scoped = ScopedExecutor {
             executor: Arc::clone(&executor),
@@ -567,29 +578,14 @@ impl<E> Builder<E> {
             Ok(runtime) => runtime,
             Err(error) => panic!("hatchery::run(): could not start the tokio runtime: {error}"),
         };
-        let root = start_root(self.handle_signals, self.grace_period, body);
-        let Root {
-            future,
-            shutdown,
-            guard,
-            scope: _,
-            cancelled_at: _,
-            dropped,
-        } = root;
-        let spawner: SharedSpawner = Arc::new(TokioRoot(runtime.handle().clone()));
-        let result = {
-            let _in_run = InRun::enter();
-            let _context = runtime.enter();
-            let _timers = TokioTimers(clock::use_tokio_timers(true));
-            with_default(spawner, || runtime.block_on(future))
-        };
         // A worker stuck in a child that never awaits must not hold `run`:
         // the runtime is left to finish on its own (the root nursery
         // aborted its tasks when it dropped their handles), however `run`
-        // ends, also by unwinding. When the process is about to exit on a
-        // signal, it is not even told: its threads would spend the last
-        // moments of the program handing their stacks and heaps back,
-        // which the exit does anyway.
+        // ends, also by unwinding (a task's panic resumed: a blocking task
+        // reading stdin held the unwinding until a line came). When the
+        // process is about to exit on a signal, it is not even told: its
+        // threads would spend the last moments of the program handing their
+        // stacks and heaps back, which the exit does anyway.
         struct InBackground(Option<tokio::runtime::Runtime>);
         impl Drop for InBackground {
             fn drop(&mut self) {
@@ -599,6 +595,31 @@ impl<E> Builder<E> {
             }
         }
         let mut runtime = InBackground(Some(runtime));
+        let handle = match &runtime.0 {
+            Some(runtime) => runtime.handle().clone(),
+            None => unreachable!("the runtime was just built"),
+        };
+        let spawner: SharedSpawner = Arc::new(TokioRoot(handle.clone()));
+        let in_run = InRun::enter();
+        let context = handle.enter();
+        let timers = TokioTimers(clock::use_tokio_timers(true));
+        // The body closure runs inside the root too: tokio's types and
+        // `spawn_parallel` work in its synchronous part.
+        let root = with_default(Arc::clone(&spawner), || {
+            start_root(self.handle_signals, self.grace_period, body)
+        });
+        let Root {
+            future,
+            shutdown,
+            guard,
+            scope: _,
+            cancelled_at: _,
+            dropped,
+        } = root;
+        let result = with_default(spawner, || handle.block_on(future));
+        drop(timers);
+        drop(context);
+        drop(in_run);
         if !(self.exit_on_signal && shutdown.signal().is_some()) {
             drop(InBackground(runtime.0.take()));
         }
@@ -693,7 +714,9 @@ impl<E> Builder<E> {
         drop(guard);
         // The report and the shutdown line are out before the program goes
         // on, unless nobody reads stderr (then they wait no longer).
-        let _ = flush_stderr(STDERR_PATIENCE);
+        if flush_stderr(STDERR_PATIENCE) {
+            crate::stderr::write_at_once_again();
+        }
         // A task's panic that the forced shutdown dropped with the root is
         // resumed, as every other task panic is (but after an exit on a
         // signal, above: its message is what the panic hook printed).
@@ -783,11 +806,11 @@ fn say_failures<T, E: fmt::Debug>(signal: Signal, result: &Result<T, NurseryErro
 /// Exits with 128 + the first signal's number, once stdout and (for a
 /// bounded time) stderr have taken what was written to them.
 fn exit_after(signal: Signal) -> ! {
-    use std::io::Write;
     let _ = flush_stderr(STDERR_PATIENCE);
-    // stderr is unbuffered (and its lock may be held by hatchery's writer,
-    // stuck on a full pipe): only stdout is flushed.
-    let _ = std::io::stdout().flush();
+    // `process::exit` flushes stdout if its lock is free; a flush here would
+    // wait for it, for ever if a thread holds it blocked on a pipe nobody
+    // reads (one SIGTERM then never ended the process: the watcher, and its
+    // wedge timer, are stopped by now).
     std::process::exit(signal.exit_code())
 }
 

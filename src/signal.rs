@@ -581,8 +581,8 @@ mod imp {
             };
             // The watcher's last lines are out before the program goes on,
             // unless nobody reads stderr. (An exit waits for them itself.)
-            if !exiting {
-                let _ = flush_stderr(STDERR_PATIENCE);
+            if !exiting && flush_stderr(STDERR_PATIENCE) {
+                crate::stderr::write_at_once_again();
             }
         }
     }

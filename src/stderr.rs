@@ -130,6 +130,15 @@ pub(crate) fn queue_from_now_on() {
     QUEUE_ONLY.store(true, Ordering::Relaxed);
 }
 
+/// The forced shutdown is over (its `run` returned, its guard was dropped)
+/// and the queue drained: `write` writes at once again (queued, a later
+/// panic's line could be lost to the program's exit).
+pub(crate) fn write_at_once_again() {
+    if !lock(&STDERR).writing {
+        QUEUE_ONLY.store(false, Ordering::Relaxed);
+    }
+}
+
 /// Writes `text` (whole lines) to stderr, ignoring a stderr that fails (it
 /// must not panic instead of what it reports): at once, so that it is out
 /// before a panic unwinds further or the process exits; through the writer

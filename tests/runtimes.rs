@@ -1160,3 +1160,91 @@ fn supervised_parallel_children_panic_into_their_handler_on_each_root() {
         assert_escalated(out, "escalates panicked: boom");
     }
 }
+
+/// The body closure runs inside the root: a parallel child spawned in its
+/// synchronous part runs (it panicked: no executor on this thread).
+#[test]
+fn the_body_closure_may_spawn_parallel_children_before_its_future() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&ran);
+    let out = run(move |n: Nursery<'_, Cancelled>| {
+        n.spawn_parallel(async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        async { Ok(1) }
+    });
+    assert_eq!(out.unwrap(), Some(1));
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
+
+/// On the tokio root too, and tokio's types work there (they panicked:
+/// "there is no reactor running").
+#[cfg(feature = "tokio")]
+#[test]
+fn the_body_closure_runs_inside_the_tokio_root() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&ran);
+    let out =
+        Builder::new()
+            .error_type::<Cancelled>()
+            .tokio()
+            .run(move |n: Nursery<'_, Cancelled>| {
+                let mut tick = tokio::time::interval(Duration::from_millis(1));
+                n.spawn_parallel(async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                });
+                async move {
+                    tick.tick().await;
+                    Ok(2)
+                }
+            });
+    assert_eq!(out.unwrap(), Some(2));
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
+
+/// `run_scoped` has no tokio root: asking for one is refused with a message
+/// (it ran on async-executor, and tokio's types panicked in the body).
+#[cfg(feature = "tokio")]
+#[test]
+#[should_panic(expected = "Builder::tokio() does not apply to run_scoped")]
+fn run_scoped_refuses_the_tokio_root() {
+    let _ = Builder::new()
+        .error_type::<Cancelled>()
+        .tokio()
+        .run_scoped(|_n: Nursery<'_, Cancelled>, _executor| async { Ok(()) });
+}
+
+/// A panic resumed out of the tokio root does not wait for tokio's blocking
+/// pool (a blocking task reading stdin held it until a line came).
+#[cfg(feature = "tokio")]
+#[test]
+fn a_panic_leaves_the_tokio_root_without_waiting_for_its_blocking_tasks() {
+    let (done, finished) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            Builder::new().error_type::<Cancelled>().tokio().run(
+                |n: Nursery<'_, Cancelled>| async move {
+                    n.spawn(async {
+                        let _ =
+                            tokio::task::spawn_blocking(|| thread::sleep(Duration::from_secs(60)))
+                                .await;
+                        Ok(())
+                    });
+                    n.spawn(async {
+                        sleep(Duration::from_millis(20)).await?;
+                        panic!("the panic");
+                    });
+                    Ok(())
+                },
+            )
+        }));
+        let _ = done.send(out.is_err());
+    });
+    // A liveness bound, far above the 20 ms the panic takes.
+    let panicked = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("run did not return: it waited for the blocking task");
+    assert!(panicked);
+}

@@ -965,6 +965,29 @@ fn probe() {
                 });
             println!("run returned (should have exited)");
         }
+        // Another thread holds stdout's lock for good (as one blocked in
+        // `println!` on a pipe nobody reads would) when the signal comes.
+        "stdout_held" => {
+            let _ = run(|n: Nursery<'_, Cancelled>| async move {
+                n.spawn(async {
+                    let slept = hatchery::sleep_forever().await;
+                    slept?;
+                    Ok(())
+                });
+                println!("holding stdout");
+                let (held, holding) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let _lock = std::io::stdout().lock();
+                    let _ = held.send(());
+                    std::thread::park();
+                    std::thread::sleep(Duration::from_secs(3600));
+                });
+                let _ = holding.recv();
+                raise_signal(SIGTERM);
+                hatchery::sleep_forever().await?;
+                Ok(())
+            });
+        }
         // No grace period at all.
         "grace_zero" => {
             let _ = Builder::new().grace_period(Duration::ZERO).run(
@@ -1270,6 +1293,20 @@ fn the_signal_line_comes_before_the_cleanup_output() {
             "out of order: {stderr}"
         );
     }
+}
+
+/// One SIGTERM ends the process even while another thread holds stdout's
+/// lock for good: the exit does not wait for it (it waited for ever, the
+/// signal watcher already stopped).
+#[test]
+fn a_signal_exits_while_another_thread_holds_stdout() {
+    let (status, stdout, stderr) = run_probe("stdout_held").finish();
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "stdout: {stdout:?}\nstderr: {stderr}"
+    );
+    assert_eq!(count(&stdout, "holding stdout"), 1, "{stdout:?}");
 }
 
 /// With no grace period, the first signal's line says the shutdown is
