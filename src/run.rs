@@ -1166,9 +1166,11 @@ impl Drop for StopWorkers<'_> {
             n => format!("{n} worker threads"),
         };
         if self.can_abandon {
+            // After the forced shutdown, whatever forced it (a second signal,
+            // or the grace period running out).
             say(format!(
                 "hatchery: {count} abandoned ({names}): still inside a parallel child that \
-                 does not await, after the grace period; it ends with the process\n"
+                 does not await, after the forced shutdown; it ends with the process\n"
             ));
         } else {
             say(format!(

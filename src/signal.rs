@@ -81,6 +81,10 @@ pub(crate) const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 /// How long a forced shutdown may take before the process exits anyway.
 const WEDGED_AFTER: Duration = Duration::from_secs(2);
 
+/// A grace period this long (a century) or longer is announced as having no
+/// time limit (`Duration::MAX` read "up to 18446744073709551615.999999999s").
+const UNBOUNDED: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// How long the first signal's line may take to reach stderr before the
 /// cancel goes ahead without waiting for it.
 const LINE_PATIENCE: Duration = Duration::from_millis(20);
@@ -233,6 +237,11 @@ impl Shutdown {
                 // Nothing graceful about it: the watcher forces it at once.
                 format!(
                     "hatchery: received {}, shutting down (no grace period left: forcing it now)\n",
+                    signal_name(signal),
+                )
+            } else if grace >= UNBOUNDED {
+                format!(
+                    "hatchery: received {}, shutting down gracefully (no time limit); {again}\n",
                     signal_name(signal),
                 )
             } else {

@@ -1416,6 +1416,11 @@ fn sigint_shuts_the_tokio_root_down_like_any_other() {
     assert_eq!(count(&stdout, "acceptor: dropped"), 1, "{stdout:?}");
     assert_eq!(count(&stdout, "sleeper: dropped"), 1, "{stdout:?}");
     assert_eq!(stderr.lines().count(), 1, "stderr: {stderr}");
+    // Its grace period is `Duration::MAX`: said as such, not in seconds.
+    assert!(
+        stderr.contains("shutting down gracefully (no time limit)"),
+        "stderr: {stderr}"
+    );
 }
 
 #[test]
