@@ -276,7 +276,12 @@ impl<E> Builder<E> {
     /// the process exits with status 130 after SIGINT or 143 after SIGTERM,
     /// as shells expect of an interrupted program. With `false`, the run
     /// returns an error whose [`interrupted`](NurseryError::interrupted)
-    /// names the signal, so that the program can choose its own exit.
+    /// names the signal, so that the program can choose its own exit, and
+    /// the code after `run` (and the destructors of `main`'s locals: a
+    /// `BufWriter` to flush) still runs, as after trio's `KeyboardInterrupt`.
+    /// It is an error even if the body returned a value after the signal
+    /// (as trio's run raises once the root scope was cancelled by it); the
+    /// failures of tasks are kept in it.
     ///
     /// ```
     /// use hatchery::{Builder, Cancelled, Nursery};
