@@ -482,3 +482,35 @@ fn two_hundred_and_fifty_nested_nurseries_fit_in_a_two_mib_stack() {
         .expect("the thread overflowed its stack");
     assert!(matches!(out, Ok(None)), "{out:?}");
 }
+
+/// `on_failure` straight on the handle supervises an unnamed child: its
+/// failure goes to the handler, its sibling goes on, the nursery returns Ok.
+#[test]
+fn an_unnamed_supervised_child_s_failure_goes_to_its_handler() {
+    let handled = std::sync::Mutex::new(Vec::new());
+    let handled = &handled;
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let finished = &finished;
+    let out = futures::executor::block_on(hatchery::nursery(|n| async move {
+        n.on_failure(move |failure| {
+            handled.lock().unwrap().push((
+                failure.task.name().map(str::to_owned),
+                failure.error.to_string(),
+            ));
+            Ok(())
+        })
+        .spawn(async { Err(hatchery::Error::msg("malformed request")) });
+        n.spawn(async move {
+            hatchery::sleep(std::time::Duration::from_millis(5)).await?;
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        });
+        Ok("served")
+    }));
+    assert_eq!(out.unwrap(), Some("served"));
+    assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(
+        *handled.lock().unwrap(),
+        [(None, "malformed request".to_owned())]
+    );
+}

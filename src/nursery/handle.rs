@@ -161,8 +161,39 @@ macro_rules! handle_methods {
             pub fn named(&self, name: impl Into<Cow<'static, str>>) -> TaskBuilder<'_, Self> {
                 TaskBuilder {
                     handle: self,
-                    name: name.into(),
+                    name: Some(name.into()),
                 }
+            }
+
+            /// Supervises an unnamed child: `n.on_failure(handler).spawn(…)`
+            /// is [`named`](Self::named)`(…).on_failure(handler)` without
+            /// the name (failures and reports call it "unnamed task spawned
+            /// at …"). See [`TaskBuilder::on_failure`].
+            ///
+            /// ```
+            #[doc = concat!("use hatchery::", $example_nursery, ";")]
+            /// # futures::executor::block_on(async {
+            #[doc = concat!($example_nursery, "(|n| async move {")]
+            ///     n.on_failure(|failure| {
+            ///         assert_eq!(failure.task.name(), None);
+            ///         Ok(()) // logged; the nursery goes on
+            ///     })
+            ///     .spawn(async { Err(hatchery::Error::msg("malformed request")) });
+            ///     Ok(())
+            /// })
+            /// .await
+            /// .unwrap();
+            /// # });
+            /// ```
+            pub fn on_failure<H>(&self, handler: H) -> Supervised<'_, Self, H, ResumePanics>
+            where
+                H: FnOnce(TaskFailure<E>) -> Result<(), E>,
+            {
+                TaskBuilder {
+                    handle: self,
+                    name: None,
+                }
+                .on_failure(handler)
             }
 
             fn spawn_as<F>(&self, info: TaskInfo, future: F) -> Result<(), SpawnError>
@@ -741,7 +772,7 @@ macro_rules! handle_methods {
             where
                 F: Future<Output = Result<(), E>> + $($bound)* 'a,
             {
-                if let Err(error) = self.handle.spawn_as(TaskInfo::new(Some(self.name)), future) {
+                if let Err(error) = self.handle.spawn_as(TaskInfo::new(self.name), future) {
                     closed_panic(error, "try_spawn")
                 }
             }
@@ -764,7 +795,7 @@ macro_rules! handle_methods {
             where
                 F: Future<Output = Result<(), E>> + $($bound)* 'a,
             {
-                self.handle.spawn_as(TaskInfo::new(Some(self.name)), future)
+                self.handle.spawn_as(TaskInfo::new(self.name), future)
             }
 
             /// [`start`]($handle::start), named.
@@ -797,7 +828,7 @@ macro_rules! handle_methods {
                 Fut: Future<Output = Result<(), E>> + $($bound)* 'a,
                 V: 'a,
             {
-                self.handle.start_as(TaskInfo::new(Some(self.name)), child)
+                self.handle.start_as(TaskInfo::new(self.name), child)
             }
 
             /// [`try_start`]($handle::try_start), named.
@@ -827,7 +858,7 @@ macro_rules! handle_methods {
                 Fut: Future<Output = Result<(), E>> + $($bound)* 'a,
                 V: 'a,
             {
-                self.handle.try_start_as(TaskInfo::new(Some(self.name)), child)
+                self.handle.try_start_as(TaskInfo::new(self.name), child)
             }
 
             /// [`spawn_on`]($handle::spawn_on), named.
@@ -853,7 +884,7 @@ macro_rules! handle_methods {
                 F: Future<Output = Result<(), E>> + Send + 'env,
                 E: Send + 'env,
             {
-                let info = TaskInfo::new(Some(self.name));
+                let info = TaskInfo::new(self.name);
                 if let Err(error) = self.handle.spawn_on_as(info, spawner, future) {
                     closed_panic(error, "try_spawn_on")
                 }
@@ -883,7 +914,7 @@ macro_rules! handle_methods {
                 F: Future<Output = Result<(), E>> + Send + 'env,
                 E: Send + 'env,
             {
-                self.handle.spawn_on_as(TaskInfo::new(Some(self.name)), spawner, future)
+                self.handle.spawn_on_as(TaskInfo::new(self.name), spawner, future)
             }
 
             /// [`spawn_parallel`]($handle::spawn_parallel), named.
@@ -926,7 +957,7 @@ macro_rules! handle_methods {
                 F: Future<Output = Result<(), E>> + Send + 'static,
                 E: Send + 'static,
             {
-                self.handle.spawn_parallel_as(TaskInfo::new(Some(self.name)), future)
+                self.handle.spawn_parallel_as(TaskInfo::new(self.name), future)
             }
 
             /// Supervises the child: a failure (an error other than a
@@ -995,7 +1026,7 @@ macro_rules! handle_methods {
                 F: FnOnce(CancelHandle) -> Result<(), E> + Send + 'static,
                 E: Send + 'static,
             {
-                let info = TaskInfo::new(Some(self.name));
+                let info = TaskInfo::new(self.name);
                 if let Err(error) = self.handle.spawn_blocking_as(info, work) {
                     closed_panic(error, "try_spawn_blocking")
                 }
@@ -1022,7 +1053,7 @@ macro_rules! handle_methods {
                 F: FnOnce(CancelHandle) -> Result<(), E> + Send + 'static,
                 E: Send + 'static,
             {
-                let info = TaskInfo::new(Some(self.name));
+                let info = TaskInfo::new(self.name);
                 self.handle.spawn_blocking_as(info, work)
             }
         }
@@ -1070,7 +1101,7 @@ macro_rules! handle_methods {
             /// child starts from (at the caller's spawn site).
             #[track_caller]
             fn wrap<F>(self, future: F) -> (&'h $handle<'a, E>, TaskInfo, Supervise<F, H, P>) {
-                let info = TaskInfo::new(Some(self.builder.name));
+                let info = TaskInfo::new(self.builder.name);
                 let handle = self.builder.handle;
                 let table = Arc::clone(&handle.shared.table);
                 let supervised = Supervise::new(future, info.clone(), table, self.on_error, self.on_panic);
@@ -1308,7 +1339,8 @@ impl<H, OnError, OnPanic> fmt::Debug for Supervised<'_, H, OnError, OnPanic> {
 #[must_use = "a task builder spawns nothing until one of its methods is called"]
 pub struct TaskBuilder<'h, H> {
     handle: &'h H,
-    name: Cow<'static, str>,
+    /// `None`: an unnamed child (`on_failure` on the handle itself).
+    name: Option<Cow<'static, str>>,
 }
 
 impl<H> fmt::Debug for TaskBuilder<'_, H> {
