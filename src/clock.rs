@@ -298,6 +298,28 @@ pub(crate) mod virtual_time {
 
     thread_local! {
         static CURRENT: RefCell<Option<Arc<Clock>>> = const { RefCell::new(None) };
+        /// This thread is inside `VirtualClock::run`, which holds it until
+        /// its future is done.
+        static RUNNING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Runs `f` as `VirtualClock::run`'s loop (`in_run`).
+    pub(crate) fn running<R>(f: impl FnOnce() -> R) -> R {
+        struct Restore(bool);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                RUNNING.with(|running| running.set(self.0));
+            }
+        }
+        let _restore = Restore(RUNNING.with(|running| running.replace(true)));
+        f()
+    }
+
+    /// Whether this thread is inside `VirtualClock::run` (`testing::run`):
+    /// nothing else runs on it until that returns.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))] // asked on tokio only
+    pub(crate) fn in_run() -> bool {
+        RUNNING.with(std::cell::Cell::get)
     }
 
     pub(crate) struct Clock {

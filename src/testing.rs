@@ -314,24 +314,26 @@ impl VirtualClock {
         let mut cx = Context::from_waker(&waker);
         let mut future = pin!(future);
         self.clock.enter(|| {
-            loop {
-                if signal.woken.swap(false, Ordering::AcqRel) {
-                    if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-                        return output;
+            crate::clock::virtual_time::running(|| {
+                loop {
+                    if signal.woken.swap(false, Ordering::AcqRel) {
+                        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                            return output;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                // Every task is idle.
-                if self.idle_for_threshold(&signal) {
-                    continue;
-                }
-                match self.clock.next_timer() {
-                    Some(at) => {
-                        self.clock.advance_to(at);
+                    // Every task is idle.
+                    if self.idle_for_threshold(&signal) {
+                        continue;
                     }
-                    None => thread::park(),
+                    match self.clock.next_timer() {
+                        Some(at) => {
+                            self.clock.advance_to(at);
+                        }
+                        None => thread::park(),
+                    }
                 }
-            }
+            })
         })
     }
 

@@ -577,3 +577,25 @@ fn advancing_by_duration_max_makes_everything_due() {
     });
     assert_eq!(out, Ok(None));
 }
+
+/// `spawn_parallel` inside `testing::run` on a current-thread tokio runtime
+/// (`#[tokio::test]`): the runtime's only thread runs `testing::run`, so
+/// the child could never run; refused with a message (it waited for ever).
+#[cfg(feature = "tokio")]
+#[test]
+#[should_panic(
+    expected = "spawn_parallel inside testing::run (or VirtualClock::run) on a current-thread tokio runtime"
+)]
+fn spawn_parallel_under_testing_run_on_a_current_thread_tokio_runtime_is_refused() {
+    let _serial = one_at_a_time();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let _ = testing::run(hatchery::nursery(|n| async move {
+            n.spawn_parallel(async { Ok(()) });
+            Ok(())
+        }));
+    });
+}

@@ -271,6 +271,17 @@ macro_rules! handle_methods {
                     // around): on that runtime, as `tokio::spawn` would.
                     #[cfg(feature = "tokio")]
                     if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                        #[cfg(feature = "test-util")]
+                        assert!(
+                            handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread
+                                || !crate::clock::virtual_time::in_run(),
+                            "hatchery: spawn_parallel inside testing::run (or VirtualClock::run) on \
+                             a current-thread tokio runtime (#[tokio::test]): that runtime's only \
+                             thread is busy running testing::run, so the child could never run \
+                             and its nursery would wait for ever. Use \
+                             #[tokio::test(flavor = \"multi_thread\")], n.spawn, or call \
+                             testing::run outside the runtime"
+                        );
                         return self.spawn_on_as(info, &handle, future);
                     }
                     // A closed nursery says so first, as every spawn does.
