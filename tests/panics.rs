@@ -59,6 +59,15 @@ fn probe(case: &str, broken_stderr: bool) -> (std::process::ExitStatus, String, 
     (child.wait().unwrap(), stdout, stderr)
 }
 
+/// Runs `case`, which must panic, and prints its payload for the parent.
+fn print_payload<T>(case: impl FnOnce() -> T) {
+    let out = catch_unwind(AssertUnwindSafe(case));
+    let Err(payload) = out else {
+        panic!("the case did not panic");
+    };
+    println!("payload: {}", message(&*payload));
+}
+
 fn message(payload: &(dyn std::any::Any + Send)) -> &str {
     payload
         .downcast_ref::<&str>()
@@ -101,15 +110,14 @@ fn executor() -> &'static async_executor::Executor<'static> {
 #[test]
 fn an_error_is_not_lost_when_its_childs_drop_panics() {
     if probe_case().is_some() {
-        let out = catch_unwind(AssertUnwindSafe(|| {
+        print_payload(|| {
             futures::executor::block_on(nursery(|n: Nursery<'_, io::Error>| async move {
                 n.named("bomb").spawn(ThenDropPanics(Some(|| {
                     Err(io::Error::other("the error before the drop"))
                 })));
                 Ok(())
             }))
-        }));
-        println!("payload: {}", message(&*out.unwrap_err()));
+        });
         return;
     }
     let (status, stdout, stderr) = probe("an_error_is_not_lost_when_its_childs_drop_panics", false);
@@ -124,7 +132,7 @@ fn an_error_is_not_lost_when_its_childs_drop_panics() {
 #[test]
 fn an_error_is_not_lost_when_its_parallel_childs_drop_panics() {
     if probe_case().is_some() {
-        let out = catch_unwind(AssertUnwindSafe(|| {
+        print_payload(|| {
             futures::executor::block_on(nursery(|n: Nursery<'_, io::Error>| async move {
                 n.named("bomb").spawn_on(
                     executor(),
@@ -132,8 +140,7 @@ fn an_error_is_not_lost_when_its_parallel_childs_drop_panics() {
                 );
                 Ok(())
             }))
-        }));
-        println!("payload: {}", message(&*out.unwrap_err()));
+        });
         return;
     }
     let (status, stdout, stderr) = probe(
@@ -153,14 +160,13 @@ fn an_error_is_not_lost_when_its_parallel_childs_drop_panics() {
 #[test]
 fn a_child_panicking_then_panicking_in_its_drop_resumes_the_first_panic() {
     if probe_case().is_some() {
-        let out = catch_unwind(AssertUnwindSafe(|| {
+        print_payload(|| {
             futures::executor::block_on(nursery(|n: Nursery<'_, io::Error>| async move {
                 n.named("twice")
                     .spawn(ThenDropPanics(Some(|| panic!("the first panic"))));
                 Ok(())
             }))
-        }));
-        println!("payload: {}", message(&*out.unwrap_err()));
+        });
         return;
     }
     let (status, stdout, stderr) = probe(
@@ -229,7 +235,7 @@ fn a_broken_stderr_changes_neither_the_payload_nor_the_cleanup() {
 #[test]
 fn a_broken_stderr_does_not_lose_a_parallel_childs_outcome() {
     if probe_case().is_some() {
-        let out = catch_unwind(AssertUnwindSafe(|| {
+        print_payload(|| {
             futures::executor::block_on(nursery(|n: Nursery<'_, io::Error>| async move {
                 n.spawn_on(
                     executor(),
@@ -237,8 +243,7 @@ fn a_broken_stderr_does_not_lose_a_parallel_childs_outcome() {
                 );
                 Ok(())
             }))
-        }));
-        println!("payload: {}", message(&*out.unwrap_err()));
+        });
         return;
     }
     let (status, stdout, _) = probe(
@@ -319,7 +324,7 @@ fn a_child_drop_panicking_while_its_nursery_is_dropped_by_unwinding_does_not_abo
         }
     }
     if probe_case().is_some() {
-        let out = catch_unwind(AssertUnwindSafe(|| {
+        print_payload(|| {
             futures::executor::block_on(async {
                 let mut nursery = std::pin::pin!(nursery(|n: Nursery<'_, Cancelled>| async move {
                     for _ in 0..2 {
@@ -337,8 +342,7 @@ fn a_child_drop_panicking_while_its_nursery_is_dropped_by_unwinding_does_not_abo
                 }
                 panic!("the owner's panic");
             })
-        }));
-        println!("payload: {}", message(&*out.unwrap_err()));
+        });
         return;
     }
     let (status, stdout, stderr) = probe(
@@ -362,7 +366,7 @@ fn two_child_drops_panicking_when_their_nursery_is_dropped_do_not_abort() {
         }
     }
     if probe_case().is_some() {
-        let out = catch_unwind(AssertUnwindSafe(|| {
+        print_payload(|| {
             futures::executor::block_on(async {
                 let mut nursery = Box::pin(nursery(|n: Nursery<'_, Cancelled>| async move {
                     for name in ["first drop", "second drop"] {
@@ -380,8 +384,7 @@ fn two_child_drops_panicking_when_their_nursery_is_dropped_do_not_abort() {
                 }
                 drop(nursery);
             })
-        }));
-        println!("payload: {}", message(&*out.unwrap_err()));
+        });
         return;
     }
     let (status, stdout, stderr) = probe(

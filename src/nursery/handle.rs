@@ -1138,8 +1138,7 @@ macro_rules! handle_methods {
             where
                 F: Future<Output = Result<(), E>> + $($bound)* 'a,
             {
-                let (handle, info, future) = self.wrap(future);
-                if let Err(error) = handle.spawn_as(info, future) {
+                if let Err(error) = self.try_spawn(future) {
                     closed_panic(error, "try_spawn")
                 }
             }
@@ -1191,8 +1190,7 @@ macro_rules! handle_methods {
                 H: Send + 'static,
                 P: Send + 'static,
             {
-                let (handle, info, supervised) = self.wrap(future);
-                if let Err(error) = handle.spawn_parallel_as(info, supervised) {
+                if let Err(error) = self.try_spawn_parallel(future) {
                     closed_panic(error, "try_spawn_parallel")
                 }
             }
@@ -1254,8 +1252,7 @@ macro_rules! handle_methods {
                 H: Send + 'env,
                 P: Send + 'env,
             {
-                let (handle, info, supervised) = self.wrap(future);
-                if let Err(error) = handle.spawn_on_as(info, spawner, supervised) {
+                if let Err(error) = self.try_spawn_on(spawner, future) {
                     closed_panic(error, "try_spawn_on")
                 }
             }
